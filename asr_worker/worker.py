@@ -1,0 +1,386 @@
+"""The queue consumer: takes jobs of its languages, streams their audio in, writes events out.
+
+Work is acknowledged only after the final event is written, so a worker that dies mid-job
+loses nothing: its job stays pending and a live worker reclaims it. While a job is in
+progress its idle time is reset every few seconds, so that only a dead worker's jobs look
+idle. A job delivered `max_deliveries` times goes to the dead-letter stream and its client
+gets an error instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import redis.asyncio as aioredis
+import redis.exceptions
+import torch
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import Field
+
+from asr_worker.model import CtcModel, Transcript
+from lidroute import logs
+from lidroute.audio import TARGET_RATE, duration, pcm16_to_float
+from lidroute.jobs import Delivery, Event, JobQueue
+from lidroute.keys import Keys
+from lidroute.registry import Registry
+from lidroute.server import GrpcServer, start_metrics
+from lidroute.settings import CommaList, CommonSettings
+from lidroute.v1 import transcriber_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+JOBS = Counter("lidroute_worker_jobs_total", "Jobs finished", ["language", "outcome"])
+INFERENCE = Histogram("lidroute_worker_inference_seconds", "Model time per final result", ["language"])
+ACTIVE = Gauge("lidroute_worker_active_jobs", "Jobs in progress")
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class WorkerSettings(CommonSettings):
+    """ASR worker: serves the listed languages, or every registered one when none is listed."""
+
+    languages: CommaList = Field(
+        default_factory=list, description="languages to serve (empty: all registered)"
+    )
+    health_address: str = Field("[::]:50053", description="gRPC health/reflection listen address")
+    worker_id: str = Field("", description="consumer name (default: host-pid-random)")
+    device: str = Field("cpu", description="torch device")
+    torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
+    concurrency: int = Field(2, ge=1, le=64, description="jobs in progress at once")
+    block_ms: int = Field(1000, ge=10, description="how long one queue read waits")
+    reclaim_idle_seconds: float = Field(
+        15.0, gt=0, description="a job idle this long belongs to a dead worker"
+    )
+    reclaim_interval_seconds: float = Field(2.0, gt=0, description="how often to look for such jobs")
+    max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead stream")
+    heartbeat_seconds: float = Field(2.0, gt=0, description="heartbeat period")
+    worker_ttl_seconds: float = Field(10.0, gt=0, description="a worker silent this long is not live")
+    interim_interval_seconds: float = Field(1.0, gt=0, description="audio between two interim results")
+    audio_idle_timeout_seconds: float = Field(30.0, gt=0, description="give up when audio stops arriving")
+    stream_ttl_seconds: int = Field(900, ge=10, description="TTL of per-job audio and event streams")
+    grace_seconds: float = Field(30.0, ge=0, description="time to finish jobs in progress on SIGTERM")
+    model_cache: Path = Field(Path.home() / ".cache/lidroute/hub", description="hub download cache")
+
+
+class AsrWorker:
+    def __init__(self, settings: WorkerSettings, client: aioredis.Redis) -> None:
+        self.settings = settings
+        self.id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        keys = Keys(settings.key_prefix)
+        self.registry = Registry(client, keys, worker_ttl=settings.worker_ttl_seconds)
+        self.queue = JobQueue(client, keys, stream_ttl=settings.stream_ttl_seconds)
+        self.models: dict[str, CtcModel] = {}
+        self.active: set[asyncio.Task[None]] = set()
+        self.stopping = asyncio.Event()
+        self._sync_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ models
+    def wants(self, lang: str) -> bool:
+        return not self.settings.languages or lang in self.settings.languages
+
+    async def sync_models(self) -> None:
+        """Loads, reloads or drops models so that they match the registry; no restart needed."""
+        async with self._sync_lock:
+            specs = {lang: spec for lang, spec in (await self.registry.models()).items() if self.wants(lang)}
+            for lang in list(self.models):
+                if lang not in specs:
+                    del self.models[lang]
+                    await self.registry.leave(self.id, [lang])
+                    log.info("language dropped", extra={"language": lang})
+            for lang, spec in specs.items():
+                current = self.models.get(lang)
+                if current is not None and current.spec == spec:
+                    continue
+                try:
+                    model = await asyncio.to_thread(CtcModel, lang, spec, self.settings.device)
+                except Exception as exc:
+                    log.error(
+                        "could not load model", extra={"language": lang, "uri": spec.uri, "error": str(exc)}
+                    )
+                    continue
+                await self.queue.ensure_group(lang)
+                self.models[lang] = model
+            missing = [lang for lang in self.settings.languages if lang not in specs]
+            if missing:
+                log.warning("no registered model for configured languages", extra={"languages": missing})
+
+    async def watch_registry(self) -> None:
+        async for _ in self.registry.changes():
+            try:
+                await self.sync_models()
+                await self.registry.heartbeat(self.id, sorted(self.models))
+            except REDIS_ERRORS as exc:
+                log.warning("registry sync failed", extra={"error": str(exc)})
+
+    async def heartbeat(self) -> None:
+        while True:
+            try:
+                await self.registry.heartbeat(self.id, sorted(self.models))
+            except REDIS_ERRORS as exc:
+                log.warning("heartbeat failed", extra={"error": str(exc)})
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    # ------------------------------------------------------------------ taking jobs
+    def free_slots(self) -> int:
+        return self.settings.concurrency - len(self.active)
+
+    def start_job(self, delivery: Delivery) -> None:
+        task = asyncio.create_task(self.process(delivery), name=f"job-{delivery.job.job_id}")
+        self.active.add(task)
+        ACTIVE.set(len(self.active))
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self.active.discard(task)
+        ACTIVE.set(len(self.active))
+
+    async def consume(self) -> None:
+        while not self.stopping.is_set():
+            if self.free_slots() <= 0 or not self.models:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                deliveries = await self.queue.next_jobs(
+                    sorted(self.models), self.id, self.free_slots(), self.settings.block_ms
+                )
+            except REDIS_ERRORS as exc:
+                log.warning("queue read failed; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+                continue
+            for delivery in deliveries:
+                self.start_job(delivery)
+
+    async def reclaim(self) -> None:
+        """Takes over jobs whose worker died; retires those that keep failing."""
+        min_idle_ms = int(self.settings.reclaim_idle_seconds * 1000)
+        while not self.stopping.is_set():
+            await asyncio.sleep(self.settings.reclaim_interval_seconds)
+            for lang in sorted(self.models):
+                if self.free_slots() <= 0:
+                    break
+                try:
+                    claimed = await self.queue.reclaim(lang, self.id, min_idle_ms, self.free_slots())
+                    for delivery, entry_id, times in claimed:
+                        if delivery is None:
+                            await self.queue.ack(lang, entry_id)
+                        elif times > self.settings.max_deliveries:
+                            await self.retire(delivery, times)
+                        else:
+                            log.info(
+                                "reclaimed job", extra={"job_id": delivery.job.job_id, "deliveries": times}
+                            )
+                            self.start_job(delivery)
+                except REDIS_ERRORS as exc:
+                    log.warning("reclaim failed", extra={"error": str(exc)})
+
+    async def retire(self, delivery: Delivery, times: int) -> None:
+        message = f"job failed after {times - 1} deliveries; giving up"
+        log.error("job dead-lettered", extra={"job_id": delivery.job.job_id, "deliveries": times})
+        await self.queue.dead_letter(delivery, times, message)
+        await self.queue.emit(
+            delivery.job.job_id, Event("error", worker_id=self.id, code="ABORTED", message=message)
+        )
+        await self.queue.ack(delivery.language, delivery.entry_id)
+        JOBS.labels(delivery.language, "dead").inc()
+
+    # ------------------------------------------------------------------ one job
+    async def keep_claimed(self, delivery: Delivery) -> None:
+        period = max(self.settings.reclaim_idle_seconds / 3, 0.2)
+        while True:
+            await asyncio.sleep(period)
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self.queue.touch(delivery, self.id)
+
+    async def process(self, delivery: Delivery) -> None:
+        job, lang = delivery.job, delivery.language
+        keeper = asyncio.create_task(self.keep_claimed(delivery))
+        outcome = "error"
+        try:
+            outcome = await self._run_job(delivery)
+        except asyncio.CancelledError:
+            outcome = "interrupted"
+            raise
+        except REDIS_ERRORS as exc:
+            log.warning(
+                "job interrupted by Redis; it stays pending", extra={"job_id": job.job_id, "error": str(exc)}
+            )
+        except Exception:
+            log.exception("job failed; it stays pending for another delivery", extra={"job_id": job.job_id})
+        finally:
+            keeper.cancel()
+            JOBS.labels(lang, outcome).inc()
+
+    async def _run_job(self, delivery: Delivery) -> str:
+        job, lang = delivery.job, delivery.language
+        picked_up = time.time()
+        if job.seconds_left() <= 0:
+            await self._fail(
+                delivery, "DEADLINE_EXCEEDED", "the request's deadline passed before a worker was free"
+            )
+            return "expired"
+        model = self.models.get(lang)
+        if model is None:
+            raise RuntimeError(f"no model loaded for {lang}")
+        await self.queue.emit(job.job_id, Event("started", worker_id=self.id))
+        log.info("job started", extra={"job_id": job.job_id, "language": lang})
+        chunks: list[np.ndarray] = []
+        samples = 0
+        last_interim = 0
+        last_id = "0"
+        last_audio = time.monotonic()
+        while True:
+            block = int(min(1000, max(job.seconds_left(), 0.01) * 1000))
+            entries = await self.queue.read_audio(job.job_id, last_id, block)
+            if not entries:
+                if job.seconds_left() <= 0:
+                    await self._fail(
+                        delivery, "DEADLINE_EXCEEDED", "deadline exceeded while waiting for audio"
+                    )
+                    return "expired"
+                if time.monotonic() - last_audio > self.settings.audio_idle_timeout_seconds:
+                    await self._fail(delivery, "DEADLINE_EXCEEDED", "no audio arrived for too long")
+                    return "timeout"
+                continue
+            last_audio = time.monotonic()
+            ended = False
+            for entry_id, kind, payload in entries:
+                last_id = entry_id
+                if kind == "pcm":
+                    chunk = pcm16_to_float(payload)
+                    chunks.append(chunk)
+                    samples += len(chunk)
+                elif kind == "cancel":
+                    log.info(
+                        "job cancelled by client", extra={"job_id": job.job_id, "reason": payload.decode()}
+                    )
+                    await self.queue.ack(lang, delivery.entry_id)
+                    return "cancelled"
+                else:
+                    ended = True
+            if ended:
+                break
+            interval = int(self.settings.interim_interval_seconds * TARGET_RATE)
+            if job.interim_results and samples - last_interim >= interval:
+                last_interim = samples
+                audio = np.concatenate(chunks)
+                partial = await asyncio.to_thread(model.transcribe, audio)
+                await self.queue.emit(
+                    job.job_id, self._event(delivery, model, partial, len(audio), False, picked_up)
+                )
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        final = await asyncio.to_thread(model.transcribe, audio)
+        INFERENCE.labels(lang).observe(final.inference_seconds)
+        await self.queue.emit(job.job_id, self._event(delivery, model, final, len(audio), True, picked_up))
+        await self.queue.ack(lang, delivery.entry_id)
+        log.info(
+            "job done",
+            extra={
+                "job_id": job.job_id,
+                "language": lang,
+                "audio_s": round(len(audio) / TARGET_RATE, 3),
+                "inference_s": round(final.inference_seconds, 4),
+            },
+        )
+        return "ok"
+
+    async def _fail(self, delivery: Delivery, code: str, message: str) -> None:
+        await self.queue.emit(
+            delivery.job.job_id, Event("error", worker_id=self.id, code=code, message=message)
+        )
+        await self.queue.ack(delivery.language, delivery.entry_id)
+
+    def _event(
+        self, delivery: Delivery, model: CtcModel, t: Transcript, samples: int, final: bool, picked_up: float
+    ) -> Event:
+        job = delivery.job
+        words = []
+        if job.word_time_offsets or job.word_confidence:
+            for w in t.words:
+                info = pb.WordInfo(word=w.word)
+                if job.word_time_offsets:
+                    info.start_offset.CopyFrom(duration(w.start))
+                    info.end_offset.CopyFrom(duration(w.end))
+                if job.word_confidence:
+                    info.confidence = w.confidence
+                words.append(info)
+        spec = model.spec
+        result = pb.RecognitionResult(
+            alternatives=[
+                pb.SpeechRecognitionAlternative(transcript=t.text, confidence=t.confidence, words=words)
+            ],
+            is_final=final,
+            language_code=delivery.language,
+            result_end_offset=duration(samples / TARGET_RATE),
+            model=pb.ModelInfo(
+                language_code=delivery.language, uri=spec.uri, revision=spec.revision, kind=spec.kind
+            ),
+            timing=pb.Timing(
+                audio_seconds=samples / TARGET_RATE,
+                queue_seconds=max(picked_up - job.enqueued_at, 0.0),
+                inference_seconds=t.inference_seconds,
+            ),
+            worker_id=self.id,
+        )
+        return Event("final" if final else "partial", result=result, worker_id=self.id)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        server = GrpcServer(self.settings.health_address, [], grace_s=1.0)
+        await server.start()
+        stop_task = asyncio.create_task(server.wait_for_stop())
+        await self._retry_redis(self.sync_models)
+        background = [
+            asyncio.create_task(self.heartbeat()),
+            asyncio.create_task(self.watch_registry()),
+            asyncio.create_task(self.reclaim()),
+        ]
+        consumer = asyncio.create_task(self.consume())
+        await server.set_serving(True)
+        log.info("worker ready", extra={"worker_id": self.id, "languages": sorted(self.models)})
+        await stop_task
+        log.info("stopping: finishing jobs in progress", extra={"jobs": len(self.active)})
+        self.stopping.set()
+        await server.set_serving(False)
+        consumer.cancel()
+        if self.active:
+            _, pending = await asyncio.wait(self.active, timeout=self.settings.grace_seconds)
+            for task in pending:  # left pending in Redis: another worker reclaims them
+                task.cancel()
+        for task in background:
+            task.cancel()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self.registry.leave(self.id, sorted(self.models))
+        await server.shutdown()
+
+    async def _retry_redis(self, fn) -> None:  # type: ignore[no-untyped-def]
+        while True:
+            try:
+                return await fn()
+            except REDIS_ERRORS as exc:
+                log.warning("Redis unavailable; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+
+
+async def serve(settings: WorkerSettings) -> None:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    os.environ.setdefault("HF_HOME", str(settings.model_cache))
+    start_metrics(settings.metrics_port)
+    client = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    try:
+        await AsrWorker(settings, client).run()
+    finally:
+        await client.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = WorkerSettings.from_args(argv, prog="asr_worker serve")
+    logs.configure(settings.log_level, settings.log_format, service="asr_worker")
+    asyncio.run(serve(settings))

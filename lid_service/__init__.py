@@ -1,0 +1,1 @@
+"""The language-identification service: a SpeechBrain EncoderClassifier behind gRPC."""

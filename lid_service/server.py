@@ -1,0 +1,137 @@
+"""gRPC front of the language-ID model: translation between messages and `LanguageIdModel`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import grpc
+import torch
+from prometheus_client import Counter, Histogram
+from pydantic import Field
+
+from lid_service.model import MIN_SECONDS, LanguageIdModel, LidRequest
+from lidroute import logs
+from lidroute.audio import TARGET_RATE, pcm16_to_float
+from lidroute.batching import MicroBatcher
+from lidroute.errors import InvalidArgument, LimitExceeded, Unavailable, grpc_errors
+from lidroute.server import GrpcServer, start_metrics
+from lidroute.settings import CommonSettings
+from lidroute.v1 import language_id_pb2 as pb
+from lidroute.v1 import language_id_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("lidroute_lid_requests_total", "Identify calls", ["status"])
+BATCH_SIZE = Histogram("lidroute_lid_batch_size", "Windows per model call", buckets=(1, 2, 4, 8, 16, 32, 64))
+LATENCY = Histogram("lidroute_lid_seconds", "Identify latency")
+
+
+class LidSettings(CommonSettings):
+    """Language-identification service."""
+
+    listen_address: str = Field("[::]:50052", description="gRPC listen address")
+    lid_model: str = Field(
+        "speechbrain/lang-id-voxlingua107-ecapa",
+        description="hub id or local SpeechBrain directory of the LID model",
+    )
+    lid_savedir: Path = Field(Path.home() / ".cache/lidroute/lid", description="SpeechBrain savedir")
+    device: str = Field("cpu", description="torch device (cpu, cuda, cuda:1)")
+    torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
+    max_batch: int = Field(16, ge=1, le=256, description="most windows per model call")
+    batch_wait_ms: float = Field(5.0, ge=0, description="how long the first request waits for company")
+    max_window_seconds: float = Field(10.0, gt=0, description="longest window accepted")
+    grace_seconds: float = Field(5.0, ge=0, description="drain time on SIGTERM")
+
+
+class LanguageIdentifierServicer(pb_grpc.LanguageIdentifierServicer):
+    """Registered before the model loads, so that probes see NOT_SERVING rather than a refused port."""
+
+    def __init__(self, max_window_seconds: float) -> None:
+        self.max_samples = int(max_window_seconds * TARGET_RATE)
+        self._model: LanguageIdModel | None = None
+        self._batcher: MicroBatcher[LidRequest, list[tuple[str, float]]] | None = None
+
+    def attach(
+        self, model: LanguageIdModel, batcher: MicroBatcher[LidRequest, list[tuple[str, float]]]
+    ) -> None:
+        self._model, self._batcher = model, batcher
+
+    @property
+    def model(self) -> LanguageIdModel:
+        if self._model is None:
+            raise Unavailable("the language-ID model is still loading")
+        return self._model
+
+    async def Identify(
+        self, request: pb.IdentifyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IdentifyResponse:
+        started = time.perf_counter()
+        status = "error"
+        try:
+            async with grpc_errors(context):
+                audio = pcm16_to_float(request.audio_content[: len(request.audio_content) // 2 * 2])
+                if len(audio) < MIN_SECONDS * TARGET_RATE:
+                    raise InvalidArgument(f"a window needs at least {MIN_SECONDS} s of 16 kHz audio")
+                if len(audio) > self.max_samples:
+                    raise LimitExceeded(
+                        f"window longer than {self.max_samples / TARGET_RATE:g} s (max_window_seconds)"
+                    )
+                candidates = tuple(request.candidate_language_codes)
+                self.model.resolve_candidates(candidates)  # fail fast, outside the batch
+                assert self._batcher is not None
+                scores = await self._batcher.submit(LidRequest(audio, candidates))
+                if request.top_k > 0:
+                    scores = scores[: request.top_k]
+                status = "ok"
+                return pb.IdentifyResponse(
+                    languages=[pb.LanguageScore(language_code=c, probability=p) for c, p in scores],
+                    model=self.model.source,
+                )
+        finally:
+            REQUESTS.labels(status).inc()
+            LATENCY.observe(time.perf_counter() - started)
+
+    async def ListModelLanguages(
+        self, request: pb.ListModelLanguagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelLanguagesResponse:
+        async with grpc_errors(context):
+            return pb.ListModelLanguagesResponse(language_codes=self.model.codes, model=self.model.source)
+
+
+async def serve(settings: LidSettings) -> None:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    server = GrpcServer(
+        settings.listen_address,
+        [pb.DESCRIPTOR.services_by_name["LanguageIdentifier"].full_name],
+        grace_s=settings.grace_seconds,
+    )
+    start_metrics(settings.metrics_port)
+    servicer = LanguageIdentifierServicer(settings.max_window_seconds)
+    pb_grpc.add_LanguageIdentifierServicer_to_server(servicer, server.server)
+    await server.start()
+    model = await asyncio.to_thread(
+        LanguageIdModel, settings.lid_model, settings.lid_savedir, settings.device
+    )
+    batcher: MicroBatcher[LidRequest, list[tuple[str, float]]] = MicroBatcher(
+        model.identify,
+        max_batch=settings.max_batch,
+        max_wait_s=settings.batch_wait_ms / 1000,
+        on_batch=BATCH_SIZE.observe,
+    )
+    batcher.start()
+    servicer.attach(model, batcher)
+    await server.set_serving(True)
+    log.info("serving", extra={"languages": model.codes})
+    await server.wait_for_stop()
+    await server.shutdown()
+    await batcher.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = LidSettings.from_args(argv, prog="lid_service serve")
+    logs.configure(settings.log_level, settings.log_format, service="lid_service")
+    asyncio.run(serve(settings))

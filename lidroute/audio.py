@@ -1,0 +1,202 @@
+"""Audio in: validation against limits, decoding, downmixing and resampling to 16 kHz mono.
+
+Everything downstream (language ID, the queue, the workers) sees only 16 kHz mono float32, or
+its PCM16 form on the wire. Container files go through an allow-list and caps checked on the
+header before any decoding, because libsndfile has a history of crashing on crafted files.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+from google.protobuf import duration_pb2
+
+from lidroute.errors import InvalidArgument, LimitExceeded
+
+TARGET_RATE = 16000
+#: soundfile major formats we decode; everything else is refused before it reaches libsndfile's decoders.
+ALLOWED_CONTAINERS = frozenset({"WAV", "WAVEX", "FLAC", "OGG"})
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    max_seconds: float = 120.0
+    max_bytes: int = 16 * 1024 * 1024
+    max_chunk_bytes: int = 1024 * 1024
+    min_sample_rate: int = 8000
+    max_sample_rate: int = 48000
+    max_channels: int = 2
+
+    def check_rate(self, rate: int) -> None:
+        if not self.min_sample_rate <= rate <= self.max_sample_rate:
+            raise InvalidArgument(
+                f"sample_rate_hertz {rate} is outside the supported range "
+                f"{self.min_sample_rate}-{self.max_sample_rate} Hz"
+            )
+
+    def check_channels(self, channels: int) -> None:
+        if not 1 <= channels <= self.max_channels:
+            raise InvalidArgument(
+                f"audio_channel_count {channels} is not supported (1 to {self.max_channels})"
+            )
+
+    def check_total_bytes(self, n: int) -> None:
+        if n > self.max_bytes:
+            raise LimitExceeded(f"audio exceeds the limit of {self.max_bytes} bytes (max_audio_bytes)")
+
+    def check_chunk(self, n: int) -> None:
+        if n > self.max_chunk_bytes:
+            raise LimitExceeded(
+                f"an audio message of {n} bytes exceeds the limit of {self.max_chunk_bytes} bytes "
+                "(max_chunk_bytes); send smaller chunks"
+            )
+
+    def check_duration(self, seconds: float) -> None:
+        if seconds > self.max_seconds:
+            raise LimitExceeded(f"audio longer than the limit of {self.max_seconds:g} s (max_audio_seconds)")
+
+
+def pcm16_to_float(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def float_to_pcm16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    return audio.mean(axis=1, dtype=np.float32) if audio.ndim == 2 else audio.astype(np.float32, copy=False)
+
+
+def resample(audio: np.ndarray, rate: int) -> np.ndarray:
+    if rate == TARGET_RATE:
+        return audio.astype(np.float32, copy=False)
+    return soxr.resample(audio, rate, TARGET_RATE, quality="HQ").astype(np.float32, copy=False)
+
+
+def looks_like_container(data: bytes) -> bool:
+    return data[:4] in (b"RIFF", b"fLaC", b"OggS", b"RF64")
+
+
+def decode_container(data: bytes, limits: AudioLimits, expected_rate: int = 0) -> np.ndarray:
+    """Decodes a whole WAV/FLAC/OGG file to 16 kHz mono after checking its header against the limits."""
+    if not data:
+        raise InvalidArgument("audio is empty")
+    limits.check_total_bytes(len(data))
+    try:
+        info = sf.info(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise InvalidArgument(f"could not read the audio file header: {exc}") from None
+    if info.format not in ALLOWED_CONTAINERS:
+        raise InvalidArgument(f"audio container {info.format} is not supported (WAV, FLAC or OGG)")
+    limits.check_rate(info.samplerate)
+    limits.check_channels(info.channels)
+    if expected_rate and expected_rate != info.samplerate:
+        raise InvalidArgument(
+            f"sample_rate_hertz {expected_rate} does not match the file's {info.samplerate} Hz"
+        )
+    if info.frames > 0:
+        limits.check_duration(info.frames / info.samplerate)
+    max_frames = int(limits.max_seconds * info.samplerate) + 1
+    try:
+        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True, frames=max_frames)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise InvalidArgument(f"could not decode the audio file: {exc}") from None
+    limits.check_duration(len(audio) / rate)
+    if len(audio) == 0:
+        raise InvalidArgument("audio file holds no samples")
+    return resample(to_mono(audio), rate)
+
+
+def decode_pcm16(data: bytes, rate: int, channels: int, limits: AudioLimits) -> np.ndarray:
+    """Decodes a whole buffer of raw LINEAR16 audio; the unary call's path."""
+    decoder = StreamDecoder.linear16(rate, channels, limits)
+    return np.concatenate([decoder.feed(data), decoder.finish()])
+
+
+class StreamDecoder:
+    """Turns a stream of client audio messages into 16 kHz mono float32 as they arrive.
+
+    Raw LINEAR16 is decoded and resampled chunk by chunk (a chunk may split a sample or a
+    stereo frame: the remainder waits for the next one). A container file cannot be decoded
+    in pieces, so it is buffered and decoded when the stream ends.
+    """
+
+    def __init__(self, *, rate: int, channels: int, container: bool, limits: AudioLimits) -> None:
+        self.rate = rate
+        self.channels = channels
+        self.container = container
+        self.limits = limits
+        self.bytes_in = 0
+        self.samples_out = 0
+        self._pending = b""
+        self._buffer: list[bytes] = []
+        self._resampler = (
+            None
+            if container or rate == TARGET_RATE
+            else soxr.ResampleStream(rate, TARGET_RATE, 1, dtype="float32", quality="HQ")
+        )
+
+    @classmethod
+    def linear16(cls, rate: int, channels: int, limits: AudioLimits) -> StreamDecoder:
+        limits.check_rate(rate)
+        limits.check_channels(channels)
+        return cls(rate=rate, channels=channels, container=False, limits=limits)
+
+    @classmethod
+    def for_container(cls, limits: AudioLimits, expected_rate: int = 0) -> StreamDecoder:
+        return cls(rate=expected_rate, channels=0, container=True, limits=limits)
+
+    @property
+    def seconds(self) -> float:
+        return self.samples_out / TARGET_RATE
+
+    def feed(self, chunk: bytes) -> np.ndarray:
+        self.limits.check_chunk(len(chunk))
+        self.bytes_in += len(chunk)
+        self.limits.check_total_bytes(self.bytes_in)
+        if self.container:
+            self._buffer.append(chunk)
+            return np.zeros(0, np.float32)
+        if self.bytes_in == len(chunk) and looks_like_container(chunk):
+            raise InvalidArgument(
+                "LINEAR16 audio must be raw PCM; this stream starts with a file header "
+                "(use encoding ENCODING_UNSPECIFIED for WAV/FLAC/OGG files)"
+            )
+        data = self._pending + chunk
+        frame = 2 * self.channels
+        usable = len(data) - len(data) % frame
+        self._pending = data[usable:]
+        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+        if self.channels > 1:
+            samples = samples.reshape(-1, self.channels)
+        return self._emit(to_mono(samples), last=False)
+
+    def finish(self) -> np.ndarray:
+        if self.container:
+            audio = decode_container(b"".join(self._buffer), self.limits, self.rate)
+            self._buffer.clear()
+            self.samples_out += len(audio)
+            return audio
+        if self._pending:
+            raise InvalidArgument(
+                f"LINEAR16 stream ended inside a sample frame ({len(self._pending)} stray bytes); "
+                f"audio_channel_count {self.channels} needs multiples of {2 * self.channels} bytes"
+            )
+        return self._emit(np.zeros(0, np.float32), last=True)
+
+    def _emit(self, audio: np.ndarray, *, last: bool) -> np.ndarray:
+        if self._resampler is not None:
+            audio = self._resampler.resample_chunk(audio, last=last)
+        self.samples_out += len(audio)
+        self.limits.check_duration(self.seconds)
+        return audio.astype(np.float32, copy=False)
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    """A protobuf Duration for an offset in the audio."""
+    return duration_pb2.Duration(seconds=int(seconds), nanos=round((seconds - int(seconds)) * 1e9))

@@ -1,0 +1,333 @@
+"""The `lidroute` command: registry administration, the local stack, transcription, the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import redis.asyncio as aioredis
+
+from lidroute.keys import Keys
+from lidroute.registry import ModelSpec, Registry
+from lidroute.settings import CommonSettings, add_setting_flags, settings_from_namespace
+
+DEFAULT_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "localhost:50051")
+BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
+CACHE = Path(os.environ.get("LIDROUTE_CACHE", Path.home() / ".cache/lidroute"))
+DEMO_LANGUAGES = ["en", "es", "de", "sw"]
+
+
+# ---------------------------------------------------------------------- models
+async def _with_registry(args: argparse.Namespace, parser: argparse.ArgumentParser, fn) -> int:  # type: ignore[no-untyped-def]
+    settings = settings_from_namespace(CommonSettings, args, parser)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        return await fn(Registry(client, Keys(settings.key_prefix)))
+    finally:
+        await client.aclose()
+
+
+def cmd_models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    # A local directory is stored as an absolute path: workers may run from another folder.
+    uri = getattr(args, "uri", "")
+    if uri and Path(uri).exists():
+        uri = str(Path(uri).resolve())
+
+    async def run(registry: Registry) -> int:
+        if args.models_command == "register":
+            await registry.register(args.language, ModelSpec(uri=uri, revision=args.revision, kind=args.kind))
+            print(f"registered {args.language} -> {uri}")
+        elif args.models_command == "remove":
+            if not await registry.remove(args.language):
+                print(f"{args.language} was not registered", file=sys.stderr)
+                return 1
+            print(f"removed {args.language}")
+        else:
+            models, workers = await registry.served()
+            if not models:
+                print("no models registered")
+            for lang, spec in sorted(models.items()):
+                rev = f"@{spec.revision}" if spec.revision else ""
+                print(f"{lang:8} {spec.kind:5} workers={workers.get(lang, 0):<3} {spec.uri}{rev}")
+        return 0
+
+    return asyncio.run(_with_registry(args, parser, run))
+
+
+def model_dirs(root: Path) -> tuple[Path, dict[str, Path]]:
+    """The LID directory and the per-language ASR directories of a models folder."""
+    asr = (
+        {p.name: p for p in sorted((root / "asr").iterdir()) if (p / "config.json").exists()}
+        if (root / "asr").is_dir()
+        else {}
+    )
+    return root / "lid", asr
+
+
+def has_models(root: Path) -> bool:
+    lid, asr = model_dirs(root)
+    return (lid / "hyperparams.yaml").exists() and bool(asr)
+
+
+def default_models_dir() -> Path:
+    return BUNDLED_MODELS if has_models(BUNDLED_MODELS) else CACHE / "demo-models"
+
+
+def build_models(
+    out: Path, languages: list[str], *, seed: int, lid_seconds: float, asr_seconds: float
+) -> None:
+    """Trains the LID model over `languages` and one CTC model per language, into `out`."""
+    from asr_worker.training import train_ctc
+    from lid_service.training import train_lid
+
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print(f"training language ID over {', '.join(languages)} ({lid_seconds:g} s budget)...", flush=True)
+    scores = train_lid(out / "lid", languages, seed=seed, max_train_seconds=lid_seconds)
+    print(f"  language ID: {json.dumps({k: round(v, 3) for k, v in scores.items()})}", flush=True)
+    for lang in languages:
+        print(f"training {lang} CTC model ({asr_seconds:g} s budget)...", flush=True)
+        scores = train_ctc(out / "asr" / lang, lang, seed=seed, max_train_seconds=asr_seconds)
+        print(f"  {lang}: {json.dumps({k: round(v, 3) for k, v in scores.items()})}", flush=True)
+    print(f"models written to {out} in {time.monotonic() - started:.0f} s")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    build_models(
+        Path(args.out),
+        args.languages.split(","),
+        seed=args.seed,
+        lid_seconds=args.lid_seconds,
+        asr_seconds=args.asr_seconds,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------- the stack
+def stack_config(models_dir: Path, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from lidroute.stack import StackConfig
+
+    lid, asr = model_dirs(models_dir)
+    if not has_models(models_dir):
+        raise SystemExit(f"no models in {models_dir}: run `lidroute models build --out {models_dir}` first")
+    groups = [g.split(",") for g in args.workers.split(";")] if args.workers else [[]]
+    return StackConfig(
+        lid_model=str(lid),
+        models={lang: str(path) for lang, path in asr.items()},
+        worker_groups=groups,
+        redis_url=args.redis_url,
+        router_port=args.port,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from lidroute.stack import Stack
+
+    models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
+    config = stack_config(models_dir, args)
+    print(f"starting lidroute with models from {models_dir} ...", flush=True)
+    stack = Stack(config)
+    stack.start()
+    print(f"router listening on {stack.router_address}  (Redis {stack.redis_url}, logs in {stack.log_dir})")
+    print(
+        f"try: lidroute transcribe --address {stack.router_address} FILE.wav   |   Ctrl-C stops everything",
+        flush=True,
+    )
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            dead = [name for name, proc in stack.procs.items() if proc.poll() is not None]
+            if dead:
+                print(
+                    f"process exited unexpectedly: {', '.join(dead)} (see {stack.log_dir})", file=sys.stderr
+                )
+                return 1
+            time.sleep(0.5)
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+    return 0
+
+
+# ---------------------------------------------------------------------- transcription
+async def _transcribe_files(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from lidroute.client import Client
+
+    failures = 0
+    async with Client(args.address) as client:
+        files = [Path(f) for f in args.files]
+        bar = tqdm(total=len(files), disable=len(files) < 4 or not sys.stderr.isatty(), unit="file")
+        for path in files:
+            try:
+                result = await client.transcribe_file(
+                    path,
+                    language=args.language or "",
+                    interim_results=args.interim,
+                    realtime=args.realtime,
+                    timeout=args.timeout,
+                )
+            except grpc.aio.AioRpcError as exc:
+                failures += 1
+                tqdm.write(f"{path}: ERROR {exc.code().name}: {exc.details()}")
+            except (OSError, RuntimeError) as exc:
+                failures += 1
+                tqdm.write(f"{path}: ERROR cannot read file: {exc}")
+            else:
+                if args.json:
+                    tqdm.write(json.dumps({"file": str(path), **result.__dict__}, ensure_ascii=False))
+                else:
+                    for partial in result.partials:
+                        tqdm.write(f"{path}: ... {partial}")
+                    tqdm.write(
+                        f"{path}: [{result.language} p={result.probability:.2f} {result.source.lower()}] "
+                        f"{result.transcript}"
+                    )
+            bar.update(1)
+        bar.close()
+    return 1 if failures else 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    return asyncio.run(_transcribe_files(args))
+
+
+def cmd_languages(args: argparse.Namespace) -> int:
+    from lidroute.client import Client
+
+    async def run() -> int:
+        async with Client(args.address) as client:
+            reply = await client.list_languages()
+        for lang in reply.languages:
+            state = "served" if lang.served else "not served"
+            print(
+                f"{lang.language_code:8} {state:11} workers={lang.live_workers:<3} "
+                f"detectable={'yes' if lang.detectable else 'no':3} {lang.model.uri}"
+            )
+        return 0
+
+    return asyncio.run(run())
+
+
+# ---------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lidroute.client import Client
+    from lidroute.stack import Stack
+    from lidroute.synth import synth_utterances
+
+    models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
+    if not has_models(models_dir):
+        print(f"no models in {models_dir} yet: building them (one time, a few minutes)", flush=True)
+        build_models(models_dir, DEMO_LANGUAGES, seed=0, lid_seconds=120, asr_seconds=180)
+    _, asr = model_dirs(models_dir)
+    samples_dir = Path(tempfile.mkdtemp(prefix="lidroute-demo-"))
+    samples = []
+    import soundfile as sf
+
+    for lang in sorted(asr):
+        utt = synth_utterances(lang, 1, seed=4242, vocab=_demo_vocab(models_dir, lang))[0]
+        path = samples_dir / f"{lang}.wav"
+        sf.write(path, utt.audio, 16000)
+        samples.append((path, lang, utt.text))
+    args.redis_url, args.port, args.log_dir, args.workers = None, 0, None, None
+    with Stack(stack_config(models_dir, args)) as stack:
+        print(f"stack up: router at {stack.router_address}\n")
+
+        async def run() -> int:
+            wrong = 0
+            async with Client(stack.router_address) as client:
+                for path, lang, text in samples:
+                    r = await client.transcribe_file(path, timeout=60)
+                    wrong += r.language != lang
+                    print(f"{path.name:8} spoken [{lang}] {text}")
+                    print(f"{'':8} heard  [{r.language} p={r.probability:.2f}] {r.transcript}\n")
+            return 1 if wrong else 0
+
+        return asyncio.run(run())
+
+
+def _demo_vocab(models_dir: Path, lang: str) -> list[str] | None:
+    """The words a restricted-vocabulary demo model was trained on, if its card lists them."""
+    vocab_file = models_dir / "asr" / lang / "training_vocabulary.txt"
+    return vocab_file.read_text().split() if vocab_file.exists() else None
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lidroute", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="the model registry; `models build` trains demo models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    reg = msub.add_parser("register", help="serve LANG with the model at URI (hub id or local directory)")
+    reg.add_argument("language")
+    reg.add_argument("uri")
+    reg.add_argument("--revision", default="")
+    reg.add_argument("--kind", default="ctc", choices=["ctc", "head"])
+    rem = msub.add_parser("remove", help="stop serving LANG")
+    rem.add_argument("language")
+    lst = msub.add_parser("list", help="registered models and their live workers")
+    for p in (reg, rem, lst):
+        add_setting_flags(p, CommonSettings)
+    build = msub.add_parser("build", help="train the small offline models (LID + one CTC model per language)")
+    build.add_argument("--out", default=str(CACHE / "demo-models"))
+    build.add_argument("--languages", default=",".join(DEMO_LANGUAGES))
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--lid-seconds", type=float, default=120)
+    build.add_argument("--asr-seconds", type=float, default=180)
+
+    up = sub.add_parser("up", help="start Redis (unless --redis-url), LID service, workers and router")
+    demo = sub.add_parser("demo", help="start the stack and transcribe synthetic speech in several languages")
+    for p in (up, demo):
+        p.add_argument(
+            "--models-dir", help=f"folder with lid/ and asr/LANG/ (default: {default_models_dir()})"
+        )
+    up.add_argument("--redis-url", help="use this Redis instead of starting one")
+    up.add_argument("--port", type=int, default=50051, help="router port")
+    up.add_argument("--workers", help='worker groups, e.g. "en,es;sw,de" (default: one worker for all)')
+    up.add_argument("--log-dir", help="where service logs go (default: a temporary folder)")
+
+    tr = sub.add_parser("transcribe", help="transcribe audio files through a running router")
+    tr.add_argument("files", nargs="+")
+    tr.add_argument("--address", default=DEFAULT_ROUTER, help="router address [env LIDROUTE_ROUTER_ADDR]")
+    tr.add_argument("--language", help="language hint: skip detection")
+    tr.add_argument("--interim", action="store_true", help="print interim results")
+    tr.add_argument("--realtime", action="store_true", help="send audio at real-time pace")
+    tr.add_argument("--json", action="store_true", help="one JSON object per file")
+    tr.add_argument("--timeout", type=float, default=120.0, help="deadline per file (s)")
+
+    la = sub.add_parser("languages", help="languages a running router serves")
+    la.add_argument("--address", default=DEFAULT_ROUTER, help="router address [env LIDROUTE_ROUTER_ADDR]")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "models":
+        if args.models_command == "build":
+            return cmd_build(args)
+        return cmd_models(args, parser)
+    handlers = {"up": cmd_up, "transcribe": cmd_transcribe, "languages": cmd_languages, "demo": cmd_demo}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

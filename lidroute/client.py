@@ -1,0 +1,233 @@
+"""The Python client library: stream files or audio to a lidroute router.
+
+Files are decoded on the client and streamed as LINEAR16 at their own sample rate, so that
+the router can detect the language from the first second while the rest is still on its way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import soundfile as sf
+
+from lidroute.v1 import transcriber_pb2 as pb
+from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
+
+Encoding = pb.RecognitionConfig.AudioEncoding
+
+
+@dataclass
+class Transcription:
+    request_id: str = ""
+    language: str = ""
+    probability: float = 0.0
+    source: str = ""
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
+    transcript: str = ""
+    confidence: float = 0.0
+    words: list[tuple[str, float, float, float]] = field(default_factory=list)
+    partials: list[str] = field(default_factory=list)
+    model: str = ""
+    worker: str = ""
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def _seconds(d: object) -> float:
+    return d.seconds + d.nanos / 1e9  # type: ignore[attr-defined]
+
+
+def read_pcm16(path: Path | str) -> tuple[bytes, int, int]:
+    """A file as LINEAR16 bytes, sample rate and channel count."""
+    audio, rate = sf.read(str(path), dtype="int16", always_2d=True)
+    return audio.astype("<i2").tobytes(), rate, audio.shape[1]
+
+
+class TranscribeStream:
+    """A Transcribe call whose requests are written by a task of their own.
+
+    When the server ends a call early (a bad config, say) while requests are still being sent,
+    a request iterator handed to grpc makes the client see INTERNAL instead of the server's
+    status; writing from a separate task and ignoring writes to a finished call keeps the real
+    status for the reader.
+    """
+
+    def __init__(
+        self, call: grpc.aio.StreamStreamCall, requests: AsyncIterator[pb.TranscribeRequest]
+    ) -> None:
+        self.call = call
+        self._writer = asyncio.create_task(self._write(requests))
+
+    async def _write(self, requests: AsyncIterator[pb.TranscribeRequest]) -> None:
+        try:
+            async for request in requests:
+                await self.call.write(request)
+            await self.call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            pass  # the call has ended; reading it gives the status that says why
+
+    async def __aiter__(self) -> AsyncIterator[pb.TranscribeResponse]:
+        try:
+            while True:
+                response = await self.call.read()
+                if response is grpc.aio.EOF:
+                    return
+                yield response
+        finally:
+            self._writer.cancel()
+
+    def cancel(self) -> None:
+        self._writer.cancel()
+        self.call.cancel()
+
+
+class Client:
+    def __init__(self, address: str, *, options: Sequence[tuple[str, int]] = ()) -> None:
+        self.channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                *options,
+            ],
+        )
+        self.stub = pb_grpc.TranscriberStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def stream(
+        self,
+        config: pb.RecognitionConfig,
+        chunks: AsyncIterator[bytes] | Sequence[bytes],
+        *,
+        interim_results: bool = False,
+        timeout: float | None = None,
+        pace_seconds: float = 0.0,
+    ) -> TranscribeStream:
+        """Starts a Transcribe call; iterate the returned stream for responses, or cancel it."""
+
+        async def requests() -> AsyncIterator[pb.TranscribeRequest]:
+            yield pb.TranscribeRequest(
+                streaming_config=pb.StreamingRecognitionConfig(config=config, interim_results=interim_results)
+            )
+            if isinstance(chunks, Sequence):
+                for chunk in chunks:
+                    yield pb.TranscribeRequest(audio_content=chunk)
+                    if pace_seconds:
+                        await asyncio.sleep(pace_seconds)
+            else:
+                async for chunk in chunks:
+                    yield pb.TranscribeRequest(audio_content=chunk)
+
+        return TranscribeStream(self.stub.Transcribe(timeout=timeout), requests())
+
+    async def transcribe_pcm(
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        *,
+        channels: int = 1,
+        language: str = "",
+        alternatives: Sequence[str] = (),
+        interim_results: bool = False,
+        word_time_offsets: bool = True,
+        chunk_seconds: float = 0.1,
+        realtime: bool = False,
+        timeout: float | None = None,
+    ) -> Transcription:
+        step = max(2 * channels, int(sample_rate * chunk_seconds) * 2 * channels)
+        config = pb.RecognitionConfig(
+            encoding=Encoding.LINEAR16,
+            sample_rate_hertz=sample_rate,
+            audio_channel_count=channels,
+            language_code=language,
+            alternative_language_codes=list(alternatives),
+            enable_word_time_offsets=word_time_offsets,
+            enable_word_confidence=word_time_offsets,
+        )
+        chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+        call = self.stream(
+            config,
+            chunks,
+            interim_results=interim_results,
+            timeout=timeout,
+            pace_seconds=chunk_seconds if realtime else 0.0,
+        )
+        return await collect(call)
+
+    async def transcribe_file(self, path: Path | str, **kwargs: object) -> Transcription:
+        pcm, rate, channels = await asyncio.to_thread(read_pcm16, path)
+        return await self.transcribe_pcm(pcm, rate, channels=channels, **kwargs)  # type: ignore[arg-type]
+
+    async def recognize(
+        self, data: bytes, config: pb.RecognitionConfig, timeout: float | None = None
+    ) -> Transcription:
+        reply = await self.stub.Recognize(
+            pb.RecognizeRequest(config=config, audio_content=data), timeout=timeout
+        )
+        out = Transcription(request_id=reply.request_id)
+        _apply_language(out, reply.language_detected)
+        _apply_result(out, reply.result)
+        return out
+
+    async def list_languages(self, timeout: float | None = 10.0) -> pb.ListLanguagesResponse:
+        return await self.stub.ListLanguages(pb.ListLanguagesRequest(), timeout=timeout)
+
+
+def _apply_language(out: Transcription, detected: pb.LanguageDetected) -> None:
+    out.language = detected.language_code
+    out.probability = detected.probability
+    out.source = pb.LanguageDetected.Source.Name(detected.source)
+    out.alternatives = [(a.language_code, a.probability) for a in detected.alternatives]
+
+
+def _apply_result(out: Transcription, result: pb.RecognitionResult) -> None:
+    if result.alternatives:
+        best = result.alternatives[0]
+        out.transcript = best.transcript
+        out.confidence = best.confidence
+        out.words = [
+            (w.word, _seconds(w.start_offset), _seconds(w.end_offset), w.confidence) for w in best.words
+        ]
+    out.model = result.model.uri
+    out.worker = result.worker_id
+    t = result.timing
+    out.timing = {
+        "audio": t.audio_seconds,
+        "language_id": t.language_id_seconds,
+        "queue": t.queue_seconds,
+        "inference": t.inference_seconds,
+        "total": t.total_seconds,
+    }
+
+
+async def collect(call: TranscribeStream | AsyncIterator[pb.TranscribeResponse]) -> Transcription:
+    """Folds a Transcribe response stream into one Transcription."""
+    out = Transcription()
+    async for response in call:
+        out.request_id = response.request_id
+        if response.HasField("language_detected"):
+            _apply_language(out, response.language_detected)
+        elif response.result.is_final:
+            _apply_result(out, response.result)
+        elif response.result.alternatives:
+            out.partials.append(response.result.alternatives[0].transcript)
+    return out
+
+
+def encode_wav(audio: np.ndarray, rate: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, audio, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()

@@ -1,0 +1,104 @@
+"""Domain errors and the one place that maps them to gRPC status codes.
+
+Core logic raises these; servicers only translate (see `grpc_errors`). A client therefore
+gets the same status for the same problem whichever code path found it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+import redis.exceptions
+
+log = logging.getLogger(__name__)
+
+
+class LidrouteError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    @classmethod
+    def from_status(cls, code_name: str, message: str) -> LidrouteError:
+        """Rebuilds an error another process reported by status name (e.g. a worker's error event)."""
+        error = cls(message)
+        error.code = grpc.StatusCode[code_name] if code_name in grpc.StatusCode.__members__ else cls.code
+        return error
+
+
+class InvalidArgument(LidrouteError):
+    """Bad config or audio from the client; retrying the same request cannot succeed."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class LimitExceeded(InvalidArgument):
+    """The request is over a configured limit; the message names the limit."""
+
+
+class LanguageNotFound(LidrouteError):
+    """No model is registered for the language."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class LanguageNotServed(LidrouteError):
+    """A model is registered but no live worker serves it, or the request allows none that is served."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(LidrouteError):
+    """A backend (Redis, the language-ID service, the workers) cannot be reached; retry later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(LidrouteError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class JobFailed(LidrouteError):
+    """A worker gave up on the job (e.g. after too many deliveries)."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class Cancelled(LidrouteError):
+    code = grpc.StatusCode.CANCELLED
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status a client should see for an exception raised while serving it."""
+    if isinstance(exc, LidrouteError):
+        return exc.code, str(exc)
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return grpc.StatusCode.UNAVAILABLE, f"queue backend (Redis) unavailable: {exc}"
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code(), exc.details() or exc.code().name
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+
+
+@asynccontextmanager
+async def grpc_errors(context: grpc.aio.ServicerContext, **log_fields: object) -> AsyncIterator[None]:
+    """Turns exceptions raised inside a handler into a gRPC status with a useful message."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:
+        code, message = status_of(exc)
+        level = logging.ERROR if code == grpc.StatusCode.INTERNAL else logging.INFO
+        log.log(
+            level,
+            "request failed",
+            exc_info=code == grpc.StatusCode.INTERNAL,
+            extra={"status": code.name, "detail": message, **log_fields},
+        )
+        await context.abort(code, message)

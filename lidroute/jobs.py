@@ -1,0 +1,244 @@
+"""The job queue: per-language job streams, per-job audio and event streams.
+
+Delivery is at-least-once. A job stays pending in the consumer group until the worker has
+written its final event; a worker that dies leaves it pending, and another worker reclaims
+it with XAUTOCLAIM once it has been idle long enough. A worker that is alive and busy keeps
+its jobs' idle time near zero (`touch`), so only dead workers' jobs are reclaimed. Audio and
+event streams carry a TTL so that an abandoned job leaves nothing behind for long.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from lidroute.keys import WORKER_GROUP, Keys
+from lidroute.v1 import transcriber_pb2 as pb
+
+EventKind = Literal["started", "partial", "final", "error"]
+AudioKind = Literal["pcm", "end", "cancel"]
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    language: str
+    deadline: float
+    enqueued_at: float
+    interim_results: bool = False
+    word_time_offsets: bool = False
+    word_confidence: bool = False
+
+    def to_fields(self) -> dict[str, str]:
+        return {"job": json.dumps(asdict(self))}
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> Job:
+        return cls(**json.loads(fields[b"job"]))
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.time()
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    result: pb.RecognitionResult | None = None
+    worker_id: str = ""
+    code: str = ""
+    message: str = ""
+
+    def to_fields(self) -> dict[str, str | bytes]:
+        fields: dict[str, str | bytes] = {"kind": self.kind, "worker": self.worker_id}
+        if self.result is not None:
+            fields["result"] = self.result.SerializeToString()
+        if self.code:
+            fields["code"] = self.code
+            fields["message"] = self.message
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> Event:
+        result = None
+        if b"result" in fields:
+            result = pb.RecognitionResult.FromString(fields[b"result"])
+        return cls(
+            kind=fields[b"kind"].decode(),  # type: ignore[arg-type]
+            result=result,
+            worker_id=fields.get(b"worker", b"").decode(),
+            code=fields.get(b"code", b"").decode(),
+            message=fields.get(b"message", b"").decode(),
+        )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A job as a worker received it: the stream entry id is what it acknowledges."""
+
+    language: str
+    entry_id: str
+    job: Job
+
+
+def _decode_id(entry_id: bytes | str) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+class JobQueue:
+    def __init__(self, client: aioredis.Redis, keys: Keys, stream_ttl: int = 900) -> None:
+        self.redis = client
+        self.keys = keys
+        self.stream_ttl = stream_ttl
+
+    # ---------------------------------------------------------------- router side
+    async def enqueue(self, job: Job) -> str:
+        events = self.keys.events(job.job_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.keys.jobs(job.language), job.to_fields())
+            # The event stream exists from the start so that its TTL holds even if no event comes.
+            pipe.xadd(events, {"kind": "created"})
+            pipe.expire(events, self.stream_ttl)
+            entry_id, *_ = await pipe.execute()
+        return _decode_id(entry_id)
+
+    async def append_audio(self, job_id: str, pcm: bytes) -> None:
+        await self._audio(job_id, {"pcm": pcm})
+
+    async def end_audio(self, job_id: str) -> None:
+        await self._audio(job_id, {"end": "1"})
+
+    async def cancel(self, job_id: str, reason: str) -> None:
+        await self._audio(job_id, {"cancel": reason})
+
+    async def _audio(self, job_id: str, fields: dict[str, str | bytes]) -> None:
+        key = self.keys.audio(job_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, fields)
+            pipe.expire(key, self.stream_ttl)
+            await pipe.execute()
+
+    async def read_events(self, job_id: str, last_id: str, block_ms: int) -> list[tuple[str, Event]]:
+        reply = await self.redis.xread({self.keys.events(job_id): last_id}, block=block_ms, count=100)
+        events = []
+        for _, entries in reply:
+            for entry_id, fields in entries:
+                if fields.get(b"kind") != b"created":
+                    events.append((_decode_id(entry_id), Event.from_fields(fields)))
+        return events
+
+    # ---------------------------------------------------------------- worker side
+    async def ensure_group(self, lang: str) -> None:
+        try:
+            await self.redis.xgroup_create(self.keys.jobs(lang), WORKER_GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def next_jobs(
+        self, langs: Sequence[str], consumer: str, count: int, block_ms: int
+    ) -> list[Delivery]:
+        if not langs:
+            return []
+        streams = {self.keys.jobs(lang): ">" for lang in langs}
+        try:
+            reply = await self.redis.xreadgroup(WORKER_GROUP, consumer, streams, count=count, block=block_ms)
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            for lang in langs:  # Redis lost its data (restart without persistence): recreate.
+                await self.ensure_group(lang)
+            return []
+        by_key = {self.keys.jobs(lang): lang for lang in langs}
+        deliveries = []
+        for key, entries in reply:
+            lang = by_key[key.decode() if isinstance(key, bytes) else key]
+            for entry_id, fields in entries:
+                deliveries.append(Delivery(lang, _decode_id(entry_id), Job.from_fields(fields)))
+        return deliveries
+
+    async def reclaim(
+        self, lang: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[tuple[Delivery | None, str, int]]:
+        """Takes over jobs left idle by dead workers: (delivery, entry id, times delivered).
+
+        A `None` delivery is an entry whose body was deleted; the caller acknowledges it away.
+        """
+        key = self.keys.jobs(lang)
+        try:
+            _, claimed, deleted = await self.redis.xautoclaim(
+                key, WORKER_GROUP, consumer, min_idle_ms, start_id="0-0", count=count
+            )
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group(lang)
+            return []
+        out: list[tuple[Delivery | None, str, int]] = []
+        for entry_id, fields in claimed:
+            eid = _decode_id(entry_id)
+            pending = await self.redis.xpending_range(key, WORKER_GROUP, min=eid, max=eid, count=1)
+            times = int(pending[0]["times_delivered"]) if pending else 1
+            delivery = Delivery(lang, eid, Job.from_fields(fields)) if fields else None
+            out.append((delivery, eid, times))
+        for entry_id in deleted or []:
+            out.append((None, _decode_id(entry_id), 0))
+        return out
+
+    async def touch(self, delivery: Delivery, consumer: str) -> None:
+        """Resets the job's idle time so that no other worker reclaims it while this one works."""
+        await self.redis.xclaim(
+            self.keys.jobs(delivery.language), WORKER_GROUP, consumer, 0, [delivery.entry_id], justid=True
+        )
+
+    async def ack(self, lang: str, entry_id: str) -> None:
+        key = self.keys.jobs(lang)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(key, WORKER_GROUP, entry_id)
+            pipe.xdel(key, entry_id)
+            await pipe.execute()
+
+    async def dead_letter(self, delivery: Delivery, times: int, error: str) -> None:
+        await self.redis.xadd(
+            self.keys.dead,
+            {
+                "job": json.dumps(asdict(delivery.job)),
+                "language": delivery.language,
+                "deliveries": str(times),
+                "error": error,
+            },
+            maxlen=10000,
+            approximate=True,
+        )
+
+    async def read_audio(
+        self, job_id: str, last_id: str, block_ms: int
+    ) -> list[tuple[str, AudioKind, bytes]]:
+        reply = await self.redis.xread({self.keys.audio(job_id): last_id}, block=block_ms, count=200)
+        out: list[tuple[str, AudioKind, bytes]] = []
+        for _, entries in reply:
+            for entry_id, fields in entries:
+                eid = _decode_id(entry_id)
+                if b"pcm" in fields:
+                    out.append((eid, "pcm", fields[b"pcm"]))
+                elif b"end" in fields:
+                    out.append((eid, "end", b""))
+                else:
+                    out.append((eid, "cancel", fields.get(b"cancel", b"")))
+        return out
+
+    async def emit(self, job_id: str, event: Event) -> None:
+        key = self.keys.events(job_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, event.to_fields())
+            pipe.expire(key, self.stream_ttl)
+            await pipe.execute()
+
+    async def queue_depth(self, lang: str) -> int:
+        """Jobs waiting or in progress: what autoscaling reads (stream length, acked entries deleted)."""
+        return int(await self.redis.xlen(self.keys.jobs(lang)))

@@ -1,0 +1,145 @@
+"""The model registry and worker liveness, in Redis.
+
+`models` maps a language code to the model that serves it; `workers:{lang}` records worker
+heartbeats. A language is *served* when it is registered and has a live worker: that is the
+set the router detects among. Heartbeats use Redis' clock so that hosts with skewed clocks
+still agree on who is alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from lidroute.errors import InvalidArgument
+from lidroute.keys import Keys
+
+log = logging.getLogger(__name__)
+
+_LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+MODEL_KINDS = ("ctc", "head")
+
+
+def check_language_code(code: str) -> str:
+    """Language codes are BCP-47-like (`sw`, `pt-BR`); anything else is a client error, not a lookup miss."""
+    if not _LANG_RE.match(code):
+        raise InvalidArgument(f"{code!r} is not a valid language code (expected e.g. 'sw' or 'pt-BR')")
+    return code
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    uri: str
+    revision: str = ""
+    kind: str = "ctc"
+    sample_rate: int = 16000
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.uri:
+            raise InvalidArgument("model uri is empty")
+        if self.kind not in MODEL_KINDS:
+            raise InvalidArgument(f"model kind {self.kind!r} is not one of {', '.join(MODEL_KINDS)}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelSpec:
+        data: dict[str, Any] = json.loads(text)
+        known = {k: data[k] for k in ("uri", "revision", "kind", "sample_rate", "metrics") if k in data}
+        return cls(**known)
+
+
+class Registry:
+    def __init__(self, client: aioredis.Redis, keys: Keys, worker_ttl: float = 10.0) -> None:
+        self.redis = client
+        self.keys = keys
+        self.worker_ttl = worker_ttl
+
+    async def register(self, lang: str, spec: ModelSpec) -> None:
+        check_language_code(lang)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.models, lang, spec.to_json())
+            pipe.publish(self.keys.models_changed, lang)
+            await pipe.execute()
+
+    async def remove(self, lang: str) -> bool:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.models, lang)
+            pipe.publish(self.keys.models_changed, lang)
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def models(self) -> dict[str, ModelSpec]:
+        raw = await self.redis.hgetall(self.keys.models)
+        specs: dict[str, ModelSpec] = {}
+        for lang, text in raw.items():
+            code = lang.decode() if isinstance(lang, bytes) else lang
+            try:
+                specs[code] = ModelSpec.from_json(text)
+            except (ValueError, TypeError, InvalidArgument) as exc:
+                log.warning("ignoring malformed registry entry", extra={"language": code, "error": str(exc)})
+        return specs
+
+    async def _now(self) -> float:
+        seconds, micros = await self.redis.time()
+        return seconds + micros / 1e6
+
+    async def heartbeat(self, worker_id: str, langs: list[str]) -> None:
+        now = await self._now()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lang in langs:
+                pipe.zadd(self.keys.workers(lang), {worker_id: now})
+                pipe.zremrangebyscore(self.keys.workers(lang), "-inf", now - self.worker_ttl)
+            await pipe.execute()
+
+    async def leave(self, worker_id: str, langs: list[str]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lang in langs:
+                pipe.zrem(self.keys.workers(lang), worker_id)
+            await pipe.execute()
+
+    async def live_workers(self, langs: list[str]) -> dict[str, int]:
+        if not langs:
+            return {}
+        cutoff = await self._now() - self.worker_ttl
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lang in langs:
+                pipe.zcount(self.keys.workers(lang), cutoff, "+inf")
+            counts = await pipe.execute()
+        return dict(zip(langs, counts, strict=True))
+
+    async def served(self) -> tuple[dict[str, ModelSpec], dict[str, int]]:
+        """All registered models and the live worker count of each."""
+        models = await self.models()
+        return models, await self.live_workers(sorted(models))
+
+    async def changes(self) -> AsyncIterator[str]:
+        """Yields a language code on every registry change, and "*" after (re)subscribing.
+
+        Pub/sub is at-most-once: after a reconnect the subscriber may have missed changes, so
+        "*" tells it to re-read the whole registry.
+        """
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.models_changed)
+                yield "*"
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        data = message["data"]
+                        yield data.decode() if isinstance(data, bytes) else str(data)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                log.warning("registry subscription lost; resubscribing", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+            finally:
+                await pubsub.aclose()

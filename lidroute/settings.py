@@ -1,0 +1,102 @@
+"""Typed settings shared by every service, read once in `main` and passed down.
+
+Each service has one settings class. Values come from flags, then environment variables
+(`LIDROUTE_<FIELD>`), then defaults, so that the same names work on a command line, in
+docker-compose and in a Helm chart. A malformed value stops the process with a message that
+names the setting, instead of failing later somewhere deep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args, get_origin
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "LIDROUTE_"
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+FloatList = Annotated[list[float], NoDecode, BeforeValidator(_split_commas)]
+
+
+class CommonSettings(BaseSettings):
+    """What every lidroute process needs: where Redis is, how to log, where to export metrics."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis URL (redis:// or rediss://)")
+    key_prefix: str = Field("lidroute:", description="prefix of every Redis key this deployment uses")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="json for machines, text for people")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0: disabled)")
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None, prog: str | None = None) -> Self:
+        """Builds the settings from flags over the environment; exits 2 with a clear message when invalid."""
+        parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__)
+        add_setting_flags(parser, cls)
+        args = parser.parse_args(argv)
+        return settings_from_namespace(cls, args, parser)
+
+
+def _is_bool(annotation: Any) -> bool:
+    return annotation is bool
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_list(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_list(a) for a in get_args(annotation))
+    return origin is list
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
+    """Adds one `--kebab-name` flag per field; a flag left out falls through to env and default."""
+    group = parser.add_argument_group("settings (flags override LIDROUTE_* environment variables)")
+    for name, field in cls.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = ENV_PREFIX + name.upper()
+        help_text = f"{field.description or ''} [env {env}; default {field.default!r}]"
+        if _is_bool(field.annotation):
+            group.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        elif _is_list(field.annotation):
+            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar="A,B", help=help_text)
+        else:
+            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=help_text)
+
+
+def settings_from_namespace(
+    cls: type[SettingsT], args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
+) -> SettingsT:
+    given = {k: v for k, v in vars(args).items() if k in cls.model_fields}
+    try:
+        return cls(**given)
+    except ValidationError as exc:
+        lines = [f"invalid setting {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        message = "\n".join(lines)
+        if parser is not None:
+            parser.error(message)
+        print(message, file=sys.stderr)
+        raise SystemExit(2) from None

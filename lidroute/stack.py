@@ -1,0 +1,293 @@
+"""Starting and stopping the whole stack as real processes: `lidroute up`, the demo, the tests.
+
+Each service runs as its own process, exactly as in a deployment, configured by flags with
+the same names as its settings. Start-up waits for every gRPC health check to say SERVING,
+and a process that dies on the way is reported with the tail of its log instead of a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import redis
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lidroute.keys import Keys
+from lidroute.registry import ModelSpec, Registry
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_serving(
+    address: str, timeout: float, proc: subprocess.Popen[bytes] | None = None, log_path: Path | None = None
+) -> None:
+    """Blocks until the gRPC health check at `address` answers SERVING."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc is not None and proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-3000:] if log_path and log_path.exists() else ""
+                raise RuntimeError(f"process for {address} exited with {proc.returncode}:\n{tail}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} did not become SERVING within {timeout:g} s")
+            time.sleep(0.1)
+
+
+class RedisServer:
+    """A private redis-server on a free port, with append-only persistence so a restart keeps data."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "redis-server not found: install it (apt-get install redis-server) or pass --redis-url"
+            )
+        self.binary = binary
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start; see {self.dir / 'redis.log'}") from None
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class StackConfig:
+    lid_model: str
+    #: language -> model uri, registered when the registry has no entry for the language
+    models: dict[str, str]
+    #: one worker process per group; an empty group serves every registered language
+    worker_groups: list[list[str]] = field(default_factory=lambda: [[]])
+    redis_url: str | None = None
+    router_port: int = 0
+    key_prefix: str = "lidroute:"
+    log_dir: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    router_args: list[str] = field(default_factory=list)
+    worker_args: list[str] = field(default_factory=list)
+    start_timeout: float = 180.0
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self._tmp = tempfile.TemporaryDirectory(prefix="lidroute-")
+        self.log_dir = config.log_dir or Path(self._tmp.name) / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.redis: RedisServer | None = None
+        self.redis_url = config.redis_url or ""
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.addresses: dict[str, str] = {}
+        self.router_address = ""
+        self._worker_seq = 0
+
+    # ------------------------------------------------------------------ processes
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "LIDROUTE_REDIS_URL": self.redis_url,
+                "LIDROUTE_KEY_PREFIX": self.config.key_prefix,
+                "LIDROUTE_LOG_FORMAT": env.get("LIDROUTE_LOG_FORMAT", "json"),
+                "PYTHONUNBUFFERED": "1",
+                "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+                "TOKENIZERS_PARALLELISM": "false",
+            }
+        )
+        env.update(self.config.extra_env)
+        return env
+
+    def spawn(self, name: str, module: str, args: list[str], health_address: str, timeout: float) -> None:
+        log_path = self.log_dir / f"{name}.log"
+        log_file = log_path.open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            env=self._env(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log_file.close()
+        self.procs[name] = proc
+        self.addresses[name] = health_address
+        wait_serving(health_address, timeout, proc, log_path)
+
+    def add_worker(self, languages: list[str], extra_args: list[str] | None = None) -> str:
+        self._worker_seq += 1
+        name = f"worker-{self._worker_seq}"
+        port = free_port()
+        args = [
+            "serve",
+            "--health-address",
+            f"127.0.0.1:{port}",
+            "--worker-id",
+            name,
+            *self.config.worker_args,
+            *(extra_args or []),
+        ]
+        if languages:
+            args += ["--languages", ",".join(languages)]
+        self.spawn(name, "asr_worker", args, f"127.0.0.1:{port}", self.config.start_timeout)
+        return name
+
+    def signal(self, name: str, sig: int) -> None:
+        proc = self.procs[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            proc.wait(30)
+
+    # ------------------------------------------------------------------ lifecycle
+    def register_models(self) -> None:
+        """Registers the configured models for languages the registry does not have yet."""
+
+        async def register() -> None:
+            client = aioredis.Redis.from_url(self.redis_url)
+            try:
+                registry = Registry(client, Keys(self.config.key_prefix))
+                existing = await registry.models()
+                for lang, uri in self.config.models.items():
+                    if lang not in existing:
+                        await registry.register(lang, ModelSpec(uri=uri))
+            finally:
+                await client.aclose()
+
+        asyncio.run(register())
+
+    def start(self) -> Stack:
+        try:
+            if not self.redis_url:
+                self.redis = RedisServer(Path(self._tmp.name) / "redis")
+                self.redis.start()
+                self.redis_url = self.redis.url
+            self.register_models()
+            lid_port = free_port()
+            self.spawn(
+                "lid",
+                "lid_service",
+                [
+                    "serve",
+                    "--listen-address",
+                    f"127.0.0.1:{lid_port}",
+                    "--lid-model",
+                    self.config.lid_model,
+                    "--lid-savedir",
+                    str(Path(self._tmp.name) / "lid"),
+                ],
+                f"127.0.0.1:{lid_port}",
+                self.config.start_timeout,
+            )
+            for group in self.config.worker_groups:
+                self.add_worker(group)
+            port = self.config.router_port or free_port()
+            self.router_address = f"127.0.0.1:{port}"
+            self.spawn(
+                "router",
+                "router",
+                [
+                    "--listen-address",
+                    f"0.0.0.0:{port}",
+                    "--lid-address",
+                    f"127.0.0.1:{lid_port}",
+                    *self.config.router_args,
+                ],
+                self.router_address,
+                self.config.start_timeout,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.redis:
+            self.redis.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

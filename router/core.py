@@ -1,0 +1,409 @@
+"""The router's logic, free of gRPC transport so that it is tested without a network.
+
+One request: validate the config, pick the candidate languages (served = registered with a
+live worker, intersected with what the request allows and what the language-ID model knows),
+decode audio as it arrives, detect the language on a window after the speech onset, enqueue
+the job, forward the buffered and then the live audio to the job's stream, and relay the
+worker's events back. Whatever ends the request early (error, deadline, client cancel) tells
+the worker to stop through a cancel marker on the audio stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+import numpy as np
+import redis.asyncio as aioredis
+from prometheus_client import Counter, Histogram
+from pydantic import Field, field_validator
+
+from lidroute.audio import TARGET_RATE, AudioLimits, StreamDecoder, duration, float_to_pcm16
+from lidroute.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    LanguageNotFound,
+    LanguageNotServed,
+    LidrouteError,
+    Unavailable,
+)
+from lidroute.jobs import Job, JobQueue
+from lidroute.keys import Keys
+from lidroute.registry import Registry, check_language_code
+from lidroute.settings import CommonSettings, FloatList
+from lidroute.v1 import language_id_pb2 as lid_pb
+from lidroute.v1 import language_id_pb2_grpc as lid_grpc
+from lidroute.v1 import transcriber_pb2 as pb
+from router.detection import AudioBuffer, Decision, OnsetDetector, VadPool, detect_language
+
+log = logging.getLogger(__name__)
+
+Source = pb.LanguageDetected.Source
+Encoding = pb.RecognitionConfig.AudioEncoding
+
+DETECTIONS = Counter("lidroute_router_detections_total", "Language decisions", ["language", "source"])
+LID_LATENCY = Histogram("lidroute_router_language_id_seconds", "Time to decide the language")
+LID_WINDOW = Histogram(
+    "lidroute_router_lid_window_seconds",
+    "Speech used for the decision",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 3.0),
+)
+
+
+class RouterSettings(CommonSettings):
+    """Router: the public Transcriber API."""
+
+    listen_address: str = Field("[::]:50051", description="gRPC listen address")
+    lid_address: str = Field("localhost:50052", description="language-ID service address")
+    lid_timeout_seconds: float = Field(5.0, gt=0, description="timeout of one language-ID call")
+    lid_windows: FloatList = Field([0.25, 0.5, 1.0], description="growing windows of speech (s)")
+    lid_threshold: float = Field(0.9, ge=0, le=1, description="probability that ends detection early")
+    max_onset_search_seconds: float = Field(5.0, gt=0, description="how long to look for speech")
+    vad_threshold: float = Field(0.5, gt=0, lt=1, description="VAD speech probability threshold")
+    max_audio_seconds: float = Field(120.0, gt=0, description="longest audio accepted")
+    max_audio_bytes: int = Field(16 * 1024 * 1024, gt=0, description="most audio bytes per request")
+    max_chunk_bytes: int = Field(1024 * 1024, gt=0, description="most bytes in one streamed message")
+    min_sample_rate: int = Field(8000, gt=0, description="lowest sample rate accepted")
+    max_sample_rate: int = Field(48000, gt=0, description="highest sample rate accepted")
+    max_request_seconds: float = Field(300.0, gt=0, description="deadline when the client sets none")
+    queue_timeout_seconds: float = Field(30.0, gt=0, description="wait for a worker to start a job")
+    stream_ttl_seconds: int = Field(900, ge=10, description="TTL of per-job audio and event streams")
+    worker_ttl_seconds: float = Field(10.0, gt=0, description="a worker silent this long is not live")
+    max_connection_age_seconds: float = Field(300.0, ge=0, description="rebalance clients (0: never)")
+    grace_seconds: float = Field(10.0, ge=0, description="drain time on SIGTERM")
+
+    @field_validator("lid_windows")
+    @classmethod
+    def _windows_grow(cls, windows: list[float]) -> list[float]:
+        if not windows or any(not 0.1 <= w <= 10 for w in windows) or windows != sorted(windows):
+            raise ValueError("lid_windows must be ascending seconds between 0.1 and 10")
+        return windows
+
+    def audio_limits(self) -> AudioLimits:
+        return AudioLimits(
+            max_seconds=self.max_audio_seconds,
+            max_bytes=self.max_audio_bytes,
+            max_chunk_bytes=self.max_chunk_bytes,
+            min_sample_rate=self.min_sample_rate,
+            max_sample_rate=self.max_sample_rate,
+        )
+
+
+def _langs(codes: Sequence[str]) -> str:
+    return ", ".join(codes) if codes else "none"
+
+
+class Router:
+    def __init__(
+        self, settings: RouterSettings, client: aioredis.Redis, lid_channel: grpc.aio.Channel
+    ) -> None:
+        self.settings = settings
+        keys = Keys(settings.key_prefix)
+        self.registry = Registry(client, keys, worker_ttl=settings.worker_ttl_seconds)
+        self.queue = JobQueue(client, keys, stream_ttl=settings.stream_ttl_seconds)
+        self.lid = lid_grpc.LanguageIdentifierStub(lid_channel)
+        self.limits = settings.audio_limits()
+        self.vad = VadPool()
+        self._lid_languages: tuple[float, frozenset[str]] = (0.0, frozenset())
+
+    # ------------------------------------------------------------------ languages
+    async def detectable_languages(self) -> frozenset[str]:
+        expires, langs = self._lid_languages
+        if time.monotonic() < expires:
+            return langs
+        reply = await self._call_lid(self.lid.ListModelLanguages, lid_pb.ListModelLanguagesRequest(), None)
+        langs = frozenset(reply.language_codes)
+        self._lid_languages = (time.monotonic() + 30.0, langs)
+        return langs
+
+    async def list_languages(self) -> pb.ListLanguagesResponse:
+        models, workers = await self.registry.served()
+        try:
+            detectable = await self.detectable_languages()
+        except Unavailable:
+            detectable = frozenset()
+        return pb.ListLanguagesResponse(
+            languages=[
+                pb.ServedLanguage(
+                    language_code=lang,
+                    model=pb.ModelInfo(
+                        language_code=lang, uri=spec.uri, revision=spec.revision, kind=spec.kind
+                    ),
+                    live_workers=workers.get(lang, 0),
+                    served=workers.get(lang, 0) > 0,
+                    detectable=lang in detectable,
+                )
+                for lang, spec in sorted(models.items())
+            ]
+        )
+
+    async def plan(self, config: pb.RecognitionConfig) -> tuple[str | None, list[str]]:
+        """The hinted language, or the candidates to detect among; errors name what is served."""
+        models, workers = await self.registry.served()
+        served = sorted(lang for lang in models if workers.get(lang, 0) > 0)
+        if config.language_code:
+            lang = check_language_code(config.language_code)
+            if lang not in models:
+                raise LanguageNotFound(f"language {lang!r} has no registered model; served: {_langs(served)}")
+            if lang not in served:
+                raise LanguageNotServed(f"no live worker serves {lang!r} right now; served: {_langs(served)}")
+            return lang, [lang]
+        allowed = [check_language_code(c) for c in config.alternative_language_codes]
+        if not served:
+            raise LanguageNotServed("no language is served right now (no live workers)")
+        candidates = [lang for lang in served if not allowed or lang in allowed]
+        if not candidates:
+            raise LanguageNotServed(
+                f"none of the allowed languages ({_langs(allowed)}) is served; served: {_langs(served)}"
+            )
+        if len(candidates) > 1:
+            detectable = await self.detectable_languages()
+            known = [lang for lang in candidates if lang in detectable]
+            if not known:
+                raise LanguageNotServed(
+                    f"the language-ID model knows none of {_langs(candidates)}; pass language_code"
+                )
+            candidates = known
+        return None, candidates
+
+    # ------------------------------------------------------------------ language ID calls
+    async def _call_lid(self, method, request, deadline: float | None):  # type: ignore[no-untyped-def]
+        timeout = self.settings.lid_timeout_seconds
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.time())
+            if timeout <= 0:
+                raise DeadlineExceeded("deadline exceeded before language identification")
+        try:
+            return await method(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument(exc.details()) from None
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline and deadline <= time.time():
+                raise DeadlineExceeded("deadline exceeded during language identification") from None
+            raise Unavailable(
+                f"language identification service unavailable: {exc.code().name}: {exc.details()}"
+            ) from None
+
+    async def identify(
+        self, audio: np.ndarray, candidates: Sequence[str], deadline: float
+    ) -> list[tuple[str, float]]:
+        request = lid_pb.IdentifyRequest(
+            audio_content=float_to_pcm16(audio), candidate_language_codes=candidates
+        )
+        reply = await self._call_lid(self.lid.Identify, request, deadline)
+        return [(s.language_code, s.probability) for s in reply.languages]
+
+    # ------------------------------------------------------------------ requests
+    def decoder(self, config: pb.RecognitionConfig) -> StreamDecoder:
+        encoding = config.encoding
+        if encoding == Encoding.LINEAR16:
+            if not config.sample_rate_hertz:
+                raise InvalidArgument("sample_rate_hertz is required for LINEAR16 audio")
+            return StreamDecoder.linear16(
+                config.sample_rate_hertz, config.audio_channel_count or 1, self.limits
+            )
+        if encoding in (Encoding.ENCODING_UNSPECIFIED, Encoding.FLAC, Encoding.OGG_OPUS):
+            if config.sample_rate_hertz:
+                self.limits.check_rate(config.sample_rate_hertz)
+            return StreamDecoder.for_container(self.limits, config.sample_rate_hertz)
+        raise InvalidArgument(
+            f"encoding {Encoding.Name(encoding)} is not supported "
+            "(LINEAR16, FLAC, OGG_OPUS, or ENCODING_UNSPECIFIED for WAV/FLAC/OGG files)"
+        )
+
+    async def transcribe(
+        self,
+        streaming_config: pb.StreamingRecognitionConfig,
+        chunks: AsyncIterator[bytes],
+        time_remaining: float | None,
+    ) -> AsyncIterator[pb.TranscribeResponse]:
+        started = time.monotonic()
+        config = streaming_config.config
+        request_id = uuid.uuid4().hex
+        budget = self.settings.max_request_seconds
+        deadline = time.time() + (min(time_remaining, budget) if time_remaining is not None else budget)
+        decoder = self.decoder(config)
+        hint, candidates = await self.plan(config)
+        buffer = AudioBuffer()
+        pump = asyncio.create_task(self._pump(chunks, decoder, buffer), name=f"pump-{request_id}")
+        forward: asyncio.Task[None] | None = None
+        job: Job | None = None
+        finished = False
+        try:
+            decision, source = await self._decide(hint, candidates, buffer, pump, deadline)
+            lid_seconds = time.monotonic() - started
+            DETECTIONS.labels(decision.language, Source.Name(source)).inc()
+            yield pb.TranscribeResponse(
+                request_id=request_id,
+                language_detected=pb.LanguageDetected(
+                    language_code=decision.language,
+                    probability=decision.probability,
+                    alternatives=[
+                        pb.LanguageAlternative(language_code=c, probability=p)
+                        for c, p in decision.alternatives
+                    ],
+                    source=source,
+                    speech_onset=duration(decision.onset / TARGET_RATE),
+                    detection_window=duration(decision.window / TARGET_RATE),
+                ),
+            )
+            job = Job(
+                job_id=request_id,
+                language=decision.language,
+                deadline=deadline,
+                enqueued_at=time.time(),
+                interim_results=streaming_config.interim_results,
+                word_time_offsets=config.enable_word_time_offsets,
+                word_confidence=config.enable_word_confidence,
+            )
+            await self.queue.enqueue(job)
+            forward = asyncio.create_task(self._forward(job.job_id, buffer, pump), name=f"fwd-{request_id}")
+            async for result in self._relay(job, forward):
+                result.timing.language_id_seconds = lid_seconds
+                result.timing.total_seconds = time.monotonic() - started
+                finished = result.is_final
+                yield pb.TranscribeResponse(request_id=request_id, result=result)
+                if finished:
+                    return
+        finally:
+            for task in (pump, forward):
+                if task is not None:
+                    task.cancel()
+            if job is not None and not finished:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.shield(self.queue.cancel(job.job_id, "request ended early"))
+
+    async def _decide(
+        self,
+        hint: str | None,
+        candidates: list[str],
+        buffer: AudioBuffer,
+        pump: asyncio.Task[None],
+        deadline: float,
+    ) -> tuple[Decision, int]:
+        if hint is not None:
+            return Decision(hint, 1.0, [], 0, 0), Source.HINT
+        if len(candidates) == 1:
+            return Decision(candidates[0], 1.0, [(candidates[0], 1.0)], 0, 0), Source.SINGLE_CANDIDATE
+        detector = OnsetDetector(self.vad, threshold=self.settings.vad_threshold)
+        with LID_LATENCY.time():
+            detection = asyncio.create_task(
+                detect_language(
+                    buffer,
+                    candidates,
+                    lambda audio, cands: self.identify(audio, cands, deadline),
+                    detector,
+                    windows=self.settings.lid_windows,
+                    threshold=self.settings.lid_threshold,
+                    max_onset_search=self.settings.max_onset_search_seconds,
+                )
+            )
+            try:
+                decision = await self._unless_pump_fails(detection, pump, deadline)
+            finally:
+                detection.cancel()
+        LID_WINDOW.observe(decision.window / TARGET_RATE)
+        return decision, Source.DETECTED
+
+    @staticmethod
+    async def _unless_pump_fails(
+        task: asyncio.Task[Decision], pump: asyncio.Task[None], deadline: float
+    ) -> Decision:
+        """Waits for `task`, but a bad chunk from the client (the pump failing) ends the wait at once."""
+        waiting = {task, pump}
+        while task in waiting:
+            timeout = deadline - time.time()
+            if timeout <= 0:
+                raise DeadlineExceeded("deadline exceeded during language identification")
+            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if pump in done:
+                pump.result()  # raises the client's audio error, if any
+                waiting.discard(pump)
+            if task in done:
+                return task.result()
+        return task.result()
+
+    async def _pump(self, chunks: AsyncIterator[bytes], decoder: StreamDecoder, buffer: AudioBuffer) -> None:
+        async for chunk in chunks:
+            buffer.append(decoder.feed(chunk))
+        buffer.append(await asyncio.to_thread(decoder.finish) if decoder.container else decoder.finish())
+        if buffer.size == 0:
+            raise InvalidArgument("no audio received: the stream ended before any audio content")
+        buffer.end()
+
+    async def _forward(self, job_id: str, buffer: AudioBuffer, pump: asyncio.Task[None]) -> None:
+        """Sends what is buffered, then every later chunk as it arrives, then the end marker."""
+        sent = 0  # chunks forwarded
+        while True:
+            if pump.done() and pump.exception() is not None:
+                raise pump.exception()  # type: ignore[misc]
+            pending = buffer.chunks[sent:]
+            if pending:
+                sent = len(buffer.chunks)
+                await self.queue.append_audio(job_id, float_to_pcm16(np.concatenate(pending)))
+            elif buffer.ended:
+                await self.queue.end_audio(job_id)
+                return
+            else:
+                waiter = asyncio.ensure_future(buffer.wait_change())
+                await asyncio.wait({waiter, pump}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+
+    async def _relay(self, job: Job, forward: asyncio.Task[None]) -> AsyncIterator[pb.RecognitionResult]:
+        last_id = "0"
+        started = False
+        queue_limit = time.time() + self.settings.queue_timeout_seconds
+        while True:
+            if forward.done() and not forward.cancelled() and forward.exception() is not None:
+                raise forward.exception()  # type: ignore[misc]
+            now = time.time()
+            if now >= job.deadline:
+                raise DeadlineExceeded("deadline exceeded while waiting for the transcript")
+            if not started and now >= queue_limit:
+                raise Unavailable(
+                    f"no {job.language} worker picked the job up within "
+                    f"{self.settings.queue_timeout_seconds:g} s"
+                )
+            block = int(
+                min(250.0, (min(job.deadline, queue_limit if not started else math.inf) - now) * 1000)
+            )
+            for entry_id, event in await self.queue.read_events(job.job_id, last_id, max(block, 1)):
+                last_id = entry_id
+                if event.kind == "started":
+                    started = True
+                elif event.kind == "error":
+                    raise LidrouteError.from_status(event.code, event.message)
+                elif event.result is not None and (event.kind == "final" or job.interim_results):
+                    started = True
+                    yield event.result
+                    if event.kind == "final":
+                        return
+
+    async def recognize(
+        self, request: pb.RecognizeRequest, time_remaining: float | None
+    ) -> pb.RecognizeResponse:
+        data = request.audio_content
+        if not data:
+            raise InvalidArgument("audio_content is empty")
+        self.limits.check_total_bytes(len(data))
+        step = self.limits.max_chunk_bytes
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for i in range(0, len(data), step):
+                yield data[i : i + step]
+
+        response = pb.RecognizeResponse()
+        streaming = pb.StreamingRecognitionConfig(config=request.config)
+        async for event in self.transcribe(streaming, pieces(), time_remaining):
+            response.request_id = event.request_id
+            if event.HasField("language_detected"):
+                response.language_detected.CopyFrom(event.language_detected)
+            elif event.result.is_final:
+                response.result.CopyFrom(event.result)
+        return response

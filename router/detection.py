@@ -1,0 +1,191 @@
+"""Finding where speech starts, and deciding the language from a growing window after it.
+
+Language ID on leading silence or noise is a coin toss, so the window starts at the speech
+onset found by Silero VAD. The window then grows (by default 0.25 -> 0.5 -> 1.0 s of speech)
+until the top language is confident enough: most requests are decided on a fraction of a
+second, hard ones get more audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lidroute.audio import TARGET_RATE
+from lidroute.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+VAD_FRAME = 512  # Silero VAD takes 32 ms frames at 16 kHz
+MIN_WINDOW = int(0.1 * TARGET_RATE)  # the shortest window the language-ID service accepts
+
+
+class VadPool:
+    """Silero VAD models are stateful per stream, so each stream borrows one of its own."""
+
+    def __init__(self) -> None:
+        self._free: list[torch.nn.Module] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> torch.nn.Module:
+        with self._lock:
+            if self._free:
+                model = self._free.pop()
+                model.reset_states()
+                return model
+        from silero_vad import load_silero_vad
+
+        return load_silero_vad()
+
+    def release(self, model: torch.nn.Module) -> None:
+        with self._lock:
+            self._free.append(model)
+
+
+class OnsetDetector:
+    """Feeds 16 kHz audio frame by frame; `onset` is the first sample of speech once found.
+
+    Speech starts where `min_frames` consecutive frames score above `threshold`; the onset is
+    moved `pad_seconds` earlier so that the first phoneme is not clipped.
+    """
+
+    def __init__(self, pool: VadPool, threshold: float = 0.5, min_frames: int = 2, pad_seconds: float = 0.03):
+        self.pool = pool
+        self.threshold = threshold
+        self.min_frames = min_frames
+        self.pad = int(pad_seconds * TARGET_RATE)
+        self.onset: int | None = None
+        self._model: torch.nn.Module | None = None
+        self._pos = 0
+        self._run = 0
+
+    @torch.inference_mode()
+    def feed(self, audio: np.ndarray) -> int | None:
+        """Scans the frames of `audio` (the whole buffer so far) not yet scanned."""
+        if self.onset is not None:
+            return self.onset
+        if self._model is None:
+            self._model = self.pool.acquire()
+        while self._pos + VAD_FRAME <= len(audio):
+            frame = torch.from_numpy(np.ascontiguousarray(audio[self._pos : self._pos + VAD_FRAME]))
+            prob = float(self._model(frame, TARGET_RATE))
+            self._pos += VAD_FRAME
+            self._run = self._run + 1 if prob >= self.threshold else 0
+            if self._run >= self.min_frames:
+                start = self._pos - self.min_frames * VAD_FRAME
+                self.onset = max(0, start - self.pad)
+                self.close()
+                break
+        return self.onset
+
+    @property
+    def scanned(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        if self._model is not None:
+            self.pool.release(self._model)
+            self._model = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    language: str
+    probability: float
+    alternatives: list[tuple[str, float]]
+    onset: int
+    window: int  # samples of speech the decision used
+
+
+Identify = Callable[[np.ndarray, Sequence[str]], Awaitable[list[tuple[str, float]]]]
+
+
+class AudioBuffer:
+    """16 kHz audio of one request as it arrives, with a signal for waiters."""
+
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+        self.size = 0
+        self.ended = False
+        self._changed = asyncio.Event()
+        self._flat: np.ndarray | None = None
+
+    def append(self, audio: np.ndarray) -> None:
+        if len(audio):
+            self.chunks.append(audio)
+            self.size += len(audio)
+            self._flat = None
+            self._changed.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self._changed.set()
+
+    def array(self) -> np.ndarray:
+        """Everything so far as one array (cached until more arrives)."""
+        if self._flat is None or len(self._flat) != self.size:
+            self._flat = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        return self._flat
+
+    async def wait_for(self, samples: int) -> None:
+        """Returns once `samples` samples are buffered or the stream has ended."""
+        while self.size < samples and not self.ended:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def wait_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+
+async def detect_language(
+    buffer: AudioBuffer,
+    candidates: Sequence[str],
+    identify: Identify,
+    detector: OnsetDetector,
+    *,
+    windows: Sequence[float],
+    threshold: float,
+    max_onset_search: float,
+) -> Decision:
+    """Waits for speech, then asks `identify` about growing windows until one is confident."""
+    search_limit = int(max_onset_search * TARGET_RATE)
+    try:
+        onset = None
+        while onset is None:
+            await buffer.wait_for(detector.scanned + VAD_FRAME)
+            onset = await asyncio.to_thread(detector.feed, buffer.array())
+            if onset is None and (buffer.ended or detector.scanned >= search_limit):
+                onset = 0  # no speech found: classify from the start rather than not at all
+    finally:
+        detector.close()
+    if buffer.ended and buffer.size < MIN_WINDOW:
+        raise InvalidArgument(
+            f"{buffer.size / TARGET_RATE:.3f} s of audio is too short to identify its language "
+            f"(at least {MIN_WINDOW / TARGET_RATE} s, or pass language_code)"
+        )
+    best: list[tuple[str, float]] = []
+    used = 0
+    for i, seconds in enumerate(windows):
+        want = int(seconds * TARGET_RATE)
+        await buffer.wait_for(onset + want)
+        audio = buffer.array()
+        window = audio[onset : onset + want]
+        if len(window) < MIN_WINDOW:
+            window = audio[-want:]  # speech found too late to fill a window: use the tail
+        if used and len(window) <= used:
+            break  # the stream ended; a bigger window would not see more audio
+        used = len(window)
+        best = await identify(window, candidates)
+        last = i == len(windows) - 1 or (buffer.ended and buffer.size <= onset + want)
+        log.debug("language-ID window", extra={"seconds": len(window) / TARGET_RATE, "top": best[0]})
+        if best[0][1] >= threshold or last:
+            break
+    language, probability = best[0]
+    return Decision(language, probability, best, onset, used)

@@ -1,0 +1,118 @@
+"""The router's gRPC servicer (translation only) and its process entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import redis.asyncio as aioredis
+from prometheus_client import Counter, Histogram
+
+from lidroute import logs
+from lidroute.errors import InvalidArgument, grpc_errors, status_of
+from lidroute.server import GrpcServer, start_metrics
+from lidroute.v1 import transcriber_pb2 as pb
+from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
+from router.core import Router, RouterSettings
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("lidroute_router_requests_total", "Requests by method and status", ["method", "status"])
+LATENCY = Histogram(
+    "lidroute_router_request_seconds",
+    "Request latency",
+    ["method"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+)
+
+
+async def _audio_after_config(requests: AsyncIterator[pb.TranscribeRequest]) -> AsyncIterator[bytes]:
+    async for request in requests:
+        if request.HasField("streaming_config"):
+            raise InvalidArgument("streaming_config may be sent only in the first message")
+        yield request.audio_content
+
+
+class TranscriberServicer(pb_grpc.TranscriberServicer):
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def Transcribe(
+        self, request_iterator: AsyncIterator[pb.TranscribeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.TranscribeResponse]:
+        with LATENCY.labels("Transcribe").time():
+            status = "OK"
+            try:
+                async with grpc_errors(context, method="Transcribe"):
+                    requests = aiter(request_iterator)
+                    try:
+                        first = await anext(requests)
+                    except StopAsyncIteration:
+                        raise InvalidArgument(
+                            "empty stream: the first message must carry streaming_config"
+                        ) from None
+                    if not first.HasField("streaming_config"):
+                        raise InvalidArgument("the first message must carry streaming_config, not audio")
+                    async for response in self.router.transcribe(
+                        first.streaming_config, _audio_after_config(requests), context.time_remaining()
+                    ):
+                        yield response
+            except asyncio.CancelledError:
+                status = "CANCELLED"
+                raise
+            except BaseException as exc:
+                status = context.code().name if context.code() else status_of(exc)[0].name
+                raise
+            finally:
+                REQUESTS.labels("Transcribe", status).inc()
+
+    async def Recognize(
+        self, request: pb.RecognizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecognizeResponse:
+        with LATENCY.labels("Recognize").time():
+            status = "OK"
+            try:
+                async with grpc_errors(context, method="Recognize"):
+                    return await self.router.recognize(request, context.time_remaining())
+            except BaseException as exc:
+                status = context.code().name if context.code() else status_of(exc)[0].name
+                raise
+            finally:
+                REQUESTS.labels("Recognize", status).inc()
+
+    async def ListLanguages(
+        self, request: pb.ListLanguagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLanguagesResponse:
+        async with grpc_errors(context, method="ListLanguages"):
+            return await self.router.list_languages()
+
+
+async def serve(settings: RouterSettings) -> None:
+    server = GrpcServer(
+        settings.listen_address,
+        [pb.DESCRIPTOR.services_by_name["Transcriber"].full_name],
+        max_message_bytes=settings.max_audio_bytes + 64 * 1024,
+        max_connection_age_s=settings.max_connection_age_seconds,
+        grace_s=settings.grace_seconds,
+    )
+    start_metrics(settings.metrics_port)
+    client = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    channel = grpc.aio.insecure_channel(settings.lid_address)
+    router = Router(settings, client, channel)
+    pb_grpc.add_TranscriberServicer_to_server(TranscriberServicer(router), server.server)
+    await server.start()
+    await server.set_serving(True)
+    try:
+        await server.wait_for_stop()
+        await server.shutdown()
+    finally:
+        await channel.close()
+        await client.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = RouterSettings.from_args(argv, prog="router")
+    logs.configure(settings.log_level, settings.log_format, service="router")
+    asyncio.run(serve(settings))
