@@ -23,6 +23,7 @@ DEFAULT_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "localhost:50051")
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
 CACHE = Path(os.environ.get("LIDROUTE_CACHE", Path.home() / ".cache/lidroute"))
 DEMO_LANGUAGES = ["en", "es", "de", "sw"]
+TRAINING_WORDS = "training_words.txt"
 
 
 # ---------------------------------------------------------------------- models
@@ -242,7 +243,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     for lang in sorted(asr):
-        utt = synth_utterances(lang, 1, seed=4242, vocab=_demo_vocab(models_dir, lang))[0]
+        utt = synth_utterances(lang, 1, seed=4242, vocab=training_vocabulary(models_dir, lang))[0]
         path = samples_dir / f"{lang}.wav"
         sf.write(path, utt.audio, 16000)
         samples.append((path, lang, utt.text))
@@ -263,10 +264,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return asyncio.run(run())
 
 
-def _demo_vocab(models_dir: Path, lang: str) -> list[str] | None:
-    """The words a restricted-vocabulary demo model was trained on, if its card lists them."""
-    vocab_file = models_dir / "asr" / lang / "training_vocabulary.txt"
-    return vocab_file.read_text().split() if vocab_file.exists() else None
+def training_vocabulary(models_dir: Path, lang: str) -> list[str] | None:
+    """The words a restricted-vocabulary model was trained on (None: it was not restricted).
+
+    Sample speech for such a model is drawn from these words, in new sentences and voices.
+    """
+    words_file = models_dir / "asr" / lang / TRAINING_WORDS
+    return words_file.read_text(encoding="utf-8").split() if words_file.exists() else None
 
 
 # ---------------------------------------------------------------------- parser

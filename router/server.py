@@ -93,7 +93,8 @@ async def serve(settings: RouterSettings) -> None:
     server = GrpcServer(
         settings.listen_address,
         [pb.DESCRIPTOR.services_by_name["Transcriber"].full_name],
-        max_message_bytes=settings.max_audio_bytes + 64 * 1024,
+        # Headroom over the audio limit so that an oversize file gets our message naming the limit.
+        max_message_bytes=settings.max_audio_bytes + 1024 * 1024,
         max_connection_age_s=settings.max_connection_age_seconds,
         grace_s=settings.grace_seconds,
     )

@@ -1,0 +1,163 @@
+"""`make bench`: end-to-end latency of Transcribe next to the same models called in-process,
+and throughput at several concurrency levels. Prints a Markdown table and writes it, with the
+raw figures as JSON, to bench-results/.
+
+Everything is measured side by side in one run on one machine: compare the ratios, not the
+absolute numbers, across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lidroute.audio import TARGET_RATE, float_to_pcm16
+
+OUT = Path("bench-results")
+
+
+def utterance(lang: str, seconds: float, models_dir: Path) -> np.ndarray:
+    from lidroute.cli import training_vocabulary
+    from lidroute.synth import synth_utterances
+
+    pieces, total, seed = [], 0, 100
+    while total < seconds * TARGET_RATE:
+        utt = synth_utterances(lang, 1, seed=seed, vocab=training_vocabulary(models_dir, lang))[0]
+        pieces += [utt.audio, np.zeros(TARGET_RATE // 5, np.float32)]
+        total += len(utt.audio) + TARGET_RATE // 5
+        seed += 1
+    return np.concatenate(pieces)[: int(seconds * TARGET_RATE)]
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def in_process(models_dir: Path, lang: str, audio: np.ndarray, runs: int) -> list[float]:
+    """The same work without serving: one LID window, then the CTC model on the whole clip."""
+    from asr_worker.model import CtcModel
+    from lid_service.model import LanguageIdModel, LidRequest
+    from lidroute.cli import model_dirs
+    from lidroute.registry import ModelSpec
+
+    lid_dir, asr = model_dirs(models_dir)
+    lid = LanguageIdModel(str(lid_dir), Path(tempfile.mkdtemp()))
+    ctc = CtcModel(lang, ModelSpec(uri=str(asr[lang])))
+    window = audio[: TARGET_RATE // 2]
+    for _ in range(3):
+        lid.identify([LidRequest(window, ())])
+        ctc.transcribe(audio)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        lid.identify([LidRequest(window, ())])
+        ctc.transcribe(audio)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+async def end_to_end(address: str, audio: np.ndarray, runs: int) -> list[float]:
+    from lidroute.client import Client
+
+    pcm = float_to_pcm16(audio)
+    async with Client(address) as client:
+        for _ in range(3):
+            await client.transcribe_pcm(pcm, TARGET_RATE, timeout=60)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            await client.transcribe_pcm(pcm, TARGET_RATE, timeout=60)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+async def throughput(address: str, audio: np.ndarray, concurrency: int, requests: int) -> tuple[float, float]:
+    from lidroute.client import Client
+
+    pcm = float_to_pcm16(audio)
+    latencies: list[float] = []
+    async with Client(address) as client:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(requests):
+            queue.put_nowait(i)
+
+        async def user() -> None:
+            while not queue.empty():
+                queue.get_nowait()
+                start = time.perf_counter()
+                await client.transcribe_pcm(pcm, TARGET_RATE, timeout=300)
+                latencies.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return requests / wall, statistics.median(latencies)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lidroute.cli import DEMO_LANGUAGES, build_models, default_models_dir, has_models, model_dirs
+    from lidroute.stack import Stack, StackConfig
+
+    parser = argparse.ArgumentParser(prog="lidroute.bench", description=__doc__)
+    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--language", default="es")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--concurrency", default="1,4,16")
+    args = parser.parse_args(argv)
+
+    models_dir = args.models_dir or default_models_dir()
+    if not has_models(models_dir):
+        build_models(models_dir, DEMO_LANGUAGES, seed=0, lid_seconds=120, asr_seconds=180)
+    audio = utterance(args.language, args.seconds, models_dir)
+    lid, asr = model_dirs(models_dir)
+    base = in_process(models_dir, args.language, audio, args.runs)
+    config = StackConfig(
+        lid_model=str(lid),
+        models={k: str(v) for k, v in asr.items()},
+        extra_env={"LIDROUTE_LOG_LEVEL": "WARNING"},
+    )
+    rows: dict[str, object] = {}
+    with Stack(config) as stack:
+        e2e = asyncio.run(end_to_end(stack.router_address, audio, args.runs))
+        for level in (int(c) for c in args.concurrency.split(",")):
+            rows[f"c{level}"] = asyncio.run(
+                throughput(stack.router_address, audio, level, max(12, 3 * level))
+            )
+
+    lines = [
+        f"Transcribe of a {args.seconds:g} s {args.language} utterance (LINEAR16 16 kHz, streamed at once), "
+        f"{args.runs} runs each, one machine, one run.",
+        "",
+        "| path | p50 (ms) | p95 (ms) |",
+        "|---|---|---|",
+        f"| in-process: LID 0.5 s window + CTC | {1000 * pct(base, 50):.1f} | {1000 * pct(base, 95):.1f} |",
+        f"| end to end through router, LID service, Redis, worker | {1000 * pct(e2e, 50):.1f} | "
+        f"{1000 * pct(e2e, 95):.1f} |",
+        f"| ratio end-to-end / in-process | {pct(e2e, 50) / pct(base, 50):.2f}x | "
+        f"{pct(e2e, 95) / pct(base, 95):.2f}x |",
+        "",
+        "| concurrent clients | requests/s | audio s per s | median latency (ms) |",
+        "|---|---|---|---|",
+    ]
+    for key, (rps, median) in rows.items():  # type: ignore[misc]
+        lines.append(f"| {key[1:]} | {rps:.2f} | {rps * args.seconds:.1f} | {1000 * median:.0f} |")
+    table = "\n".join(lines)
+    print(table)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "bench.md").write_text(table + "\n")
+    (OUT / "bench.json").write_text(
+        json.dumps({"in_process_s": base, "end_to_end_s": e2e, "throughput": rows})
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

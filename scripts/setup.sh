@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything lidroute needs on a fresh Debian machine: redis-server and espeak-ng
+# (apt, when missing), a virtualenv in .venv, and the Python packages. Safe to run again:
+# it does nothing when all is in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]} with apt-get"
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null; then python=$candidate; break; fi
+  done
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+
+# Re-install only when the dependency list changes.
+stamp=".venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing Python packages into .venv (first time: several minutes)"
+  quiet() { grep -v -e "^WARNING: Location" -e "is ignored: it is neither" || true; }
+  # torch and torchaudio must come as a matching pair that runs on CPU here and on GPUs elsewhere.
+  .venv/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchaudio==2.11.0 2>&1 | quiet
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | quiet
+  .venv/bin/python -c "import torch, torchaudio, speechbrain, transformers, grpc, redis, soundfile, soxr" \
+    || { echo "setup: Python packages failed to install" >&2; exit 1; }
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi

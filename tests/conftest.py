@@ -1,0 +1,167 @@
+"""Fixtures: a real redis-server on a free port, models built by the project's own training code,
+and the whole stack as real processes (or an existing deployment named by LIDROUTE_ROUTER_ADDR)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from lidroute.keys import Keys
+from lidroute.stack import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXTERNAL_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys("test:")
+
+
+# ---------------------------------------------------------------------- models
+TEST_LANGUAGES = ["en", "es", "sw"]
+LID_SECONDS = 90.0
+ASR_SECONDS = 120.0
+
+
+def _models_fingerprint() -> str:
+    """Changes whenever the code or the budget that makes the test models changes."""
+    digest = hashlib.sha256()
+    for rel in ("lidroute/synth.py", "lid_service/training.py", "asr_worker/training.py"):
+        digest.update((ROOT / rel).read_bytes())
+    digest.update(f"{TEST_LANGUAGES}{LID_SECONDS}{ASR_SECONDS}".encode())
+    return digest.hexdigest()[:12]
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """Small LID and CTC models trained by `lidroute models build`, cached between runs."""
+    from lidroute.cli import CACHE, build_models, has_models
+
+    path = CACHE / f"test-models-{_models_fingerprint()}"
+    if not has_models(path):
+        build_models(path, TEST_LANGUAGES, seed=0, lid_seconds=LID_SECONDS, asr_seconds=ASR_SECONDS)
+    return path
+
+
+REAL_SPEECH = ROOT.parent / "shared" / "eval" / "real-speech"
+
+
+@pytest.fixture(scope="session")
+def real_speech_files() -> list[Path]:
+    """Real recorded clips (Ogg Opus and WAV) kept beside the repository for evaluation."""
+    files = sorted(REAL_SPEECH.glob("fleurs/**/*.ogg"))[:3] + sorted(REAL_SPEECH.glob("leopard/**/*.wav"))[:3]
+    if not files:
+        pytest.skip(f"no real speech clips under {REAL_SPEECH}")
+    return files
+
+
+# ---------------------------------------------------------------------- the stack
+#: Settings that make failure paths fast enough to test; names are the services' own flags.
+WORKER_TEST_ARGS = [
+    "--reclaim-idle-seconds",
+    "2",
+    "--reclaim-interval-seconds",
+    "0.5",
+    "--max-deliveries",
+    "2",
+    "--interim-interval-seconds",
+    "0.5",
+    "--heartbeat-seconds",
+    "0.5",
+]
+ROUTER_TEST_ARGS = [
+    "--max-audio-seconds",
+    "20",
+    "--max-audio-bytes",
+    "2000000",
+    "--queue-timeout-seconds",
+    "20",
+    "--worker-ttl-seconds",
+    "3",
+]
+
+
+def make_stack(models_dir: Path, groups: list[list[str]], **kwargs: object):  # type: ignore[no-untyped-def]
+    from lidroute.cli import model_dirs
+    from lidroute.stack import Stack, StackConfig
+
+    lid, asr = model_dirs(models_dir)
+    config = StackConfig(
+        lid_model=str(lid),
+        models={lang: str(path) for lang, path in asr.items()},
+        worker_groups=groups,
+        worker_args=WORKER_TEST_ARGS,
+        router_args=ROUTER_TEST_ARGS,
+        extra_env={
+            "LIDROUTE_LOG_FORMAT": "text",
+            "LIDROUTE_WORKER_TTL_SECONDS": "3",
+            "LIDROUTE_TORCH_THREADS": "1",
+        },
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return Stack(config)
+
+
+@pytest.fixture(scope="session")
+def stack(models_dir: Path):  # type: ignore[no-untyped-def]
+    """The shared stack: two worker processes (en+es, sw). None against an external deployment."""
+    if EXTERNAL_ROUTER:
+        yield None
+        return
+    with make_stack(models_dir, [["en", "es"], ["sw"]]) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def router_addr(stack) -> str:  # type: ignore[no-untyped-def]
+    return EXTERNAL_ROUTER or stack.router_address
+
+
+@pytest.fixture
+def own_stack(stack):  # type: ignore[no-untyped-def]
+    """Tests that look inside Redis or signal processes need the stack this suite started."""
+    if stack is None:
+        pytest.skip("needs the processes this suite starts (LIDROUTE_ROUTER_ADDR is set)")
+    return stack
+
+
+@pytest.fixture(scope="session")
+def speech(models_dir: Path) -> dict[str, list]:
+    """Two held-out utterances per language: sentences and voices the models were not trained on."""
+    from lidroute.cli import training_vocabulary
+    from lidroute.synth import synth_utterances
+
+    return {
+        lang: synth_utterances(
+            lang,
+            2,
+            seed=777,
+            vocab=training_vocabulary(models_dir, lang),
+            speeds=(150, 170),
+            min_words=3,
+            max_words=5,
+        )
+        for lang in TEST_LANGUAGES
+    }

@@ -1,0 +1,170 @@
+"""Failures of the parts: a worker killed mid-job, a job that keeps failing, the language-ID
+service down, Redis restarted, a model swapped in the registry. Each runs against processes
+this module starts, because it breaks them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import jiwer
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from lidroute.audio import float_to_pcm16
+from lidroute.client import Client
+from lidroute.jobs import Job, JobQueue
+from lidroute.keys import WORKER_GROUP, Keys
+from tests.conftest import EXTERNAL_ROUTER, make_stack
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(bool(EXTERNAL_ROUTER), reason="breaks processes: needs the stack this suite starts"),
+]
+
+
+@pytest.fixture(scope="module")
+def fault_stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    with make_stack(models_dir, [["en", "es"], ["en", "es"]]) as stack:
+        stack.scratch = tmp_path_factory.mktemp("faults")
+        yield stack
+
+
+@pytest.fixture
+async def client(fault_stack):  # type: ignore[no-untyped-def]
+    async with Client(fault_stack.router_address) as c:
+        yield c
+
+
+@pytest.fixture
+async def redis_of(fault_stack):  # type: ignore[no-untyped-def]
+    r = aioredis.Redis.from_url(fault_stack.redis_url)
+    yield r
+    await r.aclose()
+
+
+async def eventually(check, timeout: float = 20.0, every: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = await check()
+            if value:
+                return value
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(every)
+
+
+async def test_a_registry_change_reloads_the_model_without_restart(
+    fault_stack, client: Client, speech
+) -> None:
+    from lidroute.cli import main as cli
+
+    original = fault_stack.config.models["es"]
+    copy = fault_stack.scratch / "es-v2"
+    shutil.copytree(original, copy)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIDROUTE_REDIS_URL", fault_stack.redis_url)
+        assert cli(["models", "register", "es", str(copy), "--revision", ""]) == 0
+        try:
+
+            async def uses_copy() -> bool:
+                result = await client.transcribe_pcm(
+                    float_to_pcm16(speech["es"][0].audio), 16000, language="es"
+                )
+                return result.model == str(copy)
+
+            await eventually(uses_copy)
+        finally:
+            assert cli(["models", "register", "es", original]) == 0
+
+
+async def test_a_job_survives_its_worker_being_killed(fault_stack, client: Client, redis_of, speech) -> None:
+    utt = speech["es"][0]
+    audio = np.concatenate([utt.audio, np.zeros(16000 * 3, np.float32), utt.audio])
+    pending = asyncio.ensure_future(
+        client.transcribe_pcm(
+            float_to_pcm16(audio),
+            16000,
+            language="es",
+            realtime=True,
+            chunk_seconds=0.1,
+            timeout=60,
+        )
+    )
+
+    async def owner() -> str:
+        rows = await redis_of.xpending_range(Keys().jobs("es"), WORKER_GROUP, min="-", max="+", count=1)
+        return rows[0]["consumer"].decode() if rows else ""
+
+    victim = await eventually(owner)
+    fault_stack.signal(victim, signal.SIGKILL)
+    result = await pending
+    assert result.worker and result.worker != victim
+    assert jiwer.cer(f"{utt.text} {utt.text}", result.transcript) <= 0.3, result.transcript
+    fault_stack.add_worker(["en", "es"])  # back to two workers for the tests that follow
+
+
+async def test_a_job_that_keeps_failing_goes_to_dead_and_reports_an_error(fault_stack, redis_of) -> None:
+    keys = Keys()
+    queue = JobQueue(redis_of, keys)
+    job_id = uuid.uuid4().hex
+    await queue.enqueue(Job(job_id=job_id, language="es", deadline=time.time() + 60, enqueued_at=time.time()))
+    await queue.append_audio(job_id, b"\x01\x02\x03")  # an odd byte count: every attempt fails on it
+    await queue.end_audio(job_id)
+
+    async def error_event():  # type: ignore[no-untyped-def]
+        events = await queue.read_events(job_id, "0", 100)
+        return next((e for _, e in events if e.kind == "error"), None)
+
+    event = await eventually(error_event, timeout=30)
+    assert event.code == "ABORTED" and "deliveries" in event.message
+    dead = await redis_of.xrange(keys.dead)
+    assert any(json.loads(fields[b"job"])["job_id"] == job_id for _, fields in dead)
+    assert int((await redis_of.xpending(keys.jobs("es"), WORKER_GROUP))["pending"]) == 0
+
+
+async def test_redis_restart_gives_a_clear_error_then_service_resumes(
+    fault_stack, client: Client, speech
+) -> None:
+    audio = float_to_pcm16(speech["en"][0].audio)
+    fault_stack.redis.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await client.transcribe_pcm(audio, 16000, timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "redis" in (err.value.details() or "").lower()
+        assert time.monotonic() - started < 10
+    finally:
+        fault_stack.redis.start()
+
+    async def works() -> bool:
+        result = await client.transcribe_pcm(audio, 16000, timeout=30)
+        return result.language == "en" and bool(result.transcript)
+
+    await eventually(works, timeout=30, every=0.5)
+
+
+async def test_language_id_down_is_unavailable_within_the_deadline(
+    fault_stack, client: Client, speech
+) -> None:
+    fault_stack.signal("lid", signal.SIGKILL)
+    audio = float_to_pcm16(speech["es"][0].audio)
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.transcribe_pcm(audio, 16000, timeout=8)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+    assert "language identification" in (err.value.details() or "")
+    assert time.monotonic() - started < 8
+    hinted = await client.transcribe_pcm(audio, 16000, language="es", timeout=30)  # no LID needed
+    assert hinted.language == "es" and hinted.transcript

@@ -1,0 +1,143 @@
+"""The registry and the job queue against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from lidroute.errors import InvalidArgument
+from lidroute.jobs import Event, Job, JobQueue
+from lidroute.keys import WORKER_GROUP, Keys
+from lidroute.registry import ModelSpec, Registry
+from lidroute.v1 import transcriber_pb2 as pb
+
+
+def job(job_id: str = "j1", lang: str = "sw", seconds: float = 60) -> Job:
+    return Job(job_id=job_id, language=lang, deadline=time.time() + seconds, enqueued_at=time.time())
+
+
+async def test_register_list_remove_and_change_notifications(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    registry = Registry(redis_client, keys)
+    changes = registry.changes()
+    assert await anext(changes) == "*"  # subscribed: re-read everything
+    await registry.register("sw", ModelSpec(uri="/models/sw", revision="v2", metrics={"cer": 0.05}))
+    assert await asyncio.wait_for(anext(changes), 5) == "sw"
+    assert (await registry.models())["sw"] == ModelSpec(
+        uri="/models/sw", revision="v2", metrics={"cer": 0.05}
+    )
+    assert await registry.remove("sw") is True
+    assert await asyncio.wait_for(anext(changes), 5) == "sw"
+    assert await registry.remove("sw") is False
+    assert await registry.models() == {}
+    await changes.aclose()
+
+
+async def test_registry_rejects_bad_codes_and_skips_malformed_entries(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    registry = Registry(redis_client, keys)
+    with pytest.raises(InvalidArgument):
+        await registry.register("Swahili!", ModelSpec(uri="x"))
+    with pytest.raises(InvalidArgument):
+        ModelSpec(uri="x", kind="rnnt")
+    await redis_client.hset(keys.models, "qu", "{not json")
+    await registry.register("mr", ModelSpec(uri="/m/mr"))
+    assert list(await registry.models()) == ["mr"]
+
+
+async def test_a_worker_is_live_only_while_it_heartbeats(redis_client: aioredis.Redis, keys: Keys) -> None:
+    registry = Registry(redis_client, keys, worker_ttl=0.5)
+    await registry.heartbeat("w1", ["sw", "mr"])
+    assert await registry.live_workers(["sw", "mr", "qu"]) == {"sw": 1, "mr": 1, "qu": 0}
+    await asyncio.sleep(0.7)
+    assert await registry.live_workers(["sw"]) == {"sw": 0}
+    await registry.heartbeat("w1", ["sw"])
+    await registry.leave("w1", ["sw"])
+    assert await registry.live_workers(["sw"]) == {"sw": 0}
+
+
+async def test_job_round_trip_and_ack_removes_it(redis_client: aioredis.Redis, keys: Keys) -> None:
+    queue = JobQueue(redis_client, keys)
+    await queue.ensure_group("sw")
+    await queue.enqueue(job())
+    assert await queue.queue_depth("sw") == 1
+    [delivery] = await queue.next_jobs(["sw"], "w1", 10, 100)
+    assert (delivery.language, delivery.job.job_id, delivery.job.language) == ("sw", "j1", "sw")
+    assert delivery.job.seconds_left() > 50
+    assert await queue.next_jobs(["sw"], "w2", 10, 50) == []  # not delivered twice
+    await queue.ack("sw", delivery.entry_id)
+    assert await queue.queue_depth("sw") == 0
+    assert (await redis_client.xpending(keys.jobs("sw"), WORKER_GROUP))["pending"] == 0
+
+
+async def test_audio_and_events_streams_keep_order_and_expire(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    queue = JobQueue(redis_client, keys, stream_ttl=60)
+    await queue.enqueue(job("j2"))
+    await queue.append_audio("j2", b"\x01\x00")
+    await queue.append_audio("j2", b"\x02\x00")
+    await queue.end_audio("j2")
+    entries = await queue.read_audio("j2", "0", 10)
+    assert [(kind, payload) for _, kind, payload in entries] == [
+        ("pcm", b"\x01\x00"),
+        ("pcm", b"\x02\x00"),
+        ("end", b""),
+    ]
+    result = pb.RecognitionResult(is_final=True, language_code="sw")
+    await queue.emit("j2", Event("final", result=result, worker_id="w1"))
+    [(_, event)] = await queue.read_events("j2", "0", 10)
+    assert event.kind == "final" and event.result == result and event.worker_id == "w1"
+    assert 0 < await redis_client.ttl(keys.audio("j2")) <= 60
+    assert 0 < await redis_client.ttl(keys.events("j2")) <= 60
+
+
+async def test_idle_jobs_are_reclaimed_with_their_delivery_count(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    queue = JobQueue(redis_client, keys)
+    await queue.ensure_group("sw")
+    await queue.enqueue(job())
+    [delivery] = await queue.next_jobs(["sw"], "dead-worker", 1, 100)
+    assert await queue.reclaim("sw", "w2", 200, 10) == []  # not idle long enough yet
+    await asyncio.sleep(0.3)
+    [(reclaimed, entry_id, times)] = await queue.reclaim("sw", "w2", 200, 10)
+    assert reclaimed is not None and reclaimed.job.job_id == "j1" and entry_id == delivery.entry_id
+    assert times == 2
+
+
+async def test_touch_keeps_a_busy_workers_job_from_being_reclaimed(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    queue = JobQueue(redis_client, keys)
+    await queue.ensure_group("sw")
+    await queue.enqueue(job())
+    [delivery] = await queue.next_jobs(["sw"], "busy", 1, 100)
+    for _ in range(3):
+        await asyncio.sleep(0.15)
+        await queue.touch(delivery, "busy")
+    assert await queue.reclaim("sw", "w2", 300, 10) == []
+
+
+async def test_lost_consumer_group_is_recreated(redis_client: aioredis.Redis, keys: Keys) -> None:
+    queue = JobQueue(redis_client, keys)
+    await queue.ensure_group("sw")
+    await redis_client.delete(keys.jobs("sw"))
+    assert await queue.next_jobs(["sw"], "w1", 1, 10) == []
+    await queue.enqueue(job())
+    assert len(await queue.next_jobs(["sw"], "w1", 1, 100)) == 1
+
+
+async def test_dead_letter_records_the_job_and_error(redis_client: aioredis.Redis, keys: Keys) -> None:
+    queue = JobQueue(redis_client, keys)
+    await queue.ensure_group("sw")
+    await queue.enqueue(job())
+    [delivery] = await queue.next_jobs(["sw"], "w1", 1, 100)
+    await queue.dead_letter(delivery, 4, "boom")
+    [(_, fields)] = await redis_client.xrange(keys.dead)
+    assert fields[b"error"] == b"boom" and fields[b"deliveries"] == b"4" and b"j1" in fields[b"job"]

@@ -1,0 +1,374 @@
+"""End to end through the router: real processes, real Redis, models trained by this project.
+
+Set LIDROUTE_ROUTER_ADDR to run the tests that need no process control against an existing
+deployment (docker-compose, Kubernetes) serving the same models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import grpc
+import jiwer
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lidroute.audio import float_to_pcm16
+from lidroute.client import Client, collect
+from lidroute.v1 import transcriber_pb2 as pb
+
+pytestmark = pytest.mark.integration
+Encoding = pb.RecognitionConfig.AudioEncoding
+MAX_CER = 0.3
+
+
+def pcm(audio: np.ndarray) -> bytes:
+    return float_to_pcm16(audio)
+
+
+def wav(audio: np.ndarray, rate: int = 16000, fmt: str = "WAV", subtype: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, audio, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def pad(audio: np.ndarray, lead: float = 0.0, tail: float = 0.0) -> np.ndarray:
+    return np.concatenate(
+        [np.zeros(int(lead * 16000), np.float32), audio, np.zeros(int(tail * 16000), np.float32)]
+    )
+
+
+async def expect_status(coro, code: grpc.StatusCode, match: str = "") -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await coro
+    assert err.value.code() == code, err.value.details()
+    assert match.lower() in (err.value.details() or "").lower()
+    return err.value.details() or ""
+
+
+@pytest.fixture
+async def client(router_addr: str):  # type: ignore[no-untyped-def]
+    async with Client(router_addr) as c:
+        yield c
+
+
+# ---------------------------------------------------------------------- the happy paths
+@pytest.mark.parametrize("lang", ["en", "es", "sw"])
+async def test_streaming_detects_the_language_and_transcribes_it(client: Client, speech, lang: str) -> None:
+    for utt in speech[lang]:
+        result = await client.transcribe_pcm(pcm(pad(utt.audio, lead=0.7)), 16000, timeout=60)
+        assert (result.language, result.source) == (lang, "DETECTED"), result
+        assert jiwer.cer(utt.text, result.transcript) <= MAX_CER, (utt.text, result.transcript)
+        assert result.alternatives[0][0] == lang and abs(sum(p for _, p in result.alternatives) - 1) < 1e-3
+        assert f"/{lang}" in result.model
+        duration = len(utt.audio) / 16000 + 0.7
+        assert result.words and all(0.6 <= s <= e <= duration + 0.05 for _, s, e, _ in result.words)
+        assert [w[1] for w in result.words] == sorted(w[1] for w in result.words)
+        assert 0 < result.confidence <= 1
+        assert result.timing["total"] >= result.timing["language_id"] > 0
+
+
+async def test_detection_skips_leading_silence_and_reports_the_onset(client: Client, speech) -> None:
+    utt = speech["es"][0]
+    call = client.stream(
+        pb.RecognitionConfig(encoding=Encoding.LINEAR16, sample_rate_hertz=16000),
+        [pcm(pad(utt.audio, lead=1.5))],
+        timeout=60,
+    )
+    first = await anext(aiter(call))
+    detected = first.language_detected
+    onset = detected.speech_onset.seconds + detected.speech_onset.nanos / 1e9
+    window = detected.detection_window.seconds + detected.detection_window.nanos / 1e9
+    assert 1.3 <= onset <= 1.6
+    assert 0.1 <= window <= 1.0
+    call.cancel()
+
+
+@pytest.mark.parametrize(
+    ("lang", "fmt", "subtype", "rate"),
+    [("en", "WAV", "PCM_16", 16000), ("es", "FLAC", None, 44100), ("sw", "OGG", "OPUS", 48000)],
+)
+async def test_unary_recognize_takes_whole_files(client: Client, speech, lang, fmt, subtype, rate) -> None:
+    import soxr
+
+    utt = speech[lang][0]
+    audio = soxr.resample(pad(utt.audio, 0.3, 0.3), 16000, rate).astype(np.float32)
+    result = await client.recognize(wav(audio, rate, fmt, subtype), pb.RecognitionConfig(), timeout=60)
+    assert result.language == lang
+    assert jiwer.cer(utt.text, result.transcript) <= MAX_CER, (utt.text, result.transcript)
+
+
+async def test_stereo_44k_linear16_is_downmixed_and_resampled(client: Client, speech) -> None:
+    import soxr
+
+    utt = speech["en"][1]
+    mono = soxr.resample(utt.audio, 16000, 44100).astype(np.float32)
+    stereo = np.stack([mono, mono * 0.5], axis=1).reshape(-1)
+    result = await client.transcribe_pcm(pcm(stereo), 44100, channels=2, timeout=60)
+    assert result.language == "en"
+    assert jiwer.cer(utt.text, result.transcript) <= MAX_CER
+
+
+async def test_interim_results_come_while_audio_flows(client: Client, speech) -> None:
+    utt = speech["sw"][0]
+    audio = pad(np.concatenate([utt.audio, utt.audio]), tail=0.2)
+    result = await client.transcribe_pcm(
+        pcm(audio), 16000, interim_results=True, realtime=True, chunk_seconds=0.1, timeout=60
+    )
+    assert result.language == "sw"
+    assert result.partials, "no interim result"
+    assert result.transcript
+
+
+async def test_a_hint_bypasses_detection_and_picks_the_worker(client: Client, speech) -> None:
+    utt = speech["es"][0]
+    result = await client.transcribe_pcm(pcm(utt.audio), 16000, language="sw", timeout=60)
+    assert (result.language, result.source, result.probability) == ("sw", "HINT", 1.0)
+    assert "/sw" in result.model
+
+
+async def test_detection_is_restricted_to_the_allowed_languages(client: Client, speech) -> None:
+    result = await client.transcribe_pcm(
+        pcm(speech["en"][0].audio), 16000, alternatives=["es", "sw"], timeout=60
+    )
+    assert result.language in {"es", "sw"}
+    assert {c for c, _ in result.alternatives} == {"es", "sw"}
+    assert abs(sum(p for _, p in result.alternatives) - 1) < 1e-3
+
+
+async def test_one_allowed_language_needs_no_detection(client: Client, speech) -> None:
+    result = await client.transcribe_pcm(
+        pcm(speech["es"][0].audio), 16000, alternatives=["es", "xx"], timeout=60
+    )
+    assert (result.language, result.source) == ("es", "SINGLE_CANDIDATE")
+
+
+async def test_list_languages_reports_models_workers_and_detectability(client: Client) -> None:
+    reply = await client.list_languages()
+    by_code = {lang.language_code: lang for lang in reply.languages}
+    for code in ("en", "es", "sw"):
+        assert by_code[code].served and by_code[code].live_workers >= 1 and by_code[code].detectable
+        assert by_code[code].model.uri.endswith(f"/{code}")
+
+
+async def test_concurrent_clients_each_get_their_own_transcript(client: Client, speech) -> None:
+    jobs = [(lang, utt) for lang in ("en", "es", "sw") for utt in speech[lang]]
+    results = await asyncio.gather(*(client.transcribe_pcm(pcm(u.audio), 16000, timeout=90) for _, u in jobs))
+    for (lang, utt), result in zip(jobs, results, strict=True):
+        assert result.language == lang
+        assert jiwer.cer(utt.text, result.transcript) <= MAX_CER
+
+
+# ---------------------------------------------------------------------- languages that are not served
+async def test_a_hint_for_an_unregistered_language_is_not_found_and_lists_the_served(
+    client: Client, speech
+) -> None:
+    details = await expect_status(
+        client.transcribe_pcm(pcm(speech["es"][0].audio), 16000, language="qu"),
+        grpc.StatusCode.NOT_FOUND,
+        "no registered model",
+    )
+    assert "en" in details and "es" in details and "sw" in details
+
+
+async def test_a_registered_language_without_workers_is_failed_precondition(
+    own_stack, client: Client, speech
+) -> None:
+    from lidroute.cli import main as cli
+
+    env = {"LIDROUTE_REDIS_URL": own_stack.redis_url}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        assert cli(["models", "register", "qu", "/nonexistent/qu-model"]) == 0
+        try:
+            await expect_status(
+                client.transcribe_pcm(pcm(speech["es"][0].audio), 16000, language="qu"),
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "no live worker serves 'qu'",
+            )
+            await expect_status(
+                client.transcribe_pcm(pcm(speech["es"][0].audio), 16000, alternatives=["qu"]),
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "none of the allowed languages (qu) is served",
+            )
+        finally:
+            assert cli(["models", "remove", "qu"]) == 0
+
+
+# ---------------------------------------------------------------------- bad input
+def linear16(rate: int = 16000, channels: int = 1, **kw: object) -> pb.RecognitionConfig:
+    return pb.RecognitionConfig(
+        encoding=Encoding.LINEAR16, sample_rate_hertz=rate, audio_channel_count=channels, **kw
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        (linear16(rate=96000), "outside the supported range"),
+        (linear16(rate=4000), "outside the supported range"),
+        (linear16(channels=3), "audio_channel_count 3"),
+        (pb.RecognitionConfig(encoding=Encoding.LINEAR16), "sample_rate_hertz is required"),
+        (pb.RecognitionConfig(encoding=3, sample_rate_hertz=8000), "not supported"),
+        (linear16(language_code="Swahili!"), "not a valid language code"),
+        (linear16(alternative_language_codes=["e s"]), "not a valid language code"),
+    ],
+)
+async def test_malformed_configs_are_invalid_argument(client: Client, config, match: str) -> None:
+    await expect_status(
+        collect(client.stream(config, [b"\x00\x00" * 1600], timeout=30)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        match,
+    )
+
+
+async def test_first_message_must_be_the_config(client: Client) -> None:
+    call = client.stub.Transcribe(iter([pb.TranscribeRequest(audio_content=b"\x00\x00")]), timeout=30)
+    await expect_status(
+        collect(call), grpc.StatusCode.INVALID_ARGUMENT, "first message must carry streaming_config"
+    )
+
+
+async def test_a_second_config_is_refused(client: Client, speech) -> None:
+    reqs = [
+        pb.TranscribeRequest(
+            streaming_config=pb.StreamingRecognitionConfig(config=linear16(language_code="es"))
+        ),
+        pb.TranscribeRequest(audio_content=pcm(speech["es"][0].audio[:8000])),
+        pb.TranscribeRequest(streaming_config=pb.StreamingRecognitionConfig(config=linear16())),
+    ]
+    call = client.stub.Transcribe(iter(reqs), timeout=30)
+    await expect_status(collect(call), grpc.StatusCode.INVALID_ARGUMENT, "only in the first message")
+
+
+async def test_empty_streams_are_invalid_argument(client: Client) -> None:
+    await expect_status(
+        collect(client.stub.Transcribe(iter([]), timeout=30)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "empty stream",
+    )
+    await expect_status(
+        collect(client.stream(linear16(), [], timeout=30)), grpc.StatusCode.INVALID_ARGUMENT, "no audio"
+    )
+    await expect_status(
+        collect(client.stream(linear16(language_code="es"), [b""], timeout=30)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "no audio",
+    )
+    await expect_status(
+        client.recognize(b"", pb.RecognitionConfig(), timeout=30), grpc.StatusCode.INVALID_ARGUMENT, "empty"
+    )
+
+
+async def test_audio_too_short_to_identify_says_so(client: Client) -> None:
+    await expect_status(
+        collect(client.stream(linear16(), [b"\x01\x00" * 800], timeout=30)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "too short",
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"RIFF\x24\x00\x00\x00WAVEfmt garbage garbage", "header"),
+        (b"\x00\x01" * 5000, "header"),
+        (wav(np.zeros(8000, np.float32), fmt="AIFF"), "not supported"),
+    ],
+)
+async def test_corrupt_or_unsupported_files_are_invalid_argument(
+    client: Client, data: bytes, match: str
+) -> None:
+    await expect_status(
+        client.recognize(data, pb.RecognitionConfig(), timeout=30), grpc.StatusCode.INVALID_ARGUMENT, match
+    )
+
+
+async def test_limits_are_invalid_argument_naming_the_limit(client: Client) -> None:
+    long_audio = np.zeros(16000 * 25, np.float32)
+    long_audio[::50] = 0.1
+    await expect_status(
+        client.transcribe_pcm(pcm(long_audio), 16000, language="es", chunk_seconds=1.0),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "max_audio_seconds",
+    )
+    await expect_status(
+        client.recognize(b"RIFF" + b"\x00" * 2_100_000, pb.RecognitionConfig(), timeout=30),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "max_audio_bytes",
+    )
+    await expect_status(
+        collect(client.stream(linear16(language_code="es"), [b"\x00" * 1_100_000], timeout=30)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "max_chunk_bytes",
+    )
+
+
+async def test_a_bad_client_does_not_disturb_the_others(client: Client, speech) -> None:
+    utt = speech["es"][1]
+    good = asyncio.ensure_future(client.transcribe_pcm(pcm(utt.audio), 16000, realtime=True, timeout=60))
+    bad = [collect(client.stream(linear16(rate=1), [b"\x00"], timeout=30)) for _ in range(5)]
+    bad += [client.recognize(b"garbage" * 100, pb.RecognitionConfig(), timeout=30) for _ in range(5)]
+    outcomes = await asyncio.gather(*bad, return_exceptions=True)
+    assert all(
+        isinstance(o, grpc.aio.AioRpcError) and o.code() == grpc.StatusCode.INVALID_ARGUMENT for o in outcomes
+    )
+    result = await good
+    assert result.language == "es" and jiwer.cer(utt.text, result.transcript) <= MAX_CER
+
+
+# ---------------------------------------------------------------------- cancellation and deadlines
+async def _pending(stack, lang: str) -> int:  # type: ignore[no-untyped-def]
+    import redis.asyncio as aioredis
+
+    from lidroute.keys import WORKER_GROUP, Keys
+
+    r = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        return int((await r.xpending(Keys().jobs(lang), WORKER_GROUP))["pending"])
+    finally:
+        await r.aclose()
+
+
+async def _eventually(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_client_cancel_stops_the_workers_job(own_stack, client: Client, speech) -> None:
+    audio = np.concatenate([speech["sw"][0].audio] * 6)  # long enough to still be streaming
+    chunks = [pcm(audio[i : i + 1600]) for i in range(0, len(audio), 1600)]
+    call = client.stream(linear16(language_code="sw"), chunks, timeout=60, pace_seconds=0.1)
+    first = await anext(aiter(call))
+    assert first.language_detected.language_code == "sw"
+
+    async def started() -> bool:
+        return await _pending(own_stack, "sw") == 1
+
+    await _eventually(started)
+    call.cancel()
+
+    async def released() -> bool:
+        return await _pending(own_stack, "sw") == 0
+
+    await _eventually(released)  # the worker saw the cancel marker and acknowledged the job
+
+
+async def test_client_deadline_propagates(own_stack, client: Client, speech) -> None:
+    audio = np.concatenate([speech["es"][0].audio] * 5)
+    await expect_status(
+        client.transcribe_pcm(
+            pcm(audio), 16000, language="es", realtime=True, chunk_seconds=0.1, timeout=1.5
+        ),
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    )
+
+    async def released() -> bool:
+        return await _pending(own_stack, "es") == 0
+
+    await _eventually(released)
