@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import soundfile as sf
+from grpc._cython import cygrpc
 
 from lidroute.v1 import transcriber_pb2 as pb
 from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
@@ -48,13 +49,34 @@ def read_pcm16(path: Path | str) -> tuple[bytes, int, int]:
     return audio.astype("<i2").tobytes(), rate, audio.shape[1]
 
 
+async def _send(call: grpc.aio.StreamStreamCall, request: pb.TranscribeRequest) -> bool:
+    """Writes one request; False once the call has ended. Mirrors grpc.aio's write() minus the
+    status overwrite of grpc/grpc#36066 (the fix proposed upstream), with the public API as the
+    fallback should grpc's internals change."""
+    cython_call = getattr(call, "_cython_call", None)
+    metadata_sent = getattr(call, "_metadata_sent", None)
+    if cython_call is None or metadata_sent is None:
+        await call.write(request)
+        return True
+    if call.done():
+        return False
+    await metadata_sent.wait()
+    if call.done():
+        return False
+    try:
+        await cython_call.send_serialized_message(request.SerializeToString())
+    except cygrpc.InternalError:
+        return False
+    return True
+
+
 class TranscribeStream:
     """A Transcribe call whose requests are written by a task of their own.
 
     When the server ends a call early (a bad config, say) while requests are still being sent,
-    a request iterator handed to grpc makes the client see INTERNAL instead of the server's
-    status; writing from a separate task and ignoring writes to a finished call keeps the real
-    status for the reader.
+    grpc.aio's own `write()` turns the failed write into INTERNAL and can overwrite the status
+    the server sent (grpc/grpc#36066). The reader must see the server's status, so a write that
+    fails because the call has ended is simply the end of writing here.
     """
 
     def __init__(
@@ -66,7 +88,8 @@ class TranscribeStream:
     async def _write(self, requests: AsyncIterator[pb.TranscribeRequest]) -> None:
         try:
             async for request in requests:
-                await self.call.write(request)
+                if not await _send(self.call, request):
+                    return
             await self.call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
             pass  # the call has ended; reading it gives the status that says why

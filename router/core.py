@@ -212,8 +212,9 @@ class Router:
             if config.sample_rate_hertz:
                 self.limits.check_rate(config.sample_rate_hertz)
             return StreamDecoder.for_container(self.limits, config.sample_rate_hertz)
+        name = Encoding.Name(encoding) if encoding in Encoding.values() else str(encoding)
         raise InvalidArgument(
-            f"encoding {Encoding.Name(encoding)} is not supported "
+            f"encoding {name} is not supported "
             "(LINEAR16, FLAC, OGG_OPUS, or ENCODING_UNSPECIFIED for WAV/FLAC/OGG files)"
         )
 

@@ -59,6 +59,8 @@ def models_dir() -> Path:
     """Small LID and CTC models trained by `lidroute models build`, cached between runs."""
     from lidroute.cli import CACHE, build_models, has_models
 
+    if os.environ.get("LIDROUTE_TEST_MODELS"):  # e.g. the bundled models, or a deployment's
+        return Path(os.environ["LIDROUTE_TEST_MODELS"])
     path = CACHE / f"test-models-{_models_fingerprint()}"
     if not has_models(path):
         build_models(path, TEST_LANGUAGES, seed=0, lid_seconds=LID_SECONDS, asr_seconds=ASR_SECONDS)

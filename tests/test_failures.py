@@ -74,7 +74,7 @@ async def test_a_registry_change_reloads_the_model_without_restart(
     shutil.copytree(original, copy)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIDROUTE_REDIS_URL", fault_stack.redis_url)
-        assert cli(["models", "register", "es", str(copy), "--revision", ""]) == 0
+        assert await asyncio.to_thread(cli, ["models", "register", "es", str(copy), "--revision", ""]) == 0
         try:
 
             async def uses_copy() -> bool:
@@ -85,7 +85,7 @@ async def test_a_registry_change_reloads_the_model_without_restart(
 
             await eventually(uses_copy)
         finally:
-            assert cli(["models", "register", "es", original]) == 0
+            assert await asyncio.to_thread(cli, ["models", "register", "es", original]) == 0
 
 
 async def test_a_job_survives_its_worker_being_killed(fault_stack, client: Client, redis_of, speech) -> None:

@@ -182,7 +182,7 @@ async def test_a_registered_language_without_workers_is_failed_precondition(
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
-        assert cli(["models", "register", "qu", "/nonexistent/qu-model"]) == 0
+        assert await asyncio.to_thread(cli, ["models", "register", "qu", "/nonexistent/qu-model"]) == 0
         try:
             await expect_status(
                 client.transcribe_pcm(pcm(speech["es"][0].audio), 16000, language="qu"),
@@ -195,7 +195,7 @@ async def test_a_registered_language_without_workers_is_failed_precondition(
                 "none of the allowed languages (qu) is served",
             )
         finally:
-            assert cli(["models", "remove", "qu"]) == 0
+            assert await asyncio.to_thread(cli, ["models", "remove", "qu"]) == 0
 
 
 # ---------------------------------------------------------------------- bad input
