@@ -31,9 +31,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def fault_stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def fault_stack(models_dir: Path):  # type: ignore[no-untyped-def]
     with make_stack(models_dir, [["en", "es"], ["en", "es"]]) as stack:
-        stack.scratch = tmp_path_factory.mktemp("faults")
         yield stack
 
 
@@ -62,6 +61,15 @@ async def eventually(check, timeout: float = 20.0, every: float = 0.2):  # type:
                 raise
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(every)
+
+
+async def job_owner(redis_of: aioredis.Redis) -> str:
+    """The worker holding the one job in progress, if any."""
+    for lang in ("en", "es"):
+        rows = await redis_of.xpending_range(Keys().jobs(lang), WORKER_GROUP, min="-", max="+", count=1)
+        if rows:
+            return rows[0]["consumer"].decode()
+    return ""
 
 
 async def test_a_registry_change_reloads_the_model_without_restart(
@@ -106,12 +114,38 @@ async def test_a_job_survives_its_worker_being_killed(fault_stack, client: Clien
         rows = await redis_of.xpending_range(Keys().jobs("es"), WORKER_GROUP, min="-", max="+", count=1)
         return rows[0]["consumer"].decode() if rows else ""
 
-    victim = await eventually(owner)
-    fault_stack.signal(victim, signal.SIGKILL)
+    victim = await eventually(lambda: job_owner(redis_of))
+    await asyncio.to_thread(fault_stack.signal, victim, signal.SIGKILL)
     result = await pending
     assert result.worker and result.worker != victim
     assert jiwer.cer(f"{utt.text} {utt.text}", result.transcript) <= 0.3, result.transcript
-    fault_stack.add_worker(["en", "es"])  # back to two workers for the tests that follow
+    await asyncio.to_thread(
+        fault_stack.add_worker, ["en", "es"]
+    )  # two workers again for the tests that follow
+
+
+async def test_sigterm_lets_a_worker_finish_its_job_first(
+    fault_stack, client: Client, redis_of, speech
+) -> None:
+    utt = speech["en"][0]
+    audio = np.concatenate([utt.audio, np.zeros(16000, np.float32)])
+    pending = asyncio.ensure_future(
+        client.transcribe_pcm(
+            float_to_pcm16(audio),
+            16000,
+            language="en",
+            realtime=True,
+            chunk_seconds=0.1,
+            timeout=60,
+        )
+    )
+    victim = await eventually(lambda: job_owner(redis_of))
+    stopping = asyncio.ensure_future(asyncio.to_thread(fault_stack.signal, victim, signal.SIGTERM))
+    result = await pending
+    await stopping
+    assert result.worker == victim  # drained, not abandoned
+    assert fault_stack.procs[victim].returncode == 0
+    await asyncio.to_thread(fault_stack.add_worker, ["en", "es"])
 
 
 async def test_a_job_that_keeps_failing_goes_to_dead_and_reports_an_error(fault_stack, redis_of) -> None:
