@@ -23,7 +23,6 @@ DEFAULT_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "localhost:50051")
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
 CACHE = Path(os.environ.get("LIDROUTE_CACHE", Path.home() / ".cache/lidroute"))
 DEMO_LANGUAGES = ["en", "es", "de", "sw"]
-TRAINING_WORDS = "training_words.txt"
 
 
 # ---------------------------------------------------------------------- models
@@ -265,12 +264,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def training_vocabulary(models_dir: Path, lang: str) -> list[str] | None:
-    """The words a restricted-vocabulary model was trained on (None: it was not restricted).
+    """The words `lang`'s model in a models folder was trained on; see `asr_worker.training`."""
+    from asr_worker.training import training_words
 
-    Sample speech for such a model is drawn from these words, in new sentences and voices.
-    """
-    words_file = models_dir / "asr" / lang / TRAINING_WORDS
-    return words_file.read_text(encoding="utf-8").split() if words_file.exists() else None
+    return training_words(models_dir / "asr" / lang)
 
 
 # ---------------------------------------------------------------------- parser

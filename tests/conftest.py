@@ -54,17 +54,45 @@ def _models_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-@pytest.fixture(scope="session")
-def models_dir() -> Path:
-    """Small LID and CTC models trained by `lidroute models build`, cached between runs."""
-    from lidroute.cli import CACHE, build_models, has_models
+def models_path() -> Path:
+    """Where the test models live: `LIDROUTE_TEST_MODELS` (e.g. the bundled models), else a cache."""
+    from lidroute.cli import CACHE
 
-    if os.environ.get("LIDROUTE_TEST_MODELS"):  # e.g. the bundled models, or a deployment's
+    if os.environ.get("LIDROUTE_TEST_MODELS"):
         return Path(os.environ["LIDROUTE_TEST_MODELS"])
-    path = CACHE / f"test-models-{_models_fingerprint()}"
+    return CACHE / f"test-models-{_models_fingerprint()}"
+
+
+def ensure_test_models() -> Path:
+    """Small LID and CTC models trained by `lidroute models build`, cached between runs."""
+    from lidroute.cli import build_models, has_models
+
+    path = models_path()
     if not has_models(path):
         build_models(path, TEST_LANGUAGES, seed=0, lid_seconds=LID_SECONDS, asr_seconds=ASR_SECONDS)
     return path
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Trains the test models before the first test, when a collected test needs them.
+
+    Training takes minutes; inside a fixture it would count against the first test's timeout.
+    """
+    if not any("models_dir" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    from lidroute.cli import has_models
+
+    if has_models(models_path()):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"training the test models into {models_path()} (one time, minutes)")
+    ensure_test_models()
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    return ensure_test_models()
 
 
 REAL_SPEECH = ROOT.parent / "shared" / "eval" / "real-speech"

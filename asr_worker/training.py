@@ -1,0 +1,439 @@
+"""Trains a small wav2vec2 CTC recognizer from scratch on synthetic speech and saves it for `from_pretrained`.
+
+The production recipe fine-tunes a pretrained XLS-R backbone with a new CTC head; no hub is
+reachable here, so the demo models that make the system work offline are trained from scratch
+instead, on espeak-ng speech of real words of the language (Babel's CLDR data). To learn in a few
+CPU minutes, sentences are drawn from a restricted vocabulary of `vocab_words` words: the model
+then learns those words' spellings from many voices rather than the whole language. The output
+is an ordinary `save_pretrained` directory (safetensors weights, tokenizer, feature extractor)
+that `CtcModel` loads exactly as it loads a fine-tuned XLS-R.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from lidroute.synth import (
+    VARIANTS,
+    Utterance,
+    get_language,
+    make_sentences,
+    speak_texts,
+    synth_utterances,
+    vocabulary,
+)
+
+if TYPE_CHECKING:
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+PAD = "<pad>"
+UNK = "<unk>"
+WORD_DELIMITER = "|"
+# The restricted vocabulary a model was trained on, one word per line, beside its weights: sample
+# and test speech for that model is drawn from these words.
+TRAINING_WORDS = "training_words.txt"
+# Voice variants never heard in training; evaluation speaks with them.
+EVAL_VARIANTS: tuple[str, ...] = ("m3", "f4")
+
+
+def normalize_text(text: str) -> str:
+    """The transcript form the model learns: NFC, lowercase, single spaces."""
+    return " ".join(unicodedata.normalize("NFC", text).lower().split())
+
+
+def edit_distance(a: Sequence[object], b: Sequence[object]) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions all cost 1)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+def error_rate(references: Sequence[str], hypotheses: Sequence[str], *, words: bool = False) -> float:
+    """Corpus-level CER (or WER): total edits over total reference length."""
+    edits = total = 0
+    for ref, hyp in zip(references, hypotheses, strict=True):
+        r, h = (ref.split(), hyp.split()) if words else (ref, hyp)
+        edits += edit_distance(r, h)
+        total += len(r)
+    return edits / max(total, 1)
+
+
+def build_processor(transcripts: Sequence[str], directory: Path) -> Wav2Vec2Processor:
+    """Character vocabulary from the transcripts: `<pad>` (the CTC blank) is 0, then `<unk>`, `|`, letters."""
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+
+    chars = sorted({c for t in transcripts for c in normalize_text(t) if c != " "})
+    vocab = {PAD: 0, UNK: 1, WORD_DELIMITER: 2} | {c: i + 3 for i, c in enumerate(chars)}
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_file = directory / "vocab.json"
+    vocab_file.write_text(json.dumps(vocab, ensure_ascii=False, indent=1), encoding="utf-8")
+    tokenizer = Wav2Vec2CTCTokenizer(
+        str(vocab_file),
+        unk_token=UNK,
+        pad_token=PAD,
+        word_delimiter_token=WORD_DELIMITER,
+        bos_token=None,  # CTC has no sentence markers; defaults would add ids the model lacks
+        eos_token=None,
+    )
+    feature_extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=SAMPLE_RATE,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    )
+    return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    inputs: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    seconds: float
+
+
+def _make_batches(
+    utterances: Sequence[Utterance], processor: Wav2Vec2Processor, batch_seconds: float
+) -> list[_Batch]:
+    """Length-sorted batches of about `batch_seconds` of audio each (little padding, even cost per step)."""
+    order = sorted(range(len(utterances)), key=lambda i: len(utterances[i].audio))
+    groups: list[list[int]] = [[]]
+    for i in order:
+        longest = len(utterances[i].audio) / SAMPLE_RATE
+        if groups[-1] and longest * (len(groups[-1]) + 1) > batch_seconds:
+            groups.append([])
+        groups[-1].append(i)
+    batches = []
+    for group in groups:
+        audio = [utterances[i].audio for i in group]
+        features = processor.feature_extractor(
+            audio, sampling_rate=SAMPLE_RATE, padding=True, return_attention_mask=True, return_tensors="pt"
+        )
+        ids = [processor.tokenizer(normalize_text(utterances[i].text)).input_ids for i in group]
+        labels = torch.full((len(ids), max(len(x) for x in ids)), -100, dtype=torch.long)
+        for row, x in enumerate(ids):
+            labels[row, : len(x)] = torch.tensor(x)
+        batches.append(
+            _Batch(
+                features.input_values,
+                features.attention_mask,
+                labels,
+                sum(len(a) for a in audio) / SAMPLE_RATE,
+            )
+        )
+    return batches
+
+
+def _augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Additive noise at a random SNR, so held-out voices and real microphones are less foreign."""
+    if rng.random() < 0.5:
+        return audio
+    snr_db = rng.uniform(10.0, 40.0)
+    power = float((audio**2).mean()) + 1e-8
+    noise = rng.standard_normal(len(audio)).astype(np.float32) * math.sqrt(power / 10 ** (snr_db / 10))
+    return (audio + noise).astype(np.float32)
+
+
+@torch.inference_mode()
+def transcribe(
+    model: Wav2Vec2ForCTC, processor: Wav2Vec2Processor, audio: Sequence[np.ndarray], batch_size: int = 16
+) -> list[str]:
+    """Greedy CTC decoding, as the worker does it."""
+    model.eval()
+    order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
+    texts: dict[int, str] = {}
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        features = processor.feature_extractor(
+            [audio[i] for i in chunk],
+            sampling_rate=SAMPLE_RATE,
+            padding=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        logits = model(features.input_values, attention_mask=features.attention_mask).logits
+        decoded = processor.batch_decode(logits.argmax(dim=-1))
+        texts.update(zip(chunk, decoded, strict=True))
+    return [normalize_text(texts[i]) for i in range(len(audio))]
+
+
+def training_words(model_dir: Path) -> list[str] | None:
+    """The words a restricted-vocabulary model was trained on (None: not restricted, or not ours).
+
+    Sample speech for such a model is drawn from these words, in new sentences and voices.
+    """
+    words_file = Path(model_dir) / TRAINING_WORDS
+    return words_file.read_text(encoding="utf-8").split() if words_file.exists() else None
+
+
+def _restricted_vocabulary(language: str, vocab_words: int | None, seed: int) -> list[str]:
+    words = vocabulary(language)
+    if vocab_words is None or vocab_words >= len(words):
+        return words
+    rng = np.random.default_rng([seed, 7919])
+    # Words of 3-10 letters: long enough to be real speech, short enough for short utterances.
+    pool = [w for w in words if 3 <= len(w) <= 10] or words
+    return sorted(pool[i] for i in rng.choice(len(pool), size=min(vocab_words, len(pool)), replace=False))
+
+
+def _model_card(out_dir: Path, language: str, metrics: dict[str, float], settings: dict[str, object]) -> None:
+    spec = get_language(language)
+    call = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+    text = f"""# Small {spec.name} CTC speech recognizer (synthetic speech, restricted vocabulary)
+
+A `transformers` `Wav2Vec2ForCTC` trained from scratch by `lidroute` so that the system runs
+offline. Load it like any fine-tuned XLS-R:
+`Wav2Vec2ForCTC.from_pretrained(dir)`, `Wav2Vec2Processor.from_pretrained(dir)`; greedy argmax
+and `processor.batch_decode(ids, output_word_offsets=True)` give words with frame offsets
+(one frame = {metrics["frame_ms"]:.0f} ms).
+
+## How it was made
+
+`asr_worker.training.train_ctc(out_dir, {language!r}, {call})`
+
+- Speech: espeak-ng voice `{spec.espeak_voice}` with random voice variants (not {", ".join(EVAL_VARIANTS)}),
+  speeds and pitches, light additive noise, speaking random sequences of 2–5 words.
+- Vocabulary: {int(metrics["vocab_words"])} real {spec.name} words drawn (seed {settings["seed"]}) from
+  Babel's CLDR data (names of territories, languages, currencies, months...), read at run time;
+  no text is stored in the repository. **The model only knows these words' sound-to-letter
+  patterns well**: other words come out approximately, and it knows nothing of grammar.
+- Characters: {int(metrics["chars"])} symbols (`<pad>` = CTC blank = id 0, `<unk>`, `|` word delimiter),
+  NFC lowercase.
+- Model: wav2vec2 architecture from a fresh `Wav2Vec2Config` (hidden {settings["hidden_size"]},
+  {settings["num_layers"]} layers, conv {settings["conv_dim"]} channels, layer-norm feature encoder),
+  {int(metrics["params"]):,} parameters, no pretraining. CTC loss (mean), AdamW with warm-up and
+  cosine decay over the wall-clock budget, gradient clipping, length-sorted batches:
+  {int(metrics["steps"])} steps ({metrics["epochs"]:.1f} epochs over {int(metrics["n_train"])} utterances)
+  in {metrics["train_seconds"]:.0f} s on the CPU.
+
+## Scores
+
+On {int(metrics["n_eval"])} held-out utterances: new combinations of the same words, spoken by voice
+variants {", ".join(EVAL_VARIANTS)} that training never heard. Greedy decoding, no language model.
+
+| CER | WER |
+|---|---|
+| {100 * metrics["cer"]:.1f} % | {100 * metrics["wer"]:.1f} % |
+
+## Limits
+
+Synthetic speech and a tiny vocabulary: on real recordings expect most words wrong (domain
+shift). It is a demo model that exercises the whole pipeline offline, not a usable recognizer.
+"""
+    (out_dir / "README.md").write_text(text, encoding="utf-8")
+
+
+def train_ctc(
+    out_dir: Path,
+    language: str,
+    *,
+    seed: int = 0,
+    max_train_seconds: float = 180.0,
+    vocab_words: int | None = 60,
+    n_train: int = 600,
+    n_eval: int = 100,
+    hidden_size: int = 192,
+    num_layers: int = 4,
+    conv_dim: int = 96,
+    batch_seconds: float = 40.0,
+    lr: float = 2e-3,
+) -> dict[str, float]:
+    """Trains, saves and evaluates a CTC model; returns `{"cer", "train_seconds", "params", ...}`.
+
+    Training stops when `max_train_seconds` of wall-clock time have passed (synthesis not
+    counted); the learning-rate schedule is laid over that budget, so a shorter budget still
+    ends with a decayed learning rate.
+    """
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    spec = get_language(language)
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
+    rng = np.random.default_rng(seed)
+
+    words = _restricted_vocabulary(language, vocab_words, seed)
+    train_variants = [v for v in VARIANTS if v not in EVAL_VARIANTS]
+    started = time.monotonic()
+    train = synth_utterances(language, n_train, seed=seed, variants=train_variants, vocab=words)
+    seen = {u.text for u in train}
+    eval_sentences = [
+        s for s in make_sentences(language, n_eval * 2 + 50, seed=seed + 1000, vocab=words) if s not in seen
+    ][:n_eval]
+    evaluation = speak_texts(eval_sentences, language, seed=seed + 2000, variants=EVAL_VARIANTS)
+    synth_seconds = time.monotonic() - started
+
+    with tempfile.TemporaryDirectory(prefix="ctc-vocab-") as tmp:
+        processor = build_processor([u.text for u in train], Path(tmp))
+    n_chars = len(processor.tokenizer)
+    config = Wav2Vec2Config(
+        vocab_size=n_chars,
+        pad_token_id=0,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=max(1, hidden_size // 48),
+        intermediate_size=hidden_size * 4,
+        conv_dim=[conv_dim] * 7,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=64,
+        num_conv_pos_embedding_groups=16,
+        hidden_dropout=0.05,
+        attention_dropout=0.05,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.05,
+        final_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.05,
+        mask_time_length=5,
+        ctc_loss_reduction="mean",
+        ctc_zero_infinity=True,
+    )
+    model = Wav2Vec2ForCTC(config)
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+
+    steps = 0
+    audio_seconds = 0.0
+    warmup = 0.08
+    train_started = time.monotonic()
+    done = False
+    while not done:
+        noisy = [
+            Utterance(u.text, u.lang, _augment(u.audio, rng), u.variant, u.speed, u.pitch) for u in train
+        ]
+        batches = _make_batches(noisy, processor, batch_seconds)
+        model.train()
+        for b in rng.permutation(len(batches)):
+            elapsed = time.monotonic() - train_started
+            if elapsed >= max_train_seconds:
+                done = True
+                break
+            progress = elapsed / max_train_seconds
+            factor = min(1.0, progress / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
+            for group in optimizer.param_groups:
+                group["lr"] = lr * max(factor, 0.02)
+            batch = batches[b]
+            loss = model(batch.inputs, attention_mask=batch.attention_mask, labels=batch.labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            steps += 1
+            audio_seconds += batch.seconds
+            if steps % 20 == 0:
+                log.info(
+                    "training",
+                    extra={"step": steps, "loss": round(loss.item(), 3), "seconds": round(elapsed)},
+                )
+    train_seconds = time.monotonic() - train_started
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.save_pretrained(out_dir)  # safetensors
+    processor.save_pretrained(out_dir)
+    if vocab_words is not None:
+        (out_dir / TRAINING_WORDS).write_text("\n".join(words) + "\n", encoding="utf-8")
+
+    # Evaluate the saved directory, loaded the way the worker loads it.
+    loaded = Wav2Vec2ForCTC.from_pretrained(out_dir)
+    loaded_processor = Wav2Vec2Processor.from_pretrained(out_dir)
+    references = [normalize_text(u.text) for u in evaluation]
+    hypotheses = transcribe(loaded, loaded_processor, [u.audio for u in evaluation])
+    metrics = {
+        "cer": error_rate(references, hypotheses),
+        "wer": error_rate(references, hypotheses, words=True),
+        "train_seconds": train_seconds,
+        "synth_seconds": synth_seconds,
+        "params": float(params),
+        "steps": float(steps),
+        "epochs": audio_seconds / max(sum(len(u.audio) for u in train) / SAMPLE_RATE, 1e-9),
+        "audio_seconds_per_second": audio_seconds / max(train_seconds, 1e-9),
+        "n_train": float(len(train)),
+        "n_eval": float(len(evaluation)),
+        "vocab_words": float(len(words)),
+        "chars": float(n_chars),
+        "frame_ms": 1000.0 * config.inputs_to_logits_ratio / SAMPLE_RATE,
+    }
+    settings: dict[str, object] = {
+        "seed": seed,
+        "max_train_seconds": max_train_seconds,
+        "vocab_words": vocab_words,
+        "n_train": n_train,
+        "n_eval": n_eval,
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+        "conv_dim": conv_dim,
+        "batch_seconds": batch_seconds,
+        "lr": lr,
+    }
+    _model_card(out_dir, language, metrics, settings)
+    for ref, hyp in list(zip(references, hypotheses, strict=True))[:5]:
+        log.info("example", extra={"reference": ref, "hypothesis": hyp, "language": spec.code})
+    log.info("CTC model written", extra={"out_dir": str(out_dir), **metrics})
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m asr_worker train --out DIR --language xx`: prints the scores as JSON."""
+    import argparse
+
+    from lidroute.logs import configure
+
+    parser = argparse.ArgumentParser(prog="asr_worker train", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="directory to write (save_pretrained layout)")
+    parser.add_argument("--language", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seconds", type=float, default=180.0, help="wall-clock training budget")
+    parser.add_argument("--vocab-words", type=int, default=60, help="restrict sentences to N words (0: all)")
+    parser.add_argument("--utterances", type=int, default=600, help="training utterances")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    configure(args.log_level, fmt="text", service="asr-train")
+    try:
+        metrics = train_ctc(
+            Path(args.out),
+            args.language,
+            seed=args.seed,
+            max_train_seconds=args.seconds,
+            vocab_words=args.vocab_words or None,
+            n_train=args.utterances,
+        )
+    except (KeyError, ValueError, RuntimeError) as exc:
+        parser.exit(2, f"asr_worker train: {exc}\n")
+    print(json.dumps({key: round(value, 4) for key, value in metrics.items()}))
+
+
+__all__ = [
+    "EVAL_VARIANTS",
+    "TRAINING_WORDS",
+    "build_processor",
+    "edit_distance",
+    "error_rate",
+    "main",
+    "normalize_text",
+    "train_ctc",
+    "training_words",
+]
