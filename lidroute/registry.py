@@ -2,8 +2,9 @@
 
 `models` maps a language code to the model that serves it; `workers:{lang}` records worker
 heartbeats. A language is *served* when it is registered and has a live worker: that is the
-set the router detects among. Heartbeats use Redis' clock so that hosts with skewed clocks
-still agree on who is alive.
+set the router detects among (or, with the router's `scale_from_zero`, when it is registered
+at all). Heartbeats use Redis' clock so that hosts with skewed clocks still agree on who is
+alive.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from lidroute.errors import InvalidArgument
+from lidroute.jobs import JobQueue
 from lidroute.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,14 @@ class ModelSpec:
         return cls(**known)
 
 
+@dataclass(frozen=True)
+class Registration:
+    """What `Registry.register_missing` did for one language, and the model that serves it now."""
+
+    action: Literal["registered", "kept"]
+    spec: ModelSpec
+
+
 class Registry:
     def __init__(self, client: aioredis.Redis, keys: Keys, worker_ttl: float = 10.0) -> None:
         self.redis = client
@@ -71,6 +81,34 @@ class Registry:
             pipe.hset(self.keys.models, lang, spec.to_json())
             pipe.publish(self.keys.models_changed, lang)
             await pipe.execute()
+
+    async def register_missing(
+        self, models: Mapping[str, str], *, force: bool = False
+    ) -> dict[str, Registration]:
+        """Registers each language's model unless the registry already has one (or `force`), and
+        creates the language's job-stream consumer group.
+
+        This is what a deploy runs on every start (`lidroute models sync`, the compose service, the
+        Helm hook, `lidroute up`), so it must be safe to repeat: a model an operator registered by
+        hand survives the next deploy unless `force` says otherwise. The consumer group is created
+        here rather than by the first worker because KEDA's lag trigger reads it: a pool that
+        starts at zero replicas has no worker to create it, and without it nothing would wake the
+        pool.
+        """
+        for lang in models:
+            check_language_code(lang)
+        current = await self.models()
+        queue = JobQueue(self.redis, self.keys)
+        done: dict[str, Registration] = {}
+        for lang, uri in sorted(models.items()):
+            if lang in current and not force:
+                done[lang] = Registration("kept", current[lang])
+            else:
+                spec = ModelSpec(uri=uri)
+                await self.register(lang, spec)
+                done[lang] = Registration("registered", spec)
+            await queue.ensure_group(lang)
+        return done
 
     async def remove(self, lang: str) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lidroute.keys import Keys
-from lidroute.registry import ModelSpec, Registry
+from lidroute.registry import Registry
 
 
 def free_port() -> int:
@@ -211,16 +211,13 @@ class Stack:
 
     # ------------------------------------------------------------------ lifecycle
     def register_models(self) -> None:
-        """Registers the configured models for languages the registry does not have yet."""
+        """Registers the configured models for languages the registry does not have yet, the same
+        way a deployment does (`lidroute models sync`)."""
 
         async def register() -> None:
             client = aioredis.Redis.from_url(self.redis_url)
             try:
-                registry = Registry(client, Keys(self.config.key_prefix))
-                existing = await registry.models()
-                for lang, uri in self.config.models.items():
-                    if lang not in existing:
-                        await registry.register(lang, ModelSpec(uri=uri))
+                await Registry(client, Keys(self.config.key_prefix)).register_missing(self.config.models)
             finally:
                 await client.aclose()
 

@@ -1,7 +1,8 @@
 """The router's logic, free of gRPC transport so that it is tested without a network.
 
 One request: validate the config, pick the candidate languages (served = registered with a
-live worker, intersected with what the request allows and what the language-ID model knows),
+live worker, or registered at all with `scale_from_zero`; intersected with what the request
+allows and what the language-ID model knows),
 decode audio as it arrives, detect the language on a window after the speech onset, enqueue
 the job, forward the buffered and then the live audio to the job's stream, and relay the
 worker's events back. Whatever ends the request early (error, deadline, client cancel) tells
@@ -16,11 +17,12 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import grpc
 import numpy as np
 import redis.asyncio as aioredis
+import redis.exceptions
 from prometheus_client import Counter, Histogram
 from pydantic import Field, field_validator
 
@@ -73,6 +75,11 @@ class RouterSettings(CommonSettings):
     max_sample_rate: int = Field(48000, gt=0, description="highest sample rate accepted")
     max_request_seconds: float = Field(300.0, gt=0, description="deadline when the client sets none")
     queue_timeout_seconds: float = Field(30.0, gt=0, description="wait for a worker to start a job")
+    scale_from_zero: bool = Field(
+        False,
+        description="serve every registered language even with no live worker: queue its jobs and wait "
+        "queue_timeout_seconds for a worker to start (for worker pools autoscaled from zero)",
+    )
     stream_ttl_seconds: int = Field(900, ge=10, description="TTL of per-job audio and event streams")
     worker_ttl_seconds: float = Field(10.0, gt=0, description="a worker silent this long is not live")
     max_connection_age_seconds: float = Field(300.0, ge=0, description="rebalance clients (0: never)")
@@ -122,8 +129,14 @@ class Router:
         self._lid_languages = (time.monotonic() + 30.0, langs)
         return langs
 
+    def _served(self, models: Mapping[str, object], workers: Mapping[str, int]) -> list[str]:
+        """Languages the router routes to: those with a live worker, or with `scale_from_zero` every
+        registered one, because a pool at zero replicas only starts once a job waits in its queue."""
+        return sorted(lang for lang in models if self.settings.scale_from_zero or workers.get(lang, 0) > 0)
+
     async def list_languages(self) -> pb.ListLanguagesResponse:
         models, workers = await self.registry.served()
+        served = set(self._served(models, workers))
         try:
             detectable = await self.detectable_languages()
         except Unavailable:
@@ -136,7 +149,7 @@ class Router:
                         language_code=lang, uri=spec.uri, revision=spec.revision, kind=spec.kind
                     ),
                     live_workers=workers.get(lang, 0),
-                    served=workers.get(lang, 0) > 0,
+                    served=lang in served,
                     detectable=lang in detectable,
                 )
                 for lang, spec in sorted(models.items())
@@ -146,7 +159,7 @@ class Router:
     async def plan(self, config: pb.RecognitionConfig) -> tuple[str | None, list[str]]:
         """The hinted language, or the candidates to detect among; errors name what is served."""
         models, workers = await self.registry.served()
-        served = sorted(lang for lang in models if workers.get(lang, 0) > 0)
+        served = self._served(models, workers)
         if config.language_code:
             lang = check_language_code(config.language_code)
             if lang not in models:
@@ -156,6 +169,8 @@ class Router:
             return lang, [lang]
         allowed = [check_language_code(c) for c in config.alternative_language_codes]
         if not served:
+            if not models:
+                raise LanguageNotServed("no language is served: no model is registered")
             raise LanguageNotServed("no language is served right now (no live workers)")
         candidates = [lang for lang in served if not allowed or lang in allowed]
         if not candidates:
@@ -263,6 +278,10 @@ class Router:
                 word_time_offsets=config.enable_word_time_offsets,
                 word_confidence=config.enable_word_confidence,
             )
+            if self.settings.scale_from_zero:
+                # KEDA's lag trigger reads the workers' consumer group: a language registered by
+                # hand whose pool is at zero has none until this, and would never wake.
+                await self.queue.ensure_group(job.language)
             await self.queue.enqueue(job)
             forward = asyncio.create_task(self._forward(job.job_id, buffer, pump), name=f"fwd-{request_id}")
             async for result in self._relay(job, forward):
@@ -367,10 +386,7 @@ class Router:
             if now >= job.deadline:
                 raise DeadlineExceeded("deadline exceeded while waiting for the transcript")
             if not started and now >= queue_limit:
-                raise Unavailable(
-                    f"no {job.language} worker picked the job up within "
-                    f"{self.settings.queue_timeout_seconds:g} s"
-                )
+                raise Unavailable(await self._queue_timeout_message(job.language))
             block = int(
                 min(250.0, (min(job.deadline, queue_limit if not started else math.inf) - now) * 1000)
             )
@@ -385,6 +401,19 @@ class Router:
                     yield event.result
                     if event.kind == "final":
                         return
+
+    async def _queue_timeout_message(self, lang: str) -> str:
+        """Says whether no worker exists (a pool that did not start in time) or all are busy."""
+        waited = f"within {self.settings.queue_timeout_seconds:g} s (queue_timeout_seconds)"
+        try:
+            live = (await self.registry.live_workers([lang]))[lang]
+        except (redis.exceptions.RedisError, OSError):  # a second failure must not hide the timeout
+            live = -1
+        if live == 0:
+            return f"no worker for {lang!r} started {waited}: {lang!r} has no live worker"
+        if live > 0:
+            return f"no worker for {lang!r} picked the job up {waited}: its {live} live worker(s) are busy"
+        return f"no worker for {lang!r} picked the job up {waited}"
 
     async def recognize(
         self, request: pb.RecognizeRequest, time_remaining: float | None

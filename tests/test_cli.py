@@ -1,19 +1,24 @@
-"""The `lidroute` command as a user runs it: registry commands, `up`, `transcribe`, Ctrl-C."""
+"""The `lidroute` command as a user runs it: registry commands, `models sync`, `up`, `transcribe`, Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 import soundfile as sf
 
+from lidroute.cli import main as cli
+from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.stack import RedisServer, free_port
 
 LIDROUTE = [sys.executable, "-m", "lidroute.cli"]
@@ -41,6 +46,87 @@ def test_models_register_list_remove(redis_server: RedisServer, tmp_path: Path) 
     assert missing.returncode == 1 and "was not registered" in missing.stderr
     bad = run(["models", "register", "Quechua", "x"], env)
     assert bad.returncode != 0 and "not a valid language code" in bad.stderr
+
+
+def _asr_model(root: Path, lang: str) -> Path:
+    path = root / "asr" / lang
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def test_models_sync_registers_missing_models_keeps_hand_registered_ones_and_creates_groups(
+    redis_server: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the compose service and the Helm hook run on every deploy."""
+    prefix = "sync-test:"
+    en, sw = _asr_model(tmp_path, "en"), _asr_model(tmp_path, "sw")
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(prefix)
+    common = ["--redis-url", redis_server.url, "--key-prefix", prefix, "--wait-seconds", "5"]
+    try:
+        assert cli(["models", "sync", f"en={en}", *common]) == 0
+        client.hset(keys.models, "sw", json.dumps({"uri": "/hand/registered/sw"}))
+        assert cli(["models", "sync", "--models-dir", str(tmp_path), *common]) == 0
+        specs = {k.decode(): json.loads(v)["uri"] for k, v in client.hgetall(keys.models).items()}
+        assert specs == {"en": str(en), "sw": "/hand/registered/sw"}, (
+            "a hand-registered model was overwritten"
+        )
+        for lang in ("en", "sw"):
+            groups = client.xinfo_groups(keys.jobs(lang))
+            assert [g["name"].decode() for g in groups] == [WORKER_GROUP]
+        assert "sw: kept /hand/registered/sw" in capsys.readouterr().out
+        assert cli(["models", "sync", f"sw={sw}", "--force", *common]) == 0
+        assert json.loads(client.hget(keys.models, "sw"))["uri"] == str(sw)
+        assert f"sw: registered {sw}" in capsys.readouterr().out
+    finally:
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()
+
+
+@pytest.mark.parametrize("where", ["pair", "models-dir"])
+def test_models_sync_stops_the_deploy_when_the_models_volume_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """Before Redis is even dialled: nothing listens on port 1."""
+    target = (
+        [f"en={tmp_path / 'asr' / 'en'}"] if where == "pair" else ["--models-dir", str(tmp_path / "nope")]
+    )
+    assert cli(["models", "sync", *target, "--redis-url", "redis://127.0.0.1:1/0"]) == 1
+    assert "is the models volume mounted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pair", ["en", "en=", "English=/models/asr/en"])
+def test_models_sync_refuses_malformed_pairs(pair: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli(["models", "sync", pair])
+    err = capsys.readouterr().err
+    assert "LANG=URI" in err or "language code" in err
+
+
+def test_models_sync_waits_for_redis_to_start(tmp_path: Path) -> None:
+    """compose and a fresh cluster start Redis and the registration together."""
+    late = RedisServer(tmp_path / "redis", port=free_port())
+    model = _asr_model(tmp_path, "en")
+    starter = threading.Timer(1.5, late.start)
+    starter.start()
+    try:
+        result = run(["models", "sync", f"en={model}", "--redis-url", late.url, "--wait-seconds", "60"], {})
+        assert result.returncode == 0, result.stderr
+        assert f"en: registered {model}" in result.stdout
+    finally:
+        starter.join()
+        late.stop()
+
+
+def test_models_sync_gives_up_on_redis_after_the_wait(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    model = _asr_model(tmp_path, "en")
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert cli(["models", "sync", f"en={model}", "--redis-url", url, "--wait-seconds", "0"]) == 1
+    assert "Redis unreachable after 0 s" in capsys.readouterr().err
 
 
 def test_malformed_redis_url_is_reported(tmp_path: Path) -> None:

@@ -50,6 +50,28 @@ async def test_registry_rejects_bad_codes_and_skips_malformed_entries(
     assert list(await registry.models()) == ["mr"]
 
 
+async def test_register_missing_keeps_existing_models_unless_forced_and_creates_job_groups(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    registry = Registry(redis_client, keys)
+    await registry.register("sw", ModelSpec(uri="/hand/registered/sw", revision="v7"))
+    done = await registry.register_missing({"en": "/models/asr/en", "sw": "/models/asr/sw"})
+    assert {lang: (r.action, r.spec.uri) for lang, r in done.items()} == {
+        "en": ("registered", "/models/asr/en"),
+        "sw": ("kept", "/hand/registered/sw"),
+    }
+    models = await registry.models()
+    assert (models["sw"].uri, models["sw"].revision) == ("/hand/registered/sw", "v7")
+    for lang in ("en", "sw"):  # KEDA's lag trigger reads the group before any worker exists
+        groups = await redis_client.xinfo_groups(keys.jobs(lang))
+        assert [g["name"].decode() for g in groups] == [WORKER_GROUP]
+    again = await registry.register_missing({"sw": "/models/asr/sw"}, force=True)
+    assert again["sw"].action == "registered"
+    assert (await registry.models())["sw"].uri == "/models/asr/sw"
+    with pytest.raises(InvalidArgument):
+        await registry.register_missing({"Swahili": "/models/asr/sw"})
+
+
 async def test_a_worker_is_live_only_while_it_heartbeats(redis_client: aioredis.Redis, keys: Keys) -> None:
     registry = Registry(redis_client, keys, worker_ttl=0.5)
     await registry.heartbeat("w1", ["sw", "mr"])

@@ -1,0 +1,170 @@
+"""The router's routing decisions against a real Redis registry, without models or a LID service.
+
+`scale_from_zero` is what lets a worker pool autoscaled to zero replicas wake up: the router must
+queue a job for a registered language that has no live worker (KEDA starts a pod on the queued job)
+and wait for a worker, instead of refusing the language. With the setting off, a language without a
+live worker is refused at once, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from lidroute.errors import LanguageNotFound, LanguageNotServed, Unavailable
+from lidroute.jobs import Event, JobQueue
+from lidroute.keys import WORKER_GROUP, Keys
+from lidroute.registry import ModelSpec, Registry
+from lidroute.stack import RedisServer
+from lidroute.v1 import language_id_pb2 as lid_pb
+from lidroute.v1 import transcriber_pb2 as pb
+from router.core import Router, RouterSettings
+
+Encoding = pb.RecognitionConfig.AudioEncoding
+MakeRouter = Callable[..., Router]
+
+
+class KnowsLanguages:
+    """Stands in for the LID stub: only the languages it knows matter to planning."""
+
+    def __init__(self, codes: list[str]) -> None:
+        self.codes = codes
+
+    async def ListModelLanguages(self, request: object, timeout: float) -> lid_pb.ListModelLanguagesResponse:
+        return lid_pb.ListModelLanguagesResponse(language_codes=self.codes)
+
+
+@pytest.fixture
+async def make_router(
+    redis_server: RedisServer, redis_client: aioredis.Redis, keys: Keys
+) -> AsyncIterator[MakeRouter]:
+    """A router on the test Redis; `en` is registered with a live worker, `sw` with none."""
+    registry = Registry(redis_client, keys)
+    await registry.register("en", ModelSpec(uri="/models/asr/en"))
+    await registry.register("sw", ModelSpec(uri="/models/asr/sw"))
+    await registry.heartbeat("worker-en", ["en"])
+    channel = grpc.aio.insecure_channel("127.0.0.1:1")  # never dialled: planning is all that runs
+    clients: list[aioredis.Redis] = []
+
+    def make(**settings: Any) -> Router:
+        client = aioredis.Redis.from_url(redis_server.url)
+        clients.append(client)
+        router = Router(
+            RouterSettings(redis_url=redis_server.url, key_prefix=keys.prefix, **settings), client, channel
+        )
+        router.lid = KnowsLanguages(["en", "sw", "de"])  # type: ignore[assignment]
+        return router
+
+    yield make
+    for client in clients:
+        await client.aclose()
+    await channel.close()
+
+
+def config(language: str = "", allowed: tuple[str, ...] = ()) -> pb.RecognitionConfig:
+    return pb.RecognitionConfig(
+        encoding=Encoding.LINEAR16,
+        sample_rate_hertz=16000,
+        language_code=language,
+        alternative_language_codes=list(allowed),
+    )
+
+
+async def test_without_scale_from_zero_a_language_with_no_live_worker_is_refused(
+    make_router: MakeRouter,
+) -> None:
+    router = make_router()
+    with pytest.raises(LanguageNotServed, match="no live worker serves 'sw'"):
+        await router.plan(config("sw"))
+    assert await router.plan(config()) == (None, ["en"])
+    with pytest.raises(LanguageNotServed, match="none of the allowed languages"):
+        await router.plan(config(allowed=("sw",)))
+    listed = {lang.language_code: lang.served for lang in (await router.list_languages()).languages}
+    assert listed == {"en": True, "sw": False}
+
+
+async def test_scale_from_zero_routes_to_every_registered_language(make_router: MakeRouter) -> None:
+    router = make_router(scale_from_zero=True)
+    assert await router.plan(config("sw")) == ("sw", ["sw"])
+    assert await router.plan(config()) == (None, ["en", "sw"])  # detection candidates too
+    assert await router.plan(config(allowed=("sw", "de"))) == (None, ["sw"])
+    with pytest.raises(LanguageNotFound, match="'de' has no registered model"):
+        await router.plan(config("de"))  # known to LID but not registered: still not served
+    listed = {
+        lang.language_code: (lang.served, lang.live_workers)
+        for lang in (await router.list_languages()).languages
+    }
+    assert listed == {"en": (True, 1), "sw": (True, 0)}
+
+
+async def test_scale_from_zero_with_an_empty_registry_says_nothing_is_registered(
+    make_router: MakeRouter, redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    await redis_client.delete(keys.models)
+    with pytest.raises(LanguageNotServed, match="no model is registered"):
+        await make_router(scale_from_zero=True).plan(config())
+
+
+async def _audio(seconds: float) -> AsyncIterator[bytes]:
+    yield b"\x00\x10" * int(16000 * seconds)
+
+
+async def _collect(router: Router, language: str, timeout: float = 30.0) -> list[pb.TranscribeResponse]:
+    streaming = pb.StreamingRecognitionConfig(config=config(language))
+    return [r async for r in router.transcribe(streaming, _audio(0.5), timeout)]
+
+
+async def test_a_job_for_a_language_at_zero_waits_in_its_queue_until_a_worker_starts(
+    make_router: MakeRouter, redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    """The queued job is what KEDA's lag trigger sees; a worker that starts later gets it."""
+    router = make_router(scale_from_zero=True, queue_timeout_seconds=20)
+    request = asyncio.ensure_future(_collect(router, "sw"))
+    queue = JobQueue(redis_client, keys)
+
+    async def lag() -> int:
+        """Jobs queued and not yet delivered, as KEDA's lag trigger reads them."""
+        if not await redis_client.exists(keys.jobs("sw")):
+            return 0
+        groups = await redis_client.xinfo_groups(keys.jobs("sw"))
+        # The router created the group itself: KEDA needs it, and no worker or sync had made it.
+        assert [g["name"].decode() for g in groups] == [WORKER_GROUP]
+        return int(groups[0]["lag"])
+
+    deadline = time.monotonic() + 10
+    while await lag() != 1:
+        assert time.monotonic() < deadline and not request.done(), "the job was never queued"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # a cold start: the job keeps waiting, the request stays open
+    assert not request.done()
+
+    [delivery] = await queue.next_jobs(["sw"], "late-worker", 1, 1000)
+    await queue.emit(delivery.job.job_id, Event("started", worker_id="late-worker"))
+    result = pb.RecognitionResult(
+        alternatives=[pb.SpeechRecognitionAlternative(transcript="habari")],
+        is_final=True,
+        language_code="sw",
+    )
+    await queue.emit(delivery.job.job_id, Event("final", result=result, worker_id="late-worker"))
+    responses = await asyncio.wait_for(request, 10)
+    assert responses[0].language_detected.language_code == "sw"
+    assert responses[-1].result.is_final and responses[-1].result.alternatives[0].transcript == "habari"
+
+
+async def test_when_no_worker_starts_in_time_the_error_says_so_and_names_the_language(
+    make_router: MakeRouter,
+) -> None:
+    router = make_router(scale_from_zero=True, queue_timeout_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as err:
+        await _collect(router, "sw")
+    assert time.monotonic() - started < 5
+    assert str(err.value) == (
+        "no worker for 'sw' started within 0.5 s (queue_timeout_seconds): 'sw' has no live worker"
+    )
