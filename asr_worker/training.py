@@ -34,9 +34,10 @@ from lidroute.synth import (
     synth_utterances,
     vocabulary,
 )
+from lidroute.training import Budget
 
 if TYPE_CHECKING:
-    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +57,12 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).lower().split())
 
 
-def edit_distance(a: Sequence[object], b: Sequence[object]) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions all cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        current = [i]
-        for j, y in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
-
-
 def error_rate(references: Sequence[str], hypotheses: Sequence[str], *, words: bool = False) -> float:
-    """Corpus-level CER (or WER): total edits over total reference length."""
-    edits = total = 0
-    for ref, hyp in zip(references, hypotheses, strict=True):
-        r, h = (ref.split(), hyp.split()) if words else (ref, hyp)
-        edits += edit_distance(r, h)
-        total += len(r)
-    return edits / max(total, 1)
+    """Corpus-level CER (or WER) by jiwer: total edits over total reference length."""
+    import jiwer
+
+    measure = jiwer.wer if words else jiwer.cer
+    return float(measure(list(references), list(hypotheses)))
 
 
 def build_processor(transcripts: Sequence[str], directory: Path) -> Wav2Vec2Processor:
@@ -200,6 +186,8 @@ def _restricted_vocabulary(language: str, vocab_words: int | None, seed: int) ->
 
 def _model_card(out_dir: Path, language: str, metrics: dict[str, float], settings: dict[str, object]) -> None:
     spec = get_language(language)
+    recipe = settings["recipe"]
+    assert isinstance(recipe, CtcRecipe)
     call = ", ".join(f"{k}={v!r}" for k, v in settings.items())
     text = f"""# Small {spec.name} CTC speech recognizer (synthetic speech, restricted vocabulary)
 
@@ -221,8 +209,9 @@ and `processor.batch_decode(ids, output_word_offsets=True)` give words with fram
   patterns well**: other words come out approximately, and it knows nothing of grammar.
 - Characters: {int(metrics["chars"])} symbols (`<pad>` = CTC blank = id 0, `<unk>`, `|` word delimiter),
   NFC lowercase.
-- Model: wav2vec2 architecture from a fresh `Wav2Vec2Config` (hidden {settings["hidden_size"]},
-  {settings["num_layers"]} layers, conv {settings["conv_dim"]} channels, layer-norm feature encoder),
+- Model: wav2vec2 architecture from a fresh `Wav2Vec2Config` (hidden {recipe.hidden_size},
+  {recipe.num_layers} layers, {len(recipe.conv_dim)} convolutions of {recipe.conv_dim[0]} channels,
+  layer-norm feature encoder),
   {int(metrics["params"]):,} parameters, no pretraining. CTC loss (mean), AdamW with warm-up and
   cosine decay over the wall-clock budget, gradient clipping, length-sorted batches:
   {int(metrics["steps"])} steps ({metrics["epochs"]:.1f} epochs over {int(metrics["n_train"])} utterances)
@@ -245,28 +234,77 @@ shift). It is a demo model that exercises the whole pipeline offline, not a usab
     (out_dir / "README.md").write_text(text, encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class CtcRecipe:
+    """Architecture and optimisation of the from-scratch recognizer, chosen by runs on 2 CPU cores.
+
+    A short feature encoder (5 convolutions, 20 ms frames) and a narrow transformer keep a step
+    cheap; CTC from scratch sits on a "blank only" plateau for its first few hundred updates,
+    so what shortens training is the number of updates, not their size.
+    """
+
+    hidden_size: int = 144
+    num_layers: int = 4
+    num_heads: int = 4
+    conv_dim: tuple[int, ...] = (64, 64, 64, 64, 64)
+    conv_kernel: tuple[int, ...] = (10, 8, 8, 4, 4)
+    conv_stride: tuple[int, ...] = (5, 4, 4, 2, 2)
+    dropout: float = 0.05
+    mask_time_prob: float = 0.0
+    batch_seconds: float = 20.0
+    lr: float = 3e-3
+    warmup: float = 0.08
+    min_words: int = 1
+    max_words: int = 4
+
+    def config(self, vocab_size: int) -> Wav2Vec2Config:
+        from transformers import Wav2Vec2Config
+
+        return Wav2Vec2Config(
+            vocab_size=vocab_size,
+            pad_token_id=0,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            intermediate_size=self.hidden_size * 4,
+            conv_dim=list(self.conv_dim),
+            conv_kernel=list(self.conv_kernel),
+            conv_stride=list(self.conv_stride),
+            feat_extract_norm="layer",
+            do_stable_layer_norm=True,
+            num_conv_pos_embeddings=64,
+            num_conv_pos_embedding_groups=16,
+            hidden_dropout=self.dropout,
+            attention_dropout=self.dropout,
+            activation_dropout=0.0,
+            feat_proj_dropout=self.dropout,
+            final_dropout=0.0,
+            layerdrop=0.0,
+            mask_time_prob=self.mask_time_prob,
+            mask_time_length=5,
+            ctc_loss_reduction="mean",
+            ctc_zero_infinity=True,
+        )
+
+
 def train_ctc(
     out_dir: Path,
     language: str,
     *,
     seed: int = 0,
-    max_train_seconds: float = 180.0,
+    max_train_seconds: float | None = 180.0,
+    max_steps: int | None = None,
     vocab_words: int | None = 60,
     n_train: int = 600,
     n_eval: int = 100,
-    hidden_size: int = 192,
-    num_layers: int = 4,
-    conv_dim: int = 96,
-    batch_seconds: float = 40.0,
-    lr: float = 2e-3,
+    recipe: CtcRecipe = CtcRecipe(),
 ) -> dict[str, float]:
     """Trains, saves and evaluates a CTC model; returns `{"cer", "train_seconds", "params", ...}`.
 
-    Training stops when `max_train_seconds` of wall-clock time have passed (synthesis not
-    counted); the learning-rate schedule is laid over that budget, so a shorter budget still
-    ends with a decayed learning rate.
+    Training stops after `max_steps` updates or `max_train_seconds` of wall-clock time (synthesis
+    not counted), whichever comes first; see `lidroute.training.Budget`.
     """
-    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
     spec = get_language(language)
     out_dir = Path(out_dir)
@@ -277,7 +315,15 @@ def train_ctc(
     words = _restricted_vocabulary(language, vocab_words, seed)
     train_variants = [v for v in VARIANTS if v not in EVAL_VARIANTS]
     started = time.monotonic()
-    train = synth_utterances(language, n_train, seed=seed, variants=train_variants, vocab=words)
+    train = synth_utterances(
+        language,
+        n_train,
+        seed=seed,
+        variants=train_variants,
+        vocab=words,
+        min_words=recipe.min_words,
+        max_words=recipe.max_words,
+    )
     seen = {u.text for u in train}
     eval_sentences = [
         s for s in make_sentences(language, n_eval * 2 + 50, seed=seed + 1000, vocab=words) if s not in seen
@@ -288,67 +334,43 @@ def train_ctc(
     with tempfile.TemporaryDirectory(prefix="ctc-vocab-") as tmp:
         processor = build_processor([u.text for u in train], Path(tmp))
     n_chars = len(processor.tokenizer)
-    config = Wav2Vec2Config(
-        vocab_size=n_chars,
-        pad_token_id=0,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=max(1, hidden_size // 48),
-        intermediate_size=hidden_size * 4,
-        conv_dim=[conv_dim] * 7,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        num_conv_pos_embeddings=64,
-        num_conv_pos_embedding_groups=16,
-        hidden_dropout=0.05,
-        attention_dropout=0.05,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.05,
-        final_dropout=0.0,
-        layerdrop=0.0,
-        mask_time_prob=0.05,
-        mask_time_length=5,
-        ctc_loss_reduction="mean",
-        ctc_zero_infinity=True,
-    )
+    config = recipe.config(n_chars)
     model = Wav2Vec2ForCTC(config)
     params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
 
-    steps = 0
+    budget = Budget(max_steps=max_steps, max_seconds=max_train_seconds)
     audio_seconds = 0.0
-    warmup = 0.08
-    train_started = time.monotonic()
-    done = False
-    while not done:
+    while not budget.done:
         noisy = [
             Utterance(u.text, u.lang, _augment(u.audio, rng), u.variant, u.speed, u.pitch) for u in train
         ]
-        batches = _make_batches(noisy, processor, batch_seconds)
+        batches = _make_batches(noisy, processor, recipe.batch_seconds)
         model.train()
         for b in rng.permutation(len(batches)):
-            elapsed = time.monotonic() - train_started
-            if elapsed >= max_train_seconds:
-                done = True
+            if budget.done:
                 break
-            progress = elapsed / max_train_seconds
-            factor = min(1.0, progress / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
             for group in optimizer.param_groups:
-                group["lr"] = lr * max(factor, 0.02)
+                group["lr"] = recipe.lr * budget.lr_factor(recipe.warmup, floor=0.02)
             batch = batches[b]
             loss = model(batch.inputs, attention_mask=batch.attention_mask, labels=batch.labels).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            steps += 1
+            budget.steps += 1
             audio_seconds += batch.seconds
-            if steps % 20 == 0:
+            if budget.steps % 20 == 0:
                 log.info(
                     "training",
-                    extra={"step": steps, "loss": round(loss.item(), 3), "seconds": round(elapsed)},
+                    extra={
+                        "step": budget.steps,
+                        "loss": round(loss.item(), 3),
+                        "seconds": round(budget.elapsed),
+                    },
                 )
-    train_seconds = time.monotonic() - train_started
+    train_seconds = budget.elapsed
+    steps = budget.steps
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -380,14 +402,11 @@ def train_ctc(
     settings: dict[str, object] = {
         "seed": seed,
         "max_train_seconds": max_train_seconds,
+        "max_steps": max_steps,
         "vocab_words": vocab_words,
         "n_train": n_train,
         "n_eval": n_eval,
-        "hidden_size": hidden_size,
-        "num_layers": num_layers,
-        "conv_dim": conv_dim,
-        "batch_seconds": batch_seconds,
-        "lr": lr,
+        "recipe": recipe,
     }
     _model_card(out_dir, language, metrics, settings)
     for ref, hyp in list(zip(references, hypotheses, strict=True))[:5]:
@@ -407,6 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--language", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=180.0, help="wall-clock training budget")
+    parser.add_argument("--steps", type=int, help="stop after this many updates (reproducible budget)")
     parser.add_argument("--vocab-words", type=int, default=60, help="restrict sentences to N words (0: all)")
     parser.add_argument("--utterances", type=int, default=600, help="training utterances")
     parser.add_argument("--log-level", default="INFO")
@@ -418,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
             args.language,
             seed=args.seed,
             max_train_seconds=args.seconds,
+            max_steps=args.steps,
             vocab_words=args.vocab_words or None,
             n_train=args.utterances,
         )
@@ -430,7 +451,6 @@ __all__ = [
     "EVAL_VARIANTS",
     "TRAINING_WORDS",
     "build_processor",
-    "edit_distance",
     "error_rate",
     "main",
     "normalize_text",

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from lidroute.synth import LANGUAGES, VARIANTS, Utterance, get_language, synth_utterances
+from lidroute.training import Budget
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +385,8 @@ def _model_card(
     *,
     seed: int,
     utterances_per_language: int,
-    max_train_seconds: float,
+    max_train_seconds: float | None,
+    max_steps: int | None,
     crop_seconds: tuple[float, float],
     train_variants: Sequence[str],
     params: int,
@@ -397,7 +399,7 @@ def _model_card(
     call = (
         f"train_lid(out_dir, {list(languages)!r}, seed={seed}, "
         f"utterances_per_language={utterances_per_language}, max_train_seconds={max_train_seconds}, "
-        f"crop_seconds={crop_seconds!r})"
+        f"max_steps={max_steps}, crop_seconds={crop_seconds!r})"
     )
     text = f"""# Small spoken-language identification model (synthetic speech)
 
@@ -453,7 +455,8 @@ def train_lid(
     *,
     seed: int = 0,
     utterances_per_language: int = 150,
-    max_train_seconds: float = 120.0,
+    max_train_seconds: float | None = 120.0,
+    max_steps: int | None = None,
     crop_seconds: tuple[float, float] = (0.25, 2.0),
 ) -> dict[str, float]:
     """Trains, calibrates, exports and evaluates a language-ID model; returns accuracies per window.
@@ -488,16 +491,13 @@ def train_lid(
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
-    steps = 0
-    train_started = time.monotonic()
-    while (elapsed := time.monotonic() - train_started) < max_train_seconds:
-        progress = elapsed / max_train_seconds
-        warm = min(1.0, progress / recipe.warmup_fraction)
+    budget = Budget(max_steps=max_steps, max_seconds=max_train_seconds)
+    while not budget.done:
         for group in optimizer.param_groups:
-            group["lr"] = recipe.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
+            group["lr"] = recipe.lr * budget.lr_factor(recipe.warmup_fraction)
         # The margin grows from 0: a full margin on random embeddings can leave training on a
         # plateau for most of a short budget (seen here: loss stuck near its initial value).
-        margin = recipe.margin * min(1.0, progress / recipe.margin_warmup_fraction)
+        margin = recipe.margin * min(1.0, budget.progress / recipe.margin_warmup_fraction)
         loss_fn = LogSoftmaxWrapper(AdditiveAngularMargin(margin=margin, scale=recipe.scale))
         length = _crop_length(crop_seconds, rng, recipe)
         picks = rng.integers(0, len(train.audio), size=recipe.batch_size)
@@ -509,12 +509,14 @@ def train_lid(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
-        steps += 1
-        if steps % 50 == 0:
+        budget.steps += 1
+        if budget.steps % 50 == 0:
             log.info(
-                "training", extra={"step": steps, "loss": round(loss.item(), 4), "seconds": round(elapsed)}
+                "training",
+                extra={"step": budget.steps, "loss": round(loss.item(), 4), "seconds": round(budget.elapsed)},
             )
-    train_seconds = time.monotonic() - train_started
+    train_seconds = budget.elapsed
+    steps = budget.steps
 
     calibration_wavs, calibration_labels = [], []
     for seconds in EVAL_CROPS:
@@ -541,6 +543,7 @@ def train_lid(
         seed=seed,
         utterances_per_language=utterances_per_language,
         max_train_seconds=max_train_seconds,
+        max_steps=max_steps,
         crop_seconds=crop_seconds,
         train_variants=train_variants,
         params=params,
@@ -566,6 +569,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--languages", default=",".join(LANGUAGES), help="comma-separated codes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=120.0, help="wall-clock training budget")
+    parser.add_argument("--steps", type=int, help="stop after this many updates (reproducible budget)")
     parser.add_argument("--utterances", type=int, default=150, help="training utterances per language")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -577,6 +581,7 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             utterances_per_language=args.utterances,
             max_train_seconds=args.seconds,
+            max_steps=args.steps,
         )
     except (KeyError, ValueError, RuntimeError) as exc:
         parser.exit(2, f"lid_service train: {exc}\n")

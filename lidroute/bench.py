@@ -102,7 +102,7 @@ async def throughput(address: str, audio: np.ndarray, concurrency: int, requests
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lidroute.cli import DEMO_LANGUAGES, build_models, default_models_dir, has_models, model_dirs
+    from lidroute.cli import build_models, default_models_dir, has_models, model_dirs
     from lidroute.stack import Stack, StackConfig
 
     parser = argparse.ArgumentParser(prog="lidroute.bench", description=__doc__)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     models_dir = args.models_dir or default_models_dir()
     if not has_models(models_dir):
-        build_models(models_dir, DEMO_LANGUAGES, seed=0, lid_seconds=120, asr_seconds=180)
+        build_models(models_dir)
     audio = utterance(args.language, args.seconds, models_dir)
     lid, asr = model_dirs(models_dir)
     base = in_process(models_dir, args.language, audio, args.runs)

@@ -10,19 +10,24 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import redis.asyncio as aioredis
+import redis.exceptions
 
+from lidroute.errors import InvalidArgument
 from lidroute.keys import Keys
-from lidroute.registry import ModelSpec, Registry
+from lidroute.registry import ModelSpec, Registry, check_language_code
 from lidroute.settings import CommonSettings, add_setting_flags, settings_from_namespace
 
 DEFAULT_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "localhost:50051")
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
 CACHE = Path(os.environ.get("LIDROUTE_CACHE", Path.home() / ".cache/lidroute"))
-DEMO_LANGUAGES = ["en", "es", "de", "sw"]
+#: Languages with synthetic speech, all known to the bundled LID model.
+ALL_LANGUAGES = ("en", "es", "fr", "de", "pt", "it", "ru", "hi", "sw", "tr", "mr", "qu")
+BUNDLED_ASR_LANGUAGES = ("en", "es", "sw")
 
 
 # ---------------------------------------------------------------------- models
@@ -62,6 +67,69 @@ def cmd_models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return asyncio.run(_with_registry(args, parser, run))
 
 
+def _model_pair(text: str) -> tuple[str, str]:
+    """`LANG=URI` -> (lang, uri); argparse turns the error into a usage message."""
+    lang, sep, uri = text.partition("=")
+    if not sep or not uri:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LANG=URI")
+    try:
+        return check_language_code(lang), uri
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _looks_local(uri: str) -> bool:
+    """A path, not a hub id: `org/name` is relative-looking but is a hub id."""
+    return uri.startswith(("/", "./", "../"))
+
+
+def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`models sync`: what a deploy runs on every start (compose service, Helm hook).
+
+    Explicit LANG=URI pairs win over what --models-dir holds. A local path that does not exist
+    fails the run before Redis is touched: a models volume mounted at the wrong place should stop
+    the deploy, not leave workers logging load errors. Redis may still be starting (compose, a
+    fresh cluster), so it is waited for.
+    """
+    wanted: dict[str, str] = {}
+    if args.models_dir is not None:
+        root = Path(args.models_dir)
+        if not root.is_dir():
+            print(f"models folder {root} not found (is the models volume mounted?)", file=sys.stderr)
+            return 1
+        wanted.update({lang: str(path) for lang, path in model_dirs(root)[1].items()})
+    wanted.update(dict(args.models))
+    if not wanted:
+        print("no models: give LANG=URI pairs or a --models-dir that holds asr/LANG folders", file=sys.stderr)
+        return 2
+    missing = [
+        f"{lang}={uri}" for lang, uri in wanted.items() if _looks_local(uri) and not Path(uri).is_dir()
+    ]
+    if missing:
+        print(f"model paths not found (is the models volume mounted?): {', '.join(missing)}", file=sys.stderr)
+        return 1
+    # A local directory is stored as an absolute path: workers may run from another folder.
+    wanted = {lang: str(Path(uri).resolve()) if Path(uri).exists() else uri for lang, uri in wanted.items()}
+
+    async def run(registry: Registry) -> int:
+        give_up = time.monotonic() + args.wait_seconds
+        while True:
+            try:
+                await registry.redis.ping()
+                break
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                if time.monotonic() >= give_up:
+                    print(f"Redis unreachable after {args.wait_seconds:g} s: {exc}", file=sys.stderr)
+                    return 1
+                print(f"waiting for Redis: {exc}", file=sys.stderr, flush=True)
+                await asyncio.sleep(min(2.0, max(give_up - time.monotonic(), 0.0)))
+        for lang, done in (await registry.register_missing(wanted, force=args.force)).items():
+            print(f"{lang}: {done.action} {done.spec.uri}")
+        return 0
+
+    return asyncio.run(_with_registry(args, parser, run))
+
+
 def model_dirs(root: Path) -> tuple[Path, dict[str, Path]]:
     """The LID directory and the per-language ASR directories of a models folder."""
     asr = (
@@ -81,32 +149,69 @@ def default_models_dir() -> Path:
     return BUNDLED_MODELS if has_models(BUNDLED_MODELS) else CACHE / "demo-models"
 
 
-def build_models(
-    out: Path, languages: list[str], *, seed: int, lid_seconds: float, asr_seconds: float
-) -> None:
-    """Trains the LID model over `languages` and one CTC model per language, into `out`."""
+@dataclass(frozen=True)
+class BuildPlan:
+    """What `lidroute models build` trains. The defaults are the recipe of the bundled `models/`.
+
+    Budgets are in updates (reproducible from the seed) with a wall-clock cap; the times quoted in
+    the model cards are what the updates took on the 2-core machine that made them.
+    """
+
+    lid_languages: tuple[str, ...] = ALL_LANGUAGES
+    asr_languages: tuple[str, ...] = BUNDLED_ASR_LANGUAGES
+    seed: int = 0
+    lid_steps: int = 2400
+    lid_seconds: float = 1800
+    asr_steps: int = 2000
+    asr_seconds: float = 1800
+    vocab_words: int | None = 100
+    asr_utterances: int = 2000
+
+
+def build_models(out: Path, plan: BuildPlan = BuildPlan()) -> None:
+    """Trains the LID model and one CTC model per language into `out` (lid/, asr/LANG/)."""
     from asr_worker.training import train_ctc
     from lid_service.training import train_lid
 
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    print(f"training language ID over {', '.join(languages)} ({lid_seconds:g} s budget)...", flush=True)
-    scores = train_lid(out / "lid", languages, seed=seed, max_train_seconds=lid_seconds)
+    print(
+        f"training language ID over {', '.join(plan.lid_languages)} ({plan.lid_steps} steps)...", flush=True
+    )
+    scores = train_lid(
+        out / "lid",
+        plan.lid_languages,
+        seed=plan.seed,
+        max_steps=plan.lid_steps,
+        max_train_seconds=plan.lid_seconds,
+    )
     print(f"  language ID: {json.dumps({k: round(v, 3) for k, v in scores.items()})}", flush=True)
-    for lang in languages:
-        print(f"training {lang} CTC model ({asr_seconds:g} s budget)...", flush=True)
-        scores = train_ctc(out / "asr" / lang, lang, seed=seed, max_train_seconds=asr_seconds)
+    for lang in plan.asr_languages:
+        print(f"training {lang} CTC model ({plan.asr_steps} steps)...", flush=True)
+        scores = train_ctc(
+            out / "asr" / lang,
+            lang,
+            seed=plan.seed,
+            max_steps=plan.asr_steps,
+            max_train_seconds=plan.asr_seconds,
+            vocab_words=plan.vocab_words,
+            n_train=plan.asr_utterances,
+        )
         print(f"  {lang}: {json.dumps({k: round(v, 3) for k, v in scores.items()})}", flush=True)
     print(f"models written to {out} in {time.monotonic() - started:.0f} s")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    plan = BuildPlan()
     build_models(
         Path(args.out),
-        args.languages.split(","),
-        seed=args.seed,
-        lid_seconds=args.lid_seconds,
-        asr_seconds=args.asr_seconds,
+        BuildPlan(
+            lid_languages=tuple(args.lid_languages.split(",")) if args.lid_languages else plan.lid_languages,
+            asr_languages=tuple(args.languages.split(",")) if args.languages else plan.asr_languages,
+            seed=args.seed,
+            lid_steps=args.lid_steps or plan.lid_steps,
+            asr_steps=args.asr_steps or plan.asr_steps,
+        ),
     )
     return 0
 
@@ -235,7 +340,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
     if not has_models(models_dir):
         print(f"no models in {models_dir} yet: building them (one time, a few minutes)", flush=True)
-        build_models(models_dir, DEMO_LANGUAGES, seed=0, lid_seconds=120, asr_seconds=180)
+        build_models(models_dir)
     _, asr = model_dirs(models_dir)
     samples_dir = Path(tempfile.mkdtemp(prefix="lidroute-demo-"))
     samples = []
@@ -285,14 +390,27 @@ def build_parser() -> argparse.ArgumentParser:
     rem = msub.add_parser("remove", help="stop serving LANG")
     rem.add_argument("language")
     lst = msub.add_parser("list", help="registered models and their live workers")
-    for p in (reg, rem, lst):
+    sync = msub.add_parser(
+        "sync",
+        help="register models for languages the registry lacks and create their job groups (deploys run it)",
+    )
+    sync.add_argument("models", nargs="*", type=_model_pair, metavar="LANG=URI", help="model of a language")
+    sync.add_argument("--models-dir", help="also register every asr/LANG model found in this folder")
+    sync.add_argument("--force", action="store_true", help="re-register languages that already have a model")
+    sync.add_argument("--wait-seconds", type=float, default=120.0, help="how long to wait for Redis")
+    for p in (reg, rem, lst, sync):
         add_setting_flags(p, CommonSettings)
     build = msub.add_parser("build", help="train the small offline models (LID + one CTC model per language)")
     build.add_argument("--out", default=str(CACHE / "demo-models"))
-    build.add_argument("--languages", default=",".join(DEMO_LANGUAGES))
+    build.add_argument(
+        "--languages", help=f"CTC models to train (default: {','.join(BUNDLED_ASR_LANGUAGES)})"
+    )
+    build.add_argument("--lid-languages", help="languages the LID model knows (default: all 12)")
     build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--lid-seconds", type=float, default=120)
-    build.add_argument("--asr-seconds", type=float, default=180)
+    build.add_argument("--lid-steps", type=int, help=f"LID updates (default: {BuildPlan.lid_steps})")
+    build.add_argument(
+        "--asr-steps", type=int, help=f"updates per CTC model (default: {BuildPlan.asr_steps})"
+    )
 
     up = sub.add_parser("up", help="start Redis (unless --redis-url), LID service, workers and router")
     demo = sub.add_parser("demo", help="start the stack and transcribe synthetic speech in several languages")
@@ -325,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "models":
         if args.models_command == "build":
             return cmd_build(args)
+        if args.models_command == "sync":
+            return cmd_sync(args, parser)
         return cmd_models(args, parser)
     handlers = {"up": cmd_up, "transcribe": cmd_transcribe, "languages": cmd_languages, "demo": cmd_demo}
     return handlers[args.command](args)

@@ -40,9 +40,14 @@ def keys() -> Keys:
 
 
 # ---------------------------------------------------------------------- models
-TEST_LANGUAGES = ["en", "es", "sw"]
-LID_SECONDS = 90.0
-ASR_SECONDS = 120.0
+TEST_LANGUAGES = ("en", "es", "sw")
+
+
+def _test_plan():  # type: ignore[no-untyped-def]
+    """The bundled models' recipe, restricted to the test languages (used when models/ lacks them)."""
+    from lidroute.cli import BuildPlan
+
+    return BuildPlan(lid_languages=TEST_LANGUAGES, asr_languages=TEST_LANGUAGES)
 
 
 def _models_fingerprint() -> str:
@@ -50,16 +55,20 @@ def _models_fingerprint() -> str:
     digest = hashlib.sha256()
     for rel in ("lidroute/synth.py", "lid_service/training.py", "asr_worker/training.py"):
         digest.update((ROOT / rel).read_bytes())
-    digest.update(f"{TEST_LANGUAGES}{LID_SECONDS}{ASR_SECONDS}".encode())
+    digest.update(repr(_test_plan()).encode())
     return digest.hexdigest()[:12]
 
 
 def models_path() -> Path:
-    """Where the test models live: `LIDROUTE_TEST_MODELS` (e.g. the bundled models), else a cache."""
-    from lidroute.cli import CACHE
+    """Where the test models live: `LIDROUTE_TEST_MODELS`, else the bundled `models/` when they
+    cover the test languages, else models trained by the suite into a cache."""
+    from lidroute.cli import BUNDLED_MODELS, CACHE, model_dirs
 
     if os.environ.get("LIDROUTE_TEST_MODELS"):
         return Path(os.environ["LIDROUTE_TEST_MODELS"])
+    lid, asr = model_dirs(BUNDLED_MODELS)
+    if (lid / "hyperparams.yaml").exists() and set(TEST_LANGUAGES) <= set(asr):
+        return BUNDLED_MODELS
     return CACHE / f"test-models-{_models_fingerprint()}"
 
 
@@ -69,7 +78,7 @@ def ensure_test_models() -> Path:
 
     path = models_path()
     if not has_models(path):
-        build_models(path, TEST_LANGUAGES, seed=0, lid_seconds=LID_SECONDS, asr_seconds=ASR_SECONDS)
+        build_models(path, _test_plan())
     return path
 
 
@@ -78,6 +87,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     Training takes minutes; inside a fixture it would count against the first test's timeout.
     """
+    if session.config.option.collectonly:
+        return
     if not any("models_dir" in getattr(item, "fixturenames", ()) for item in session.items):
         return
     from lidroute.cli import has_models

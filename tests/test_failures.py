@@ -73,12 +73,12 @@ async def job_owner(redis_of: aioredis.Redis) -> str:
 
 
 async def test_a_registry_change_reloads_the_model_without_restart(
-    fault_stack, client: Client, speech
+    fault_stack, client: Client, speech, tmp_path: Path
 ) -> None:
     from lidroute.cli import main as cli
 
     original = fault_stack.config.models["es"]
-    copy = fault_stack.scratch / "es-v2"
+    copy = tmp_path / "es-v2"
     shutil.copytree(original, copy)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIDROUTE_REDIS_URL", fault_stack.redis_url)

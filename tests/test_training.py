@@ -1,0 +1,65 @@
+"""The training commands that make the offline models: what they write, and how they fail."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asr_worker.model import CtcModel
+from asr_worker.training import TRAINING_WORDS, error_rate, train_ctc, training_words
+from lid_service.model import LanguageIdModel
+from lidroute.registry import ModelSpec
+from lidroute.synth import synth_utterances
+
+
+def test_error_rate_is_corpus_level() -> None:
+    # 1 substitution + 3 deletions over 9 reference characters (spaces count).
+    assert error_rate(["abc de", "xyz"], ["abd de", ""]) == pytest.approx(4 / 9)
+    assert error_rate(["abc de"], ["abc"], words=True) == pytest.approx(0.5)
+
+
+def test_a_short_ctc_run_writes_a_directory_the_worker_loads(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    metrics = train_ctc(out, "sw", seed=1, max_train_seconds=3, vocab_words=12, n_train=16, n_eval=4)
+    assert {"cer", "wer", "params", "steps", "train_seconds"} <= set(metrics)
+    assert metrics["steps"] >= 1
+    words = training_words(out)
+    assert words is not None and len(words) == 12
+    assert (out / TRAINING_WORDS).exists() and (out / "README.md").exists()
+    assert "CER" in (out / "README.md").read_text()
+    model = CtcModel("sw", ModelSpec(uri=str(out)))
+    audio = synth_utterances("sw", 1, seed=5, vocab=words)[0].audio
+    assert isinstance(model.transcribe(audio).text, str)
+
+
+def test_the_models_in_use_load_as_the_services_load_them_and_have_cards(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    lid = LanguageIdModel(str(models_dir / "lid"), savedir=tmp_path)
+    assert {"en", "es", "sw"} <= set(lid.codes)
+    assert "| 1.0 s |" in (models_dir / "lid" / "README.md").read_text()
+    for lang in ("en", "es", "sw"):
+        card = (models_dir / "asr" / lang / "README.md").read_text()
+        assert "## How it was made" in card and "| CER | WER |" in card, lang
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("asr_worker", ["train", "--out", "x", "--language", "xx"], "no synthetic-speech recipe"),
+        ("lid_service", ["train", "--out", "x", "--languages", "en"], "at least two languages"),
+        ("lid_service", ["train", "--out", "x", "--languages", "en,zz"], "no synthetic-speech recipe"),
+    ],
+)
+def test_training_commands_reject_bad_languages_clearly(
+    command: str, args: list[str], message: str, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", command, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, result
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
