@@ -17,6 +17,7 @@ import grpc
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from lidroute.corpus import add_corpus_commands
 from lidroute.errors import InvalidArgument
 from lidroute.keys import Keys
 from lidroute.registry import ModelSpec, Registry, check_language_code
@@ -434,12 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     la = sub.add_parser("languages", help="languages a running router serves")
     la.add_argument("--address", default=DEFAULT_ROUTER, help="router address [env LIDROUTE_ROUTER_ADDR]")
+    add_corpus_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "corpus":
+        return args.corpus_handler(args)
     if args.command == "models":
         if args.models_command == "build":
             return cmd_build(args)

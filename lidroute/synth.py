@@ -224,6 +224,72 @@ def make_sentences(
     return list(sentences)
 
 
+def supports_numbers(lang: str) -> bool:
+    """True when num2words can spell numbers in `lang` (of the 12: not hi, sw, mr, qu)."""
+    spec = get_language(lang)
+    try:
+        number_words(spec.code, 1)
+    except (ImportError, NotImplementedError):
+        return False
+    return True
+
+
+def number_words(lang: str, value: int) -> list[str]:
+    """`value` spelled out in `lang` by num2words, as lowercase in-script words.
+
+    Punctuation and hyphens ("thirty-four", "mille, deux") become word breaks, the same
+    tokenisation as the CLDR vocabulary, so a recognizer's alphabet stays letters and spaces.
+    Raises NotImplementedError where num2words does not know the language.
+    """
+    from num2words import num2words
+
+    spec = get_language(lang)
+    spelled = unicodedata.normalize("NFC", num2words(value, lang=spec.code))
+    words = [token.strip(_STRIP).lower() for token in _SPLIT.split(spelled)]
+    return [word for word in words if word and _in_script(word, spec.script)]
+
+
+def _number_value(rng: np.random.Generator) -> int:
+    """A number of the kinds speech is full of: small counts, round hundreds, years, larger amounts."""
+    kind = int(rng.integers(4))
+    if kind == 0:
+        return int(rng.integers(0, 100))
+    if kind == 1:
+        return int(rng.integers(1, 100)) * 100
+    if kind == 2:
+        return int(rng.integers(1900, 2051))
+    return int(rng.integers(100, 100_000))
+
+
+def make_number_sentences(
+    lang: str,
+    n: int,
+    *,
+    seed: int,
+    max_words: int = 2,
+    vocab: Sequence[str] | None = None,
+) -> list[str]:
+    """`n` distinct "numbers and names" sentences: 0..`max_words` CLDR words around a spelled-out number.
+
+    Numbers are what recognizers trained on names alone get wrong, and what a numbers-and-names
+    error rate measures; num2words spells them at run time, so no text is kept in the repository.
+    """
+    if not supports_numbers(lang):
+        raise ValueError(f"num2words cannot spell numbers in {get_language(lang).name} ({lang})")
+    words = list(vocab) if vocab is not None else vocabulary(lang)
+    rng = _rng(seed, lang, "numbers")
+    sentences: dict[str, None] = {}
+    attempts = 0
+    while len(sentences) < n:
+        attempts += 1
+        if attempts > 100 * n + 1000:
+            raise ValueError(f"could only make {len(sentences)} distinct number sentences of {n}")
+        before = [words[i] for i in rng.integers(0, len(words), size=int(rng.integers(0, max_words + 1)))]
+        after = [words[i] for i in rng.integers(0, len(words), size=int(rng.integers(0, 2)))]
+        sentences.setdefault(" ".join([*before, *number_words(lang, _number_value(rng)), *after]))
+    return list(sentences)
+
+
 # --------------------------------------------------------------------------- speech
 
 

@@ -1,0 +1,712 @@
+"""Speech corpora: one example type for every data source, its readers, and the synthetic corpus.
+
+Training and evaluation must run the same way on the synthetic speech this machine can make and
+on real data elsewhere (a Common Voice download, a Hugging Face dataset), so every source is
+read into `Example`s whose audio comes out as 16 kHz mono float32 on demand, decoded and
+resampled by the same code that serves requests (`lidroute.audio`).
+
+The synthetic corpus (`synth_corpus`, `lidroute corpus synth`) is written in the project's own
+on-disk format: FLAC files plus one JSONL manifest per split whose `audio` paths are relative to
+the manifest, which `datasets.load_dataset("json", data_files=...)` also reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from lidroute import synth
+from lidroute.audio import TARGET_RATE, resample, to_mono
+
+SPLITS = ("train", "dev", "test", "test_hard")
+#: Fields every manifest line has; anything else on the line is kept as metadata.
+MANIFEST_FIELDS = ("audio", "text", "language", "duration")
+#: Common Voice's TSV files, by our split names.
+COMMON_VOICE_SPLITS = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+
+
+class CorpusError(ValueError):
+    """A data source that cannot be read as asked: missing folder, file, column or language."""
+
+
+# --------------------------------------------------------------------------- the example type
+
+
+def read_audio(source: str | Path | bytes) -> np.ndarray:
+    """A file (path or its bytes) as 16 kHz mono float32.
+
+    Common Voice ships MP3, which soundfile reads only with libsndfile >= 1.1 (its wheels bundle
+    1.2.2); an older system libsndfile gets a message that says so instead of a bare format error.
+    """
+    try:
+        audio, rate = sf.read(
+            io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32", always_2d=True
+        )
+    except sf.LibsndfileError as exc:
+        name = "audio bytes" if isinstance(source, bytes) else str(source)
+        hint = ""
+        if str(source).lower().endswith(".mp3") and "MP3" not in sf.available_formats():
+            hint = (
+                f" (this libsndfile {sf.__libsndfile_version__} cannot decode MP3: install a soundfile "
+                "wheel that bundles libsndfile >= 1.1, or convert the clips to FLAC)"
+            )
+        raise CorpusError(f"cannot decode {name}: {exc}{hint}") from None
+    return resample(to_mono(audio), rate)
+
+
+@dataclass(frozen=True, eq=False)
+class Example:
+    """One labelled utterance from any source; `audio()` decodes it when training asks for it.
+
+    Audio is not held in memory: an example knows either its file (`audio_path`) or how to fetch
+    its audio (`fetch`, for sources such as a Hugging Face dataset whose audio lives in Arrow
+    files), so a corpus of many hours costs only its transcripts until it is read.
+    """
+
+    text: str
+    language: str
+    split: str
+    audio_path: Path | None = None
+    duration: float | None = None
+    id: str = ""
+    #: Whatever else the source says about the utterance (voice, speed, noise, speaker, ...).
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    fetch: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.audio_path is None) == (self.fetch is None):
+            raise ValueError("an Example needs exactly one of audio_path and fetch")
+
+    def audio(self) -> np.ndarray:
+        """The utterance as 16 kHz mono float32."""
+        if self.fetch is not None:
+            return self.fetch()
+        assert self.audio_path is not None
+        return read_audio(self.audio_path)
+
+    @classmethod
+    def from_array(cls, audio: np.ndarray, rate: int, **fields: Any) -> Example:
+        """An example whose audio is already in memory at any rate; resampled once, here."""
+        mono = resample(to_mono(np.asarray(audio, dtype=np.float32)), rate)
+        fields.setdefault("duration", len(mono) / TARGET_RATE)
+        return cls(fetch=lambda: mono, **fields)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def read_manifest(path: str | Path, *, split: str | None = None) -> list[Example]:
+    """Reads a JSONL manifest: one object per line with `audio` (relative to the manifest), `text`,
+    `language` and `duration`; every other field is kept in `meta`.
+
+    The split is the line's `split` field, else `split`, else the file's stem (`train.jsonl`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"manifest {path} not found")
+    examples = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{path}:{number}: not JSON: {exc}") from None
+            missing = [name for name in MANIFEST_FIELDS if name not in row]
+            if missing:
+                raise CorpusError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
+            meta = {k: v for k, v in row.items() if k not in (*MANIFEST_FIELDS, "id", "split")}
+            examples.append(
+                Example(
+                    text=row["text"],
+                    language=row["language"],
+                    split=row.get("split") or split or path.stem,
+                    audio_path=path.parent / row["audio"],
+                    duration=float(row["duration"]),
+                    id=str(row.get("id", f"{path.stem}-{number}")),
+                    meta=meta,
+                )
+            )
+    return examples
+
+
+def read_common_voice(
+    folder: str | Path, *, splits: Sequence[str] = ("train", "dev", "test"), language: str | None = None
+) -> list[Example]:
+    """Reads a Common Voice language folder: `clips/` and the `train.tsv`/`dev.tsv`/`test.tsv` files.
+
+    The TSV columns used are `path` (a file in `clips/`) and `sentence`; the language is
+    `language`, else the TSV's `locale` column, else the folder's name (Common Voice names it by
+    locale: `cv-corpus-17.0/sw`). Durations come from `clip_durations.tsv` when the release has it.
+    Quoting is off: sentences contain quote marks that are text, not CSV quoting.
+    """
+    folder = Path(folder)
+    if not (folder / "clips").is_dir():
+        raise CorpusError(f"{folder} is not a Common Voice folder: no clips/ folder in it")
+    unknown = [s for s in splits if s not in COMMON_VOICE_SPLITS]
+    if unknown:
+        raise CorpusError(f"unknown Common Voice split(s) {unknown}; known: {', '.join(COMMON_VOICE_SPLITS)}")
+    durations = _clip_durations(folder / "clip_durations.tsv")
+    examples = []
+    for split in splits:
+        tsv = folder / COMMON_VOICE_SPLITS[split]
+        if not tsv.is_file():
+            raise CorpusError(f"{tsv} not found")
+        with tsv.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            missing = {"path", "sentence"} - set(reader.fieldnames or ())
+            if missing:
+                raise CorpusError(f"{tsv} lacks column(s) {', '.join(sorted(missing))}")
+            for row in reader:
+                lang = language or row.get("locale") or folder.name
+                meta = {k: v for k, v in row.items() if k not in ("path", "sentence") and v}
+                examples.append(
+                    Example(
+                        text=row["sentence"],
+                        language=lang,
+                        split=split,
+                        audio_path=folder / "clips" / row["path"],
+                        duration=durations.get(row["path"]),
+                        id=Path(row["path"]).stem,
+                        meta=meta,
+                    )
+                )
+    return examples
+
+
+def _clip_durations(path: Path) -> dict[str, float]:
+    if not path.is_file():
+        return {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        column = next((c for c in reader.fieldnames or () if c.startswith("duration")), None)
+        if column is None or "clip" not in (reader.fieldnames or ()):
+            return {}
+        return {row["clip"]: float(row[column]) / 1000 for row in reader}
+
+
+def read_hf_dataset(
+    source: str | Path,
+    *,
+    split: str = "train",
+    audio_column: str = "audio",
+    text_column: str = "text",
+    language: str | None = None,
+    language_column: str | None = None,
+    config: str | None = None,
+) -> list[Example]:
+    """Reads a Hugging Face dataset: a `save_to_disk` folder, or anything `load_dataset` takes.
+
+    The audio column may be an `Audio` feature, a file path, or a `{array, sampling_rate}` dict.
+    An `Audio` column is read undecoded and decoded here by soundfile: datasets' own decoder
+    needs torchcodec, which nothing else in the project does. Each example fetches its row when
+    its audio is asked for, so the dataset is never loaded into memory whole.
+    """
+    import datasets
+
+    if language is None and language_column is None:
+        raise CorpusError("say the dataset's language (language=...) or its language column")
+    path = Path(source)
+    if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise CorpusError(f"{path} has no split {split!r}; it has {', '.join(loaded)}")
+            loaded = loaded[split]
+    else:
+        try:
+            loaded = datasets.load_dataset(str(source), config, split=split)
+        except (OSError, ValueError) as exc:  # not found, no network, bad config or split
+            raise CorpusError(f"cannot load dataset {source!r} (split {split!r}): {exc}") from None
+    dataset: datasets.Dataset = loaded  # type: ignore[assignment]
+    wanted = [audio_column, text_column, *([language_column] if language_column else [])]
+    missing = [c for c in wanted if c not in dataset.column_names]
+    if missing:
+        raise CorpusError(
+            f"dataset {source} has no column(s) {', '.join(missing)}; "
+            f"it has {', '.join(dataset.column_names)}"
+        )
+    if isinstance(dataset.features[audio_column], datasets.Audio):
+        dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
+    audio_only = dataset.select_columns([audio_column])
+    texts = dataset[text_column]
+    languages = dataset[language_column] if language_column else [language] * len(texts)
+    durations = dataset["duration"] if "duration" in dataset.column_names else [None] * len(texts)
+
+    def fetcher(index: int) -> Callable[[], np.ndarray]:
+        return lambda: _hf_audio(audio_only[index][audio_column])
+
+    return [
+        Example(
+            text=text,
+            language=lang,
+            split=split,
+            duration=None if seconds is None else float(seconds),
+            id=f"{split}-{index}",
+            fetch=fetcher(index),
+        )
+        for index, (text, lang, seconds) in enumerate(zip(texts, languages, durations, strict=True))
+    ]
+
+
+def _hf_audio(value: Any) -> np.ndarray:
+    if isinstance(value, str):
+        return read_audio(value)
+    if isinstance(value, Mapping):
+        if value.get("array") is not None:
+            return resample(
+                to_mono(np.asarray(value["array"], dtype=np.float32)), int(value["sampling_rate"])
+            )
+        if value.get("bytes"):
+            return read_audio(value["bytes"])
+        if value.get("path"):
+            return read_audio(value["path"])
+    raise CorpusError(f"cannot read audio from a dataset value of type {type(value).__name__}")
+
+
+def read_examples(
+    source: str | Path,
+    *,
+    split: str = "train",
+    language: str | None = None,
+    audio_column: str = "audio",
+    text_column: str = "text",
+) -> list[Example]:
+    """Any source by its look: a `.jsonl` manifest, a corpus folder of manifests (`SPLIT.jsonl`),
+    a Common Voice folder (`clips/`), or a Hugging Face dataset (a saved folder or a hub name).
+
+    This is what training and evaluation commands take, so one `--data` flag reads them all.
+    """
+    path = Path(source).expanduser()
+    looks_local = path.is_absolute() or str(source).startswith((".", "~"))
+    if looks_local and not path.exists():
+        raise CorpusError(f"{path} not found")
+    if path.suffix == ".jsonl":
+        return read_manifest(path, split=split)
+    if path.is_dir() and (path / f"{split}.jsonl").is_file():
+        return read_manifest(path / f"{split}.jsonl", split=split)
+    if path.is_dir() and (path / "clips").is_dir():
+        return read_common_voice(path, splits=[split], language=language)
+    if path.exists() and not path.is_dir():
+        raise CorpusError(f"{path}: not a .jsonl manifest, a corpus folder or a dataset")
+    return read_hf_dataset(
+        source, split=split, audio_column=audio_column, text_column=text_column, language=language
+    )
+
+
+# --------------------------------------------------------------------------- the synthetic corpus
+
+
+@dataclass(frozen=True)
+class SynthPlan:
+    """How `synth_corpus` speaks and degrades each split; the defaults are the documented recipe.
+
+    Train, dev and test share one voice pool and speed range, so dev and test measure
+    generalisation to new sentences; `test_hard` uses voice variants and speeds that no other
+    split has, noise at `hard_snr_db`, and a telephone channel (8 kHz, back up to 16 kHz), so it
+    measures what a model does on speech unlike its training data.
+    """
+
+    speeds: tuple[int, int] = (130, 185)
+    hard_speeds: tuple[tuple[int, int], ...] = ((105, 125), (195, 220))
+    pitches: tuple[int, int] = (30, 70)
+    hard_pitches: tuple[int, int] = (20, 80)
+    #: Share of the voice variants held out of train/dev/test for `test_hard`.
+    hard_voice_share: float = 0.25
+    #: Share of sentences built around a number spelled by num2words, where it covers the language.
+    numbers: float = 0.2
+    min_words: int = 2
+    max_words: int = 5
+    #: Noise augmentation of train/dev/test (with --noise): share of utterances and SNR range.
+    noise_share: float = 0.5
+    noise_snr_db: tuple[float, float] = (10.0, 30.0)
+    #: Level augmentation (with --level): peak level range in dBFS.
+    level_db: tuple[float, float] = (-24.0, -1.0)
+    hard_snr_db: tuple[float, float] = (10.0, 20.0)
+    telephone_rate: int = 8000
+
+
+def split_voices(seed: int, share: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Voice variants for (train/dev/test, test_hard), disjoint, drawn from the seed."""
+    order = np.random.default_rng([seed, synth.stable_hash("held-out voices")]).permutation(
+        len(synth.VARIANTS)
+    )
+    held = max(1, round(share * len(order)))
+    seen = tuple(sorted(synth.VARIANTS[i] for i in order[held:]))
+    hard = tuple(sorted(synth.VARIANTS[i] for i in order[:held]))
+    return seen, hard
+
+
+def corpus_sentences(
+    lang: str, counts: Mapping[str, int], *, seed: int, plan: SynthPlan, vocab: Sequence[str] | None = None
+) -> dict[str, list[tuple[str, bool]]]:
+    """Distinct sentences for each split (disjoint across splits), each flagged True when it holds a number.
+
+    All splits are cut from one pool of distinct sentences, which is what makes them disjoint.
+    """
+    total = sum(counts.values())
+    n_numbers = round(plan.numbers * total) if synth.supports_numbers(lang) else 0
+    numbers = synth.make_number_sentences(lang, n_numbers, seed=seed, vocab=vocab) if n_numbers else []
+    # Extra word sentences cover any that collide with a number sentence.
+    words = synth.make_sentences(
+        lang,
+        total - n_numbers + n_numbers // 10 + 10,
+        seed=seed,
+        min_words=plan.min_words,
+        max_words=plan.max_words,
+        vocab=vocab,
+    )
+    pool: dict[str, bool] = dict.fromkeys(numbers, True)
+    for sentence in words:
+        if len(pool) == total:
+            break
+        pool.setdefault(sentence, False)
+    if len(pool) < total:
+        raise CorpusError(f"{lang}: could make only {len(pool)} distinct sentences of {total}")
+    items = list(pool.items())
+    order = synth._rng(seed, lang, "split order").permutation(len(items))
+    shuffled = [items[i] for i in order]
+    out: dict[str, list[tuple[str, bool]]] = {}
+    start = 0
+    for split, count in counts.items():
+        out[split] = shuffled[start : start + count]
+        start += count
+    return out
+
+
+def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """White or pink-ish (1/f) noise, unit RMS: two colours so a model cannot learn one hiss."""
+    white = rng.standard_normal(n)
+    if rng.random() < 0.5:
+        spectrum = np.fft.rfft(white)
+        spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
+        white = np.fft.irfft(spectrum, n)
+    return (white / (np.sqrt(np.mean(white**2)) + 1e-12)).astype(np.float32)
+
+
+def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """`audio` plus noise at `snr_db` relative to the speech's RMS."""
+    rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
+    return (audio + _noise(rng, len(audio)) * rms / 10 ** (snr_db / 20)).astype(np.float32)
+
+
+def telephone(audio: np.ndarray, rate: int = 8000) -> np.ndarray:
+    """A narrowband channel: down to `rate` and back up to 16 kHz.
+
+    soxr's anti-alias filter removes everything above rate/2, as a telephone line does.
+    """
+    low = soxr.resample(audio, TARGET_RATE, rate, quality="HQ")
+    return soxr.resample(low, rate, TARGET_RATE, quality="HQ")[: len(audio)].astype(np.float32)
+
+
+def set_peak(audio: np.ndarray, peak_db: float) -> np.ndarray:
+    peak = float(np.abs(audio).max())
+    return audio if peak == 0 else (audio * (10 ** (peak_db / 20) / peak)).astype(np.float32)
+
+
+def synth_corpus(
+    out: str | Path,
+    languages: Sequence[str],
+    *,
+    train: int,
+    dev: int,
+    test: int,
+    test_hard: int | None = None,
+    seed: int = 0,
+    noise: bool = False,
+    level: bool = False,
+    vocab_words: int | None = None,
+    plan: SynthPlan = SynthPlan(),
+    workers: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Speaks a corpus into `out`: `SPLIT/LANG/ID.flac` and one `SPLIT.jsonl` manifest per split.
+
+    Everything (sentences, voices, speeds, pitches, noise, levels) is drawn from `seed`, and the
+    draws for one utterance depend only on seed, language, split and position, so the corpus is
+    the same whatever the thread pool's timing. `vocab_words` keeps only that many of each
+    language's words (a fixed random subset), for small models that must learn fast. Returns
+    the manifest of each split; `corpus.json` beside them records the recipe.
+    """
+    out = Path(out)
+    for lang in languages:
+        synth.get_language(lang)  # an unknown language fails before any audio is made
+    counts = {"train": train, "dev": dev, "test": test, "test_hard": test if test_hard is None else test_hard}
+    if any(n < 0 for n in counts.values()):
+        raise CorpusError(f"split sizes must not be negative: {counts}")
+    seen_voices, hard_voices = split_voices(seed, plan.hard_voice_share)
+    workers = workers or os.cpu_count() or 1
+    rows: dict[str, list[dict[str, Any]]] = {split: [] for split in counts}
+    started = time.monotonic()
+    for lang in languages:
+        vocab = _vocab_subset(lang, vocab_words, seed)
+        sentences = corpus_sentences(lang, counts, seed=seed, plan=plan, vocab=vocab)
+        for split, items in sentences.items():
+            if not items:
+                continue
+            utterances = _speak_split(
+                lang, split, [s for s, _ in items], seed, plan, seen_voices, hard_voices, workers
+            )
+            folder = out / split / lang
+            folder.mkdir(parents=True, exist_ok=True)
+            for index, (utt, (_, has_number)) in enumerate(zip(utterances, items, strict=True)):
+                audio, effects = _degrade(utt.audio, lang, split, index, seed, plan, noise=noise, level=level)
+                name = f"{lang}-{split}-{index:06d}"
+                sf.write(folder / f"{name}.flac", audio, TARGET_RATE, format="FLAC", subtype="PCM_16")
+                rows[split].append(
+                    {
+                        "id": name,
+                        "audio": f"{split}/{lang}/{name}.flac",
+                        "text": utt.text,
+                        "language": lang,
+                        "duration": round(len(audio) / TARGET_RATE, 4),
+                        "split": split,
+                        "voice": utt.variant,
+                        "speed": utt.speed,
+                        "pitch": utt.pitch,
+                        "numbers": has_number,
+                        **effects,
+                    }
+                )
+            if progress:
+                progress(f"{lang} {split}: {len(items)} utterances ({time.monotonic() - started:.0f} s)")
+    manifests = {}
+    for split, split_rows in rows.items():
+        manifests[split] = out / f"{split}.jsonl"
+        with manifests[split].open("w", encoding="utf-8") as handle:
+            for row in split_rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    recipe = {
+        "seed": seed,
+        "languages": list(languages),
+        "counts": counts,
+        "noise": noise,
+        "level": level,
+        "vocab_words": vocab_words,
+        "voices": {"train_dev_test": list(seen_voices), "test_hard": list(hard_voices)},
+        "plan": asdict(plan),
+        "numbers_languages": [lang for lang in languages if synth.supports_numbers(lang)],
+    }
+    (out / "corpus.json").write_text(
+        json.dumps(recipe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return manifests
+
+
+def _vocab_subset(lang: str, size: int | None, seed: int) -> list[str] | None:
+    if size is None:
+        return None
+    words = synth.vocabulary(lang)
+    if size >= len(words):
+        return words
+    picks = synth._rng(seed, lang, "vocabulary").choice(len(words), size=size, replace=False)
+    return sorted(words[i] for i in picks)
+
+
+def _split_seed(seed: int, split: str) -> int:
+    return synth.stable_hash(f"{seed}:{split}")
+
+
+def _speak_split(
+    lang: str,
+    split: str,
+    texts: list[str],
+    seed: int,
+    plan: SynthPlan,
+    seen_voices: Sequence[str],
+    hard_voices: Sequence[str],
+    workers: int,
+) -> list[synth.Utterance]:
+    """Speaks one split; `test_hard` alternates between a slow and a fast speed range outside training's."""
+    if split != "test_hard":
+        return synth.speak_texts(
+            texts,
+            lang,
+            seed=_split_seed(seed, split),
+            variants=seen_voices,
+            speeds=plan.speeds,
+            pitches=plan.pitches,
+            workers=workers,
+        )
+    ranges = len(plan.hard_speeds)
+    spoken: dict[int, synth.Utterance] = {}
+    for r, speeds in enumerate(plan.hard_speeds):
+        positions = range(r, len(texts), ranges)
+        if not positions:
+            continue
+        utterances = synth.speak_texts(
+            [texts[i] for i in positions],
+            lang,
+            seed=_split_seed(seed, f"{split}:{r}"),
+            variants=hard_voices,
+            speeds=speeds,
+            pitches=plan.hard_pitches,
+            workers=workers,
+        )
+        spoken.update(zip(positions, utterances, strict=True))
+    return [spoken[i] for i in range(len(texts))]
+
+
+def _degrade(
+    audio: np.ndarray,
+    lang: str,
+    split: str,
+    index: int,
+    seed: int,
+    plan: SynthPlan,
+    *,
+    noise: bool,
+    level: bool,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Noise, channel and level for one utterance, drawn from its own generator; returns what was done."""
+    rng = np.random.default_rng([seed, synth.stable_hash(lang), synth.stable_hash(split), index])
+    # Every key is on every line, so a manifest is one table for `datasets`.
+    effects: dict[str, Any] = {"snr_db": None, "telephone": False, "peak_db": None}
+    if split == "test_hard":
+        effects["snr_db"] = round(float(rng.uniform(*plan.hard_snr_db)), 2)
+        audio = telephone(add_noise(audio, effects["snr_db"], rng), plan.telephone_rate)
+        effects["telephone"] = True
+    elif noise and rng.random() < plan.noise_share:
+        effects["snr_db"] = round(float(rng.uniform(*plan.noise_snr_db)), 2)
+        audio = add_noise(audio, effects["snr_db"], rng)
+    if level:
+        effects["peak_db"] = round(float(rng.uniform(*plan.level_db)), 2)
+        audio = set_peak(audio, effects["peak_db"])
+    elif np.abs(audio).max() > 1.0:
+        audio = set_peak(audio, -1.0)  # noise can push peaks past full scale; FLAC would clip them
+    return audio.astype(np.float32, copy=False), effects
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def corpus_stats(folder: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Utterances and hours per split and language, read from the manifests in `folder`."""
+    folder = Path(folder)
+    manifests = sorted(folder.glob("*.jsonl"))
+    if not manifests:
+        raise CorpusError(f"no *.jsonl manifests in {folder}")
+    stats: dict[str, dict[str, dict[str, float]]] = {}
+    for manifest in manifests:
+        split: dict[str, dict[str, float]] = defaultdict(lambda: {"utterances": 0, "hours": 0.0})
+        for example in read_manifest(manifest):
+            split[example.language]["utterances"] += 1
+            split[example.language]["hours"] += (example.duration or 0.0) / 3600
+        stats[manifest.stem] = dict(sorted(split.items()))
+    return stats
+
+
+def format_stats(stats: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    lines = [f"{'split':10} {'lang':6} {'utts':>7} {'hours':>8}"]
+    for split, languages in stats.items():
+        for lang, numbers in languages.items():
+            lines.append(f"{split:10} {lang:6} {int(numbers['utterances']):7d} {numbers['hours']:8.3f}")
+        total_utts = sum(int(n["utterances"]) for n in languages.values())
+        total_hours = sum(n["hours"] for n in languages.values())
+        lines.append(f"{split:10} {'all':6} {total_utts:7d} {total_hours:8.3f}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Adds `lidroute corpus synth|stats`; each parser carries its handler in `corpus_handler`."""
+    corpus = sub.add_parser("corpus", help="make the synthetic corpus; summarise a corpus")
+    csub = corpus.add_subparsers(dest="corpus_command", required=True)
+    make = csub.add_parser(
+        "synth", help="speak a multilingual corpus with espeak-ng (train/dev/test/test_hard)"
+    )
+    make.add_argument("--out", required=True, help="folder for SPLIT.jsonl manifests and FLAC audio")
+    make.add_argument(
+        "--languages", default=",".join(synth.LANGUAGES), help="comma-separated codes (default: all 12)"
+    )
+    make.add_argument("--train", type=int, default=400, help="utterances per language")
+    make.add_argument("--dev", type=int, default=50, help="utterances per language")
+    make.add_argument("--test", type=int, default=100, help="utterances per language")
+    make.add_argument("--test-hard", type=int, help="utterances per language (default: as --test)")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--noise", action="store_true", help="add noise to part of train/dev/test")
+    make.add_argument("--level", action="store_true", help="random peak levels")
+    make.add_argument("--vocab-words", type=int, help="draw sentences from only this many words per language")
+    make.add_argument(
+        "--numbers",
+        type=float,
+        default=SynthPlan.numbers,
+        help="share of sentences with a spelled-out number",
+    )
+    make.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
+    make.set_defaults(corpus_handler=cmd_synth)
+    stats = csub.add_parser("stats", help="hours and utterances per split and language")
+    stats.add_argument("folder")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(corpus_handler=cmd_stats)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
+    unknown = [lang for lang in languages if lang not in synth.LANGUAGES]
+    if unknown:
+        print(
+            f"unknown language(s) {', '.join(unknown)}; known: {', '.join(synth.LANGUAGES)}", file=sys.stderr
+        )
+        return 2
+    started = time.monotonic()
+    synth_corpus(
+        args.out,
+        languages,
+        train=args.train,
+        dev=args.dev,
+        test=args.test,
+        test_hard=args.test_hard,
+        seed=args.seed,
+        noise=args.noise,
+        level=args.level,
+        vocab_words=args.vocab_words,
+        plan=SynthPlan(numbers=args.numbers),
+        workers=args.workers,
+        progress=lambda line: print(line, flush=True),
+    )
+    print(format_stats(corpus_stats(args.out)))
+    print(f"corpus written to {args.out} in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    try:
+        stats = corpus_stats(args.folder)
+    except CorpusError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+__all__ = [
+    "SPLITS",
+    "CorpusError",
+    "Example",
+    "SynthPlan",
+    "corpus_stats",
+    "read_audio",
+    "read_common_voice",
+    "read_examples",
+    "read_hf_dataset",
+    "read_manifest",
+    "synth_corpus",
+]

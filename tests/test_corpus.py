@@ -1,0 +1,346 @@
+"""The synthetic corpus and the data readers: every source reads into the same 16 kHz examples."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lidroute import corpus, synth
+from lidroute.cli import main as lidroute_main
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+SIZES = {"train": 4, "dev": 2, "test": 2, "test_hard": 4}
+
+
+def _make(out: Path, seed: int = 5, **kwargs: object) -> dict[str, Path]:
+    return corpus.synth_corpus(
+        out,
+        ["en", "sw"],
+        train=SIZES["train"],
+        dev=SIZES["dev"],
+        test=SIZES["test"],
+        test_hard=SIZES["test_hard"],
+        seed=seed,
+        workers=2,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    out = tmp_path_factory.mktemp("corpus")
+    _make(out, noise=True)
+    return out
+
+
+def _rows(manifest: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
+
+
+def _share_above(audio: np.ndarray, hz: float) -> float:
+    power = np.abs(np.fft.rfft(audio)) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1 / 16000)
+    return float(power[freqs > hz].sum() / power.sum())
+
+
+# --------------------------------------------------------------------------- the synthetic corpus
+
+
+def test_number_sentences_are_spelled_words_where_num2words_knows_the_language() -> None:
+    assert synth.supports_numbers("en") and synth.supports_numbers("tr")
+    assert not synth.supports_numbers("sw")
+    sentences = synth.make_number_sentences("de", 20, seed=1)
+    assert sentences == synth.make_number_sentences("de", 20, seed=1)
+    assert len(set(sentences)) == 20
+    assert all(not any(c.isdigit() for c in s) for s in sentences)
+    with pytest.raises(ValueError, match="num2words"):
+        synth.make_number_sentences("qu", 3, seed=1)
+
+
+def test_manifests_have_the_fields_and_relative_paths_that_exist(made: Path) -> None:
+    for split, size in SIZES.items():
+        rows = _rows(made / f"{split}.jsonl")
+        assert len(rows) == 2 * size
+        assert {r["language"] for r in rows} == {"en", "sw"}
+        for row in rows:
+            assert {"audio", "text", "language", "duration", "split", "voice", "speed", "pitch"} <= set(row)
+            assert row["split"] == split
+            path = Path(str(row["audio"]))
+            assert not path.is_absolute()
+            info = sf.info(made / path)
+            assert info.samplerate == 16000 and info.channels == 1 and info.format == "FLAC"
+            assert abs(info.frames / 16000 - float(row["duration"])) < 1e-3  # type: ignore[arg-type]
+    recipe = json.loads((made / "corpus.json").read_text())
+    assert not set(recipe["voices"]["train_dev_test"]) & set(recipe["voices"]["test_hard"])
+
+
+def test_splits_have_disjoint_sentences(made: Path) -> None:
+    texts = {split: [r["text"] for r in _rows(made / f"{split}.jsonl")] for split in SIZES}
+    for split, split_texts in texts.items():
+        assert len(set(split_texts)) == len(split_texts), split
+    for a in SIZES:
+        for b in SIZES:
+            if a < b:
+                assert not set(texts[a]) & set(texts[b]), (a, b)
+
+
+def test_sentence_pool_is_disjoint_and_flags_numbers_at_scale() -> None:
+    counts = {"train": 300, "dev": 50, "test": 50, "test_hard": 50}
+    split = corpus.corpus_sentences("en", counts, seed=2, plan=corpus.SynthPlan(numbers=0.3))
+    all_texts = [t for items in split.values() for t, _ in items]
+    assert len(all_texts) == len(set(all_texts)) == 450
+    assert {k: len(v) for k, v in split.items()} == counts
+    assert sum(flag for items in split.values() for _, flag in items) == round(0.3 * 450)
+
+
+@needs_espeak
+def test_same_seed_same_corpus_other_seed_other_corpus(made: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    _make(again, noise=True)
+    for split in SIZES:
+        assert _rows(again / f"{split}.jsonl") == _rows(made / f"{split}.jsonl")
+    first = _rows(made / "train.jsonl")[0]["audio"]
+    a, _ = sf.read(made / str(first), dtype="int16")
+    b, _ = sf.read(again / str(first), dtype="int16")
+    assert np.array_equal(a, b)
+    other = tmp_path / "other"
+    _make(other, seed=6)
+    assert [r["text"] for r in _rows(other / "train.jsonl")] != [
+        r["text"] for r in _rows(made / "train.jsonl")
+    ]
+
+
+def test_test_hard_is_band_limited_noisy_and_spoken_differently(made: Path) -> None:
+    hard = _rows(made / "test_hard.jsonl")
+    easy = _rows(made / "train.jsonl") + _rows(made / "test.jsonl")
+    recipe = json.loads((made / "corpus.json").read_text())
+    assert {r["voice"] for r in hard} <= set(recipe["voices"]["test_hard"])
+    assert not {r["voice"] for r in hard} & {r["voice"] for r in easy}
+    low, high = corpus.SynthPlan().speeds
+    assert all(not low <= int(r["speed"]) <= high for r in hard)  # type: ignore[call-overload]
+    assert all(r["telephone"] and 10 <= float(r["snr_db"]) <= 20 for r in hard)  # type: ignore[arg-type]
+    for row in hard:
+        assert _share_above(corpus.read_audio(made / str(row["audio"])), 4100) < 1e-3
+    clean = [r for r in easy if r["snr_db"] is None]
+    assert clean, "the noise share left no clean utterance"
+    assert max(_share_above(corpus.read_audio(made / str(r["audio"])), 4100) for r in clean) > 0.01
+
+
+def test_noise_lowers_the_snr_it_claims() -> None:
+    rng = np.random.default_rng(0)
+    tone = np.sin(np.arange(16000) * 2 * np.pi * 440 / 16000).astype(np.float32)
+    noisy = corpus.add_noise(tone, 10.0, rng)
+    snr = 10 * np.log10(np.mean(tone**2) / np.mean((noisy - tone) ** 2))
+    assert abs(snr - 10.0) < 0.1
+
+
+@needs_espeak
+def test_manifests_load_with_datasets_json(made: Path, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    loaded = datasets.load_dataset(
+        "json",
+        data_files={split: str(made / f"{split}.jsonl") for split in SIZES},
+        cache_dir=str(tmp_path / "hf-cache"),
+    )
+    assert {split: len(loaded[split]) for split in SIZES} == {k: 2 * v for k, v in SIZES.items()}
+    assert {"audio", "text", "language", "duration"} <= set(loaded["test_hard"].column_names)
+
+
+def test_unknown_language_fails_before_any_audio(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="known"):
+        corpus.synth_corpus(tmp_path / "c", ["en", "xx"], train=1, dev=1, test=1)
+    assert not (tmp_path / "c").exists()
+    assert lidroute_main(["corpus", "synth", "--out", str(tmp_path / "c"), "--languages", "en,zz"]) == 2
+
+
+@needs_espeak
+def test_cli_synth_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    argv = ["corpus", "synth", "--out", str(out), "--languages", "tr", "--seed", "3", "--workers", "2"]
+    assert lidroute_main([*argv, "--train", "2", "--dev", "1", "--test", "1", "--level"]) == 0
+    capsys.readouterr()
+    assert lidroute_main(["corpus", "stats", str(out), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert {split: stats[split]["tr"]["utterances"] for split in SIZES} == {
+        "train": 2,
+        "dev": 1,
+        "test": 1,
+        "test_hard": 1,
+    }
+    assert stats["train"]["tr"]["hours"] > 0
+    assert lidroute_main(["corpus", "stats", str(tmp_path / "nothing")]) == 1
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _tone(seconds: float, rate: int, hz: float = 300.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def test_manifest_reader_round_trips_the_synthetic_corpus(made: Path) -> None:
+    examples = corpus.read_manifest(made / "dev.jsonl")
+    assert len(examples) == 2 * SIZES["dev"]
+    first = examples[0]
+    row = _rows(made / "dev.jsonl")[0]
+    assert (first.text, first.language, first.split, first.id) == (
+        row["text"],
+        row["language"],
+        "dev",
+        row["id"],
+    )
+    assert first.meta["voice"] == row["voice"]
+    audio = first.audio()
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(len(audio) / 16000 - float(first.duration or 0)) < 1e-3
+    assert [e.id for e in corpus.read_examples(made, split="dev")] == [e.id for e in examples]
+
+
+def test_manifest_reader_names_the_missing_field(tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.jsonl"
+    manifest.write_text(json.dumps({"audio": "a.flac", "text": "x", "duration": 1.0}) + "\n")
+    with pytest.raises(corpus.CorpusError, match=r"bad\.jsonl:1: missing field.*language"):
+        corpus.read_manifest(manifest)
+    with pytest.raises(corpus.CorpusError, match="not found"):
+        corpus.read_manifest(tmp_path / "absent.jsonl")
+
+
+def _common_voice(folder: Path) -> None:
+    (folder / "clips").mkdir(parents=True)
+    header = "client_id\tpath\tsentence\tup_votes\tlocale\n"
+    lines = {"train": [], "dev": [], "test": []}  # type: dict[str, list[str]]
+    for i, (split, rate, fmt) in enumerate(
+        [("train", 48000, "WAV"), ("train", 22050, "FLAC"), ("dev", 16000, "WAV"), ("test", 8000, "FLAC")]
+    ):
+        name = f"common_voice_sw_{i}.{fmt.lower()}"
+        stereo = np.stack([_tone(0.5 + 0.25 * i, rate)] * 2, axis=1)
+        sf.write(folder / "clips" / name, stereo, rate, format=fmt)
+        # A quote mark inside a sentence is text: Common Voice TSVs are not CSV-quoted.
+        lines[split].append(f'c{i}\t{name}\tclip "{i}" said\t2\tsw\n')
+    for split, rows in lines.items():
+        (folder / f"{split}.tsv").write_text(header + "".join(rows), encoding="utf-8")
+    names = sorted(p.name for p in (folder / "clips").iterdir())
+    (folder / "clip_durations.tsv").write_text(
+        "clip\tduration[ms]\n" + "".join(f"{name}\t{500 + 250 * i}\n" for i, name in enumerate(names))
+    )
+
+
+def test_common_voice_reader_decodes_any_rate_to_16k_mono(tmp_path: Path) -> None:
+    folder = tmp_path / "sw"
+    _common_voice(folder)
+    examples = corpus.read_common_voice(folder)
+    assert [e.split for e in examples] == ["train", "train", "dev", "test"]
+    assert all(e.language == "sw" for e in examples)
+    assert examples[0].text == 'clip "0" said'
+    assert examples[0].meta["client_id"] == "c0"
+    assert [e.duration for e in examples] == [0.5, 0.75, 1.0, 1.25]
+    for i, example in enumerate(examples):
+        audio = example.audio()
+        assert audio.dtype == np.float32 and audio.ndim == 1
+        assert abs(len(audio) - int((0.5 + 0.25 * i) * 16000)) <= 2
+        assert 0.25 < np.abs(audio).max() < 0.35
+    only_test = corpus.read_examples(folder, split="test", language="sw")
+    assert [e.id for e in only_test] == ["common_voice_sw_3"]
+
+
+def test_common_voice_reader_errors_name_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(corpus.CorpusError, match="no clips/ folder"):
+        corpus.read_common_voice(tmp_path / "nowhere")
+    folder = tmp_path / "sw"
+    _common_voice(folder)
+    (folder / "dev.tsv").write_text("path\ttext\nx.wav\thello\n")
+    with pytest.raises(corpus.CorpusError, match=r"dev\.tsv lacks column.*sentence"):
+        corpus.read_common_voice(folder)
+    (folder / "test.tsv").unlink()
+    with pytest.raises(corpus.CorpusError, match=r"test\.tsv not found"):
+        corpus.read_common_voice(folder, splits=["test"])
+
+
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="this libsndfile has no MP3")
+def test_common_voice_mp3_clips_decode(tmp_path: Path) -> None:
+    # Common Voice ships MP3; the libsndfile bundled with soundfile's wheels reads it.
+    folder = tmp_path / "sw"
+    _common_voice(folder)
+    sf.write(folder / "clips" / "extra.mp3", _tone(1.0, 48000), 48000, format="MP3")
+    (folder / "test.tsv").write_text("path\tsentence\nextra.mp3\tmoja\n", encoding="utf-8")
+    (example,) = corpus.read_common_voice(folder, splits=["test"])
+    audio = example.audio()
+    assert abs(len(audio) / 16000 - 1.0) < 0.1
+    assert 0.2 < np.abs(audio).max() < 0.4
+
+
+def test_a_local_source_that_is_missing_is_not_looked_up_on_the_hub(tmp_path: Path) -> None:
+    with pytest.raises(corpus.CorpusError, match="not found"):
+        corpus.read_examples(tmp_path / "absent", language="sw")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(corpus.CorpusError, match=r"not a \.jsonl manifest"):
+        corpus.read_examples(tmp_path / "notes.txt", language="sw")
+
+
+def test_unreadable_clip_is_a_corpus_error(tmp_path: Path) -> None:
+    clip = tmp_path / "broken.mp3"
+    clip.write_bytes(b"not audio at all")
+    with pytest.raises(corpus.CorpusError, match="cannot decode"):
+        corpus.read_audio(clip)
+
+
+def test_hf_dataset_reader_round_trips_save_to_disk(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    clips = []
+    for i, rate in enumerate([16000, 44100, 8000]):
+        path = tmp_path / f"clip{i}.wav"
+        sf.write(path, _tone(0.5 + 0.5 * i, rate), rate)
+        clips.append(str(path))
+    texts = ["moja", "mbili", "tatu"]
+    table = datasets.Dataset.from_dict({"speech": clips, "transcript": texts, "lang": ["sw"] * 3})
+    table = table.cast_column("speech", datasets.Audio())
+    saved = tmp_path / "hf"
+    datasets.DatasetDict({"train": table, "test": table.select([2])}).save_to_disk(str(saved))
+    for path in clips:
+        Path(path).unlink()  # the saved dataset must carry its own audio
+    examples = corpus.read_hf_dataset(
+        saved, split="train", audio_column="speech", text_column="transcript", language_column="lang"
+    )
+    assert [(e.text, e.language, e.split) for e in examples] == [(t, "sw", "train") for t in texts]
+    for i, example in enumerate(examples):
+        audio = example.audio()
+        assert audio.dtype == np.float32 and abs(len(audio) - int((0.5 + 0.5 * i) * 16000)) <= 2
+    test = corpus.read_examples(
+        saved, split="test", language="sw", audio_column="speech", text_column="transcript"
+    )
+    assert [e.text for e in test] == ["tatu"]
+
+
+def test_hf_dataset_reader_accepts_in_memory_arrays_and_names_bad_columns(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    rows = {"audio": [{"array": _tone(1.0, 22050).tolist(), "sampling_rate": 22050}], "text": ["hello"]}
+    saved = tmp_path / "plain"
+    datasets.Dataset.from_dict(rows).save_to_disk(str(saved))
+    (example,) = corpus.read_hf_dataset(saved, language="en")
+    assert abs(len(example.audio()) - 16000) <= 2
+    with pytest.raises(corpus.CorpusError, match=r"no column.*sentence.*it has audio, text"):
+        corpus.read_hf_dataset(saved, language="en", text_column="sentence")
+    with pytest.raises(corpus.CorpusError, match="language"):
+        corpus.read_hf_dataset(saved)
+    with pytest.raises(corpus.CorpusError, match="no split 'dev'"):
+        datasets.DatasetDict({"train": datasets.load_from_disk(str(saved))}).save_to_disk(
+            str(tmp_path / "dd")
+        )
+        corpus.read_hf_dataset(tmp_path / "dd", split="dev", language="en")
+
+
+def test_example_needs_exactly_one_audio_source() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        corpus.Example(text="x", language="en", split="train")
+    example = corpus.Example.from_array(_tone(1.0, 48000), 48000, text="x", language="en", split="train")
+    assert example.duration == pytest.approx(1.0, abs=1e-3)
+    assert len(example.audio()) == pytest.approx(16000, abs=2)
