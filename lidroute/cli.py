@@ -19,6 +19,7 @@ import redis.exceptions
 
 from lidroute.corpus import add_corpus_commands
 from lidroute.errors import InvalidArgument
+from lidroute.evaluation import add_evaluate_commands
 from lidroute.keys import Keys
 from lidroute.registry import ModelSpec, Registry, check_language_code
 from lidroute.settings import CommonSettings, add_setting_flags, settings_from_namespace
@@ -436,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     la = sub.add_parser("languages", help="languages a running router serves")
     la.add_argument("--address", default=DEFAULT_ROUTER, help="router address [env LIDROUTE_ROUTER_ADDR]")
     add_corpus_commands(sub)
+    add_evaluate_commands(sub)
     return parser
 
 
@@ -444,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "corpus":
         return args.corpus_handler(args)
+    if args.command == "evaluate":
+        return args.evaluate_handler(args)
     if args.command == "models":
         if args.models_command == "build":
             return cmd_build(args)

@@ -1,0 +1,745 @@
+"""`lidroute evaluate`: error rates, a numbers-and-names micro-WER, language-ID accuracy and speed.
+
+One command measures the models the way they are used, on any data source `read_examples` reads
+(the synthetic corpus's manifests, a Common Voice folder, a Hugging Face dataset):
+
+* **in-process**: the models of a models folder (`lid/`, `asr/LANG/`) are loaded by the same
+  classes and calls the services use (`LanguageIdModel`, `CtcModel` with a `ModelSpec`). Each
+  utterance is transcribed by its own language's recognizer, so CER/WER measure the recognizer
+  and not the language ID in front of it; language ID is measured separately, the router's way:
+  on a window that starts at the speech onset found by the router's VAD (`router.detection`),
+  once per fixed window length and once with the router's own growing-window policy, choosing
+  among the languages under evaluation.
+* **through a router** (`--address`): every utterance is one `Transcribe` call, so the numbers
+  are what a client gets end to end, detection errors and serving overhead included.
+
+Metrics are corpus-level (jiwer: total edits over total reference length) per language, pooled
+over all utterances (`all`), and averaged over languages (`mean`, the figure the issue's
+targets are stated in). Text is normalised as the recognizers are trained
+(`asr_worker.training.normalize_text`: NFC, lowercase, single spaces).
+
+**Micro-WER** is the word error rate restricted to the reference words that carry a number or a
+name, the words a transcript is most often read for and that a recognizer trained on common
+words gets wrong:
+
+* *number words*: a token with a digit, or a word that num2words produces when spelling numbers
+  in the language (`lidroute.synth.number_words`, over 0-1000 and the thousands up to a million,
+  the range `make_number_sentences` draws from), or a concatenation of such words (German,
+  Italian and Turkish write 43 211 as one word). A word that only ever joins the parts of a
+  spelled number ("and", "y", "et", "e") counts only between two number words;
+* *names*: a word capitalised in the raw reference that does not start a sentence (real
+  transcripts such as Common Voice's are cased; the synthetic corpus is lowercase, so there only
+  numbers count; German capitalises every noun, so there this set is wider than names).
+
+A key word is wrong when the alignment (jiwer's, of the whole normalised utterance) substitutes
+or deletes it; micro-WER = wrong key words / key words. Insertions belong to no reference word
+and are left out, so micro-WER is a miss rate on the key words.
+
+Real-time factor is processing seconds over audio seconds: recognizer inference in-process
+(after one warm-up call, as a long-running worker is warm), the whole request's wall time
+through a router.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lidroute.corpus import CorpusError, Example, read_examples
+
+if TYPE_CHECKING:
+    from asr_worker.model import CtcModel
+    from lid_service.model import LanguageIdModel
+
+#: Window lengths (s of speech after onset) that language ID is scored on in-process.
+DEFAULT_WINDOWS = (0.5, 1.0, 3.0)
+#: Label of the router's growing-window decision (in-process) or the router's detection.
+ROUTER = "router"
+#: Values whose spellings make the number-word vocabulary: everything `make_number_sentences` says
+#: is one of these or a concatenation of them (a compound of thousands and a rest below 1000).
+_NUMBER_VALUES = (*range(0, 1001), *range(2000, 1_000_000, 1000), 1_000_000)
+_PUNCT = re.compile(r"^\W+|\W+$")
+_SENTENCE_END = (".", "!", "?", "…")
+
+
+# --------------------------------------------------------------------------- text and metrics
+
+
+def normalize(text: str) -> str:
+    """The recognizers' training form of a transcript (lazy import: it pulls in torch)."""
+    from asr_worker.training import normalize_text
+
+    return normalize_text(text)
+
+
+@cache
+def number_vocabulary(lang: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(number words, connectives) of `lang`; both empty where num2words cannot spell the language.
+
+    A connective is a word that appears in spellings only between two other words ("one hundred
+    *and* five"), never at an end: alone it is an ordinary word, so it counts only inside a number.
+    """
+    from lidroute import synth
+
+    if lang not in synth.LANGUAGES or not synth.supports_numbers(lang):
+        return frozenset(), frozenset()
+    words: set[str] = set()
+    ends: set[str] = set()
+    for value in _NUMBER_VALUES:
+        spelled = synth.number_words(lang, value)
+        words.update(spelled)
+        if spelled:
+            ends.update((spelled[0], spelled[-1]))
+    connectives = words - ends
+    return frozenset(words - connectives), frozenset(connectives)
+
+
+def _is_compound(word: str, parts: frozenset[str]) -> bool:
+    """True when `word` is a concatenation of two or more number words (`dreiundvierzigtausend|elf`)."""
+    n = len(word)
+    reachable = [True] + [False] * n  # reachable[i]: word[:i] splits into number words
+    for end in range(1, n + 1):
+        reachable[end] = any(reachable[start] and word[start:end] in parts for start in range(end))
+    return reachable[n]
+
+
+def is_number_word(word: str, lang: str) -> bool:
+    """A token with a digit, a number word of `lang`, or a compound of number words."""
+    bare = _PUNCT.sub("", word.lower())
+    if not bare:
+        return False
+    if any(c.isdigit() for c in bare):
+        return True
+    numbers, _ = number_vocabulary(lang)
+    return bare in numbers or (len(bare) > 3 and _is_compound(bare, numbers))
+
+
+def key_words(raw_reference: str, lang: str) -> list[bool]:
+    """For each word of the normalised reference: does micro-WER count it (number or name)?
+
+    Normalisation only changes case and spacing, so the raw reference's whitespace tokens are the
+    normalised reference's words, one for one; capitalisation is read from the raw tokens.
+    """
+    import unicodedata
+
+    raw = unicodedata.normalize("NFC", raw_reference).split()
+    numbers = [is_number_word(token, lang) for token in raw]
+    _, connectives = number_vocabulary(lang)
+    flags = []
+    for i, token in enumerate(raw):
+        bare = _PUNCT.sub("", token)
+        starts_sentence = i == 0 or raw[i - 1].endswith(_SENTENCE_END)
+        name = bool(bare) and bare[0].isupper() and not starts_sentence
+        joins = bare.lower() in connectives and 0 < i < len(raw) - 1 and numbers[i - 1] and numbers[i + 1]
+        flags.append(numbers[i] or name or joins)
+    return flags
+
+
+@dataclass(frozen=True)
+class ErrorCounts:
+    """Corpus-level error rates of a set of utterances; a rate is None when there is no reference."""
+
+    cer: float | None
+    wer: float | None
+    micro_wer: float | None
+    reference_words: int
+    reference_chars: int
+    key_words: int
+    key_word_errors: int
+
+
+def error_counts(
+    references: Sequence[str], hypotheses: Sequence[str], flags: Sequence[Sequence[bool]] | None = None
+) -> ErrorCounts:
+    """CER, WER (jiwer, corpus-level) and micro-WER over normalised `references`/`hypotheses`.
+
+    `flags[i][j]` says whether word j of reference i is a key word (see `key_words`); without flags
+    no word is, and micro-WER is None.
+    """
+    import jiwer
+
+    refs, hyps = list(references), list(hypotheses)
+    n_words = sum(len(r.split()) for r in refs)
+    n_chars = sum(len(r) for r in refs)
+    if not refs or n_chars == 0:
+        return ErrorCounts(None, None, None, n_words, n_chars, 0, 0)
+    chars = jiwer.process_characters(refs, hyps)
+    words = jiwer.process_words(refs, hyps)
+    n_key = wrong = 0
+    if flags is not None:
+        for sentence_flags, alignment in zip(flags, words.alignments, strict=True):
+            missed = {
+                i
+                for chunk in alignment
+                if chunk.type in ("substitute", "delete")
+                for i in range(chunk.ref_start_idx, chunk.ref_end_idx)
+            }
+            n_key += sum(sentence_flags)
+            wrong += sum(1 for i, key in enumerate(sentence_flags) if key and i in missed)
+    return ErrorCounts(
+        cer=float(chars.cer),
+        wer=float(words.wer) if n_words else None,
+        micro_wer=wrong / n_key if n_key else None,
+        reference_words=n_words,
+        reference_chars=n_chars,
+        key_words=n_key,
+        key_word_errors=wrong,
+    )
+
+
+@dataclass
+class UtteranceResult:
+    """What happened to one utterance; `hypothesis` is None when it was not transcribed (no model)."""
+
+    id: str
+    language: str
+    reference: str
+    hypothesis: str | None
+    audio_seconds: float
+    #: Seconds that count in the real-time factor (recognizer inference, or the whole request).
+    processing_seconds: float = 0.0
+    #: Language decided per window label (`0.5s`, ..., `router`).
+    detected: dict[str, str] = field(default_factory=dict)
+    lid_seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class GroupMetrics:
+    """The numbers of one table row: a language, `all` utterances pooled, or the `mean` of languages."""
+
+    utterances: int
+    transcribed: int
+    failed: int
+    audio_seconds: float
+    cer: float | None
+    wer: float | None
+    micro_wer: float | None
+    reference_words: int
+    key_words: int
+    lid_accuracy: dict[str, float]
+    rtf: float | None
+
+
+def group_metrics(results: Sequence[UtteranceResult]) -> GroupMetrics:
+    done = [r for r in results if r.hypothesis is not None]
+    counts = error_counts(
+        [normalize(r.reference) for r in done],
+        [normalize(r.hypothesis or "") for r in done],
+        [key_words(r.reference, r.language) for r in done],
+    )
+    windows: dict[str, list[bool]] = defaultdict(list)
+    for r in results:
+        for label, lang in r.detected.items():
+            windows[label].append(lang == r.language)
+    audio = sum(r.audio_seconds for r in done)
+    return GroupMetrics(
+        utterances=len(results),
+        transcribed=len(done),
+        failed=sum(1 for r in results if r.error),
+        audio_seconds=round(sum(r.audio_seconds for r in results), 3),
+        cer=counts.cer,
+        wer=counts.wer,
+        micro_wer=counts.micro_wer,
+        reference_words=counts.reference_words,
+        key_words=counts.key_words,
+        lid_accuracy={label: sum(hits) / len(hits) for label, hits in windows.items()},
+        rtf=sum(r.processing_seconds for r in done) / audio if audio else None,
+    )
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def summarize(results: Sequence[UtteranceResult]) -> dict[str, GroupMetrics]:
+    """One row per language, then `all` (pooled) and `mean` (unweighted over languages) when several.
+
+    A language without a number (no recognizer, no key words) is left out of that number's mean
+    rather than counted as zero.
+    """
+    by_lang: dict[str, list[UtteranceResult]] = defaultdict(list)
+    for r in results:
+        by_lang[r.language].append(r)
+    rows = {lang: group_metrics(by_lang[lang]) for lang in sorted(by_lang)}
+    if len(rows) > 1:
+        langs = list(rows.values())
+        labels = sorted({label for m in langs for label in m.lid_accuracy}, key=_window_order)
+        rows["all"] = group_metrics(results)
+        rows["mean"] = GroupMetrics(
+            utterances=sum(m.utterances for m in langs),
+            transcribed=sum(m.transcribed for m in langs),
+            failed=sum(m.failed for m in langs),
+            audio_seconds=round(sum(m.audio_seconds for m in langs), 3),
+            cer=_mean([m.cer for m in langs]),
+            wer=_mean([m.wer for m in langs]),
+            micro_wer=_mean([m.micro_wer for m in langs]),
+            reference_words=sum(m.reference_words for m in langs),
+            key_words=sum(m.key_words for m in langs),
+            lid_accuracy={
+                label: v
+                for label in labels
+                if (v := _mean([m.lid_accuracy.get(label) for m in langs])) is not None
+            },
+            rtf=_mean([m.rtf for m in langs]),
+        )
+    return rows
+
+
+def _window_order(label: str) -> tuple[int, float]:
+    """`0.5s` < `1s` < `3s` < `router`."""
+    return (1, 0.0) if label == ROUTER else (0, float(label.rstrip("s")))
+
+
+def window_label(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def format_table(rows: Mapping[str, GroupMetrics]) -> str:
+    """A fixed-width table: one line per language, then `all` and `mean`."""
+    labels = sorted({label for m in rows.values() for label in m.lid_accuracy}, key=_window_order)
+    head = (
+        f"{'lang':6} {'utts':>5} {'audio s':>8} {'CER':>7} {'WER':>7} {'microWER':>9} {'(words)':>7}"
+        + "".join(f" {'LID@' + label:>10}" for label in labels)
+        + f" {'RTF':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for name, m in rows.items():
+        failed = f"  ({m.failed} failed)" if m.failed else ""
+        lines.append(
+            f"{name:6} {m.utterances:5d} {m.audio_seconds:8.1f} {_pct(m.cer):>7} {_pct(m.wer):>7} "
+            f"{_pct(m.micro_wer):>9} {m.key_words:7d}"
+            + "".join(f" {_pct(m.lid_accuracy.get(label)):>10}" for label in labels)
+            + f" {'-' if m.rtf is None else f'{m.rtf:.3f}':>7}{failed}"
+        )
+    return "\n".join(lines)
+
+
+def report(
+    results: Sequence[UtteranceResult], settings: Mapping[str, Any], command: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Everything `--json` writes: the command, the settings, the metrics and every utterance."""
+    return {
+        "command": list(command),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": dict(settings),
+        "micro_wer": "WER on reference words that are numbers (digits, num2words words) or names "
+        "(capitalised, not sentence-initial); substitutions + deletions of those words / their count",
+        "metrics": {name: asdict(m) for name, m in summarize(results).items()},
+        "utterances": [asdict(r) for r in results],
+    }
+
+
+# --------------------------------------------------------------------------- choosing examples
+
+
+def select_examples(
+    examples: Sequence[Example], languages: Sequence[str] | None = None, limit: int | None = None
+) -> list[Example]:
+    """The examples of `languages` (all when None), at most `limit` per language, in source order."""
+    taken: dict[str, int] = defaultdict(int)
+    chosen = []
+    for ex in examples:
+        if languages and ex.language not in languages:
+            continue
+        if limit is not None and taken[ex.language] >= limit:
+            continue
+        taken[ex.language] += 1
+        chosen.append(ex)
+    return chosen
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+class InProcessEvaluator:
+    """The bundled (or any) models loaded as the services load them, run without a network.
+
+    `candidates` are the languages language ID chooses among, as a router restricts detection to
+    the languages it serves.
+    """
+
+    def __init__(
+        self,
+        models_dir: Path,
+        candidates: Sequence[str],
+        *,
+        windows: Sequence[float] = DEFAULT_WINDOWS,
+        device: str = "cpu",
+        lid: bool = True,
+    ) -> None:
+        import tempfile
+
+        from lid_service.model import LanguageIdModel
+        from lidroute.cli import model_dirs
+        from router.core import RouterSettings
+        from router.detection import VadPool
+
+        lid_dir, self.asr_dirs = model_dirs(models_dir)
+        self.candidates = tuple(candidates)
+        self.windows = tuple(windows)
+        self.device = device
+        self.lid: LanguageIdModel | None = None
+        if lid:
+            if not (lid_dir / "hyperparams.yaml").is_file():
+                raise CorpusError(f"no language-ID model in {lid_dir} (give --no-lid to skip language ID)")
+            self._savedir = tempfile.TemporaryDirectory(prefix="lidroute-eval-lid-")
+            self.lid = LanguageIdModel(str(lid_dir), Path(self._savedir.name), device)
+        self.vad = VadPool()
+        # The router's own policy, read from its settings' defaults so that the two never drift.
+        fields = RouterSettings.model_fields
+        self.router_windows: list[float] = list(fields["lid_windows"].default)
+        self.router_threshold: float = fields["lid_threshold"].default
+        self.max_onset_search: float = fields["max_onset_search_seconds"].default
+        self.vad_threshold: float = fields["vad_threshold"].default
+        self._asr: dict[str, CtcModel | None] = {}
+
+    def recognizer(self, lang: str) -> CtcModel | None:
+        """The language's CTC model, loaded once; None when the models folder has none for it."""
+        if lang not in self._asr:
+            from asr_worker.model import CtcModel
+            from lidroute.audio import TARGET_RATE
+            from lidroute.registry import ModelSpec
+
+            path = self.asr_dirs.get(lang)
+            model = None if path is None else CtcModel(lang, ModelSpec(uri=str(path)), self.device)
+            if model is not None:
+                # The first call pays for lazy initialisation; a long-running worker pays it once.
+                model.transcribe(np.zeros(TARGET_RATE, np.float32))
+            self._asr[lang] = model
+        return self._asr[lang]
+
+    async def _identify(self, audio: np.ndarray, candidates: Sequence[str]) -> list[tuple[str, float]]:
+        from lid_service.model import LidRequest
+
+        assert self.lid is not None
+        return self.lid.identify([LidRequest(audio, tuple(candidates))])[0]
+
+    async def detect(self, audio: np.ndarray) -> dict[str, str]:
+        """The router's decision on this audio, per fixed window and with its growing-window policy.
+
+        The whole utterance is in the buffer, as if the client had sent it at once; the onset is
+        found once and shared by every decision.
+        """
+        from router.detection import AudioBuffer, OnsetDetector, detect_language
+
+        buffer = AudioBuffer()
+        buffer.append(audio)
+        buffer.end()
+        detector = OnsetDetector(self.vad, threshold=self.vad_threshold)
+        policies = [(window_label(w), [w], 1.0) for w in self.windows]
+        policies.append((ROUTER, self.router_windows, self.router_threshold))
+        decided = {}
+        for label, windows, threshold in policies:
+            decision = await detect_language(
+                buffer,
+                self.candidates,
+                self._identify,
+                detector,
+                windows=windows,
+                threshold=threshold,
+                max_onset_search=self.max_onset_search,
+            )
+            decided[label] = decision.language
+        return decided
+
+    async def evaluate(self, example: Example) -> UtteranceResult:
+        from lidroute.audio import TARGET_RATE
+
+        audio = example.audio()
+        result = UtteranceResult(
+            id=example.id,
+            language=example.language,
+            reference=example.text,
+            hypothesis=None,
+            audio_seconds=len(audio) / TARGET_RATE,
+        )
+        model = self.recognizer(example.language)
+        if model is not None:
+            started = time.perf_counter()
+            result.hypothesis = model.transcribe(audio).text
+            result.processing_seconds = time.perf_counter() - started
+        if self.lid is not None:
+            started = time.perf_counter()
+            try:
+                result.detected = await self.detect(audio)
+            except Exception as exc:  # too short to identify, say: recorded, not fatal
+                result.error = f"language ID: {exc}"
+            result.lid_seconds = time.perf_counter() - started
+        return result
+
+
+async def evaluate_in_process(
+    examples: Sequence[Example],
+    evaluator: InProcessEvaluator,
+    progress: Callable[[UtteranceResult], None] | None = None,
+) -> list[UtteranceResult]:
+    results = []
+    for example in examples:
+        results.append(await evaluator.evaluate(example))
+        if progress:
+            progress(results[-1])
+    return results
+
+
+# --------------------------------------------------------------------------- through a router
+
+
+async def evaluate_through_router(
+    examples: Sequence[Example],
+    address: str,
+    *,
+    candidates: Sequence[str] = (),
+    hint: bool = False,
+    timeout: float = 120.0,
+    concurrency: int = 1,
+    progress: Callable[[UtteranceResult], None] | None = None,
+) -> list[UtteranceResult]:
+    """One Transcribe call per utterance, sent as 16 kHz LINEAR16 without real-time pacing.
+
+    Detection is restricted to `candidates` (the languages under evaluation) as a client would
+    restrict it; with `hint` the reference language is sent as `language_code` and language ID is
+    not measured. A failed call counts as an empty transcript, so failures show in the error rates.
+    """
+    import grpc
+
+    from lidroute.audio import TARGET_RATE
+    from lidroute.client import Client
+
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(client: Client, example: Example) -> UtteranceResult:
+        async with gate:  # decoding inside the gate: only `concurrency` clips are in memory at once
+            audio = await asyncio.to_thread(example.audio)
+            pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+            result = UtteranceResult(
+                id=example.id,
+                language=example.language,
+                reference=example.text,
+                hypothesis="",
+                audio_seconds=len(audio) / TARGET_RATE,
+            )
+            started = time.perf_counter()
+            try:
+                reply = await client.transcribe_pcm(
+                    pcm,
+                    TARGET_RATE,
+                    language=example.language if hint else "",
+                    alternatives=() if hint else candidates,
+                    timeout=timeout,
+                )
+            except grpc.aio.AioRpcError as exc:
+                result.error = f"{exc.code().name}: {exc.details()}"
+            else:
+                result.hypothesis = reply.transcript
+                result.lid_seconds = reply.timing.get("language_id", 0.0)
+                if not hint:
+                    result.detected = {ROUTER: reply.language}
+            result.processing_seconds = time.perf_counter() - started
+        if progress:
+            progress(result)
+        return result
+
+    async with Client(address) as client:
+        return list(await asyncio.gather(*(one(client, ex) for ex in examples)))
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of seconds") from None
+    if not values or any(not 0.1 <= v <= 30 for v in values):
+        raise argparse.ArgumentTypeError("window lengths are seconds between 0.1 and 30")
+    return values
+
+
+def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Adds `lidroute evaluate`; its handler is `evaluate_handler`."""
+    from lidroute.cli import DEFAULT_ROUTER, default_models_dir
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="CER, WER, numbers-and-names micro-WER, language-ID accuracy and RTF on a data set",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    ev.add_argument("data", help="a .jsonl manifest, a corpus folder, a Common Voice folder, or a HF dataset")
+    ev.add_argument("--split", default="test", help="split to read (default: test)")
+    ev.add_argument("--languages", help="comma-separated codes to evaluate (default: all in the data)")
+    ev.add_argument("--limit", type=int, help="at most this many utterances per language")
+    ev.add_argument("--audio-column", default="audio", help="HF dataset audio column")
+    ev.add_argument("--text-column", default="text", help="HF dataset text column")
+    mode = ev.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--models-dir",
+        help=f"evaluate in-process with the lid/, asr/LANG/ models here (default: {default_models_dir()})",
+    )
+    mode.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help=f"evaluate through the router at this address instead (e.g. {DEFAULT_ROUTER})",
+    )
+    ev.add_argument(
+        "--lid-windows",
+        type=_floats,
+        default=list(DEFAULT_WINDOWS),
+        help="in-process: seconds of speech after onset to score language ID on (default: 0.5,1,3)",
+    )
+    ev.add_argument("--no-lid", action="store_true", help="in-process: skip language ID")
+    ev.add_argument("--device", default="cpu", help="in-process: torch device")
+    ev.add_argument("--hint", action="store_true", help="router: send the reference language, skip detection")
+    ev.add_argument("--timeout", type=float, default=120.0, help="router: deadline per utterance (s)")
+    ev.add_argument("--concurrency", type=int, default=1, help="router: requests in flight")
+    ev.add_argument("--json", dest="json_path", metavar="PATH", help="write every number and the settings")
+    ev.add_argument("--quiet", action="store_true", help="no line per utterance")
+    ev.set_defaults(evaluate_handler=cmd_evaluate)
+
+
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The command that repeats this run, every option spelled out (defaults too): a JSON report
+    then says exactly what was run, however the command was invoked (shell, `main(argv)`, a test).
+    """
+    flags = {"json_path": "--json"}
+    line = ["lidroute", "evaluate", str(args.data)]
+    for name, value in vars(args).items():
+        if name in ("command", "data", "evaluate_handler") or value is None or value is False:
+            continue
+        line.append(flags.get(name, "--" + name.replace("_", "-")))
+        if isinstance(value, list):
+            line.append(",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value))
+        elif value is not True:
+            line.append(str(value))
+    return line
+
+
+def _progress_line(result: UtteranceResult) -> None:
+    detected = " ".join(f"{label}={lang}" for label, lang in result.detected.items())
+    heard = result.error or ("(no recognizer)" if result.hypothesis is None else result.hypothesis)
+    print(
+        f"{result.id} [{result.language}] {detected}\n  ref: {result.reference}\n  hyp: {heard}", flush=True
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from lidroute.cli import default_models_dir
+
+    languages = (
+        [lang.strip() for lang in args.languages.split(",") if lang.strip()] if args.languages else None
+    )
+    try:
+        examples = read_examples(
+            args.data,
+            split=args.split,
+            language=languages[0] if languages and len(languages) == 1 else None,
+            audio_column=args.audio_column,
+            text_column=args.text_column,
+        )
+    except CorpusError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    examples = select_examples(examples, languages, args.limit)
+    if not examples:
+        print(
+            f"no utterances in {args.data} (split {args.split}) for {languages or 'any language'}",
+            file=sys.stderr,
+        )
+        return 1
+    candidates = sorted({ex.language for ex in examples})
+    progress = None if args.quiet else _progress_line
+    settings: dict[str, Any] = {
+        "data": str(args.data),
+        "split": args.split,
+        "languages": candidates,
+        "limit": args.limit,
+    }
+    started = time.monotonic()
+    if args.address:
+        settings |= {
+            "mode": "router",
+            "address": args.address,
+            "hint": args.hint,
+            "concurrency": args.concurrency,
+        }
+        results = asyncio.run(
+            evaluate_through_router(
+                examples,
+                args.address,
+                candidates=candidates,
+                hint=args.hint,
+                timeout=args.timeout,
+                concurrency=args.concurrency,
+                progress=progress,
+            )
+        )
+    else:
+        models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
+        try:
+            evaluator = InProcessEvaluator(
+                models_dir, candidates, windows=args.lid_windows, device=args.device, lid=not args.no_lid
+            )
+        except CorpusError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        missing = [lang for lang in candidates if lang not in evaluator.asr_dirs]
+        if missing:
+            print(
+                f"no recognizer in {models_dir} for {', '.join(missing)}: language ID only", file=sys.stderr
+            )
+        settings |= {
+            "mode": "in-process",
+            "models_dir": str(models_dir.resolve()),
+            "lid_windows": [] if args.no_lid else list(args.lid_windows),
+            "router_lid_windows": evaluator.router_windows,
+            "router_lid_threshold": evaluator.router_threshold,
+            "device": args.device,
+        }
+        results = asyncio.run(evaluate_in_process(examples, evaluator, progress))
+    settings["elapsed_seconds"] = round(time.monotonic() - started, 2)
+    print(format_table(summarize(results)))
+    if args.json_path:
+        Path(args.json_path).write_text(
+            json.dumps(report(results, settings, command_line(args)), indent=2, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
+        print(f"wrote {args.json_path}")
+    return 0
+
+
+__all__ = [
+    "ErrorCounts",
+    "GroupMetrics",
+    "InProcessEvaluator",
+    "UtteranceResult",
+    "add_evaluate_commands",
+    "command_line",
+    "error_counts",
+    "evaluate_in_process",
+    "evaluate_through_router",
+    "format_table",
+    "is_number_word",
+    "key_words",
+    "report",
+    "select_examples",
+    "summarize",
+]

@@ -1,0 +1,230 @@
+"""`lidroute evaluate`: the metrics on hand-made transcripts, the micro-WER's key words, the table and
+JSON output, failure accounting through a router, and one in-process run on the bundled models."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lidroute.cli import BUNDLED_MODELS, main, model_dirs
+from lidroute.corpus import Example
+from lidroute.evaluation import (
+    UtteranceResult,
+    error_counts,
+    evaluate_through_router,
+    format_table,
+    is_number_word,
+    key_words,
+    report,
+    select_examples,
+    summarize,
+)
+
+# --------------------------------------------------------------------------- error rates
+
+
+def test_cer_and_wer_count_edits_over_reference_length() -> None:
+    counts = error_counts(["ab c"], ["ab"])
+    assert counts.cer == pytest.approx(2 / 4)  # " " and "c" deleted, of 4 reference characters
+    assert counts.wer == pytest.approx(1 / 2)
+    assert counts.micro_wer is None  # no key words without flags
+
+
+def test_error_rates_are_corpus_level_not_a_mean_of_utterances() -> None:
+    counts = error_counts(["a b c d", "e f"], ["a b c d", "x f"])
+    assert counts.wer == pytest.approx(1 / 6)  # a per-utterance mean would say 0.25
+    assert counts.reference_words == 6
+
+
+def test_no_reference_text_gives_no_rates() -> None:
+    counts = error_counts([], [])
+    assert (counts.cer, counts.wer, counts.micro_wer) == (None, None, None)
+
+
+# --------------------------------------------------------------------------- micro-WER
+
+
+def test_micro_wer_counts_substituted_names_and_numbers_only() -> None:
+    raw = "We met Anna at twenty one Baker street"
+    flags = key_words(raw, "en")
+    # "We" starts the sentence: capitalised but not a name.
+    assert flags == [False, False, True, False, True, True, True, False]
+    counts = error_counts([raw.lower()], ["we met ana at twenty won baker street"], [flags])
+    assert counts.key_words == 4
+    assert counts.key_word_errors == 2  # anna -> ana, one -> won
+    assert counts.micro_wer == pytest.approx(0.5)
+    assert counts.wer == pytest.approx(2 / 8)
+
+
+def test_micro_wer_counts_deleted_key_words_but_not_insertions() -> None:
+    assert error_counts(["five apples"], ["apples"], [key_words("five apples", "en")]).micro_wer == 1.0
+    inserted = error_counts(["twenty one"], ["twenty uh one"], [key_words("twenty one", "en")])
+    assert inserted.micro_wer == 0.0
+    assert inserted.wer == pytest.approx(1 / 2)
+
+
+def test_a_connective_counts_only_inside_a_spelled_number() -> None:
+    assert key_words("one hundred and five", "en") == [True, True, True, True]
+    assert key_words("bread and butter", "en") == [False, False, False]
+    assert key_words("ten and bread", "en") == [True, False, False]
+    assert key_words("mil novecientos sesenta y seis", "es") == [True] * 5
+
+
+def test_number_words_include_compounds_and_digits_but_not_look_alikes() -> None:
+    assert is_number_word("dreiundvierzigtausendzweihundertelf", "de")
+    assert is_number_word("millenovecentonovantanove", "it")
+    assert is_number_word("2019,", "sw")  # digits count in any language
+    assert not is_number_word("often", "en")  # "of" + "ten": "of" is no number
+    assert not is_number_word("kumi", "sw")  # num2words cannot spell Swahili: no number vocabulary
+
+
+def test_names_are_capitalised_words_that_do_not_start_a_sentence() -> None:
+    flags = key_words("Tulifika Nairobi mwaka 2019. Kisha Mombasa", "sw")
+    assert flags == [False, True, False, True, False, True]
+    assert key_words("lowercase synthetic text only", "en") == [False] * 4
+
+
+# --------------------------------------------------------------------------- rows, table, JSON
+
+
+def _results() -> list[UtteranceResult]:
+    return [
+        UtteranceResult("a", "en", "ten cats", "ten bats", 2.0, 0.5, {"0.5s": "en", "router": "en"}),
+        UtteranceResult("b", "en", "one dog", "one dog", 2.0, 0.5, {"0.5s": "es", "router": "en"}),
+        UtteranceResult("c", "es", "dos gatos", "dos gatos", 4.0, 1.0, {"0.5s": "es", "router": "es"}),
+        # Not transcribed (no recognizer): counts for language ID, not for error rates.
+        UtteranceResult("d", "es", "tres perros", None, 3.0, 0.0, {"0.5s": "en", "router": "es"}),
+    ]
+
+
+def test_summary_has_a_row_per_language_then_pooled_and_mean_rows() -> None:
+    rows = summarize(_results())
+    assert list(rows) == ["en", "es", "all", "mean"]
+    en, es, pooled, mean = rows.values()
+    assert en.wer == pytest.approx(1 / 4)
+    assert en.cer == pytest.approx(1 / 15)  # "ten cats" 1 edit of 8 chars, "one dog" 0 of 7
+    assert (en.micro_wer, en.key_words) == (0.0, 2)  # "ten", "one" right; "cats" is no key word
+    assert en.lid_accuracy == {"0.5s": 0.5, "router": 1.0}
+    assert en.rtf == pytest.approx(1.0 / 4.0)
+    assert (es.utterances, es.transcribed, es.wer) == (2, 1, 0.0)
+    assert es.lid_accuracy == {"0.5s": 0.5, "router": 1.0}
+    assert es.rtf == pytest.approx(1.0 / 4.0)  # the untranscribed utterance's audio is not counted
+    assert pooled.wer == pytest.approx(1 / 6)
+    assert pooled.lid_accuracy["0.5s"] == pytest.approx(2 / 4)
+    assert mean.wer == pytest.approx(1 / 8)  # mean of languages, unlike the pooled 1/6
+    assert mean.utterances == 4
+
+
+def test_table_lists_windows_in_order_and_formats_percentages() -> None:
+    table = format_table(summarize(_results()))
+    header, _, *lines = table.splitlines()
+    assert header.index("LID@0.5s") < header.index("LID@router")
+    assert [line.split()[0] for line in lines] == ["en", "es", "all", "mean"]
+    assert "25.0%" in lines[0] and "12.5%" in lines[3]
+    assert all(len(line) <= len(header) for line in lines)
+
+
+def test_json_report_holds_settings_command_metrics_and_utterances() -> None:
+    data = json.loads(json.dumps(report(_results(), {"mode": "in-process"}, ["lidroute", "evaluate", "x"])))
+    assert data["command"] == ["lidroute", "evaluate", "x"]
+    assert data["settings"] == {"mode": "in-process"}
+    assert data["metrics"]["en"]["wer"] == pytest.approx(0.25)
+    assert data["metrics"]["mean"]["lid_accuracy"]["router"] == 1.0
+    assert [u["id"] for u in data["utterances"]] == ["a", "b", "c", "d"]
+    assert "numbers" in data["micro_wer"]
+
+
+def test_the_recorded_command_line_repeats_the_run() -> None:
+    from lidroute.cli import build_parser
+    from lidroute.evaluation import command_line
+
+    argv = [
+        "evaluate",
+        "corpus",
+        "--languages",
+        "en,sw",
+        "--lid-windows",
+        "0.25,1",
+        "--no-lid",
+        "--json",
+        "r.json",
+    ]
+    first = build_parser().parse_args(argv)
+    line = command_line(first)
+    assert line[:3] == ["lidroute", "evaluate", "corpus"]
+    assert vars(build_parser().parse_args(line[1:])) == vars(first)
+
+
+def _example(lang: str, n: int) -> Example:
+    audio = np.zeros(1600, np.float32)
+    return Example.from_array(audio, 16000, text="x", language=lang, split="test", id=str(n))
+
+
+def test_examples_are_filtered_by_language_and_limited_per_language() -> None:
+    examples = [_example(lang, i) for i, lang in enumerate(["en", "es", "en", "sw", "en", "es"])]
+    chosen = select_examples(examples, ["en", "es"], limit=2)
+    assert [(e.language, e.id) for e in chosen] == [("en", "0"), ("es", "1"), ("en", "2"), ("es", "5")]
+
+
+async def test_a_failed_router_call_counts_as_an_empty_transcript() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = await evaluate_through_router([_example("en", 0)], f"127.0.0.1:{port}", timeout=5)
+    assert results[0].error.startswith("UNAVAILABLE")
+    assert results[0].hypothesis == "" and results[0].detected == {}
+    rows = summarize(results)
+    assert (rows["en"].failed, rows["en"].wer) == (1, 1.0)
+
+
+# --------------------------------------------------------------------------- end to end, in-process
+
+
+def _bundled_languages() -> list[str]:
+    lid, asr = model_dirs(BUNDLED_MODELS)
+    return sorted(asr)[:2] if (lid / "hyperparams.yaml").is_file() else []
+
+
+@pytest.mark.skipif(
+    len(_bundled_languages()) < 2,
+    reason=f"needs the bundled LID model and two ASR models in {BUNDLED_MODELS} (lidroute models build)",
+)
+def test_in_process_run_on_synthetic_speech_prints_a_table_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lidroute.corpus import synth_corpus
+
+    languages = _bundled_languages()
+    synth_corpus(tmp_path / "corpus", languages, train=0, dev=0, test=2, test_hard=0, seed=11, workers=1)
+    out = tmp_path / "eval.json"
+    argv = [
+        "evaluate",
+        str(tmp_path / "corpus"),
+        "--models-dir",
+        str(BUNDLED_MODELS),
+        "--lid-windows",
+        "0.5,1",
+        "--json",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "LID@0.5s" in table and "LID@router" in table
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["command"][:3] == ["lidroute", "evaluate", str(tmp_path / "corpus")]
+    assert data["command"][data["command"].index("--lid-windows") + 1] == "0.5,1"
+    assert data["settings"]["mode"] == "in-process"
+    assert data["settings"]["languages"] == languages
+    assert len(data["utterances"]) == 4
+    for lang in languages:
+        row = data["metrics"][lang]
+        assert row["transcribed"] == 2
+        assert 0.0 <= row["cer"] <= 2.0
+        assert set(row["lid_accuracy"]) == {"0.5s", "1s", "router"}
+        assert 0.0 < row["rtf"] < 5.0
+    assert set(data["metrics"]) == {*languages, "all", "mean"}
