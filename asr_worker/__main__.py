@@ -1,23 +1,14 @@
-"""`python -m asr_worker serve|train ...`"""
+"""`python -m asr_worker [serve|train] ...`"""
 
 from __future__ import annotations
 
-import sys
+from lidroute.settings import run_subcommand
+
+COMMANDS = {"serve": "asr_worker.worker", "train": "asr_worker.training"}
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    command, rest = (args[0], args[1:]) if args and not args[0].startswith("-") else ("serve", args)
-    if command == "serve":
-        from asr_worker.worker import main as serve_main
-
-        serve_main(rest)
-    elif command == "train":
-        from asr_worker.training import main as train_main
-
-        train_main(rest)
-    else:
-        raise SystemExit(f"unknown command {command!r}; use: serve, train")
+    run_subcommand("asr_worker", COMMANDS, argv)
 
 
 if __name__ == "__main__":

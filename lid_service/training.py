@@ -422,7 +422,7 @@ log-posteriors over the languages below.
 - Model: ECAPA-TDNN, channels {list(recipe.channels)}, {recipe.lin_neurons}-d embedding,
   cosine classifier; {params:,} parameters. Trained with additive angular margin
   (margin {recipe.margin}, scale {recipe.scale}), Adam (lr {recipe.lr}, warm-up then cosine decay
-  over the wall-clock budget), batches of {recipe.batch_size} random crops of
+  over the training budget), batches of {recipe.batch_size} random crops of
   {crop_seconds[0]}–{crop_seconds[1]} s with gain, spectral tilt and noise (SNR 5–40 dB):
   {steps} steps in {metrics["train_seconds"]:.0f} s on the CPU.
 - Posteriors: cosine scores times {scale:.1f} (temperature fitted on voices {", ".join(CALIBRATION_VARIANTS)},
@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> None:
             max_steps=args.steps,
         )
     except (KeyError, ValueError, RuntimeError) as exc:
-        parser.exit(2, f"lid_service train: {exc}\n")
+        parser.exit(2, f"lid_service train: {exc.args[0] if exc.args else exc}\n")
     print(json.dumps({key: round(value, 4) for key, value in metrics.items()}))
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Self, TypeVar, get_args, get_origin
 
 from pydantic import BeforeValidator, Field, ValidationError
@@ -100,3 +100,19 @@ def settings_from_namespace(
             parser.error(message)
         print(message, file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def run_subcommand(prog: str, commands: Mapping[str, str], argv: Sequence[str] | None = None) -> None:
+    """`python -m SERVICE [COMMAND] [FLAGS]`: runs `main(flags)` of the module named for COMMAND.
+
+    The first command is the default, so `python -m lid_service --flag` serves. Modules are
+    imported only when chosen: training code pulls in what a serving container never needs.
+    """
+    import importlib
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    default = next(iter(commands))
+    command, rest = (args[0], args[1:]) if args and not args[0].startswith("-") else (default, args)
+    if command not in commands:
+        raise SystemExit(f"{prog}: unknown command {command!r}; use: {', '.join(commands)}")
+    importlib.import_module(commands[command]).main(rest)

@@ -64,7 +64,7 @@ class RouterSettings(CommonSettings):
     listen_address: str = Field("[::]:50051", description="gRPC listen address")
     lid_address: str = Field("localhost:50052", description="language-ID service address")
     lid_timeout_seconds: float = Field(5.0, gt=0, description="timeout of one language-ID call")
-    lid_windows: FloatList = Field([0.25, 0.5, 1.0], description="growing windows of speech (s)")
+    lid_windows: FloatList = Field([0.5, 1.0], description="growing windows of speech (s)")
     lid_threshold: float = Field(0.9, ge=0, le=1, description="probability that ends detection early")
     max_onset_search_seconds: float = Field(5.0, gt=0, description="how long to look for speech")
     vad_threshold: float = Field(0.5, gt=0, lt=1, description="VAD speech probability threshold")

@@ -161,8 +161,11 @@ async def detect_language(
         while onset is None:
             await buffer.wait_for(detector.scanned + VAD_FRAME)
             onset = await asyncio.to_thread(detector.feed, buffer.array())
-            if onset is None and (buffer.ended or detector.scanned >= search_limit):
-                onset = 0  # no speech found: classify from the start rather than not at all
+            # No speech found once every frame that arrived has been scanned (not merely once the
+            # stream ended: a fast client ends it before the first scan): classify from the start.
+            scanned_all = buffer.ended and detector.scanned + VAD_FRAME > buffer.size
+            if onset is None and (scanned_all or detector.scanned >= search_limit):
+                onset = 0
     finally:
         detector.close()
     if buffer.ended and buffer.size < MIN_WINDOW:
@@ -184,7 +187,10 @@ async def detect_language(
         used = len(window)
         best = await identify(window, candidates)
         last = i == len(windows) - 1 or (buffer.ended and buffer.size <= onset + want)
-        log.debug("language-ID window", extra={"seconds": len(window) / TARGET_RATE, "top": best[0]})
+        log.debug(
+            "language-ID window",
+            extra={"seconds": len(window) / TARGET_RATE, "onset": onset, "top": best[0]},
+        )
         if best[0][1] >= threshold or last:
             break
     language, probability = best[0]

@@ -32,6 +32,26 @@ def recording(lid: LanguageIdModel, calls: list[float]):  # type: ignore[no-unty
     return identify
 
 
+def detect(
+    buffer: AudioBuffer,
+    lid: LanguageIdModel,
+    calls: list[float],
+    candidates: Sequence[str],
+    windows: Sequence[float],
+    threshold: float = 0.5,
+):  # type: ignore[no-untyped-def]
+    """detect_language as the router runs it, with the real LID model and a fresh VAD."""
+    return detect_language(
+        buffer,
+        list(candidates),
+        recording(lid, calls),
+        OnsetDetector(VadPool()),
+        windows=list(windows),
+        threshold=threshold,
+        max_onset_search=5.0,
+    )
+
+
 def test_onset_is_found_after_leading_silence(speech) -> None:
     detector = OnsetDetector(VadPool())
     audio = np.concatenate([silence(1.2), speech["es"][0].audio])
@@ -50,17 +70,9 @@ async def test_a_confident_first_window_ends_detection(lid: LanguageIdModel, spe
     buffer.append(np.concatenate([silence(0.8), speech["sw"][0].audio]))
     buffer.end()
     calls: list[float] = []
-    decision = await detect_language(
-        buffer,
-        ["en", "es", "sw"],
-        recording(lid, calls),
-        OnsetDetector(VadPool()),
-        windows=[0.5, 1.0, 2.0],
-        threshold=0.5,
-        max_onset_search=5.0,
-    )
+    decision = await detect(buffer, lid, calls, ["en", "es", "sw"], [1.0, 2.0, 3.0], threshold=0.5)
     assert decision.language == "sw"
-    assert calls == [0.5]
+    assert calls == [1.0]
     assert 0.6 <= decision.onset / 16000 <= 0.85
 
 
@@ -69,15 +81,7 @@ async def test_windows_grow_until_the_threshold_or_the_last_window(lid: Language
     buffer.append(speech["en"][0].audio)
     buffer.end()
     calls: list[float] = []
-    decision = await detect_language(
-        buffer,
-        ["en", "es"],
-        recording(lid, calls),
-        OnsetDetector(VadPool()),
-        windows=[0.25, 0.5, 1.0],
-        threshold=1.01,
-        max_onset_search=5.0,
-    )
+    decision = await detect(buffer, lid, calls, ["en", "es"], [0.25, 0.5, 1.0], threshold=1.01)
     assert calls == [0.25, 0.5, 1.0]  # never confident enough: every window, then decide
     assert decision.window == 16000
     assert {c for c, _ in decision.alternatives} == {"en", "es"}
@@ -86,17 +90,7 @@ async def test_windows_grow_until_the_threshold_or_the_last_window(lid: Language
 async def test_detection_waits_for_audio_as_it_streams_in(lid: LanguageIdModel, speech) -> None:
     buffer = AudioBuffer()
     calls: list[float] = []
-    task = asyncio.create_task(
-        detect_language(
-            buffer,
-            ["en", "es", "sw"],
-            recording(lid, calls),
-            OnsetDetector(VadPool()),
-            windows=[1.0],
-            threshold=0.5,
-            max_onset_search=5.0,
-        )
-    )
+    task = asyncio.create_task(detect(buffer, lid, calls, ["en", "es", "sw"], [1.0], threshold=0.5))
     audio = np.concatenate([silence(0.5), speech["es"][1].audio])
     for i in range(0, len(audio), 1600):
         buffer.append(audio[i : i + 1600])
@@ -105,6 +99,27 @@ async def test_detection_waits_for_audio_as_it_streams_in(lid: LanguageIdModel, 
             break
     decision = await asyncio.wait_for(task, 10)
     assert decision.language == "es" and calls == [1.0]
+
+
+async def test_the_onset_is_found_when_the_stream_ends_before_the_scan_catches_up(
+    lid: LanguageIdModel, speech
+) -> None:
+    """A fast client sends everything and half-closes while the VAD is still on its first frames."""
+    buffer = AudioBuffer()
+    audio = np.concatenate([silence(0.7), speech["en"][0].audio])
+
+    async def send() -> None:
+        for i in range(0, len(audio), 1600):
+            buffer.append(audio[i : i + 1600])
+            await asyncio.sleep(0)
+        buffer.end()
+
+    sender = asyncio.create_task(send())
+    calls: list[float] = []
+    decision = await detect(buffer, lid, calls, ["en", "es", "sw"], [1.0], threshold=0.5)
+    await sender
+    assert 0.6 <= decision.onset / 16000 <= 0.75
+    assert decision.language == "en"
 
 
 async def test_too_little_audio_is_an_error(lid: LanguageIdModel) -> None:
