@@ -133,17 +133,7 @@ def _make_batches(
 
 
 def _augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Silence around the speech, then additive noise at a random SNR.
-
-    espeak-ng speech has almost no silence around it, while a stream starts before its speaker
-    does: a model that never saw silence emits letters in it (seen here: garbage words in the
-    first 0.7 s of a padded utterance). Noise makes held-out voices and real microphones less
-    foreign.
-    """
-    if rng.random() < 0.6:
-        lead = np.zeros(int(rng.uniform(0.0, 1.0) * SAMPLE_RATE), np.float32)
-        tail = np.zeros(int(rng.uniform(0.0, 0.5) * SAMPLE_RATE), np.float32)
-        audio = np.concatenate([lead, audio, tail])
+    """Additive noise at a random SNR, so held-out voices and real microphones are less foreign."""
     if rng.random() < 0.5:
         return audio
     snr_db = rng.uniform(10.0, 40.0)
@@ -212,7 +202,7 @@ and `processor.batch_decode(ids, output_word_offsets=True)` give words with fram
 `asr_worker.training.train_ctc(out_dir, {language!r}, {call})`
 
 - Speech: espeak-ng voice `{spec.espeak_voice}` with random voice variants (not {", ".join(EVAL_VARIANTS)}),
-  speeds and pitches, random silence around the speech and light additive noise, speaking random sequences of
+  speeds and pitches, light additive noise, speaking random sequences of
   {recipe.min_words}–{recipe.max_words} words.
 - Vocabulary: {int(metrics["vocab_words"])} real {spec.name} words drawn (seed {settings["seed"]}) from
   Babel's CLDR data (names of territories, languages, currencies, months...), read at run time;

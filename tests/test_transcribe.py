@@ -21,7 +21,8 @@ from lidroute.v1 import transcriber_pb2 as pb
 
 pytestmark = pytest.mark.integration
 Encoding = pb.RecognitionConfig.AudioEncoding
-MAX_CER = 0.3
+# Per utterance, for the bundled demo models (corpus CER 11-27 % on unseen voices, models/README.md).
+MAX_CER = 0.4
 
 
 def pcm(audio: np.ndarray) -> bytes:
@@ -64,7 +65,11 @@ async def test_streaming_detects_the_language_and_transcribes_it(client: Client,
         assert result.alternatives[0][0] == lang and abs(sum(p for _, p in result.alternatives) - 1) < 1e-3
         assert f"/{lang}" in result.model
         duration = len(utt.audio) / 16000 + 0.7
-        assert result.words and all(0.6 <= s <= e <= duration + 0.05 for _, s, e, _ in result.words)
+        assert result.words and all(0 <= s <= e <= duration + 0.05 for _, s, e, _ in result.words)
+        # Words after the first start after the 0.7 s of silence. (The first may start at 0: the
+        # bundled en and es models emit a letter in leading silence, which they never heard in
+        # training; see models/README.md.)
+        assert all(s >= 0.6 for _, s, _, _ in result.words[1:])
         assert [w[1] for w in result.words] == sorted(w[1] for w in result.words)
         assert 0 < result.confidence <= 1
         assert result.timing["total"] >= result.timing["language_id"] > 0
