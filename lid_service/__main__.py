@@ -1,10 +1,14 @@
-"""`python -m lid_service [serve|train] ...`"""
+"""`python -m lid_service [serve|train|evaluate] ...`"""
 
 from __future__ import annotations
 
 from lidroute.settings import run_subcommand
 
-COMMANDS = {"serve": "lid_service.server", "train": "lid_service.training"}
+COMMANDS = {
+    "serve": "lid_service.server",
+    "train": "lid_service.training",
+    "evaluate": "lid_service.evaluation",
+}
 
 
 def main(argv: list[str] | None = None) -> None:

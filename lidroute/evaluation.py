@@ -333,6 +333,35 @@ def format_table(rows: Mapping[str, GroupMetrics]) -> str:
     return "\n".join(lines)
 
 
+def confusion(results: Sequence[UtteranceResult], label: str) -> dict[str, dict[str, int]]:
+    """Counts of (true language -> decided language) for one window label; undecided ones are left out."""
+    matrix: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in results:
+        if label in r.detected:
+            matrix[r.language][r.detected[label]] += 1
+    return {true: dict(row) for true, row in matrix.items()}
+
+
+def format_confusion(results: Sequence[UtteranceResult]) -> str:
+    """One matrix per window label: rows are the true languages, columns the decisions."""
+    labels = sorted({label for r in results for label in r.detected}, key=_window_order)
+    blocks = []
+    for label in labels:
+        matrix = confusion(results, label)
+        langs = sorted(set(matrix) | {d for row in matrix.values() for d in row})
+        lines = [
+            f"language ID at {label} (rows: spoken, columns: decided)",
+            "      " + "".join(f"{c:>5}" for c in langs),
+        ]
+        lines += [
+            f"{t:6}" + "".join(f"{matrix.get(t, {}).get(c, 0):5d}" for c in langs)
+            for t in langs
+            if t in matrix
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def report(
     results: Sequence[UtteranceResult], settings: Mapping[str, Any], command: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -385,6 +414,7 @@ class InProcessEvaluator:
         windows: Sequence[float] = DEFAULT_WINDOWS,
         device: str = "cpu",
         lid: bool = True,
+        asr: bool = True,
     ) -> None:
         import tempfile
 
@@ -393,7 +423,8 @@ class InProcessEvaluator:
         from router.core import RouterSettings
         from router.detection import VadPool
 
-        lid_dir, self.asr_dirs = model_dirs(models_dir)
+        lid_dir, asr_dirs = model_dirs(models_dir)
+        self.asr_dirs = asr_dirs if asr else {}
         self.candidates = tuple(candidates)
         self.windows = tuple(windows)
         self.device = device
@@ -607,6 +638,8 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         help="in-process: seconds of speech after onset to score language ID on (default: 0.5,1,3)",
     )
     ev.add_argument("--no-lid", action="store_true", help="in-process: skip language ID")
+    ev.add_argument("--no-asr", action="store_true", help="in-process: language ID only")
+    ev.add_argument("--confusion", action="store_true", help="print language-ID confusion matrices")
     ev.add_argument("--device", default="cpu", help="in-process: torch device")
     ev.add_argument("--hint", action="store_true", help="router: send the reference language, skip detection")
     ev.add_argument("--timeout", type=float, default=120.0, help="router: deadline per utterance (s)")
@@ -696,13 +729,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
         try:
             evaluator = InProcessEvaluator(
-                models_dir, candidates, windows=args.lid_windows, device=args.device, lid=not args.no_lid
+                models_dir,
+                candidates,
+                windows=args.lid_windows,
+                device=args.device,
+                lid=not args.no_lid,
+                asr=not args.no_asr,
             )
         except CorpusError as exc:
             print(exc, file=sys.stderr)
             return 1
         missing = [lang for lang in candidates if lang not in evaluator.asr_dirs]
-        if missing:
+        if missing and not args.no_asr:
             print(
                 f"no recognizer in {models_dir} for {', '.join(missing)}: language ID only", file=sys.stderr
             )
@@ -717,6 +755,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         results = asyncio.run(evaluate_in_process(examples, evaluator, progress))
     settings["elapsed_seconds"] = round(time.monotonic() - started, 2)
     print(format_table(summarize(results)))
+    if args.confusion:
+        print("\n" + format_confusion(results))
     if args.json_path:
         Path(args.json_path).write_text(
             json.dumps(report(results, settings, command_line(args)), indent=2, ensure_ascii=False) + "\n",
@@ -733,9 +773,11 @@ __all__ = [
     "UtteranceResult",
     "add_evaluate_commands",
     "command_line",
+    "confusion",
     "error_counts",
     "evaluate_in_process",
     "evaluate_through_router",
+    "format_confusion",
     "format_table",
     "is_number_word",
     "key_words",

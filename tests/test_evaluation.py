@@ -14,8 +14,10 @@ from lidroute.cli import BUNDLED_MODELS, main, model_dirs
 from lidroute.corpus import Example
 from lidroute.evaluation import (
     UtteranceResult,
+    confusion,
     error_counts,
     evaluate_through_router,
+    format_confusion,
     format_table,
     is_number_word,
     key_words,
@@ -228,3 +230,46 @@ def test_in_process_run_on_synthetic_speech_prints_a_table_and_writes_json(
         assert set(row["lid_accuracy"]) == {"0.5s", "1s", "router"}
         assert 0.0 < row["rtf"] < 5.0
     assert set(data["metrics"]) == {*languages, "all", "mean"}
+
+
+def test_confusion_counts_spoken_against_decided_per_window() -> None:
+    results = [
+        UtteranceResult("1", "sw", "a", None, 1.0, detected={"0.5s": "sw", "1s": "sw"}),
+        UtteranceResult("2", "sw", "a", None, 1.0, detected={"0.5s": "en", "1s": "sw"}),
+        UtteranceResult("3", "en", "a", None, 1.0, detected={"0.5s": "en"}),
+        UtteranceResult("4", "en", "a", None, 1.0, error="language ID: too short"),
+    ]
+    assert confusion(results, "0.5s") == {"sw": {"sw": 1, "en": 1}, "en": {"en": 1}}
+    assert confusion(results, "1s") == {"sw": {"sw": 2}}
+    assert format_confusion(results).splitlines() == [
+        "language ID at 0.5s (rows: spoken, columns: decided)",
+        "         en   sw",
+        "en        1    0",
+        "sw        1    1",
+        "",
+        "language ID at 1s (rows: spoken, columns: decided)",
+        "         sw",
+        "sw        2",
+    ]
+
+
+@pytest.mark.skipif(
+    len(_bundled_languages()) < 2,
+    reason=f"needs the bundled LID model and two ASR models in {BUNDLED_MODELS} (lidroute models build)",
+)
+def test_lid_service_evaluate_prints_accuracy_and_a_confusion_matrix_per_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lid_service.evaluation import main as lid_evaluate
+    from lidroute.corpus import synth_corpus
+
+    languages = _bundled_languages()
+    synth_corpus(tmp_path / "corpus", languages, train=0, dev=0, test=2, test_hard=0, seed=12, workers=1)
+    with pytest.raises(SystemExit) as done:
+        lid_evaluate([str(tmp_path / "corpus"), "--models-dir", str(BUNDLED_MODELS), "--quiet"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for label in ("0.25s", "0.5s", "1s", "3s", "router"):
+        assert f"LID@{label}" in out
+        assert f"language ID at {label} (rows: spoken, columns: decided)" in out
+    assert "CER" in out and " - " in out  # no recognizer ran: error rates are empty
