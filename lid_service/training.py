@@ -64,6 +64,19 @@ class _Recipe:
     eval_per_language: int = 60
     calibration_per_language: int = 30
 
+    @property
+    def ecapa(self) -> dict[str, object]:
+        """ECAPA_TDNN's arguments: the same dict builds the model and writes hyperparams.yaml, so
+        the exported file always describes the network whose weights sit beside it."""
+        return {
+            "channels": list(self.channels),
+            "kernel_sizes": list(self.kernel_sizes),
+            "dilations": list(self.dilations),
+            "attention_channels": self.attention_channels,
+            "se_channels": self.se_channels,
+            "lin_neurons": self.lin_neurons,
+        }
+
 
 RECIPE = _Recipe()
 
@@ -188,15 +201,7 @@ class _Lid(torch.nn.Module):
         super().__init__()
         self.compute_features = Fbank(n_mels=recipe.n_mels, hop_length=recipe.hop_ms)
         self.mean_var_norm = InputNormalization(norm_type="sentence", std_norm=False)
-        self.embedding_model = ECAPA_TDNN(
-            input_size=recipe.n_mels,
-            channels=list(recipe.channels),
-            kernel_sizes=list(recipe.kernel_sizes),
-            dilations=list(recipe.dilations),
-            attention_channels=recipe.attention_channels,
-            se_channels=recipe.se_channels,
-            lin_neurons=recipe.lin_neurons,
-        )
+        self.embedding_model = ECAPA_TDNN(input_size=recipe.n_mels, **recipe.ecapa)
         self.classifier = Classifier(input_size=recipe.lin_neurons, out_neurons=n_classes)
 
     def forward(self, wavs: torch.Tensor, lens: torch.Tensor, *, spec_mask: bool = False) -> torch.Tensor:
@@ -330,12 +335,7 @@ def _export(out_dir: Path, model: _Lid, labels: Sequence[str], scale: float, rec
             n_mels=recipe.n_mels,
             hop_ms=recipe.hop_ms,
             n_classes=n,
-            lin_neurons=recipe.lin_neurons,
-            channels=list(recipe.channels),
-            kernel_sizes=list(recipe.kernel_sizes),
-            dilations=list(recipe.dilations),
-            attention_channels=recipe.attention_channels,
-            se_channels=recipe.se_channels,
+            **recipe.ecapa,
         ),
         encoding="utf-8",
     )

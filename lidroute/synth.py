@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import unicodedata
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -189,6 +189,19 @@ def _rng(seed: int, lang: str, purpose: str) -> np.random.Generator:
     return np.random.default_rng([seed, stable_hash(lang), stable_hash(purpose)])
 
 
+def _distinct(n: int, make: Callable[[], str], what: str) -> list[str]:
+    """The first `n` distinct strings `make` returns, in order; an error when it keeps repeating
+    itself (a vocabulary too small for `n`), rather than looping for ever."""
+    found: dict[str, None] = {}
+    for _ in range(100 * n + 1000):
+        if len(found) >= n:
+            break
+        found.setdefault(make())
+    if len(found) < n:
+        raise ValueError(f"could only make {len(found)} distinct {what}")
+    return list(found)
+
+
 def make_sentences(
     lang: str,
     n: int,
@@ -210,18 +223,12 @@ def make_sentences(
     if not words:
         raise ValueError("empty vocabulary")
     rng = _rng(seed, lang, "sentences")
-    sentences: dict[str, None] = {}
-    attempts = 0
-    while len(sentences) < n:
-        attempts += 1
-        if attempts > 100 * n + 1000:
-            raise ValueError(
-                f"could only make {len(sentences)} distinct sentences of {n} from {len(words)} words"
-            )
-        length = int(rng.integers(min_words, max_words + 1))
-        picks = rng.integers(0, len(words), size=length)
-        sentences.setdefault(" ".join(words[i] for i in picks))
-    return list(sentences)
+
+    def sentence() -> str:
+        picks = rng.integers(0, len(words), size=int(rng.integers(min_words, max_words + 1)))
+        return " ".join(words[i] for i in picks)
+
+    return _distinct(n, sentence, f"sentences of {n} from {len(words)} words")
 
 
 def supports_numbers(lang: str) -> bool:
@@ -278,16 +285,13 @@ def make_number_sentences(
         raise ValueError(f"num2words cannot spell numbers in {get_language(lang).name} ({lang})")
     words = list(vocab) if vocab is not None else vocabulary(lang)
     rng = _rng(seed, lang, "numbers")
-    sentences: dict[str, None] = {}
-    attempts = 0
-    while len(sentences) < n:
-        attempts += 1
-        if attempts > 100 * n + 1000:
-            raise ValueError(f"could only make {len(sentences)} distinct number sentences of {n}")
+
+    def sentence() -> str:
         before = [words[i] for i in rng.integers(0, len(words), size=int(rng.integers(0, max_words + 1)))]
         after = [words[i] for i in rng.integers(0, len(words), size=int(rng.integers(0, 2)))]
-        sentences.setdefault(" ".join([*before, *number_words(lang, _number_value(rng)), *after]))
-    return list(sentences)
+        return " ".join([*before, *number_words(lang, _number_value(rng)), *after])
+
+    return _distinct(n, sentence, f"number sentences of {n}")
 
 
 # --------------------------------------------------------------------------- speech
