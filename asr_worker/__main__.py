@@ -1,10 +1,16 @@
-"""`python -m asr_worker [serve|train] ...`"""
+"""`python -m asr_worker [serve|train|pretrain|finetune|transfer] ...`"""
 
 from __future__ import annotations
 
 from lidroute.settings import run_subcommand
 
-COMMANDS = {"serve": "asr_worker.worker", "train": "asr_worker.training"}
+COMMANDS = {
+    "serve": "asr_worker.worker",
+    "train": "asr_worker.training",
+    "pretrain": "asr_worker.transfer:pretrain_main",
+    "finetune": "asr_worker.transfer:finetune_main",
+    "transfer": "asr_worker.transfer:transfer_main",
+}
 
 
 def main(argv: list[str] | None = None) -> None:

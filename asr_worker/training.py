@@ -27,7 +27,6 @@ import torch
 
 from lidroute.synth import (
     VARIANTS,
-    Utterance,
     get_language,
     make_sentences,
     speak_texts,
@@ -101,23 +100,26 @@ class _Batch:
 
 
 def _make_batches(
-    utterances: Sequence[Utterance], processor: Wav2Vec2Processor, batch_seconds: float
+    clips: Sequence[tuple[str, np.ndarray]], processor: Wav2Vec2Processor, batch_seconds: float
 ) -> list[_Batch]:
-    """Length-sorted batches of about `batch_seconds` of audio each (little padding, even cost per step)."""
-    order = sorted(range(len(utterances)), key=lambda i: len(utterances[i].audio))
+    """Length-sorted batches of about `batch_seconds` of audio each (little padding, even cost per step).
+
+    `clips` are (transcript, 16 kHz audio) pairs.
+    """
+    order = sorted(range(len(clips)), key=lambda i: len(clips[i][1]))
     groups: list[list[int]] = [[]]
     for i in order:
-        longest = len(utterances[i].audio) / SAMPLE_RATE
+        longest = len(clips[i][1]) / SAMPLE_RATE
         if groups[-1] and longest * (len(groups[-1]) + 1) > batch_seconds:
             groups.append([])
         groups[-1].append(i)
     batches = []
     for group in groups:
-        audio = [utterances[i].audio for i in group]
+        audio = [clips[i][1] for i in group]
         features = processor.feature_extractor(
             audio, sampling_rate=SAMPLE_RATE, padding=True, return_attention_mask=True, return_tensors="pt"
         )
-        ids = [processor.tokenizer(normalize_text(utterances[i].text)).input_ids for i in group]
+        ids = [processor.tokenizer(normalize_text(clips[i][0])).input_ids for i in group]
         labels = torch.full((len(ids), max(len(x) for x in ids)), -100, dtype=torch.long)
         for row, x in enumerate(ids):
             labels[row, : len(x)] = torch.tensor(x)
@@ -142,12 +144,69 @@ def _augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (audio + noise).astype(np.float32)
 
 
+def fit_ctc(
+    model: Wav2Vec2ForCTC,
+    processor: Wav2Vec2Processor,
+    clips: Sequence[tuple[str, np.ndarray]],
+    budget: Budget,
+    *,
+    lr: float,
+    warmup: float,
+    batch_seconds: float,
+    rng: np.random.Generator,
+    noise: bool = True,
+) -> float:
+    """The CTC training loop that from-scratch training, backbone pretraining and fine-tuning share.
+
+    Each epoch draws fresh noise (`noise`) and reshuffles length-sorted batches; only parameters
+    that require gradients are optimised, so a frozen feature encoder stays as it was. Batches go
+    to the device the model is on. Returns the seconds of audio trained on.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    audio_seconds = 0.0
+    while not budget.done:
+        epoch = [(text, _augment(audio, rng) if noise else audio) for text, audio in clips]
+        batches = _make_batches(epoch, processor, batch_seconds)
+        model.train()
+        for b in rng.permutation(len(batches)):
+            if budget.done:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr * budget.lr_factor(warmup, floor=0.02)
+            batch = batches[b]
+            loss = model(
+                batch.inputs.to(device),
+                attention_mask=batch.attention_mask.to(device),
+                labels=batch.labels.to(device),
+            ).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            budget.steps += 1
+            audio_seconds += batch.seconds
+            if budget.steps % 20 == 0:
+                log.info(
+                    "training",
+                    extra={
+                        "step": budget.steps,
+                        "loss": round(loss.item(), 3),
+                        "seconds": round(budget.elapsed),
+                    },
+                )
+    model.eval()
+    return audio_seconds
+
+
 @torch.inference_mode()
 def transcribe(
     model: Wav2Vec2ForCTC, processor: Wav2Vec2Processor, audio: Sequence[np.ndarray], batch_size: int = 16
 ) -> list[str]:
-    """Greedy CTC decoding, as the worker does it."""
+    """Greedy CTC decoding, as the worker does it, on the device the model is on."""
     model.eval()
+    device = next(model.parameters()).device
     order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
     texts: dict[int, str] = {}
     for start in range(0, len(order), batch_size):
@@ -159,7 +218,9 @@ def transcribe(
             return_attention_mask=True,
             return_tensors="pt",
         )
-        logits = model(features.input_values, attention_mask=features.attention_mask).logits
+        logits = model(
+            features.input_values.to(device), attention_mask=features.attention_mask.to(device)
+        ).logits.cpu()
         decoded = processor.batch_decode(logits.argmax(dim=-1))
         texts.update(zip(chunk, decoded, strict=True))
     return [normalize_text(texts[i]) for i in range(len(audio))]
@@ -338,38 +399,18 @@ def train_ctc(
     config = recipe.config(n_chars)
     model = Wav2Vec2ForCTC(config)
     params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
 
     budget = Budget(max_steps=max_steps, max_seconds=max_train_seconds)
-    audio_seconds = 0.0
-    while not budget.done:
-        noisy = [
-            Utterance(u.text, u.lang, _augment(u.audio, rng), u.variant, u.speed, u.pitch) for u in train
-        ]
-        batches = _make_batches(noisy, processor, recipe.batch_seconds)
-        model.train()
-        for b in rng.permutation(len(batches)):
-            if budget.done:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr * budget.lr_factor(recipe.warmup, floor=0.02)
-            batch = batches[b]
-            loss = model(batch.inputs, attention_mask=batch.attention_mask, labels=batch.labels).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            budget.steps += 1
-            audio_seconds += batch.seconds
-            if budget.steps % 20 == 0:
-                log.info(
-                    "training",
-                    extra={
-                        "step": budget.steps,
-                        "loss": round(loss.item(), 3),
-                        "seconds": round(budget.elapsed),
-                    },
-                )
+    audio_seconds = fit_ctc(
+        model,
+        processor,
+        [(u.text, u.audio) for u in train],
+        budget,
+        lr=recipe.lr,
+        warmup=recipe.warmup,
+        batch_seconds=recipe.batch_seconds,
+        rng=rng,
+    )
     train_seconds = budget.elapsed
     steps = budget.steps
 

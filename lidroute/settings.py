@@ -103,7 +103,8 @@ def settings_from_namespace(
 
 
 def run_subcommand(prog: str, commands: Mapping[str, str], argv: Sequence[str] | None = None) -> None:
-    """`python -m SERVICE [COMMAND] [FLAGS]`: runs `main(flags)` of the module named for COMMAND.
+    """`python -m SERVICE [COMMAND] [FLAGS]`: runs `main(flags)` of the module named for COMMAND
+    (or the function named after a colon, `module:function`).
 
     The first command is the default, so `python -m lid_service --flag` serves. Modules are
     imported only when chosen: training code pulls in what a serving container never needs.
@@ -115,4 +116,5 @@ def run_subcommand(prog: str, commands: Mapping[str, str], argv: Sequence[str] |
     command, rest = (args[0], args[1:]) if args and not args[0].startswith("-") else (default, args)
     if command not in commands:
         raise SystemExit(f"{prog}: unknown command {command!r}; use: {', '.join(commands)}")
-    importlib.import_module(commands[command]).main(rest)
+    module, _, function = commands[command].partition(":")
+    getattr(importlib.import_module(module), function or "main")(rest)

@@ -337,6 +337,32 @@ def synthesize(
     return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
 
 
+#: espeak-ng's stress marks: left out of phoneme transcripts, which keep phones, length and word breaks.
+_STRESS = str.maketrans("", "", "ˈˌ")
+
+
+def phonemize(texts: Sequence[str], lang: str) -> list[str]:
+    """IPA transcripts of `texts` by espeak-ng's own letter-to-sound rules, one per text, words
+    kept apart by spaces and stress marks dropped.
+
+    This is what makes a phoneme-target backbone trainable on any labelled speech (real
+    transcripts too): espeak-ng knows the spelling rules of about a hundred languages. A
+    language espeak-ng lacks under our code is tried under its code as a voice name.
+    """
+    voice = LANGUAGES[lang].espeak_voice if lang in LANGUAGES else lang
+    lines = [" ".join(t.split()) for t in texts]
+    command = [_espeak(), "-q", "--ipa", "-b", "1", "-v", voice]
+    result = subprocess.run(command, input="\n".join(lines).encode("utf-8"), capture_output=True, check=False)
+    output = result.stdout.decode("utf-8", "replace").splitlines()
+    if result.returncode != 0:
+        message = result.stderr.decode("utf-8", "replace").strip()
+        raise RuntimeError(f"espeak-ng cannot phonemize {lang!r} (voice {voice!r}): {message}")
+    if len(output) != len(lines):
+        # espeak-ng split or merged a line (a clause break inside it): phonemize one by one.
+        output = [phonemize([line], lang)[0] if len(lines) > 1 else " ".join(output) for line in lines]
+    return [" ".join(line.translate(_STRESS).split()) for line in output]
+
+
 @dataclass
 class Utterance:
     """One synthesized utterance and how it was spoken (so held-out voices can be chosen)."""

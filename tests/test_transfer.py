@@ -1,0 +1,245 @@
+"""Cross-lingual transfer: the backbone, the fine-tuning recipe, its alphabet report and the table.
+
+The models here are tiny (one transformer layer, a couple of updates): these tests prove what the
+commands do and write, not how well they learn; the transfer table in docs/models.md is that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+import redis
+import torch
+from transformers import Wav2Vec2ForCTC
+
+from asr_worker.model import CtcModel
+from asr_worker.training import CtcRecipe
+from asr_worker.transfer import (
+    REPORT_FILE,
+    alphabet_report,
+    finetune,
+    parse_replay,
+    pretrain_backbone,
+    recipe_with,
+    take_clips,
+    transfer_table,
+)
+from lidroute import corpus
+from lidroute.keys import WORKER_GROUP, Keys
+from lidroute.registry import ModelSpec
+from lidroute.synth import phonemize
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+TINY = CtcRecipe(hidden_size=32, num_layers=1, num_heads=2, conv_dim=(16, 16, 16, 16, 16), batch_seconds=8.0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    out = tmp_path_factory.mktemp("transfer-corpus")
+    corpus.synth_corpus(out, ["es", "sw"], train=8, dev=0, test=3, test_hard=2, seed=3, workers=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def backbone(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("backbone")
+    pretrain_backbone(data, out, ["es"], utterances_per_language=8, max_steps=2, n_eval=2, recipe=TINY)
+    return out
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_alphabet_report_names_the_characters_the_vocabulary_lacks_and_their_cer_floor() -> None:
+    report = alphabet_report(list("abcikmrsu"), ["kasi", "rumi"], ["kişi"], backbone_vocabulary=list("abc"))
+    assert report.missing == {"ş": 1}
+    assert report.missing_share == pytest.approx(1 / 12)
+    assert report.new_to_backbone == tuple("ikmrsu")
+    lines = "\n".join(report.lines())
+    assert "ALPHABET MISMATCH" in lines and "LATIN SMALL LETTER S WITH CEDILLA" in lines
+
+
+def test_decomposed_text_is_normalised_to_the_composed_vocabulary_and_counted() -> None:
+    decomposed = unicodedata.normalize("NFD", "niño")
+    report = alphabet_report(list("inoñ"), [decomposed], [], backbone_vocabulary=None)
+    assert report.missing == {} and report.normalised == 1
+    assert report.new_to_backbone == ()
+
+
+def test_replay_flag_is_language_and_share() -> None:
+    assert parse_replay("en:0.1") == ("en", 0.1)
+    assert parse_replay("es") == ("es", 0.1)
+    for bad in ("en:1.5", "en:x", ":0.2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_replay(bad)
+
+
+def test_recipe_overrides_are_typed_and_unknown_fields_rejected() -> None:
+    recipe = recipe_with(CtcRecipe(), ["hidden_size=96", "conv_dim=32,32,32,32,32", "lr=0.001"])
+    assert recipe.hidden_size == 96 and recipe.conv_dim == (32,) * 5 and recipe.lr == 0.001
+    with pytest.raises(ValueError, match="not FIELD=VALUE"):
+        recipe_with(CtcRecipe(), ["depth=3"])
+    with pytest.raises(ValueError, match="not a int"):
+        recipe_with(CtcRecipe(), ["hidden_size=big"])
+
+
+@needs_espeak
+def test_phonemes_are_one_ipa_line_per_text_without_stress_marks() -> None:
+    texts = ["habari ya leo", "kitabu", "asante sana rafiki"]
+    ipa = phonemize(texts, "sw")
+    assert len(ipa) == 3 and [len(t.split()) for t in ipa] == [3, 1, 3]
+    assert not any(mark in "".join(ipa) for mark in "ˈˌ")
+
+
+@needs_espeak
+def test_a_smaller_budget_is_a_prefix_of_a_larger_one(data: Path) -> None:
+    examples = corpus.read_examples(data, split="train")
+    small = take_clips(examples, seed=1, minutes=0.1)
+    large = take_clips(examples, seed=1, minutes=0.3)
+    assert 0 < sum(len(a) for _, a in small) / 16000 <= 6.0 and len(large) > len(small)
+    assert [t for t, _ in small] == [t for t, _ in large][: len(small)]
+    assert len(take_clips(examples, seed=1, limit=3)) == 3
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+@needs_espeak
+def test_the_backbone_learns_phonemes_and_says_so(backbone: Path) -> None:
+    report = json.loads((backbone / REPORT_FILE).read_text())
+    assert report["targets"] == "phonemes" and report["steps"] == 2 and "es" in report["test"]
+    vocab = json.loads((backbone / "vocab.json").read_text())
+    assert set(vocab) & set("ɾβðɣ"), "an IPA inventory, not Spanish letters"
+    assert "phoneme" in (backbone / "README.md").read_text()
+
+
+@needs_espeak
+def test_finetune_command_replaces_the_head_keeps_the_frozen_encoder_and_registers(
+    data: Path, backbone: Path, tmp_path: Path, redis_server
+) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "sw"
+    prefix = "transfer-test:"
+    command = [sys.executable, "-m", "asr_worker", "finetune", "--backbone", str(backbone)]
+    command += [
+        "--data",
+        str(data),
+        "--language",
+        "sw",
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--minutes",
+        "0.3",
+    ]
+    command += ["--freeze-feature-encoder", "--eval-utterances", "2", "--register"]
+    command += ["--redis-url", redis_server.url, "--key-prefix", prefix]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "registered sw" in done.stdout
+
+    report = json.loads((out / REPORT_FILE).read_text())
+    assert report["init"] == "backbone" and report["steps"] == 4
+    assert {"test", "test_hard"} <= set(report["scores"])
+    card = (out / "README.md").read_text()
+    assert "## Alphabet" in card and "--freeze-feature-encoder" in card
+
+    tuned = Wav2Vec2ForCTC.from_pretrained(out)
+    base = Wav2Vec2ForCTC.from_pretrained(backbone)
+    letters = json.loads((out / "vocab.json").read_text())
+    assert tuned.lm_head.out_features == len(letters) != base.lm_head.out_features
+    tuned_state, base_state = tuned.state_dict(), base.state_dict()
+    encoder = [k for k in base_state if k.startswith("wav2vec2.feature_extractor.")]
+    assert encoder and all(torch.equal(tuned_state[k], base_state[k]) for k in encoder)
+    changed = [k for k in base_state if k.startswith("wav2vec2.encoder.")]
+    assert any(not torch.equal(tuned_state[k], base_state[k]) for k in changed), "the body trains too"
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        keys = Keys(prefix)
+        spec = ModelSpec.from_json(client.hget(keys.models, "sw"))
+        assert spec.uri == str(out.resolve())
+        groups = client.xinfo_groups(keys.jobs("sw"))
+        assert [g["name"].decode() for g in groups] == [WORKER_GROUP]
+    finally:
+        client.close()
+    assert isinstance(
+        CtcModel("sw", spec).transcribe(corpus.read_examples(data, split="test")[0].audio()).text, str
+    )
+
+
+@needs_espeak
+def test_reusing_the_backbone_alphabet_is_reported_as_a_mismatch(
+    data: Path, backbone: Path, tmp_path: Path
+) -> None:
+    report = finetune(str(backbone), data, "sw", tmp_path / "sw", max_steps=1, vocab="backbone", n_eval=1)
+    missing = report["alphabet"]["missing"]
+    assert "c" in missing and report["alphabet"]["missing_share"] > 0.05, "Swahili 'ch' is no IPA symbol"
+    assert "ALPHABET MISMATCH" in (tmp_path / "sw" / "README.md").read_text()
+
+
+@needs_espeak
+def test_replay_mixes_in_the_other_language_and_scores_it(data: Path, backbone: Path, tmp_path: Path) -> None:
+    report = finetune(
+        str(backbone), data, "sw", tmp_path / "sw", max_steps=2, minutes=0.2, replay=[("es", 0.5)], n_eval=1
+    )
+    assert report["replay"] == ["es:0.5"]
+    assert {"test", "es test"} <= set(report["scores"])
+
+
+@needs_espeak
+def test_random_initialisation_shares_the_architecture_and_none_of_the_weights(
+    data: Path, backbone: Path, tmp_path: Path
+) -> None:
+    report = finetune(str(backbone), data, "sw", tmp_path / "sw", max_steps=1, random_init=True, n_eval=1)
+    assert report["init"] == "random"
+    fresh = Wav2Vec2ForCTC.from_pretrained(tmp_path / "sw").state_dict()
+    base = Wav2Vec2ForCTC.from_pretrained(backbone).state_dict()
+    convs = [k for k in base if k.endswith("conv.weight")]
+    assert convs and not any(torch.equal(fresh[k], base[k]) for k in convs)
+
+
+@needs_espeak
+def test_transfer_table_has_every_budget_for_both_initialisations_and_zero_shot(
+    data: Path, backbone: Path, tmp_path: Path
+) -> None:
+    rows = transfer_table(
+        str(backbone), data, tmp_path, languages=["sw"], minutes=[0.1, 0.2], max_steps=1, n_eval=1
+    )
+    assert set(rows[0]) == {
+        "language",
+        "zero_shot",
+        "0.1min backbone",
+        "0.1min random",
+        "0.2min backbone",
+        "0.2min random",
+    }
+    table = (tmp_path / "transfer.md").read_text()
+    assert "| sw |" in table and table.count("%") >= 10
+    assert json.loads((tmp_path / "transfer.json").read_text())[0]["language"] == "sw"
+
+
+def test_finetune_rejects_a_language_the_data_lacks(tmp_path: Path) -> None:
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("")
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "asr_worker", "finetune", "--backbone", str(tmp_path)),
+            *("--data", str(tmp_path), "--language", "qu", "--out", str(tmp_path / "out")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "no train examples in language 'qu'" in done.stderr
