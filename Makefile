@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint format proto models bench up clean
+.PHONY: setup demo test lint format proto models transfer bench up clean
 
 setup:
 	@bash scripts/setup.sh
@@ -28,6 +28,16 @@ proto: setup
 
 models: setup
 	@$(PY) -m lidroute.cli models build --out models
+
+# The transfer table of docs/models.md: corpus, phoneme backbone, then fine-tuning from the backbone
+# and from random initialisation on 10 and 60 minutes of sw and mr (about 80 minutes on 2 cores).
+TRANSFER := build/transfer
+transfer: setup
+	@$(PY) -m lidroute.cli corpus synth --out $(TRANSFER)/corpus --languages en,es,fr,de,pt,it,ru,sw,mr \
+	  --train 1800 --dev 50 --test 100 --test-hard 100 --seed 0
+	@$(PY) -m asr_worker pretrain --data $(TRANSFER)/corpus --out $(TRANSFER)/backbone --utterances 1000 --steps 3000
+	@$(PY) -m asr_worker transfer --backbone $(TRANSFER)/backbone --data $(TRANSFER)/corpus --out $(TRANSFER)/table \
+	  --languages sw,mr --minutes 10,60 --steps 800 --zero-shot models/asr/es
 
 bench: setup
 	@$(PY) -m lidroute.bench

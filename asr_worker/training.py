@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -144,16 +144,25 @@ def _augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (audio + noise).astype(np.float32)
 
 
+class Optimisation(Protocol):
+    """What the training loop needs of a recipe (`CtcRecipe`, `transfer.FinetuneRecipe`)."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def warmup(self) -> float: ...
+    @property
+    def batch_seconds(self) -> float: ...
+
+
 def fit_ctc(
     model: Wav2Vec2ForCTC,
     processor: Wav2Vec2Processor,
     clips: Sequence[tuple[str, np.ndarray]],
     budget: Budget,
-    *,
-    lr: float,
-    warmup: float,
-    batch_seconds: float,
+    recipe: Optimisation,
     rng: np.random.Generator,
+    *,
     noise: bool = True,
 ) -> float:
     """The CTC training loop that from-scratch training, backbone pretraining and fine-tuning share.
@@ -164,17 +173,17 @@ def fit_ctc(
     """
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
     audio_seconds = 0.0
     while not budget.done:
         epoch = [(text, _augment(audio, rng) if noise else audio) for text, audio in clips]
-        batches = _make_batches(epoch, processor, batch_seconds)
+        batches = _make_batches(epoch, processor, recipe.batch_seconds)
         model.train()
         for b in rng.permutation(len(batches)):
             if budget.done:
                 break
             for group in optimizer.param_groups:
-                group["lr"] = lr * budget.lr_factor(warmup, floor=0.02)
+                group["lr"] = recipe.lr * budget.lr_factor(recipe.warmup, floor=0.02)
             batch = batches[b]
             loss = model(
                 batch.inputs.to(device),
@@ -401,16 +410,7 @@ def train_ctc(
     params = sum(p.numel() for p in model.parameters())
 
     budget = Budget(max_steps=max_steps, max_seconds=max_train_seconds)
-    audio_seconds = fit_ctc(
-        model,
-        processor,
-        [(u.text, u.audio) for u in train],
-        budget,
-        lr=recipe.lr,
-        warmup=recipe.warmup,
-        batch_seconds=recipe.batch_seconds,
-        rng=rng,
-    )
+    audio_seconds = fit_ctc(model, processor, [(u.text, u.audio) for u in train], budget, recipe, rng)
     train_seconds = budget.elapsed
     steps = budget.steps
 

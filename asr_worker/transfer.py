@@ -292,16 +292,7 @@ def pretrain_backbone(
     log.info(
         "pretraining backbone", extra={"languages": ",".join(languages), "hours": seconds_of(clips) / 3600}
     )
-    audio_seconds = fit_ctc(
-        model,
-        processor,
-        clips,
-        budget,
-        lr=recipe.lr,
-        warmup=recipe.warmup,
-        batch_seconds=recipe.batch_seconds,
-        rng=rng,
-    )
+    audio_seconds = fit_ctc(model, processor, clips, budget, recipe, rng)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
@@ -500,17 +491,7 @@ def finetune(
             max_steps=max(1, round(max_steps * share)) if max_steps else None,
             max_seconds=max_train_seconds * share if max_train_seconds else None,
         )
-        audio_seconds += fit_ctc(
-            model,
-            processor,
-            clips,
-            budget,
-            lr=recipe.lr,
-            warmup=recipe.warmup,
-            batch_seconds=recipe.batch_seconds,
-            rng=rng,
-            noise=recipe.noise,
-        )
+        audio_seconds += fit_ctc(model, processor, clips, budget, recipe, rng, noise=recipe.noise)
         steps += budget.steps
     train_seconds = time.monotonic() - started
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -571,8 +571,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=120.0, help="wall-clock training budget")
     parser.add_argument("--steps", type=int, help="stop after this many updates (reproducible budget)")
     parser.add_argument("--utterances", type=int, default=150, help="training utterances per language")
+    parser.add_argument(
+        "--crops", default="0.25,2", help="shortest,longest training crop in seconds (default 0.25,2)"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    try:
+        low, high = (float(x) for x in args.crops.split(","))
+    except ValueError:
+        parser.error(f"--crops {args.crops!r}: give two numbers, e.g. 0.25,3")
+    if not 0 < low <= high:
+        parser.error(f"--crops {args.crops!r}: need 0 < shortest <= longest")
     configure(args.log_level, fmt="text", service="lid-train")
     try:
         metrics = train_lid(
@@ -582,6 +591,7 @@ def main(argv: list[str] | None = None) -> None:
             utterances_per_language=args.utterances,
             max_train_seconds=args.seconds,
             max_steps=args.steps,
+            crop_seconds=(low, high),
         )
     except (KeyError, ValueError, RuntimeError) as exc:
         parser.exit(2, f"lid_service train: {exc.args[0] if exc.args else exc}\n")
