@@ -52,9 +52,17 @@ def test_the_models_in_use_load_as_the_services_load_them_and_have_cards(
         ("asr_worker", ["train", "--out", "x", "--language", "xx"], "no synthetic-speech recipe"),
         ("lid_service", ["train", "--out", "x", "--languages", "en"], "at least two languages"),
         ("lid_service", ["train", "--out", "x", "--languages", "en,zz"], "no synthetic-speech recipe"),
+        ("lid_service", ["train", "--out", "x", "--crops", "3,1"], "need 0 < shortest <= longest"),
+        ("lid_service", ["train", "--out", "x", "--crops", "short"], "give two numbers"),
+        ("asr_worker", ["pretrain", "--data", "x", "--out", "y", "--recipe", "depth=2"], "not FIELD=VALUE"),
+        (
+            "asr_worker",
+            ["finetune", "--backbone", "b", "--data", "d", "--language", "sw", "--replay", "en:2"],
+            "0 < SHARE < 1",
+        ),
     ],
 )
-def test_training_commands_reject_bad_languages_clearly(
+def test_training_commands_reject_bad_input_clearly(
     command: str, args: list[str], message: str, tmp_path: Path
 ) -> None:
     result = subprocess.run(
