@@ -17,7 +17,8 @@ import math
 import tempfile
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -64,11 +65,19 @@ def error_rate(references: Sequence[str], hypotheses: Sequence[str], *, words: b
     return float(measure(list(references), list(hypotheses)))
 
 
+def characters(transcripts: Iterable[str]) -> Counter[str]:
+    """Character counts of the transcripts in the form the model learns (NFC, lowercase), spaces excluded."""
+    counts: Counter[str] = Counter()
+    for text in transcripts:
+        counts.update(c for c in normalize_text(text) if c != " ")
+    return counts
+
+
 def build_processor(transcripts: Sequence[str], directory: Path) -> Wav2Vec2Processor:
     """Character vocabulary from the transcripts: `<pad>` (the CTC blank) is 0, then `<unk>`, `|`, letters."""
     from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
-    chars = sorted({c for t in transcripts for c in normalize_text(t) if c != " "})
+    chars = sorted(characters(transcripts))
     vocab = {PAD: 0, UNK: 1, WORD_DELIMITER: 2} | {c: i + 3 for i, c in enumerate(chars)}
     directory.mkdir(parents=True, exist_ok=True)
     vocab_file = directory / "vocab.json"

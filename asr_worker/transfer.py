@@ -26,7 +26,6 @@ import logging
 import tempfile
 import time
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 from asr_worker.training import (
     CtcRecipe,
     build_processor,
+    characters,
     error_rate,
     fit_ctc,
     normalize_text,
@@ -103,14 +103,6 @@ def seconds_of(clips: Iterable[tuple[str, np.ndarray]]) -> float:
 
 
 # --------------------------------------------------------------------------- the alphabet
-
-
-def characters(transcripts: Iterable[str]) -> Counter[str]:
-    """Character counts of the transcripts in the form the model learns (NFC, lowercase), spaces excluded."""
-    counts: Counter[str] = Counter()
-    for text in transcripts:
-        counts.update(c for c in normalize_text(text) if c != " ")
-    return counts
 
 
 @dataclass(frozen=True)
