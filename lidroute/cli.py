@@ -162,8 +162,10 @@ class BuildPlan:
     lid_languages: tuple[str, ...] = ALL_LANGUAGES
     asr_languages: tuple[str, ...] = BUNDLED_ASR_LANGUAGES
     seed: int = 0
-    lid_steps: int = 2400
-    lid_seconds: float = 1800
+    lid_steps: int = 6000
+    lid_seconds: float = 3000
+    lid_utterances: int = 600
+    lid_crops: tuple[float, float] = (0.25, 3.0)
     asr_steps: int = 2000
     asr_seconds: float = 1800
     vocab_words: int | None = 100
@@ -184,8 +186,10 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan()) -> None:
         out / "lid",
         plan.lid_languages,
         seed=plan.seed,
+        utterances_per_language=plan.lid_utterances,
         max_steps=plan.lid_steps,
         max_train_seconds=plan.lid_seconds,
+        crop_seconds=plan.lid_crops,
     )
     print(f"  language ID: {json.dumps({k: round(v, 3) for k, v in scores.items()})}", flush=True)
     for lang in plan.asr_languages:
