@@ -26,7 +26,7 @@ import logging
 import tempfile
 import time
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,7 +118,7 @@ class AlphabetReport:
     vocabulary: tuple[str, ...]
     #: Characters of the text checked that the vocabulary lacks, with their counts.
     missing: dict[str, int]
-    #: Share of the checked characters that are missing: the CER floor they cause.
+    #: Share of all characters (training and checked text) that are missing.
     missing_share: float
     #: Characters the backbone's old head did not have: their output weights start from nothing.
     new_to_backbone: tuple[str, ...]
@@ -562,9 +562,9 @@ def _finetune_card(out_dir: Path, report: Mapping[str, Any], alphabet: AlphabetR
         flags.append("--freeze-feature-encoder")
     if not report["recipe"]["noise"]:
         flags.append("--no-noise")
-    for name in ("lr", "head_share"):
-        if report["recipe"][name] != getattr(FinetuneRecipe, name):
-            flags.append(f"--{name.replace('_', '-')} {report['recipe'][name]}")
+    for field_name in ("lr", "head_share"):
+        if report["recipe"][field_name] != getattr(FinetuneRecipe, field_name):
+            flags.append(f"--{field_name.replace('_', '-')} {report['recipe'][field_name]}")
     replay = " plus replay " + ", ".join(report["replay"]) if report["replay"] else ""
     head_share = report["recipe"]["head_share"] if report["init"] == "backbone" else 0
     head = f", the first {100 * head_share:.0f} % of them on the new head alone" if head_share else ""
@@ -721,7 +721,7 @@ def _common(parser: argparse.ArgumentParser, *, log_level: bool = True) -> None:
         parser.add_argument("--log-level", default="INFO")
 
 
-def _run(parser: argparse.ArgumentParser, fn: Any) -> None:
+def _run(parser: argparse.ArgumentParser, fn: Callable[[], object]) -> None:
     try:
         fn()
     except (CorpusError, KeyError, ValueError, OSError) as exc:

@@ -151,6 +151,7 @@ def test_finetune_command_replaces_the_head_keeps_the_frozen_encoder_and_registe
     assert report["init"] == "backbone" and report["steps"] == 4
     assert {"test", "test_hard"} <= set(report["scores"])
     card = (out / "README.md").read_text()
+    assert card.startswith("# Swahili CTC speech recognizer")
     assert "## Alphabet" in card and "--freeze-feature-encoder" in card
 
     tuned = Wav2Vec2ForCTC.from_pretrained(out)
