@@ -10,7 +10,7 @@ en, es, fr, de, pt, it and ru (no hub is reachable on the machines this project 
 Commands (`python -m asr_worker ...`):
 - `pretrain`: the multilingual backbone, from any corpus `lidroute.corpus.read_examples` reads.
 - `finetune`: the transfer recipe, with the alphabet report, optional feature-encoder freezing,
-  replay of another language against forgetting, noise augmentation, evaluation and `--register`.
+  replay of another language against forgetting, augmentation, evaluation and `--register`.
 - `transfer`: the transfer table (backbone vs random initialisation vs zero-shot, per budget).
 
 Budgets are counted in updates, so a run is reproducible from its seed whatever else the
@@ -43,8 +43,8 @@ from asr_worker.training import (
     normalize_text,
     transcribe,
 )
-from lidroute.corpus import CorpusError, Example, read_examples
-from lidroute.synth import phonemize
+from lidroute.corpus import CorpusError, Example, read_examples, synth_command
+from lidroute.synth import HIGH_RESOURCE, phonemize
 from lidroute.training import Budget
 
 if TYPE_CHECKING:
@@ -52,9 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The languages the backbone learns from: those with the most labelled speech in the world's
-#: public corpora, which is why a real deployment has them and the long tail does not.
-HIGH_RESOURCE = ("en", "es", "fr", "de", "pt", "it", "ru")
 #: The backbone's architecture and optimisation: the from-scratch recipe, on more languages.
 BACKBONE_RECIPE = CtcRecipe()
 #: Written beside a model: what made it and what it scored (also what `transfer` reads back).
@@ -329,6 +326,12 @@ def _score_rows(scores: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(rows)
 
 
+def _data_line(data: str) -> str:
+    """How the data was made, when it is a synthetic corpus: a card says where its data came from."""
+    command = synth_command(data)
+    return f"\n\nThe data (`{data}`) was made by `{command}`." if command else ""
+
+
 def _backbone_card(out_dir: Path, report: Mapping[str, Any]) -> None:
     langs = ",".join(report["languages"])
     unit = "phoneme (IPA)" if report["targets"] == "phonemes" else "character"
@@ -345,7 +348,7 @@ Made by `python -m asr_worker pretrain --data {report["data"]} --languages {lang
 --seed {report["seed"]}`: a `Wav2Vec2ForCTC` ({report["params"]:,} parameters) trained from random
 initialisation by supervised CTC whose targets are {what}, on {report["train_hours"]} h of speech
 ({report["epochs"]} epochs, {report["train_seconds"]:.0f} s on the CPU). It is the starting point
-of `asr_worker finetune`, which discards its output layer.
+of `asr_worker finetune`, which discards its output layer.{_data_line(report["data"])}
 
 ## Scores (test split, greedy decoding; {unit} error rate in the CER column)
 
@@ -367,7 +370,7 @@ class FinetuneRecipe:
     warmup: float = 0.1
     batch_seconds: float = 20.0
     freeze_feature_encoder: bool = False
-    noise: bool = True
+    augment: bool = True
     #: Share of the updates that train the new head alone on the frozen backbone before
     #: everything trains: gradients from a random head would otherwise scramble the
     #: backbone's features in the first updates ("linear probing, then fine-tuning").
@@ -483,7 +486,7 @@ def finetune(
             max_steps=max(1, round(max_steps * share)) if max_steps else None,
             max_seconds=max_train_seconds * share if max_train_seconds else None,
         )
-        audio_seconds += fit_ctc(model, processor, clips, budget, recipe, rng, noise=recipe.noise)
+        audio_seconds += fit_ctc(model, processor, clips, budget, recipe, rng, augment=recipe.augment)
         steps += budget.steps
     train_seconds = time.monotonic() - started
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -560,8 +563,8 @@ def _finetune_card(out_dir: Path, report: Mapping[str, Any], alphabet: AlphabetR
         flags.append("--random-init")
     if report["recipe"]["freeze_feature_encoder"]:
         flags.append("--freeze-feature-encoder")
-    if not report["recipe"]["noise"]:
-        flags.append("--no-noise")
+    if not report["recipe"]["augment"]:
+        flags.append("--no-augment")
     for field_name in ("lr", "head_share"):
         if report["recipe"][field_name] != getattr(FinetuneRecipe, field_name):
             flags.append(f"--{field_name.replace('_', '-')} {report['recipe'][field_name]}")
@@ -576,7 +579,7 @@ A `transformers` `Wav2Vec2ForCTC` ({report["params"]:,} parameters) fine-tuned f
 {report["steps"]} updates ({report["epochs"]} epochs) in {report["train_seconds"]:.0f} s on the CPU{head}.
 Load it with `Wav2Vec2ForCTC.from_pretrained(dir)` and `Wav2Vec2Processor.from_pretrained(dir)`.
 
-Made by `python -m asr_worker finetune {" ".join(flags)} --out DIR`.
+Made by `python -m asr_worker finetune {" ".join(flags)} --out DIR`.{_data_line(report["data"])}
 
 ## Alphabet
 
@@ -815,7 +818,9 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
         default=FinetuneRecipe.head_share,
         help="share of the updates that train the new head alone first",
     )
-    parser.add_argument("--no-noise", action="store_true", help="no noise augmentation")
+    parser.add_argument(
+        "--no-augment", action="store_true", help="no speed, telephone-channel and noise augmentation"
+    )
     parser.add_argument("--eval-utterances", type=int, default=100)
     parser.add_argument("--register", action="store_true", help="register the model for --language")
     add_setting_flags(parser, CommonSettings)
@@ -840,7 +845,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
             recipe=FinetuneRecipe(
                 lr=args.lr,
                 freeze_feature_encoder=args.freeze_feature_encoder,
-                noise=not args.no_noise,
+                augment=not args.no_augment,
                 head_share=args.head_share,
             ),
             n_eval=args.eval_utterances,

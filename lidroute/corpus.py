@@ -414,6 +414,11 @@ def telephone(audio: np.ndarray, rate: int = 8000) -> np.ndarray:
     return soxr.resample(low, rate, TARGET_RATE, quality="HQ")[: len(audio)].astype(np.float32)
 
 
+def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
+    """`audio` played `factor` times faster (pitch moves with it, as in Kaldi's speed perturbation)."""
+    return soxr.resample(audio, round(TARGET_RATE * factor), TARGET_RATE, quality="HQ").astype(np.float32)
+
+
 def set_peak(audio: np.ndarray, peak_db: float) -> np.ndarray:
     peak = float(np.abs(audio).max())
     return audio if peak == 0 else (audio * (10 ** (peak_db / 20) / peak)).astype(np.float32)
@@ -656,6 +661,29 @@ def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     stats.add_argument("folder")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(corpus_handler=cmd_stats)
+
+
+def synth_command(folder: str | Path) -> str | None:
+    """The `lidroute corpus synth` call that makes `folder` again (from its corpus.json), for model
+    cards; None when the folder is not a synthetic corpus."""
+    try:
+        recipe = json.loads((Path(folder) / "corpus.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    counts = recipe["counts"]
+    flags = [
+        f"--out {folder}",
+        f"--languages {','.join(recipe['languages'])}",
+        *(f"--{split.replace('_', '-')} {counts[split]}" for split in SPLITS),
+        f"--seed {recipe['seed']}",
+    ]
+    flags += [f"--{flag}" for flag in ("noise", "level") if recipe.get(flag)]
+    if recipe.get("vocab_words"):
+        flags.append(f"--vocab-words {recipe['vocab_words']}")
+    numbers = recipe.get("plan", {}).get("numbers", SynthPlan.numbers)
+    if numbers != SynthPlan.numbers:
+        flags.append(f"--numbers {numbers}")
+    return "lidroute corpus synth " + " ".join(flags)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

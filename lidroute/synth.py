@@ -65,6 +65,9 @@ LANGUAGES: dict[str, SynthLanguage] = {
         SynthLanguage("qu", "Quechua", "qu", "qu"),
     )
 }
+#: The languages with the most labelled speech in the world's public corpora, which is why a real
+#: deployment has them and the long tail does not: what the multilingual backbone learns from.
+HIGH_RESOURCE = ("en", "es", "fr", "de", "pt", "it", "ru")
 
 # espeak-ng voice variants (`espeak-ng --voices=variant`, used as `-v VOICE+VARIANT`): male,
 # female and Klatt-synthesiser voices of different timbres. Novelty voices (whisper, robots,

@@ -53,7 +53,13 @@ def _test_plan():  # type: ignore[no-untyped-def]
 def _models_fingerprint() -> str:
     """Changes whenever the code or the budget that makes the test models changes."""
     digest = hashlib.sha256()
-    for rel in ("lidroute/synth.py", "lid_service/training.py", "asr_worker/training.py"):
+    for rel in (
+        "lidroute/synth.py",
+        "lidroute/corpus.py",
+        "lid_service/training.py",
+        "asr_worker/training.py",
+        "asr_worker/transfer.py",
+    ):
         digest.update((ROOT / rel).read_bytes())
     digest.update(repr(_test_plan()).encode())
     return digest.hexdigest()[:12]

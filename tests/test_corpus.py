@@ -344,3 +344,14 @@ def test_example_needs_exactly_one_audio_source() -> None:
     example = corpus.Example.from_array(_tone(1.0, 48000), 48000, text="x", language="en", split="train")
     assert example.duration == pytest.approx(1.0, abs=1e-3)
     assert len(example.audio()) == pytest.approx(16000, abs=2)
+
+
+def test_change_speed_plays_audio_faster_or_slower_and_the_pitch_follows() -> None:
+    rate = 16000
+    tone = np.sin(2 * np.pi * 440 * np.arange(rate) / rate).astype(np.float32)
+    faster = corpus.change_speed(tone, 1.1)
+    slower = corpus.change_speed(tone, 0.9)
+    assert abs(len(faster) - rate / 1.1) <= 2 and abs(len(slower) - rate / 0.9) <= 2
+    assert faster.dtype == np.float32
+    peak = np.argmax(np.abs(np.fft.rfft(faster))) * rate / len(faster)
+    assert abs(peak - 440 * 1.1) < 5  # played faster, so higher, as speed perturbation is

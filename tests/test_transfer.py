@@ -153,6 +153,7 @@ def test_finetune_command_replaces_the_head_keeps_the_frozen_encoder_and_registe
     card = (out / "README.md").read_text()
     assert card.startswith("# Swahili CTC speech recognizer")
     assert "## Alphabet" in card and "--freeze-feature-encoder" in card
+    assert f"`lidroute corpus synth --out {data} --languages es,sw --train 8 --dev 0" in card  # its data
 
     tuned = Wav2Vec2ForCTC.from_pretrained(out)
     base = Wav2Vec2ForCTC.from_pretrained(backbone)
@@ -244,3 +245,37 @@ def test_finetune_rejects_a_language_the_data_lacks(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "no train examples in language 'qu'" in done.stderr
+
+
+@needs_espeak
+def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(tmp_path: Path) -> None:
+    from lidroute.cli import BuildPlan, build_models, has_models, model_dirs
+
+    plan = BuildPlan(
+        lid_languages=("es", "sw"),
+        asr_languages=("sw",),
+        lid_steps=2,
+        lid_utterances=4,
+        corpus_sizes=(6, 0, 2, 0),
+        backbone_languages=("es",),
+        backbone_steps=2,
+        backbone_utterances=6,
+        asr_steps=2,
+    )
+    out = tmp_path / "models"
+    build_models(out, plan, work=tmp_path / "work")
+
+    assert has_models(out)
+    lid, asr = model_dirs(out)
+    assert (lid / "hyperparams.yaml").exists() and set(asr) == {"sw"}
+    backbone = json.loads((out / "backbone" / REPORT_FILE).read_text())
+    assert (backbone["kind"], backbone["targets"], backbone["languages"]) == ("backbone", "phonemes", ["es"])
+    report = json.loads((asr["sw"] / REPORT_FILE).read_text())
+    assert (report["kind"], report["init"], report["backbone"]) == (
+        "finetuned",
+        "backbone",
+        str(out / "backbone"),
+    )
+    assert sorted(p.name for p in (tmp_path / "work" / "corpus" / "train").iterdir()) == ["es", "sw"]
+    speech = corpus.read_examples(tmp_path / "work" / "corpus", split="test", language="sw")[0].audio()
+    assert isinstance(CtcModel("sw", ModelSpec(uri=str(asr["sw"]))).transcribe(speech).text, str)
