@@ -230,7 +230,12 @@ def fit_ctc(
 def transcribe(
     model: Wav2Vec2ForCTC, processor: Wav2Vec2Processor, audio: Sequence[np.ndarray], batch_size: int = 16
 ) -> list[str]:
-    """Greedy CTC decoding, as the worker does it, on the device the model is on."""
+    """Greedy CTC decoding, as the worker does it, on the device the model is on.
+
+    Batched for speed, so each utterance's frames are cut to its own length before decoding:
+    the frames over another utterance's padding are the model listening to digital silence,
+    which it never heard in training, and what it writes there is not in the audio.
+    """
     model.eval()
     device = next(model.parameters()).device
     order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
@@ -244,10 +249,10 @@ def transcribe(
             return_attention_mask=True,
             return_tensors="pt",
         )
-        logits = model(
-            features.input_values.to(device), attention_mask=features.attention_mask.to(device)
-        ).logits.cpu()
-        decoded = processor.batch_decode(logits.argmax(dim=-1))
+        mask = features.attention_mask.to(device)
+        ids = model(features.input_values.to(device), attention_mask=mask).logits.argmax(dim=-1).cpu()
+        frames = model._get_feat_extract_output_lengths(mask.sum(dim=-1)).cpu()
+        decoded = [processor.decode(row[: int(n)]) for row, n in zip(ids, frames, strict=True)]
         texts.update(zip(chunk, decoded, strict=True))
     return [normalize_text(texts[i]) for i in range(len(audio))]
 

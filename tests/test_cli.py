@@ -156,6 +156,8 @@ def test_up_serves_transcribe_prints_results_and_ctrl_c_stops_everything(
             str(port),
             "--log-dir",
             str(tmp_path / "logs"),
+            "--workers",  # the languages of the sample files; the demo covers all bundled ones
+            "en,es,sw",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

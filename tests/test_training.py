@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from asr_worker.model import CtcModel
-from asr_worker.training import TRAINING_WORDS, error_rate, train_ctc, training_words
+from asr_worker.training import TRAINING_WORDS, error_rate, train_ctc, training_words, transcribe
 from lid_service.model import LanguageIdModel
 from lidroute.registry import ModelSpec
 from lidroute.synth import synth_utterances
@@ -43,7 +43,18 @@ def test_the_models_in_use_load_as_the_services_load_them_and_have_cards(
     assert "| 1.0 s |" in (models_dir / "lid" / "README.md").read_text()
     for lang in ("en", "es", "sw"):
         card = (models_dir / "asr" / lang / "README.md").read_text()
-        assert "## How it was made" in card and "| CER | WER |" in card, lang
+        assert "Made by `python -m asr_worker finetune" in card and "| CER | WER |" in card, lang
+
+
+def test_batched_transcription_is_each_utterance_transcribed_alone(models_dir: Path) -> None:
+    """Evaluation batches utterances of different lengths; padding must not add words to the short ones."""
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    path = models_dir / "asr" / "en"
+    model, processor = Wav2Vec2ForCTC.from_pretrained(path), Wav2Vec2Processor.from_pretrained(path)
+    audio = [u.audio for u in synth_utterances("en", 4, seed=31, min_words=1, max_words=5)]
+    assert max(map(len, audio)) > 2 * min(map(len, audio))  # real padding in the batch
+    assert transcribe(model, processor, audio) == [transcribe(model, processor, [a])[0] for a in audio]
 
 
 @pytest.mark.parametrize(
