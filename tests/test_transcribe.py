@@ -171,7 +171,7 @@ async def test_a_hint_for_an_unregistered_language_is_not_found_and_lists_the_se
     client: Client, speech
 ) -> None:
     details = await expect_status(
-        client.transcribe_pcm(pcm(speech["es"][0].audio), 16000, language="qu"),
+        client.transcribe_pcm(pcm(speech["es"][0].audio), 16000, language="hi"),
         grpc.StatusCode.NOT_FOUND,
         "no registered model",
     )
@@ -187,20 +187,20 @@ async def test_a_registered_language_without_workers_is_failed_precondition(
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
-        assert await asyncio.to_thread(cli, ["models", "register", "qu", "/nonexistent/qu-model"]) == 0
+        assert await asyncio.to_thread(cli, ["models", "register", "hi", "/nonexistent/hi-model"]) == 0
         try:
             await expect_status(
-                client.transcribe_pcm(pcm(speech["es"][0].audio), 16000, language="qu"),
+                client.transcribe_pcm(pcm(speech["es"][0].audio), 16000, language="hi"),
                 grpc.StatusCode.FAILED_PRECONDITION,
-                "no live worker serves 'qu'",
+                "no live worker serves 'hi'",
             )
             await expect_status(
-                client.transcribe_pcm(pcm(speech["es"][0].audio), 16000, alternatives=["qu"]),
+                client.transcribe_pcm(pcm(speech["es"][0].audio), 16000, alternatives=["hi"]),
                 grpc.StatusCode.FAILED_PRECONDITION,
-                "none of the allowed languages (qu) is served",
+                "none of the allowed languages (hi) is served",
             )
         finally:
-            assert await asyncio.to_thread(cli, ["models", "remove", "qu"]) == 0
+            assert await asyncio.to_thread(cli, ["models", "remove", "hi"]) == 0
 
 
 # ---------------------------------------------------------------------- bad input
