@@ -190,7 +190,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
     """
     from asr_worker.transfer import finetune, pretrain_backbone
     from lid_service.training import train_lid
-    from lidroute.corpus import synth_corpus
+    from lidroute.corpus import SPLITS, synth_corpus
 
     out.mkdir(parents=True, exist_ok=True)
     work = work or CACHE / "models-build"
@@ -211,7 +211,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
     )
     print(f"  language ID: {json.dumps({k: round(v, 3) for k, v in scores.items()})}", flush=True)
     stage(f"synthesising the corpus ({', '.join(plan.corpus_languages())}) into {work / 'corpus'}...")
-    sizes = dict(zip(("train", "dev", "test", "test_hard"), plan.corpus_sizes, strict=True))
+    sizes = dict(zip(SPLITS, plan.corpus_sizes, strict=True))
     synth_corpus(work / "corpus", plan.corpus_languages(), seed=plan.seed, **sizes)
     stage(
         f"pretraining the phoneme backbone on {', '.join(plan.backbone_languages)}"
