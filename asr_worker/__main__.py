@@ -1,4 +1,4 @@
-"""`python -m asr_worker [serve|train|pretrain|finetune|transfer] ...`"""
+"""`python -m asr_worker [serve|train|pretrain|finetune|lm|transfer] ...`"""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ COMMANDS = {
     "train": "asr_worker.training",
     "pretrain": "asr_worker.transfer:pretrain_main",
     "finetune": "asr_worker.transfer:finetune_main",
+    "lm": "asr_worker.transfer:lm_main",
     "transfer": "asr_worker.transfer:transfer_main",
 }
 

@@ -1,7 +1,9 @@
 """wav2vec2 / XLS-R CTC inference with word timings and confidences from the CTC alignment.
 
 Models load with `from_pretrained(uri, revision=...)`: a hub id of a fine-tuned XLS-R or a
-local `save_pretrained` directory made by `asr_worker finetune`; nothing else differs.
+local `save_pretrained` directory made by `asr_worker finetune`; nothing else differs. A local
+directory with a word LM beside the weights (`lm.json`, written by `asr_worker finetune` or
+`asr_worker lm`) is decoded by beam search with that LM, anything else greedily.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from asr_worker.decoding import CtcTokens, WordLM, beam_search
 from lidroute.audio import TARGET_RATE
 from lidroute.registry import ModelSpec
 
@@ -37,7 +41,8 @@ class Transcript:
 
 
 class CtcModel:
-    def __init__(self, language: str, spec: ModelSpec, device: str = "cpu") -> None:
+    def __init__(self, language: str, spec: ModelSpec, device: str = "cpu", beam: int = 16) -> None:
+        """`beam` 0 decodes greedily even when the model has a word LM."""
         revision = spec.revision or None
         self.language = language
         self.spec = spec
@@ -47,31 +52,43 @@ class CtcModel:
         self.frame_seconds = self.model.config.inputs_to_logits_ratio / TARGET_RATE
         # The shortest input the convolutional front end turns into at least one frame.
         self.min_samples = int(self.model.config.inputs_to_logits_ratio * 1.5)
+        self.lm = WordLM.load(spec.uri) if beam and Path(spec.uri).is_dir() else None
+        self.beam = beam
+        self.tokens = CtcTokens.of(self.processor)
         log.info(
             "ASR model loaded",
             extra={
                 "language": language,
                 "uri": spec.uri,
                 "params": sum(p.numel() for p in self.model.parameters()),
+                "decoder": f"beam {beam} with a {self.lm.vocabulary_size}-word LM" if self.lm else "greedy",
             },
         )
 
     @torch.inference_mode()
     def transcribe(self, audio: np.ndarray) -> Transcript:
-        """Greedy CTC decoding; a word's confidence is the mean top probability over its frames."""
+        """Greedy or LM beam-search decoding; a word's confidence: mean top probability over its frames."""
         started = time.perf_counter()
         if len(audio) < self.min_samples:
             audio = np.pad(audio, (0, self.min_samples - len(audio)))
         inputs = self.processor(audio, sampling_rate=TARGET_RATE, return_tensors="pt")
         logits = self.model(inputs.input_values.to(self.device)).logits[0].float().cpu()
-        probs = torch.softmax(logits, dim=-1)
-        top_prob, ids = probs.max(dim=-1)
-        decoded = self.processor.decode(ids, output_word_offsets=True)
-        words = []
-        for item in decoded.word_offsets:
-            start, end = int(item["start_offset"]), int(item["end_offset"])
-            conf = float(top_prob[start : max(end, start + 1)].mean())
-            words.append(WordTiming(item["word"], start * self.frame_seconds, end * self.frame_seconds, conf))
+        log_probs = torch.log_softmax(logits, dim=-1)
+        top_prob, ids = log_probs.exp().max(dim=-1)
+        if self.lm is not None:
+            found = beam_search(log_probs.numpy(), self.tokens, self.lm, self.lm.settings(self.beam)).words
+        else:
+            offsets = self.processor.decode(ids, output_word_offsets=True).word_offsets
+            found = [(item["word"], int(item["start_offset"]), int(item["end_offset"])) for item in offsets]
+        words = [
+            WordTiming(
+                word,
+                start * self.frame_seconds,
+                end * self.frame_seconds,
+                float(top_prob[start : max(end, start + 1)].mean()),
+            )
+            for word, start, end in found
+        ]
         blank = self.processor.tokenizer.pad_token_id
         emitting = top_prob[ids != blank]
         confidence = float(emitting.mean()) if len(emitting) and words else 0.0

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
+from asr_worker.decoding import CtcTokens, WordLM, beam_search
 from lidroute.corpus import add_noise, change_speed, telephone
 from lidroute.synth import (
     VARIANTS,
@@ -227,19 +228,19 @@ def fit_ctc(
 
 
 @torch.inference_mode()
-def transcribe(
+def frame_log_probs(
     model: Wav2Vec2ForCTC, processor: Wav2Vec2Processor, audio: Sequence[np.ndarray], batch_size: int = 16
-) -> list[str]:
-    """Greedy CTC decoding, as the worker does it, on the device the model is on.
+) -> list[np.ndarray]:
+    """Per utterance, the (frames, tokens) CTC log-probabilities, on the device the model is on.
 
-    Batched for speed, so each utterance's frames are cut to its own length before decoding:
-    the frames over another utterance's padding are the model listening to digital silence,
-    which it never heard in training, and what it writes there is not in the audio.
+    Batched for speed, so each utterance's frames are cut to its own length: the frames over
+    another utterance's padding are the model listening to digital silence, which it never heard
+    in training, and what it writes there is not in the audio.
     """
     model.eval()
     device = next(model.parameters()).device
     order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
-    texts: dict[int, str] = {}
+    out: dict[int, np.ndarray] = {}
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         features = processor.feature_extractor(
@@ -250,11 +251,28 @@ def transcribe(
             return_tensors="pt",
         )
         mask = features.attention_mask.to(device)
-        ids = model(features.input_values.to(device), attention_mask=mask).logits.argmax(dim=-1).cpu()
+        logits = model(features.input_values.to(device), attention_mask=mask).logits.float()
+        log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy()
         frames = model._get_feat_extract_output_lengths(mask.sum(dim=-1)).cpu()
-        decoded = [processor.decode(row[: int(n)]) for row, n in zip(ids, frames, strict=True)]
-        texts.update(zip(chunk, decoded, strict=True))
-    return [normalize_text(texts[i]) for i in range(len(audio))]
+        out.update((i, row[: int(n)]) for i, row, n in zip(chunk, log_probs, frames, strict=True))
+    return [out[i] for i in range(len(audio))]
+
+
+def transcribe(
+    model: Wav2Vec2ForCTC,
+    processor: Wav2Vec2Processor,
+    audio: Sequence[np.ndarray],
+    batch_size: int = 16,
+    lm: WordLM | None = None,
+) -> list[str]:
+    """CTC decoding as the worker does it: greedy, or a beam search with `lm` when one is given."""
+    log_probs = frame_log_probs(model, processor, audio, batch_size)
+    if lm is None:
+        texts = [processor.decode(lp.argmax(axis=-1)) for lp in log_probs]
+    else:
+        tokens, settings = CtcTokens.of(processor), lm.settings()
+        texts = [beam_search(lp, tokens, lm, settings).text for lp in log_probs]
+    return [normalize_text(t) for t in texts]
 
 
 def training_words(model_dir: Path) -> list[str] | None:

@@ -34,12 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from asr_worker.decoding import CtcTokens, WordLM, tune
 from asr_worker.training import (
     CtcRecipe,
     build_processor,
     characters,
     error_rate,
     fit_ctc,
+    frame_log_probs,
     normalize_text,
     transcribe,
 )
@@ -195,14 +197,16 @@ def evaluate_model(
     processor: Wav2Vec2Processor,
     examples: Sequence[Example],
     references: Sequence[str] | None = None,
+    lm: WordLM | None = None,
 ) -> dict[str, float]:
-    """Corpus CER and WER by greedy decoding, as the worker decodes; also the real-time factor.
+    """Corpus CER and WER decoded as the worker decodes (greedy, or beam search with `lm`); also
+    the real-time factor.
 
     `references` replace the examples' transcripts (a phoneme model is scored on phonemes).
     """
     audio = [e.audio() for e in examples]
     started = time.perf_counter()
-    hypotheses = transcribe(model, processor, audio)
+    hypotheses = transcribe(model, processor, audio, lm=lm)
     elapsed = time.perf_counter() - started
     refs = [normalize_text(t) for t in (references or [e.text for e in examples])]
     return {
@@ -221,6 +225,7 @@ def _evaluate_splits(
     splits: Sequence[str],
     n_eval: int,
     targets: str = "letters",
+    lm: WordLM | None = None,
 ) -> dict[str, dict[str, float]]:
     scores = {}
     for split in splits:
@@ -230,8 +235,35 @@ def _evaluate_splits(
             log.warning("split not evaluated", extra={"split": split, "error": str(exc)})
             continue
         references = phonemize([e.text for e in examples], language) if targets == "phonemes" else None
-        scores[split] = evaluate_model(model, processor, examples, references)
+        scores[split] = evaluate_model(model, processor, examples, references, lm)
     return scores
+
+
+def add_word_lm(
+    model: Wav2Vec2ForCTC,
+    processor: Wav2Vec2Processor,
+    out_dir: Path,
+    texts: Iterable[str],
+    dev: Sequence[Example],
+) -> tuple[WordLM, dict[str, Any]]:
+    """Trains the word LM of a recognizer on `texts`, tunes its fusion weights on `dev`, saves it.
+
+    The LM learns only from training transcripts, never from the speech it is scored on; `dev`
+    (held-out speech, may be empty: then the default weights stay) picks how much the decoder
+    trusts it. Returns the LM and what it did: vocabulary size and dev CER greedy and with the LM.
+    """
+    lm = WordLM.train(normalize_text(t) for t in texts)
+    summary: dict[str, Any] = {"words": lm.vocabulary_size, "tuned_on": len(dev)}
+    if dev:
+        log_probs = frame_log_probs(model, processor, [e.audio() for e in dev])
+        references = [normalize_text(e.text) for e in dev]
+        greedy = [normalize_text(processor.decode(lp.argmax(axis=-1))) for lp in log_probs]
+        lm, dev_cer = tune(lm, log_probs, references, CtcTokens.of(processor))
+        summary |= {"dev_cer_greedy": error_rate(references, greedy), "dev_cer": dev_cer}
+    summary |= {"lm_weight": lm.lm_weight, "word_bonus": lm.word_bonus}
+    lm.save(out_dir)
+    log.info("word LM", extra=summary)
+    return lm, summary
 
 
 # --------------------------------------------------------------------------- the backbone
@@ -296,6 +328,7 @@ def pretrain_backbone(
         "seed": seed,
         "steps": budget.steps,
         "train_seconds": round(budget.elapsed, 1),
+        "device": device,
         "train_hours": round(seconds_of(clips) / 3600, 3),
         "epochs": round(audio_seconds / max(1e-9, seconds_of(clips)), 2),
         "params": sum(p.numel() for p in model.parameters()),
@@ -316,14 +349,42 @@ def _write_report(out_dir: Path, report: Mapping[str, Any]) -> None:
     )
 
 
-def _score_rows(scores: Mapping[str, Mapping[str, float]]) -> str:
-    rows = ["| set | utterances | CER | WER |", "|---|---|---|---|"]
+def _score_rows(
+    scores: Mapping[str, Mapping[str, float]], greedy: Mapping[str, Mapping[str, float]] | None = None
+) -> str:
+    """A score table; with `greedy`, two more columns give the same sets decoded greedily."""
+    extra = " greedy CER | greedy WER |" if greedy else ""
+    rows = ["| set | utterances | CER | WER |" + extra, "|---|---|---|---|" + "---|---|" * bool(greedy)]
     for name, s in scores.items():
         if s:
-            rows.append(
-                f"| {name} | {int(s['utterances'])} | {100 * s['cer']:.1f} % | {100 * s['wer']:.1f} % |"
-            )
+            row = f"| {name} | {int(s['utterances'])} | {100 * s['cer']:.1f} % | {100 * s['wer']:.1f} % |"
+            if greedy and greedy.get(name):
+                row += f" {100 * greedy[name]['cer']:.1f} % | {100 * greedy[name]['wer']:.1f} % |"
+            rows.append(row)
     return "\n".join(rows)
+
+
+def _decoding_line(report: Mapping[str, Any]) -> str:
+    lm = report.get("lm")
+    if not lm:
+        return "## Scores (greedy decoding, no language model)"
+    tuned = (
+        f"tuned on {lm['tuned_on']} dev utterances (dev CER {100 * lm['dev_cer_greedy']:.1f} % greedy,"
+        f" {100 * lm['dev_cer']:.1f} % with the LM)"
+        if lm.get("tuned_on")
+        else "the defaults (no dev split to tune them on)"
+    )
+    return f"""## Scores
+
+Decoded as the worker decodes it: CTC beam search with the word LM beside the model (`lm.json`, a
+word bigram of the training transcripts, {lm["words"]:,} distinct words), LM weight {lm["lm_weight"]:g} and
+word bonus {lm["word_bonus"]:g}, {tuned}. The greedy columns are the same model without the LM."""
+
+
+def _where(report: Mapping[str, Any]) -> str:
+    """Where the training time on a card was spent; reports written before it was recorded were CPU runs."""
+    device = str(report.get("device", "cpu"))
+    return "on the CPU" if device == "cpu" else f"on a GPU (`{device}`)"
 
 
 def _data_line(data: str) -> str:
@@ -347,7 +408,7 @@ Made by `python -m asr_worker pretrain --data {report["data"]} --languages {lang
 --utterances {report["utterances_per_language"]} --targets {report["targets"]} --steps {report["steps"]}
 --seed {report["seed"]}`: a `Wav2Vec2ForCTC` ({report["params"]:,} parameters) trained from random
 initialisation by supervised CTC whose targets are {what}, on {report["train_hours"]} h of speech
-({report["epochs"]} epochs, {report["train_seconds"]:.0f} s on the CPU). It is the starting point
+({report["epochs"]} epochs, {report["train_seconds"]:.0f} s {_where(report)}). It is the starting point
 of `asr_worker finetune`, which discards its output layer.{_data_line(report["data"])}
 
 ## Scores (test split, greedy decoding; {unit} error rate in the CER column)
@@ -433,8 +494,13 @@ def finetune(
     eval_splits: Sequence[str] = ("test", "test_hard"),
     n_eval: int = 100,
     device: str = "cpu",
+    lm: bool = True,
 ) -> dict[str, Any]:
     """The transfer recipe end to end; writes a `save_pretrained` directory and returns its report.
+
+    With `lm`, a word LM of the training transcripts goes beside the model (`add_word_lm`, tuned
+    on the dev split when there is one) and the scores are the worker's beam search with it;
+    the greedy scores are reported too.
 
     `vocab` is "train" (the characters of the training transcripts, the usual choice),
     "backbone" (reuse the old head's alphabet, which shows the alphabet mismatch), or a
@@ -446,6 +512,7 @@ def finetune(
     torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
     rng = np.random.default_rng(seed)
     clips = take_clips(_examples(data, "train", language), seed=seed, minutes=minutes)
+    target_texts = [text for text, _ in clips]
     target_seconds = seconds_of(clips)
     for lang, share in replay:
         wanted = target_seconds * share / (1 - share)
@@ -492,7 +559,15 @@ def finetune(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    scores = _evaluate_splits(model, processor, data, language, eval_splits, n_eval)
+    word_lm, lm_summary = (
+        add_word_lm(model, processor, out_dir, target_texts, _safe_examples(data, "dev", language)[:50])
+        if lm
+        else (None, None)
+    )
+    greedy = _evaluate_splits(model, processor, data, language, eval_splits, n_eval)
+    scores = (
+        _evaluate_splits(model, processor, data, language, eval_splits, n_eval, lm=word_lm) if lm else greedy
+    )
     for lang, _ in replay:
         scores |= {
             f"{lang} {k}": v
@@ -509,13 +584,16 @@ def finetune(
         "replay": [f"{lang}:{share}" for lang, share in replay],
         "steps": steps,
         "train_seconds": round(train_seconds, 1),
+        "device": device,
         "epochs": round(audio_seconds / max(1e-9, seconds_of(clips)), 2),
         "params": sum(p.numel() for p in model.parameters()),
         "recipe": asdict(recipe),
         "vocab": vocab,
         "alphabet": asdict(report_alphabet),
         "data": str(data),
+        "lm": lm_summary,
         "scores": scores,
+        "scores_greedy": greedy,
     }
     _write_report(out_dir, report)
     _finetune_card(out_dir, report, report_alphabet)
@@ -576,7 +654,8 @@ def _finetune_card(out_dir: Path, report: Mapping[str, Any], alphabet: AlphabetR
 
 A `transformers` `Wav2Vec2ForCTC` ({report["params"]:,} parameters) fine-tuned from {init}, on
 {report["target_minutes"]} minutes of {name} speech{replay}:
-{report["steps"]} updates ({report["epochs"]} epochs) in {report["train_seconds"]:.0f} s on the CPU{head}.
+{report["steps"]} updates ({report["epochs"]} epochs) in {report["train_seconds"]:.0f} s
+{_where(report)}{head}.
 Load it with `Wav2Vec2ForCTC.from_pretrained(dir)` and `Wav2Vec2Processor.from_pretrained(dir)`.
 
 Made by `python -m asr_worker finetune {" ".join(flags)} --out DIR`.{_data_line(report["data"])}
@@ -585,9 +664,9 @@ Made by `python -m asr_worker finetune {" ".join(flags)} --out DIR`.{_data_line(
 
 {alphabet_lines}
 
-## Scores (greedy decoding, no language model)
+{_decoding_line(report)}
 
-{_score_rows(report["scores"])}
+{_score_rows(report["scores"], report.get("scores_greedy") if report.get("lm") else None)}
 
 `test` is new sentences in the training voices; `test_hard` is voices and speeds never heard in
 training, 10-20 dB noise and telephone-band audio (see `lidroute corpus synth`).
@@ -667,6 +746,7 @@ def transfer_table(
                     eval_splits=("test",),
                     n_eval=n_eval,
                     device=device,
+                    lm=False,  # the table compares acoustic models, as zero-shot is scored
                 )
                 row[f"{budget:g}min {init}"] = report["scores"]["test"] | {
                     "train_seconds": report["train_seconds"],
@@ -821,6 +901,9 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--no-augment", action="store_true", help="no speed, telephone-channel and noise augmentation"
     )
+    parser.add_argument(
+        "--no-lm", action="store_true", help="no word LM beside the model: the worker decodes greedily"
+    )
     parser.add_argument("--eval-utterances", type=int, default=100)
     parser.add_argument("--register", action="store_true", help="register the model for --language")
     add_setting_flags(parser, CommonSettings)
@@ -850,11 +933,64 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
             ),
             n_eval=args.eval_utterances,
             device=args.device,
+            lm=not args.no_lm,
         )
         if settings is not None:
             register(args.language, Path(args.out), settings.redis_url, settings.key_prefix)
             print(f"registered {args.language} -> {Path(args.out).resolve()}", flush=True)
         print(json.dumps({"scores": report["scores"], "train_seconds": report["train_seconds"]}))
+
+    _run(parser, run)
+
+
+def lm_main(argv: Sequence[str] | None = None) -> None:
+    """`python -m asr_worker lm --model DIR --data D --language xx`: a word LM for a recognizer.
+
+    For any `save_pretrained` CTC recognizer, a fine-tuned hub checkpoint too: the LM learns the
+    transcripts of the data's train split and is tuned on its dev split. A model made by
+    `asr_worker finetune` is re-scored with and without it, and its report and card rewritten.
+    """
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    from lidroute.logs import configure
+
+    parser = argparse.ArgumentParser(prog="asr_worker lm", description=lm_main.__doc__)
+    parser.add_argument("--model", required=True, help="the recognizer's directory; lm.json goes there")
+    parser.add_argument(
+        "--data", required=True, help="corpus folder, .jsonl manifest, Common Voice folder or HF dataset"
+    )
+    parser.add_argument("--language", required=True)
+    parser.add_argument("--dev-utterances", type=int, default=50, help="held-out utterances to tune on")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    configure(args.log_level, fmt="text", service="asr-lm")
+
+    def run() -> None:
+        out_dir = Path(args.model)
+        if not (out_dir / "config.json").is_file():
+            raise ValueError(f"{out_dir} is not a save_pretrained model directory")
+        model = Wav2Vec2ForCTC.from_pretrained(out_dir).eval().to(args.device)
+        processor = Wav2Vec2Processor.from_pretrained(out_dir)
+        texts = [e.text for e in _examples(args.data, "train", args.language)]
+        dev = _safe_examples(args.data, "dev", args.language)[: args.dev_utterances]
+        lm, summary = add_word_lm(model, processor, out_dir, texts, dev)
+        report_file = out_dir / REPORT_FILE
+        report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else {}
+        if report.get("kind") == "finetuned":
+            splits = list(report["scores"])
+            n_eval = max(int(s["utterances"]) for s in report["scores"].values())
+            report["lm"] = summary
+            report["scores_greedy"] = _evaluate_splits(
+                model, processor, args.data, args.language, splits, n_eval
+            )
+            report["scores"] = _evaluate_splits(
+                model, processor, args.data, args.language, splits, n_eval, lm=lm
+            )
+            _write_report(out_dir, report)
+            _finetune_card(out_dir, report, AlphabetReport(**report["alphabet"]))
+            summary["scores"] = {k: round(v["cer"], 4) for k, v in report["scores"].items()}
+        print(json.dumps(summary))
 
     _run(parser, run)
 

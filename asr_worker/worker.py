@@ -52,6 +52,9 @@ class WorkerSettings(CommonSettings):
     health_address: str = Field("[::]:50053", description="gRPC health/reflection listen address")
     worker_id: str = Field("", description="consumer name (default: host-pid-random)")
     device: str = Field("cpu", description="torch device")
+    beam: int = Field(
+        16, ge=0, le=512, description="beam width for models with a word LM (lm.json); 0: greedy decoding"
+    )
     torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
     concurrency: int = Field(2, ge=1, le=64, description="jobs in progress at once")
     block_ms: int = Field(1000, ge=10, description="how long one queue read waits")
@@ -99,7 +102,9 @@ class AsrWorker:
                 if current is not None and current.spec == spec:
                     continue
                 try:
-                    model = await asyncio.to_thread(CtcModel, lang, spec, self.settings.device)
+                    model = await asyncio.to_thread(
+                        CtcModel, lang, spec, self.settings.device, self.settings.beam
+                    )
                 except Exception as exc:
                     log.error(
                         "could not load model", extra={"language": lang, "uri": spec.uri, "error": str(exc)}

@@ -415,6 +415,7 @@ class InProcessEvaluator:
         device: str = "cpu",
         lid: bool = True,
         asr: bool = True,
+        beam: int = 16,
     ) -> None:
         import tempfile
 
@@ -428,6 +429,7 @@ class InProcessEvaluator:
         self.candidates = tuple(candidates)
         self.windows = tuple(windows)
         self.device = device
+        self.beam = beam
         self.lid: LanguageIdModel | None = None
         if lid:
             if not (lid_dir / "hyperparams.yaml").is_file():
@@ -451,7 +453,7 @@ class InProcessEvaluator:
             from lidroute.registry import ModelSpec
 
             path = self.asr_dirs.get(lang)
-            model = None if path is None else CtcModel(lang, ModelSpec(uri=str(path)), self.device)
+            model = None if path is None else CtcModel(lang, ModelSpec(uri=str(path)), self.device, self.beam)
             if model is not None:
                 # The first call pays for lazy initialisation; a long-running worker pays it once.
                 model.transcribe(np.zeros(TARGET_RATE, np.float32))
@@ -641,6 +643,12 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     ev.add_argument("--no-asr", action="store_true", help="in-process: language ID only")
     ev.add_argument("--confusion", action="store_true", help="print language-ID confusion matrices")
     ev.add_argument("--device", default="cpu", help="in-process: torch device")
+    ev.add_argument(
+        "--beam",
+        type=int,
+        default=16,
+        help="in-process: beam width for models with a word LM, as the worker's setting (0: greedy)",
+    )
     ev.add_argument("--hint", action="store_true", help="router: send the reference language, skip detection")
     ev.add_argument("--timeout", type=float, default=120.0, help="router: deadline per utterance (s)")
     ev.add_argument("--concurrency", type=int, default=1, help="router: requests in flight")
@@ -735,6 +743,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 device=args.device,
                 lid=not args.no_lid,
                 asr=not args.no_asr,
+                beam=args.beam,
             )
         except CorpusError as exc:
             print(exc, file=sys.stderr)
@@ -751,6 +760,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "router_lid_windows": evaluator.router_windows,
             "router_lid_threshold": evaluator.router_threshold,
             "device": args.device,
+            "beam": args.beam,
         }
         results = asyncio.run(evaluate_in_process(examples, evaluator, progress))
     settings["elapsed_seconds"] = round(time.monotonic() - started, 2)

@@ -71,6 +71,11 @@ def test_batched_transcription_is_each_utterance_transcribed_alone(models_dir: P
             ["finetune", "--backbone", "b", "--data", "d", "--language", "sw", "--replay", "en:2"],
             "0 < SHARE < 1",
         ),
+        (
+            "asr_worker",
+            ["lm", "--model", "nowhere", "--data", "d", "--language", "sw"],
+            "nowhere is not a save_pretrained model directory",
+        ),
     ],
 )
 def test_training_commands_reject_bad_input_clearly(

@@ -19,12 +19,14 @@ import redis
 import torch
 from transformers import Wav2Vec2ForCTC
 
+from asr_worker.decoding import WordLM
 from asr_worker.model import CtcModel
-from asr_worker.training import CtcRecipe
+from asr_worker.training import CtcRecipe, normalize_text
 from asr_worker.transfer import (
     REPORT_FILE,
     alphabet_report,
     finetune,
+    lm_main,
     parse_replay,
     pretrain_backbone,
     recipe_with,
@@ -148,11 +150,16 @@ def test_finetune_command_replaces_the_head_keeps_the_frozen_encoder_and_registe
     assert "registered sw" in done.stdout
 
     report = json.loads((out / REPORT_FILE).read_text())
-    assert report["init"] == "backbone" and report["steps"] == 4
-    assert {"test", "test_hard"} <= set(report["scores"])
+    assert report["init"] == "backbone" and report["steps"] == 4 and report["device"] == "cpu"
+    assert {"test", "test_hard"} <= set(report["scores"]) == set(report["scores_greedy"])
+    # A word LM of the training transcripts goes beside it; with no dev split its weights stay the defaults.
+    lm = WordLM.load(out)
+    assert lm is not None and report["lm"]["words"] == lm.vocabulary_size > 0
+    assert report["lm"]["tuned_on"] == 0
     card = (out / "README.md").read_text()
     assert card.startswith("# Swahili CTC speech recognizer")
-    assert "## Alphabet" in card and "--freeze-feature-encoder" in card
+    assert "## Alphabet" in card and "--freeze-feature-encoder" in card and "on the CPU" in card
+    assert "the defaults (no dev split to tune them on)" in card and "| greedy CER | greedy WER |" in card
     assert f"`lidroute corpus synth --out {data} --languages es,sw --train 8 --dev 0" in card  # its data
 
     tuned = Wav2Vec2ForCTC.from_pretrained(out)
@@ -177,6 +184,27 @@ def test_finetune_command_replaces_the_head_keeps_the_frozen_encoder_and_registe
     assert isinstance(
         CtcModel("sw", spec).transcribe(corpus.read_examples(data, split="test")[0].audio()).text, str
     )
+
+
+@needs_espeak
+def test_lm_command_gives_a_model_without_one_a_word_lm_and_rescores_it(
+    data: Path, backbone: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sw"
+    report = finetune(str(backbone), data, "sw", out, max_steps=1, n_eval=2, lm=False)
+    assert report["lm"] is None and WordLM.load(out) is None
+    assert "greedy decoding, no language model" in (out / "README.md").read_text()
+
+    lm_main(["--model", str(out), "--data", str(data), "--language", "sw", "--log-level", "WARNING"])
+    lm = WordLM.load(out)
+    sw_text = next(e.text for e in corpus.read_examples(data, split="train") if e.language == "sw")
+    assert lm is not None and lm.unigrams.keys() >= set(normalize_text(sw_text).split())
+    rescored = json.loads((out / REPORT_FILE).read_text())
+    assert rescored["lm"]["words"] == lm.vocabulary_size
+    cer = {split: s["cer"] for split, s in report["scores"].items()}
+    assert {split: s["cer"] for split, s in rescored["scores_greedy"].items()} == cer
+    assert set(rescored["scores"]) == set(cer)
+    assert "| greedy CER | greedy WER |" in (out / "README.md").read_text()
 
 
 @needs_espeak

@@ -1,0 +1,104 @@
+"""CTC beam search with a word LM: what it reads, what the LM changes, and the LM's file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asr_worker.decoding import LM_FILE, BeamSettings, CtcTokens, WordLM, beam_search, tune
+
+TOKENS = CtcTokens(["<pad>", "|", "c", "a", "o", "t", "d", "g", "s"], blank=0, delimiter=1)
+
+
+def _frames(*columns: dict[str, float]) -> np.ndarray:
+    """Log-probabilities for frames given as {token: probability}; the rest share what is left."""
+    rows = []
+    for column in columns:
+        row = np.full(len(TOKENS.tokens), 1e-6)
+        for token, p in column.items():
+            row[TOKENS.tokens.index(token)] = p
+        row /= row.sum()
+        rows.append(np.log(row))
+    return np.array(rows)
+
+
+def _spell(text: str) -> list[dict[str, float]]:
+    """Confident frames that spell `text`, a blank between letters, `|` between words."""
+    frames: list[dict[str, float]] = []
+    for i, word in enumerate(text.split()):
+        if i:
+            frames.append({"|": 0.99})
+        for letter in word:
+            frames += [{letter: 0.99}, {"<pad>": 0.99}]
+    return frames
+
+
+def test_without_an_lm_the_search_reads_confident_frames_as_greedy_decoding_does() -> None:
+    log_probs = _frames(*_spell("cat dog"))
+    assert beam_search(log_probs, TOKENS, None).text == "cat dog"
+
+
+def test_a_doubled_letter_needs_a_blank_between_its_two_frames() -> None:
+    held = _frames({"c": 0.99}, {"a": 0.99}, {"t": 0.99}, {"t": 0.99})
+    doubled = _frames({"c": 0.99}, {"a": 0.99}, {"t": 0.99}, {"<pad>": 0.99}, {"t": 0.99})
+    assert beam_search(held, TOKENS, None).text == "cat"
+    assert beam_search(doubled, TOKENS, None).text == "catt"
+
+
+def test_the_word_lm_turns_a_slightly_likelier_misspelling_into_the_known_word() -> None:
+    """'o' is a little likelier than 'a' in the middle frame; only 'cat' is a word the LM knows."""
+    log_probs = _frames({"c": 0.99}, {"<pad>": 0.99}, {"o": 0.52, "a": 0.46}, {"<pad>": 0.99}, {"t": 0.99})
+    lm = WordLM.train(["the cat sat", "a cat"])
+    assert beam_search(log_probs, TOKENS, None).text == "cot"
+    assert beam_search(log_probs, TOKENS, lm).text == "cat"
+
+
+def test_a_word_the_lm_never_saw_is_still_written_when_the_speech_is_clear() -> None:
+    lm = WordLM.train(["cat cat", "the cat"])
+    assert beam_search(_frames(*_spell("dog")), TOKENS, lm).text == "dog"
+
+
+def test_each_word_comes_with_the_frames_it_was_spoken_in() -> None:
+    # frames: c _ a _ t _ | d _ o _ g _
+    decoded = beam_search(_frames(*_spell("cat dog")), TOKENS, WordLM.train(["cat dog"]))
+    assert decoded.words == [("cat", 0, 5), ("dog", 7, 12)]
+
+
+def test_witten_bell_probabilities_of_every_word_and_the_unknown_sum_to_one() -> None:
+    lm = WordLM.train(["a cat sat", "a dog sat", "the cat"])
+    lm.oov_letter_penalty = 0.0
+    for history in ("<s>", "a", "cat", "never-seen"):
+        total = sum(math.exp(lm.log_prob(history, w)) for w in lm.unigrams)
+        total += math.exp(lm.log_prob(history, "zzz"))  # the one <unk> type
+        assert total == pytest.approx(1.0), history
+    assert lm.log_prob("a", "cat") > lm.log_prob("a", "the")  # seen after "a" beats unseen after "a"
+
+
+def test_unknown_words_cost_more_the_longer_they_are() -> None:
+    lm = WordLM.train(["a cat"])
+    assert lm.log_prob("a", "zz") > lm.log_prob("a", "zzzzzz")
+
+
+def test_the_lm_file_keeps_the_tuned_weights_and_a_broken_one_is_refused(tmp_path: Path) -> None:
+    lm = WordLM.train(["a cat sat"])
+    lm.lm_weight, lm.word_bonus = 1.5, 3.0
+    lm.save(tmp_path)
+    loaded = WordLM.load(tmp_path)
+    assert loaded is not None and loaded.unigrams == lm.unigrams and loaded.bigrams == lm.bigrams
+    assert loaded.settings(beam=8) == BeamSettings(beam=8, lm_weight=1.5, word_bonus=3.0)
+    assert WordLM.load(tmp_path / "elsewhere") is None
+    (tmp_path / LM_FILE).write_text('{"unigrams": [1, 2]}')
+    with pytest.raises(ValueError, match="is not a word LM"):
+        WordLM.load(tmp_path)
+
+
+def test_tuning_keeps_the_weights_that_read_held_out_speech_best() -> None:
+    """A dev set whose middle letters lean the wrong way rewards trusting the LM."""
+    lm = WordLM.train(["the cat sat", "a cat", "cat"])
+    ambiguous = _frames({"c": 0.99}, {"<pad>": 0.99}, {"o": 0.52, "a": 0.46}, {"<pad>": 0.99}, {"t": 0.99})
+    tuned, cer = tune(lm, [ambiguous] * 3, ["cat"] * 3, TOKENS, weights=(0.0, 1.0), bonuses=(0.0,))
+    assert (tuned.lm_weight, tuned.word_bonus, cer) == (1.0, 0.0, 0.0)
+    assert tuned.unigrams == lm.unigrams
