@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,19 @@ def test_the_models_in_use_load_as_the_services_load_them_and_have_cards(
     for lang in ("en", "es", "sw"):
         card = (models_dir / "asr" / lang / "README.md").read_text()
         assert "Made by `python -m asr_worker finetune" in card and "| CER | WER |" in card, lang
+
+
+def test_a_recognizer_with_a_word_lm_beside_it_decodes_with_it_unless_beam_is_zero(models_dir: Path) -> None:
+    spec = ModelSpec(uri=str(models_dir / "asr" / "sw"))
+    audio = synth_utterances("sw", 1, seed=41, min_words=3, max_words=4)[0].audio
+    with_lm, greedy = CtcModel("sw", spec), CtcModel("sw", spec, beam=0)
+    assert with_lm.lm is not None and greedy.lm is None
+    for model in (with_lm, greedy):
+        result = model.transcribe(audio)
+        assert result.text and [w.word for w in result.words] == result.text.split()
+        assert all(0 <= w.start < w.end <= len(audio) / 16000 + 0.05 for w in result.words)
+        assert all(a.end <= b.start for a, b in itertools.pairwise(result.words)), "words in order"
+        assert all(0 < w.confidence <= 1 for w in result.words)
 
 
 def test_batched_transcription_is_each_utterance_transcribed_alone(models_dir: Path) -> None:
