@@ -302,14 +302,14 @@ def tune(
     log_probs: Sequence[np.ndarray],
     references: Sequence[str],
     tokens: CtcTokens,
-    weights: Sequence[float] = (0.5, 1.0, 1.5, 2.0),
-    bonuses: Sequence[float] = (0.0, 1.0, 2.0, 3.0, 4.0),
+    weights: Sequence[float] = (0.5, 1.0, 1.5, 2.0, 3.0),
+    bonuses: Sequence[float] = (0.0, 2.0, 4.0, 5.0, 6.0, 8.0, 10.0),
     beam: int = 16,
 ) -> tuple[WordLM, float]:
     """`lm` with the fusion weights that give the lowest character error on held-out speech.
 
     Each setting costs one beam search over the already computed frames, so a grid over a
-    development split of 50 utterances takes seconds. Returns the tuned LM and its CER.
+    development split of 50 utterances takes about a minute. Returns the tuned LM and its CER.
     """
     import jiwer
 

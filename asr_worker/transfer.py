@@ -374,11 +374,12 @@ def _decoding_line(report: Mapping[str, Any]) -> str:
         if lm.get("tuned_on")
         else "the defaults (no dev split to tune them on)"
     )
-    return f"""## Scores
-
-Decoded as the worker decodes it: CTC beam search with the word LM beside the model (`lm.json`, a
-word bigram of the training transcripts, {lm["words"]:,} distinct words), LM weight {lm["lm_weight"]:g} and
-word bonus {lm["word_bonus"]:g}, {tuned}. The greedy columns are the same model without the LM."""
+    return (
+        "## Scores\n\nDecoded as the worker decodes it: CTC beam search with the word LM beside the model"
+        f" (`lm.json`, a word bigram of the training transcripts, {lm['words']:,} distinct words),"
+        f" LM weight {lm['lm_weight']:g} and word bonus {lm['word_bonus']:g}, {tuned}."
+        " The greedy columns are the same model without the LM."
+    )
 
 
 def _where(report: Mapping[str, Any]) -> str:
@@ -650,12 +651,13 @@ def _finetune_card(out_dir: Path, report: Mapping[str, Any], alphabet: AlphabetR
     head_share = report["recipe"]["head_share"] if report["init"] == "backbone" else 0
     head = f", the first {100 * head_share:.0f} % of them on the new head alone" if head_share else ""
     alphabet_lines = "\n".join(f"- {line}" for line in alphabet.lines())
+    seconds = f"{report['train_seconds']:.0f} s {_where(report)}"
+    trained = f"{report['steps']} updates ({report['epochs']} epochs) in {seconds}"
     text = f"""# {name} CTC speech recognizer (cross-lingual transfer)
 
 A `transformers` `Wav2Vec2ForCTC` ({report["params"]:,} parameters) fine-tuned from {init}, on
 {report["target_minutes"]} minutes of {name} speech{replay}:
-{report["steps"]} updates ({report["epochs"]} epochs) in {report["train_seconds"]:.0f} s
-{_where(report)}{head}.
+{trained}{head}.
 Load it with `Wav2Vec2ForCTC.from_pretrained(dir)` and `Wav2Vec2Processor.from_pretrained(dir)`.
 
 Made by `python -m asr_worker finetune {" ".join(flags)} --out DIR`.{_data_line(report["data"])}

@@ -167,9 +167,9 @@ class BuildPlan:
     lid_languages: tuple[str, ...] = ALL_LANGUAGES
     asr_languages: tuple[str, ...] = BUNDLED_ASR_LANGUAGES
     seed: int = 0
-    lid_steps: int = 6000
-    lid_seconds: float = 3000
-    lid_utterances: int = 600
+    lid_steps: int = 8000
+    lid_seconds: float = 4200
+    lid_utterances: int = 1200
     lid_crops: tuple[float, float] = (0.25, 3.0)
     #: Utterances per language and split of the synthetic corpus (train, dev, test, test_hard).
     corpus_sizes: tuple[int, int, int, int] = (1800, 50, 100, 100)
