@@ -266,7 +266,13 @@ def transcribe(
     lm: WordLM | None = None,
 ) -> list[str]:
     """CTC decoding as the worker does it: greedy, or a beam search with `lm` when one is given."""
-    log_probs = frame_log_probs(model, processor, audio, batch_size)
+    return decode(processor, frame_log_probs(model, processor, audio, batch_size), lm)
+
+
+def decode(
+    processor: Wav2Vec2Processor, log_probs: Sequence[np.ndarray], lm: WordLM | None = None
+) -> list[str]:
+    """Normalised transcripts of computed frames: greedy, or a beam search with `lm`."""
     if lm is None:
         texts = [processor.decode(lp.argmax(axis=-1)) for lp in log_probs]
     else:

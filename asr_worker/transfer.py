@@ -39,11 +39,11 @@ from asr_worker.training import (
     CtcRecipe,
     build_processor,
     characters,
+    decode,
     error_rate,
     fit_ctc,
     frame_log_probs,
     normalize_text,
-    transcribe,
 )
 from lidroute.corpus import CorpusError, Example, read_examples, synth_command
 from lidroute.synth import HIGH_RESOURCE, phonemize
@@ -197,24 +197,34 @@ def evaluate_model(
     processor: Wav2Vec2Processor,
     examples: Sequence[Example],
     references: Sequence[str] | None = None,
-    lm: WordLM | None = None,
-) -> dict[str, float]:
-    """Corpus CER and WER decoded as the worker decodes (greedy, or beam search with `lm`); also
-    the real-time factor.
+    lms: Sequence[WordLM | None] = (None,),
+) -> list[dict[str, float]]:
+    """Corpus CER and WER decoded as the worker decodes, once per decoder in `lms` (None: greedy,
+    else beam search with that LM); also the real-time factor of the forward pass plus that decoding.
 
-    `references` replace the examples' transcripts (a phoneme model is scored on phonemes).
+    The acoustic model runs once whatever the number of decoders. `references` replace the
+    examples' transcripts (a phoneme model is scored on phonemes).
     """
     audio = [e.audio() for e in examples]
-    started = time.perf_counter()
-    hypotheses = transcribe(model, processor, audio, lm=lm)
-    elapsed = time.perf_counter() - started
+    audio_seconds = max(1e-9, sum(len(a) for a in audio) / 16000)
     refs = [normalize_text(t) for t in (references or [e.text for e in examples])]
-    return {
-        "cer": error_rate(refs, hypotheses),
-        "wer": error_rate(refs, hypotheses, words=True),
-        "rtf": elapsed / max(1e-9, sum(len(a) for a in audio) / 16000),
-        "utterances": float(len(examples)),
-    }
+    started = time.perf_counter()
+    log_probs = frame_log_probs(model, processor, audio)
+    forward = time.perf_counter() - started
+    results = []
+    for lm in lms:
+        started = time.perf_counter()
+        hypotheses = decode(processor, log_probs, lm)
+        elapsed = forward + time.perf_counter() - started
+        results.append(
+            {
+                "cer": error_rate(refs, hypotheses),
+                "wer": error_rate(refs, hypotheses, words=True),
+                "rtf": elapsed / audio_seconds,
+                "utterances": float(len(examples)),
+            }
+        )
+    return results
 
 
 def _evaluate_splits(
@@ -225,9 +235,10 @@ def _evaluate_splits(
     splits: Sequence[str],
     n_eval: int,
     targets: str = "letters",
-    lm: WordLM | None = None,
-) -> dict[str, dict[str, float]]:
-    scores = {}
+    lms: Sequence[WordLM | None] = (None,),
+) -> list[dict[str, dict[str, float]]]:
+    """Per decoder in `lms`, the scores of each split that the data has."""
+    results: list[dict[str, dict[str, float]]] = [{} for _ in lms]
     for split in splits:
         try:
             examples = _examples(data, split, language)[:n_eval]
@@ -235,8 +246,10 @@ def _evaluate_splits(
             log.warning("split not evaluated", extra={"split": split, "error": str(exc)})
             continue
         references = phonemize([e.text for e in examples], language) if targets == "phonemes" else None
-        scores[split] = evaluate_model(model, processor, examples, references, lm)
-    return scores
+        scored = evaluate_model(model, processor, examples, references, lms)
+        for result, scores in zip(results, scored, strict=True):
+            result[split] = scores
+    return results
 
 
 def add_word_lm(
@@ -257,7 +270,7 @@ def add_word_lm(
     if dev:
         log_probs = frame_log_probs(model, processor, [e.audio() for e in dev])
         references = [normalize_text(e.text) for e in dev]
-        greedy = [normalize_text(processor.decode(lp.argmax(axis=-1))) for lp in log_probs]
+        greedy = decode(processor, log_probs)
         lm, dev_cer = tune(lm, log_probs, references, CtcTokens.of(processor))
         summary |= {"dev_cer_greedy": error_rate(references, greedy), "dev_cer": dev_cer}
     summary |= {"lm_weight": lm.lm_weight, "word_bonus": lm.word_bonus}
@@ -318,7 +331,7 @@ def pretrain_backbone(
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     scores = {
-        lang: _evaluate_splits(model, processor, data, lang, ["test"], n_eval, targets).get("test", {})
+        lang: _evaluate_splits(model, processor, data, lang, ["test"], n_eval, targets)[0].get("test", {})
         for lang in languages
     }
     report: dict[str, Any] = {
@@ -565,14 +578,13 @@ def finetune(
         if lm
         else (None, None)
     )
-    greedy = _evaluate_splits(model, processor, data, language, eval_splits, n_eval)
-    scores = (
-        _evaluate_splits(model, processor, data, language, eval_splits, n_eval, lm=word_lm) if lm else greedy
-    )
+    decoders = (None,) if word_lm is None else (None, word_lm)
+    greedy, *with_lm = _evaluate_splits(model, processor, data, language, eval_splits, n_eval, lms=decoders)
+    scores = dict(with_lm[0] if with_lm else greedy)
     for lang, _ in replay:
         scores |= {
             f"{lang} {k}": v
-            for k, v in _evaluate_splits(model, processor, data, lang, ["test"], n_eval).items()
+            for k, v in _evaluate_splits(model, processor, data, lang, ["test"], n_eval)[0].items()
         }
     report: dict[str, Any] = {
         "kind": "finetuned",
@@ -706,7 +718,7 @@ def zero_shot(
 
     model = Wav2Vec2ForCTC.from_pretrained(model_dir).to(device)
     processor = Wav2Vec2Processor.from_pretrained(model_dir)
-    return evaluate_model(model, processor, _examples(data, "test", language)[:n_eval])
+    return evaluate_model(model, processor, _examples(data, "test", language)[:n_eval])[0]
 
 
 def transfer_table(
@@ -983,11 +995,8 @@ def lm_main(argv: Sequence[str] | None = None) -> None:
             splits = list(report["scores"])
             n_eval = max(int(s["utterances"]) for s in report["scores"].values())
             report["lm"] = summary
-            report["scores_greedy"] = _evaluate_splits(
-                model, processor, args.data, args.language, splits, n_eval
-            )
-            report["scores"] = _evaluate_splits(
-                model, processor, args.data, args.language, splits, n_eval, lm=lm
+            report["scores_greedy"], report["scores"] = _evaluate_splits(
+                model, processor, args.data, args.language, splits, n_eval, lms=(None, lm)
             )
             _write_report(out_dir, report)
             _finetune_card(out_dir, report, AlphabetReport(**report["alphabet"]))
