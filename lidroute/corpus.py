@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -419,6 +419,39 @@ def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
     return soxr.resample(audio, round(TARGET_RATE * factor), TARGET_RATE, quality="HQ").astype(np.float32)
 
 
+def change_tempo(audio: np.ndarray, factor: float, frame: int = 512, tolerance: int = 160) -> np.ndarray:
+    """`audio` spoken `factor` times faster at the same pitch and timbre (WSOLA).
+
+    A speaker who talks faster keeps their voice; resampling (`change_speed`) cannot separate
+    the two. Windows of `frame` samples are overlap-added at half-frame hops; each is taken
+    from near where `factor` puts it, within `tolerance` samples, where it best continues the
+    last one (normalised cross-correlation), so pitch periods line up and the result does not
+    warble the way a phase vocoder's does.
+    """
+    if factor <= 0:
+        raise ValueError(f"tempo factor must be positive, not {factor}")
+    hop = frame // 2
+    n_out = round(len(audio) / factor)
+    window = np.hanning(frame + 1)[:-1].astype(np.float32)  # periodic: sums to 1 at half overlap
+    x = np.pad(audio.astype(np.float32), (tolerance, 2 * (frame + tolerance) + int(hop * factor)))
+    energy = np.concatenate(([0.0], np.cumsum(x.astype(np.float64) ** 2)))
+    frames = n_out // hop + 1
+    out = np.zeros(frames * hop + frame, np.float32)
+    pos = tolerance
+    for k in range(frames):
+        target = tolerance + round(k * hop * factor)
+        if k:
+            start = target - tolerance
+            region = x[start : target + tolerance + frame]
+            corr = np.correlate(region, x[pos + hop : pos + hop + frame], mode="valid")
+            norms = energy[start + frame : start + frame + len(corr)] - energy[start : start + len(corr)]
+            score = corr / np.sqrt(norms + 1e-9)
+            # In silence nothing correlates: stay on target rather than drift to the window's edge.
+            pos = start + int(np.argmax(score)) if score.max() > 1e-6 else target
+        out[k * hop : k * hop + frame] += x[pos : pos + frame] * window
+    return out[:n_out]
+
+
 def set_peak(audio: np.ndarray, peak_db: float) -> np.ndarray:
     peak = float(np.abs(audio).max())
     return audio if peak == 0 else (audio * (10 ** (peak_db / 20) / peak)).astype(np.float32)
@@ -467,35 +500,14 @@ def synth_corpus(
             utterances = _speak_split(
                 lang, split, [s for s, _ in items], seed, plan, seen_voices, hard_voices, workers
             )
-            folder = out / split / lang
-            folder.mkdir(parents=True, exist_ok=True)
             for index, (utt, (_, has_number)) in enumerate(zip(utterances, items, strict=True)):
                 audio, effects = _degrade(utt.audio, lang, split, index, seed, plan, noise=noise, level=level)
-                name = f"{lang}-{split}-{index:06d}"
-                sf.write(folder / f"{name}.flac", audio, TARGET_RATE, format="FLAC", subtype="PCM_16")
-                rows[split].append(
-                    {
-                        "id": name,
-                        "audio": f"{split}/{lang}/{name}.flac",
-                        "text": utt.text,
-                        "language": lang,
-                        "duration": round(len(audio) / TARGET_RATE, 4),
-                        "split": split,
-                        "voice": utt.variant,
-                        "speed": utt.speed,
-                        "pitch": utt.pitch,
-                        "numbers": has_number,
-                        **effects,
-                    }
-                )
+                fields = {"voice": utt.variant, "speed": utt.speed, "pitch": utt.pitch, "numbers": has_number}
+                row = _write_utterance(out, split, lang, index, audio, utt.text, fields | effects)
+                rows[split].append(row)
             if progress:
                 progress(f"{lang} {split}: {len(items)} utterances ({time.monotonic() - started:.0f} s)")
-    manifests = {}
-    for split, split_rows in rows.items():
-        manifests[split] = out / f"{split}.jsonl"
-        with manifests[split].open("w", encoding="utf-8") as handle:
-            for row in split_rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    manifests = {split: _write_manifest(out / f"{split}.jsonl", lines) for split, lines in rows.items()}
     recipe = {
         "seed": seed,
         "languages": list(languages),
@@ -511,6 +523,32 @@ def synth_corpus(
         json.dumps(recipe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     return manifests
+
+
+def _write_utterance(
+    out: Path, split: str, lang: str, index: int, audio: np.ndarray, text: str, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Writes `SPLIT/LANG/ID.flac` under `out` and returns its manifest row."""
+    name = f"{lang}-{split}-{index:06d}"
+    folder = out / split / lang
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(folder / f"{name}.flac", audio, TARGET_RATE, format="FLAC", subtype="PCM_16")
+    return {
+        "id": name,
+        "audio": f"{split}/{lang}/{name}.flac",
+        "text": text,
+        "language": lang,
+        "duration": round(len(audio) / TARGET_RATE, 4),
+        "split": split,
+        **fields,
+    }
+
+
+def _write_manifest(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
 
 
 def _vocab_subset(lang: str, size: int | None, seed: int) -> list[str] | None:
@@ -539,28 +577,43 @@ def _speak_split(
 ) -> list[synth.Utterance]:
     """Speaks one split; `test_hard` alternates between a slow and a fast speed range outside training's."""
     if split != "test_hard":
+        return _speak(lang, split, texts, seed, seen_voices, (plan.speeds,), plan.pitches, workers)
+    return _speak(lang, split, texts, seed, hard_voices, plan.hard_speeds, plan.hard_pitches, workers)
+
+
+def _speak(
+    lang: str,
+    split: str,
+    texts: list[str],
+    seed: int,
+    voices: Sequence[str],
+    speed_ranges: Sequence[tuple[int, int]],
+    pitches: tuple[int, int],
+    workers: int,
+) -> list[synth.Utterance]:
+    """Speaks `texts` with `voices`, utterance i in speed range i mod len(speed_ranges)."""
+    if len(speed_ranges) == 1:
         return synth.speak_texts(
             texts,
             lang,
             seed=_split_seed(seed, split),
-            variants=seen_voices,
-            speeds=plan.speeds,
-            pitches=plan.pitches,
+            variants=voices,
+            speeds=speed_ranges[0],
+            pitches=pitches,
             workers=workers,
         )
-    ranges = len(plan.hard_speeds)
     spoken: dict[int, synth.Utterance] = {}
-    for r, speeds in enumerate(plan.hard_speeds):
-        positions = range(r, len(texts), ranges)
+    for r, speeds in enumerate(speed_ranges):
+        positions = range(r, len(texts), len(speed_ranges))
         if not positions:
             continue
         utterances = synth.speak_texts(
             [texts[i] for i in positions],
             lang,
             seed=_split_seed(seed, f"{split}:{r}"),
-            variants=hard_voices,
+            variants=voices,
             speeds=speeds,
-            pitches=plan.hard_pitches,
+            pitches=pitches,
             workers=workers,
         )
         spoken.update(zip(positions, utterances, strict=True))
@@ -597,6 +650,82 @@ def _degrade(
     return audio.astype(np.float32, copy=False), effects
 
 
+#: `condition_splits`: test_hard's conditions one at a time, each on the test split's sentences.
+CONDITIONS = ("cond_voices", "cond_speeds", "cond_noise", "cond_telephone", "cond_noise_telephone")
+
+
+def condition_splits(
+    folder: str | Path,
+    *,
+    languages: Sequence[str] | None = None,
+    per_language: int | None = None,
+    workers: int | None = None,
+) -> dict[str, Path]:
+    """Adds to a synthetic corpus one split per `test_hard` condition, each applied alone.
+
+    `test_hard` changes voices, speaking rates, noise and channel at once, so its error says
+    that a model fails on unfamiliar speech but not which change it fails on, and so not what
+    training should add. These splits take the `test` split's sentences (first `per_language`
+    of each language) and change one thing: the held-out voices at training's speeds
+    (`cond_voices`), training's voices at the held-out speeds (`cond_speeds`), `test_hard`'s noise
+    (`cond_noise`), its telephone channel (`cond_telephone`), or both (`cond_noise_telephone`).
+    The voices, speeds and SNRs come from the corpus's own recipe (`corpus.json`).
+    """
+    folder = Path(folder)
+    try:
+        recipe = json.loads((folder / "corpus.json").read_text(encoding="utf-8"))
+        seed = int(recipe["seed"])
+        seen_voices, hard_voices = recipe["voices"]["train_dev_test"], recipe["voices"]["test_hard"]
+        plan = SynthPlan(**{k: _tuples(v) for k, v in recipe["plan"].items()})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorpusError(f"{folder}: not a corpus made by `lidroute corpus synth` ({exc})") from None
+    test = read_manifest(folder / "test.jsonl")
+    languages = list(languages or recipe["languages"])
+    missing = [lang for lang in languages if not any(e.language == lang for e in test)]
+    if missing:
+        raise CorpusError(f"{folder}: the test split has no {', '.join(missing)} utterances")
+    workers = workers or os.cpu_count() or 1
+    rows: dict[str, list[dict[str, Any]]] = {cond: [] for cond in CONDITIONS}
+    for lang in languages:
+        examples = [e for e in test if e.language == lang][:per_language]
+        texts = [e.text for e in examples]
+        voices_and_speeds = {
+            "cond_voices": (hard_voices, (plan.speeds,)),
+            "cond_speeds": (seen_voices, plan.hard_speeds),
+        }
+        spoken = {
+            cond: _speak(lang, cond, texts, seed, voices, speeds, plan.pitches, workers)
+            for cond, (voices, speeds) in voices_and_speeds.items()
+        }
+        for index, example in enumerate(examples):
+            clean = example.audio()
+            rng = np.random.default_rng([seed, synth.stable_hash(f"{lang}:conditions"), index])
+            snr_db = round(float(rng.uniform(*plan.hard_snr_db)), 2)
+            noisy = add_noise(clean, snr_db, rng)
+            made: dict[str, tuple[np.ndarray, dict[str, Any]]] = {
+                "cond_noise": (noisy, {"snr_db": snr_db}),
+                "cond_telephone": (telephone(clean, plan.telephone_rate), {"telephone": True}),
+                "cond_noise_telephone": (
+                    telephone(noisy, plan.telephone_rate),
+                    {"snr_db": snr_db, "telephone": True},
+                ),
+            }
+            for cond, utterances in spoken.items():
+                utt = utterances[index]
+                made[cond] = (utt.audio, {"voice": utt.variant, "speed": utt.speed, "pitch": utt.pitch})
+            for cond, (audio, changed) in made.items():
+                if np.abs(audio).max() > 1.0:
+                    audio = set_peak(audio, -1.0)
+                fields = example.meta | changed
+                rows[cond].append(_write_utterance(folder, cond, lang, index, audio, example.text, fields))
+    return {cond: _write_manifest(folder / f"{cond}.jsonl", rows[cond]) for cond in CONDITIONS}
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples a `SynthPlan` holds."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -631,7 +760,7 @@ def format_stats(stats: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
 
 
 def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Adds `lidroute corpus synth|stats`; each parser carries its handler in `corpus_handler`."""
+    """Adds `lidroute corpus synth|conditions|stats`; each parser carries its handler in `corpus_handler`."""
     corpus = sub.add_parser("corpus", help="make the synthetic corpus; summarise a corpus")
     csub = corpus.add_subparsers(dest="corpus_command", required=True)
     make = csub.add_parser(
@@ -657,6 +786,15 @@ def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     )
     make.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
     make.set_defaults(corpus_handler=cmd_synth)
+    cond = csub.add_parser(
+        "conditions",
+        help="add splits that apply test_hard's voices, speeds, noise and channel one at a time",
+    )
+    cond.add_argument("folder", help="a corpus made by `lidroute corpus synth`")
+    cond.add_argument("--languages", help="comma-separated codes (default: the corpus's)")
+    cond.add_argument("--per-language", type=int, default=50, help="test sentences per language")
+    cond.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
+    cond.set_defaults(corpus_handler=cmd_conditions)
     stats = csub.add_parser("stats", help="hours and utterances per split and language")
     stats.add_argument("folder")
     stats.add_argument("--json", action="store_true")
@@ -712,6 +850,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
     )
     print(format_stats(corpus_stats(args.out)))
     print(f"corpus written to {args.out} in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def cmd_conditions(args: argparse.Namespace) -> int:
+    languages = [lang.strip() for lang in (args.languages or "").split(",") if lang.strip()]
+    started = time.monotonic()
+    try:
+        manifests = condition_splits(
+            args.folder, languages=languages or None, per_language=args.per_language, workers=args.workers
+        )
+    except CorpusError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    stats = corpus_stats(args.folder)
+    print(format_stats({cond: stats[cond] for cond in manifests}))
+    print(f"condition splits written to {args.folder} in {time.monotonic() - started:.0f} s; score one with")
+    print(f"  lidroute evaluate {args.folder} --split cond_noise_telephone --models-dir models")
     return 0
 
 

@@ -134,6 +134,40 @@ def test_test_hard_is_band_limited_noisy_and_spoken_differently(made: Path) -> N
     assert max(_share_above(corpus.read_audio(made / str(r["audio"])), 4100) for r in clean) > 0.01
 
 
+def test_condition_splits_change_one_thing_each_on_the_test_sentences(
+    made: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = shutil.copytree(made, tmp_path / "corpus")
+    assert lidroute_main(["corpus", "conditions", str(folder), "--per-language", "1", "--workers", "2"]) == 0
+    assert "cond_noise_telephone" in capsys.readouterr().out
+    recipe = json.loads((made / "corpus.json").read_text())
+    seen, held_out = set(recipe["voices"]["train_dev_test"]), set(recipe["voices"]["test_hard"])
+    test = {r["language"]: r for r in reversed(_rows(made / "test.jsonl"))}  # the first of each language
+    low, high = corpus.SynthPlan().speeds
+    splits = {cond: _rows(folder / f"{cond}.jsonl") for cond in corpus.CONDITIONS}
+    for cond, rows in splits.items():
+        assert sorted((r["language"], r["text"]) for r in rows) == sorted(
+            (lang, r["text"]) for lang, r in test.items()
+        ), cond
+        for row in rows:
+            audio = corpus.read_audio(folder / str(row["audio"]))
+            clean = corpus.read_audio(made / str(test[str(row["language"])]["audio"]))
+            telephone = cond in ("cond_telephone", "cond_noise_telephone")
+            assert row["telephone"] is telephone, cond
+            if telephone:
+                assert _share_above(audio, 4100) < 1e-3
+            noisy = cond in ("cond_noise", "cond_noise_telephone")
+            assert (row["snr_db"] is not None and 10 <= float(row["snr_db"]) <= 20) is noisy, cond  # type: ignore[arg-type]
+            if cond == "cond_voices":
+                assert row["voice"] in held_out and low <= int(row["speed"]) <= high  # type: ignore[call-overload]
+            elif cond == "cond_speeds":
+                assert row["voice"] in seen and not low <= int(row["speed"]) <= high  # type: ignore[call-overload]
+            else:  # the test utterance itself, degraded
+                assert row["voice"] == test[str(row["language"])]["voice"] and len(audio) == len(clean)
+    assert lidroute_main(["corpus", "conditions", str(tmp_path / "nothing")]) == 2
+    assert "not a corpus made by" in capsys.readouterr().err
+
+
 def test_noise_lowers_the_snr_it_claims() -> None:
     rng = np.random.default_rng(0)
     tone = np.sin(np.arange(16000) * 2 * np.pi * 440 / 16000).astype(np.float32)
@@ -355,3 +389,22 @@ def test_change_speed_plays_audio_faster_or_slower_and_the_pitch_follows() -> No
     assert faster.dtype == np.float32
     peak = np.argmax(np.abs(np.fft.rfft(faster))) * rate / len(faster)
     assert abs(peak - 440 * 1.1) < 5  # played faster, so higher, as speed perturbation is
+
+
+def test_change_tempo_changes_duration_but_keeps_pitch_order_and_a_clean_tone() -> None:
+    rate = 16000
+    t = np.arange(rate) / rate
+    # 440 Hz for the first half second, then 660 Hz: a tempo change must keep both and their order.
+    audio = np.where(t < 0.5, np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)).astype(np.float32)
+    for factor in (0.7, 1.4):
+        out = corpus.change_tempo(audio, factor)
+        assert out.dtype == np.float32 and abs(len(out) - rate / factor) <= 1
+        half = len(out) // 2
+        for part, hz in ((out[: half - 800], 440), (out[half + 800 :], 660)):
+            spectrum = np.abs(np.fft.rfft(part * np.hanning(len(part)))) ** 2
+            freqs = np.fft.rfftfreq(len(part), 1 / rate)
+            assert abs(freqs[np.argmax(spectrum)] - hz) < 5  # same pitch, unlike change_speed
+            # Windows that line up with the waveform leave a pure tone, not a warble or clicks.
+            assert spectrum[np.abs(freqs - hz) < 30].sum() > 0.98 * spectrum.sum()
+    with pytest.raises(ValueError, match="positive"):
+        corpus.change_tempo(audio, 0.0)
