@@ -36,7 +36,9 @@ import torch
 
 from asr_worker.decoding import CtcTokens, WordLM, tune
 from asr_worker.training import (
+    PERTURBATION,
     CtcRecipe,
+    Perturbation,
     build_processor,
     characters,
     decode,
@@ -347,6 +349,7 @@ def pretrain_backbone(
         "params": sum(p.numel() for p in model.parameters()),
         "utterances_per_language": utterances_per_language,
         "recipe": asdict(recipe),
+        "augmentation": asdict(PERTURBATION),
         "data": str(data),
         "test": scores,
         "mean_cer": float(np.mean([s["cer"] for s in scores.values() if s])),
@@ -395,6 +398,16 @@ def _decoding_line(report: Mapping[str, Any]) -> str:
     )
 
 
+def _provenance(report: Mapping[str, Any]) -> str:
+    """The card's lines on the data and, for reports that recorded it (older ones did not), on
+    what the training audio went through."""
+    fields = report.get("augmentation")
+    if not fields:
+        return _data_line(report["data"])
+    augmentation = Perturbation.describe(fields)
+    return f"{_data_line(report['data'])}\n\nAugmentation, drawn afresh each epoch: {augmentation}."
+
+
 def _where(report: Mapping[str, Any]) -> str:
     """Where the training time on a card was spent; reports written before it was recorded were CPU runs."""
     device = str(report.get("device", "cpu"))
@@ -423,7 +436,7 @@ Made by `python -m asr_worker pretrain --data {report["data"]} --languages {lang
 --seed {report["seed"]}`: a `Wav2Vec2ForCTC` ({report["params"]:,} parameters) trained from random
 initialisation by supervised CTC whose targets are {what}, on {report["train_hours"]} h of speech
 ({report["epochs"]} epochs, {report["train_seconds"]:.0f} s {_where(report)}). It is the starting point
-of `asr_worker finetune`, which discards its output layer.{_data_line(report["data"])}
+of `asr_worker finetune`, which discards its output layer.{_provenance(report)}
 
 ## Scores (test split, greedy decoding; {unit} error rate in the CER column)
 
@@ -601,6 +614,7 @@ def finetune(
         "epochs": round(audio_seconds / max(1e-9, seconds_of(clips)), 2),
         "params": sum(p.numel() for p in model.parameters()),
         "recipe": asdict(recipe),
+        "augmentation": asdict(PERTURBATION) if recipe.augment else None,
         "vocab": vocab,
         "alphabet": asdict(report_alphabet),
         "data": str(data),
@@ -672,7 +686,7 @@ A `transformers` `Wav2Vec2ForCTC` ({report["params"]:,} parameters) fine-tuned f
 {trained}{head}.
 Load it with `Wav2Vec2ForCTC.from_pretrained(dir)` and `Wav2Vec2Processor.from_pretrained(dir)`.
 
-Made by `python -m asr_worker finetune {" ".join(flags)} --out DIR`.{_data_line(report["data"])}
+Made by `python -m asr_worker finetune {" ".join(flags)} --out DIR`.{_provenance(report)}
 
 ## Alphabet
 

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from asr_worker.model import CtcModel
-from asr_worker.training import TRAINING_WORDS, error_rate, train_ctc, training_words, transcribe
+from asr_worker.training import TRAINING_WORDS, error_rate, perturb, train_ctc, training_words, transcribe
 from lid_service.model import LanguageIdModel
 from lidroute.registry import ModelSpec
 from lidroute.synth import synth_utterances
@@ -101,3 +102,27 @@ def test_training_commands_reject_bad_input_clearly(
     assert result.returncode == 2, result
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_training_perturbation_changes_tempo_noise_and_channel_in_the_stated_shares() -> None:
+    rate = 16000
+    t = np.arange(rate) / rate
+    # A low and a high tone for 0.6 s, then silence: noise shows in the silence, the telephone
+    # channel removes the high tone, a tempo or speed change alters the length.
+    clip = np.where(t < 0.6, np.sin(2 * np.pi * 300 * t) + np.sin(2 * np.pi * 6000 * t), 0.0).astype(
+        np.float32
+    )
+    rng = np.random.default_rng(0)
+    draws = [perturb(clip, rng) for _ in range(300)]
+    assert all(d.dtype == np.float32 and np.isfinite(d).all() for d in draws)
+    changed = np.mean([len(d) != len(clip) for d in draws])
+    noisy = np.mean([np.sqrt(np.mean(d[-len(d) // 10 :] ** 2)) > 1e-3 for d in draws])
+    narrow = np.mean([_share_above(d[: len(d) // 2], 4100) < 1e-3 for d in draws])
+    assert 0.5 < changed < 0.8  # 1 - 0.5 * 0.7 of the clips change tempo or speed
+    assert 0.48 < noisy < 0.72  # 60 % get noise
+    assert 0.18 < narrow < 0.42  # 30 % pass through the telephone channel
+
+
+def _share_above(audio: np.ndarray, hz: float) -> float:
+    power = np.abs(np.fft.rfft(audio)) ** 2
+    return float(power[np.fft.rfftfreq(len(audio), 1 / 16000) > hz].sum() / power.sum())

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import unicodedata
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from transformers import Wav2Vec2ForCTC
 
 from asr_worker.decoding import WordLM
 from asr_worker.model import CtcModel
-from asr_worker.training import CtcRecipe, normalize_text
+from asr_worker.training import PERTURBATION, CtcRecipe, normalize_text
 from asr_worker.transfer import (
     REPORT_FILE,
     alphabet_report,
@@ -161,6 +162,8 @@ def test_finetune_command_replaces_the_head_keeps_the_frozen_encoder_and_registe
     assert "## Alphabet" in card and "--freeze-feature-encoder" in card and "on the CPU" in card
     assert "the defaults (no dev split to tune them on)" in card and "| greedy CER | greedy WER |" in card
     assert f"`lidroute corpus synth --out {data} --languages es,sw --train 8 --dev 0" in card  # its data
+    assert report["augmentation"] == json.loads(json.dumps(asdict(PERTURBATION)))  # recorded
+    assert "Augmentation, drawn afresh each epoch: tempo 0.7–1.4× with pitch kept (50 % of clips)" in card
 
     tuned = Wav2Vec2ForCTC.from_pretrained(out)
     base = Wav2Vec2ForCTC.from_pretrained(backbone)
