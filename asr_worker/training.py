@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from asr_worker.decoding import CtcTokens, WordLM, beam_search
-from lidroute.corpus import add_noise, change_speed, change_tempo, telephone
+from lidroute.corpus import add_noise, change_speed, change_tempo, json_tuples, telephone
 from lidroute.synth import (
     VARIANTS,
     get_language,
@@ -169,7 +169,7 @@ class Perturbation:
     @staticmethod
     def describe(fields: Mapping[str, Any]) -> str:
         """A model card's words for a recorded `Perturbation` (`asdict` of one, from a report)."""
-        how = Perturbation(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        how = Perturbation(**{k: json_tuples(v) for k, v in fields.items()})
 
         def share(x: float) -> str:
             return f"{100 * x:.0f} %"

@@ -529,6 +529,8 @@ def _write_utterance(
     out: Path, split: str, lang: str, index: int, audio: np.ndarray, text: str, fields: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Writes `SPLIT/LANG/ID.flac` under `out` and returns its manifest row."""
+    if np.abs(audio).max(initial=0.0) > 1.0:
+        audio = set_peak(audio, -1.0)  # noise can push peaks past full scale; FLAC would clip them
     name = f"{lang}-{split}-{index:06d}"
     folder = out / split / lang
     folder.mkdir(parents=True, exist_ok=True)
@@ -645,8 +647,6 @@ def _degrade(
     if level:
         effects["peak_db"] = round(float(rng.uniform(*plan.level_db)), 2)
         audio = set_peak(audio, effects["peak_db"])
-    elif np.abs(audio).max() > 1.0:
-        audio = set_peak(audio, -1.0)  # noise can push peaks past full scale; FLAC would clip them
     return audio.astype(np.float32, copy=False), effects
 
 
@@ -676,7 +676,7 @@ def condition_splits(
         recipe = json.loads((folder / "corpus.json").read_text(encoding="utf-8"))
         seed = int(recipe["seed"])
         seen_voices, hard_voices = recipe["voices"]["train_dev_test"], recipe["voices"]["test_hard"]
-        plan = SynthPlan(**{k: _tuples(v) for k, v in recipe["plan"].items()})
+        plan = SynthPlan(**{k: json_tuples(v) for k, v in recipe["plan"].items()})
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorpusError(f"{folder}: not a corpus made by `lidroute corpus synth` ({exc})") from None
     test = read_manifest(folder / "test.jsonl")
@@ -714,16 +714,14 @@ def condition_splits(
                 utt = utterances[index]
                 made[cond] = (utt.audio, {"voice": utt.variant, "speed": utt.speed, "pitch": utt.pitch})
             for cond, (audio, changed) in made.items():
-                if np.abs(audio).max() > 1.0:
-                    audio = set_peak(audio, -1.0)
                 fields = example.meta | changed
                 rows[cond].append(_write_utterance(folder, cond, lang, index, audio, example.text, fields))
     return {cond: _write_manifest(folder / f"{cond}.jsonl", rows[cond]) for cond in CONDITIONS}
 
 
-def _tuples(value: Any) -> Any:
-    """JSON lists back to the tuples a `SynthPlan` holds."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+def json_tuples(value: Any) -> Any:
+    """JSON lists back to the tuples that a frozen recipe dataclass (`SynthPlan`) holds."""
+    return tuple(json_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 # --------------------------------------------------------------------------- statistics
