@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -278,8 +279,23 @@ def test_finetune_rejects_a_language_the_data_lacks(tmp_path: Path) -> None:
     assert "no train examples in language 'qu'" in done.stderr
 
 
+def test_models_build_shares_the_cores_among_trainings_that_do_not_wait_for_each_other() -> None:
+    from lidroute.cli import BuildPlan
+
+    cores = len(os.sched_getaffinity(0))
+    eight = ("en", "es", "fr", "de", "sw", "tr", "mr", "qu")
+    jobs, threads = BuildPlan(asr_languages=eight).workers()
+    assert (jobs, threads) == (min(cores, 8), max(1, cores // min(cores, 8)))
+    assert BuildPlan(asr_languages=eight, jobs=2).workers() == (2, max(1, cores // 2))
+    # One fine-tune still leaves language ID to train beside the backbone; a GPU takes one at a time.
+    assert BuildPlan(asr_languages=("sw",), jobs=4).workers()[0] == 2
+    assert BuildPlan(asr_languages=eight, device="cuda").workers() == (1, cores)
+
+
 @needs_espeak
-def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(tmp_path: Path) -> None:
+def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from lidroute.cli import BuildPlan, build_models, has_models, model_dirs
 
     plan = BuildPlan(
@@ -292,9 +308,11 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(tmp
         backbone_steps=2,
         backbone_utterances=6,
         asr_steps=2,
+        jobs=2,
     )
     out = tmp_path / "models"
     build_models(out, plan, work=tmp_path / "work")
+    assert "2 training process(es)" in capsys.readouterr().out
 
     assert has_models(out)
     lid, asr = model_dirs(out)
