@@ -279,17 +279,21 @@ def test_finetune_rejects_a_language_the_data_lacks(tmp_path: Path) -> None:
     assert "no train examples in language 'qu'" in done.stderr
 
 
-def test_models_build_shares_the_cores_among_trainings_that_do_not_wait_for_each_other() -> None:
-    from lidroute.cli import BuildPlan
+def test_models_build_shares_the_cores_and_memory_among_trainings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lidroute import cli
+    from lidroute.cli import TRAINING_MEMORY, BuildPlan
 
-    cores = len(os.sched_getaffinity(0))
     eight = ("en", "es", "fr", "de", "sw", "tr", "mr", "qu")
-    jobs, threads = BuildPlan(asr_languages=eight).workers()
-    assert (jobs, threads) == (min(cores, 8), max(1, cores // min(cores, 8)))
-    assert BuildPlan(asr_languages=eight, jobs=2).workers() == (2, max(1, cores // 2))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(16)))
+    monkeypatch.setattr(cli, "_available_memory", lambda: 100 * TRAINING_MEMORY)
+    assert BuildPlan(asr_languages=eight).workers() == (8, 2)  # no more processes than fine-tunes
+    assert BuildPlan(asr_languages=eight, jobs=4).workers() == (4, 4)
     # One fine-tune still leaves language ID to train beside the backbone; a GPU takes one at a time.
-    assert BuildPlan(asr_languages=("sw",), jobs=4).workers()[0] == 2
-    assert BuildPlan(asr_languages=eight, device="cuda").workers() == (1, cores)
+    assert BuildPlan(asr_languages=("sw",)).workers() == (2, 8)
+    assert BuildPlan(asr_languages=eight, device="cuda").workers() == (1, 16)
+    monkeypatch.setattr(cli, "_available_memory", lambda: 3 * TRAINING_MEMORY + 1)
+    assert BuildPlan(asr_languages=eight).workers() == (3, 5)  # as many as the memory holds
+    assert BuildPlan(asr_languages=eight, jobs=6).workers() == (6, 2)  # unless told
 
 
 @needs_espeak
