@@ -192,7 +192,7 @@ class BuildPlan:
 
         These models are small: one thread keeps a core busy, where a second thread on the same
         model adds little (two one-thread fine-tunes side by side on 2 cores each took 0.72 s an
-        update, one two-thread fine-tune alone 0.48 s: 1.3 times the work per hour). So on the CPU
+        update, one two-thread fine-tune alone 0.49 s: 1.4 times the work per hour). So on the CPU
         the default is one training per core, each with one thread, as many as the free memory
         holds.
         """
