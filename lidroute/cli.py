@@ -197,9 +197,12 @@ class BuildPlan:
         holds.
         """
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        jobs = self.jobs or (cores if self.device == "cpu" else 1)
-        if not self.jobs:
-            jobs = min(jobs, max(1, _available_memory() // TRAINING_MEMORY))
+        if self.jobs:
+            jobs = self.jobs
+        elif self.device == "cpu":
+            jobs = min(cores, max(1, _available_memory() // TRAINING_MEMORY))
+        else:
+            jobs = 1
         # Beyond the fine-tunes, only language ID beside the backbone can use another process.
         jobs = max(1, min(jobs, max(len(self.asr_languages), 2)))
         return jobs, max(1, cores // jobs)
