@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from asr_worker.decoding import CtcTokens, WordLM, beam_search
-from lidroute.corpus import add_noise, change_speed, change_tempo, json_tuples, telephone
+from lidroute.corpus import add_noise, add_pauses, change_speed, change_tempo, json_tuples, telephone
 from lidroute.synth import (
     VARIANTS,
     get_language,
@@ -155,9 +155,14 @@ class Perturbation:
     speaking rates outside training's and 10-20 dB noise about 4-5 points of CER each, and noise
     heard through a telephone channel 16. Hence tempo changes that keep the voice, speed changes
     (resampling: pitch and formants move, i.e. other voices), noise, and the channel applied
-    after the noise, as a call does. Reports record it, so a model says how it was trained.
+    after the noise, as a call does. Pauses come first (silence inside and around the speech,
+    `add_pauses`): without them every recognizer lost words around a 3 s silence in a request
+    (`tests/test_failures.py`), up to all word boundaries. Reports record it, so a model says how
+    it was trained; a report from before pauses existed has no `pause_share` and had none.
     """
 
+    pause: tuple[float, float] = (0.3, 2.5)
+    pause_share: float = 0.2
     tempo: tuple[float, float] = (0.7, 1.4)
     tempo_share: float = 0.5
     speed: tuple[float, float] = (0.9, 1.1)
@@ -169,12 +174,18 @@ class Perturbation:
     @staticmethod
     def describe(fields: Mapping[str, Any]) -> str:
         """A model card's words for a recorded `Perturbation` (`asdict` of one, from a report)."""
-        how = Perturbation(**{k: json_tuples(v) for k, v in fields.items()})
+        how = Perturbation(**({"pause_share": 0.0} | {k: json_tuples(v) for k, v in fields.items()}))
 
         def share(x: float) -> str:
             return f"{100 * x:.0f} %"
 
-        return (
+        pauses = (
+            f"a pause of {how.pause[0]:g}–{how.pause[1]:g} s inside the speech and up to half that "
+            f"before and after ({share(how.pause_share)}), "
+            if how.pause_share
+            else ""
+        )
+        return pauses + (
             f"tempo {how.tempo[0]}–{how.tempo[1]}× with pitch kept ({share(how.tempo_share)} of clips), "
             f"speed {how.speed[0]}–{how.speed[1]}× ({share(how.speed_share)}), "
             f"noise at {how.snr_db[0]:g}–{how.snr_db[1]:g} dB ({share(how.noise_share)}), "
@@ -186,7 +197,9 @@ PERTURBATION = Perturbation()
 
 
 def perturb(audio: np.ndarray, rng: np.random.Generator, how: Perturbation = PERTURBATION) -> np.ndarray:
-    """One draw of `how`: tempo (log-uniform), speed, noise, then the telephone channel."""
+    """One draw of `how`: pauses, tempo (log-uniform), speed, noise, then the telephone channel."""
+    if rng.random() < how.pause_share:
+        audio = add_pauses(audio, rng, how.pause)
     if rng.random() < how.tempo_share:
         audio = change_tempo(audio, float(np.exp(rng.uniform(*np.log(how.tempo)))))
     if rng.random() < how.speed_share:

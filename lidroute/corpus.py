@@ -452,6 +452,39 @@ def change_tempo(audio: np.ndarray, factor: float, frame: int = 512, tolerance: 
     return out[:n_out]
 
 
+def add_pauses(
+    audio: np.ndarray, rng: np.random.Generator, seconds: tuple[float, float], frame: int = 320
+) -> np.ndarray:
+    """`audio` with a pause put into its quietest gap and silence of up to half as long before and after.
+
+    Callers pause mid-sentence, leave the line open and start late; a recognizer that has only
+    heard tightly cut utterances loses its word boundaries around a long silence. The pause
+    goes where the speaker already paused (the quietest 20 ms frame of the middle 80 %), so no
+    word is cut. Half the pauses are digital zeros, as a muted or gated microphone gives; the rest
+    are a faint hiss 40-70 dB under the speech, as an open line gives.
+    """
+    n = len(audio)
+    frames = n // frame
+    if frames >= 5:
+        energy = (audio[: frames * frame].astype(np.float64) ** 2).reshape(frames, frame).sum(axis=1)
+        lo, hi = frames // 10, frames - frames // 10
+        cut = (lo + int(np.argmin(energy[lo:hi]))) * frame + frame // 2
+    else:
+        cut = n // 2
+    rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) if n else 0.0
+
+    def silence(duration: float) -> np.ndarray:
+        length = round(duration * TARGET_RATE)
+        if rng.random() < 0.5 or rms == 0:
+            return np.zeros(length, np.float32)
+        return _noise(rng, length) * np.float32(rms * 10 ** (-rng.uniform(40, 70) / 20))
+
+    inside = rng.uniform(*seconds)
+    before, after = rng.uniform(0, seconds[1] / 2, size=2)
+    parts = [silence(before), audio[:cut], silence(inside), audio[cut:], silence(after)]
+    return np.concatenate(parts).astype(np.float32)
+
+
 def set_peak(audio: np.ndarray, peak_db: float) -> np.ndarray:
     peak = float(np.abs(audio).max())
     return audio if peak == 0 else (audio * (10 ** (peak_db / 20) / peak)).astype(np.float32)

@@ -391,6 +391,31 @@ def test_change_speed_plays_audio_faster_or_slower_and_the_pitch_follows() -> No
     assert abs(peak - 440 * 1.1) < 5  # played faster, so higher, as speed perturbation is
 
 
+def test_add_pauses_puts_silence_into_the_gap_between_words_and_around_them_without_cutting_a_word() -> None:
+    rate = 16000
+    t = np.arange(rate * 2) / rate
+    # Two 0.9 s "words" with a 0.2 s gap between them (0.9-1.1 s): the pause belongs in the gap.
+    words = np.where((t < 0.9) | (t >= 1.1), np.sin(2 * np.pi * 300 * t), 0.0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    zeros = 0
+    for _ in range(40):
+        out = corpus.add_pauses(words, rng, (0.5, 2.0))
+        assert out.dtype == np.float32 and np.isfinite(out).all()
+        loud = np.abs(out) > 0.1  # above any hiss
+        start, end = np.flatnonzero(loud)[[0, -1]]
+        assert start <= rate and len(out) - 1 - end <= rate  # up to half the longest pause (2 s)
+        # Both words come through whole: as many loud samples as before, in two runs.
+        assert abs(int(loud.sum()) - int((np.abs(words) > 0.1).sum())) < 0.01 * rate
+        quiet = ~loud[start:end]
+        runs = np.diff(np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0])))))[::2]
+        gap = runs.max() / rate
+        assert 0.5 + 0.2 - 0.05 < gap < 2.0 + 0.2 + 0.05  # the drawn pause plus the gap it went into
+        zeros += int(np.count_nonzero(out[:start]) == 0 and start > 0)
+        if start > 0 and np.count_nonzero(out[:start]):
+            assert np.sqrt(np.mean(out[:start] ** 2)) < 0.01 * np.sqrt(np.mean(words**2))  # a faint hiss
+    assert 5 < zeros < 35  # some pauses are digital silence, some an open line
+
+
 def test_change_tempo_changes_duration_but_keeps_pitch_order_and_a_clean_tone() -> None:
     rate = 16000
     t = np.arange(rate) / rate
