@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
 from asr_worker.decoding import CtcTokens, WordLM, beam_search
-from lidroute.audio import TARGET_RATE
+from lidroute.audio import TARGET_RATE, speech_segments
 from lidroute.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,29 @@ class CtcModel:
 
     @torch.inference_mode()
     def transcribe(self, audio: np.ndarray) -> Transcript:
-        """Greedy or LM beam-search decoding; a word's confidence: mean top probability over its frames."""
+        """Greedy or LM beam-search decoding of each part between long pauses (`speech_segments`).
+
+        A word's confidence is the mean top probability over its frames; the transcript's, over
+        all frames that emit a character. Word times count from the start of `audio`.
+        """
         started = time.perf_counter()
+        words: list[WordTiming] = []
+        emitting: list[torch.Tensor] = []
+        for start, end in speech_segments(audio):
+            offset = start / TARGET_RATE
+            part_words, part_emitting = self._decode(audio[start:end])
+            words += [replace(w, start=w.start + offset, end=w.end + offset) for w in part_words]
+            emitting.append(part_emitting)
+        frames = torch.cat(emitting)
+        return Transcript(
+            text=" ".join(w.word for w in words),
+            confidence=float(frames.mean()) if len(frames) and words else 0.0,
+            words=words,
+            inference_seconds=time.perf_counter() - started,
+        )
+
+    def _decode(self, audio: np.ndarray) -> tuple[list[WordTiming], torch.Tensor]:
+        """One part's words and the top probabilities of its frames that emit a character."""
         if len(audio) < self.min_samples:
             audio = np.pad(audio, (0, self.min_samples - len(audio)))
         inputs = self.processor(audio, sampling_rate=TARGET_RATE, return_tensors="pt")
@@ -89,12 +110,4 @@ class CtcModel:
             )
             for word, start, end in found
         ]
-        blank = self.processor.tokenizer.pad_token_id
-        emitting = top_prob[ids != blank]
-        confidence = float(emitting.mean()) if len(emitting) and words else 0.0
-        return Transcript(
-            text=" ".join(w.word for w in words),
-            confidence=confidence,
-            words=words,
-            inference_seconds=time.perf_counter() - started,
-        )
+        return words, top_prob[ids != self.processor.tokenizer.pad_token_id]

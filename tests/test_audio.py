@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from lidroute.audio import (
     decode_pcm16,
     float_to_pcm16,
     pcm16_to_float,
+    speech_segments,
 )
 from lidroute.errors import InvalidArgument, LimitExceeded
 
@@ -135,3 +137,43 @@ def test_streamed_duration_limit_stops_the_stream() -> None:
 def test_sample_rate_mismatch_is_reported() -> None:
     with pytest.raises(InvalidArgument, match="does not match"):
         decode_container(file_bytes(tone(0.5, 22050), 22050, "WAV"), AudioLimits(), expected_rate=16000)
+
+
+def test_speech_is_cut_at_long_pauses_keeping_a_little_silence_on_each_side() -> None:
+    rate = 16000
+    word = tone(1.0, rate)
+    rng = np.random.default_rng(0)
+    hiss = (rng.standard_normal(3 * rate) * 1e-4).astype(np.float32)  # an open line, ~70 dB down
+    for pause in (np.zeros(3 * rate, np.float32), hiss):
+        audio = np.concatenate([pause[: rate // 2], word, pause, word, pause[:rate]])
+        (a1, b1), (a2, b2) = speech_segments(audio, keep=0.2)
+        first, second = rate // 2, rate // 2 + 4 * rate  # where the two words start
+        assert first - 0.2 * rate - 320 <= a1 <= first - 0.2 * rate + 320  # leading silence trimmed
+        assert b1 - (first + rate) == pytest.approx(0.2 * rate, abs=320)
+        assert second - a2 == pytest.approx(0.2 * rate, abs=320)
+        assert b2 - (second + rate) == pytest.approx(0.2 * rate, abs=320)
+
+
+def test_short_gaps_noisy_speech_and_silence_alone_stay_whole() -> None:
+    rate = 16000
+    word = tone(1.0, rate)
+    gap = np.zeros(rate * 3 // 10, np.float32)  # 0.3 s: a pause between words, not between parts
+    assert speech_segments(np.concatenate([word, gap, word])) == [(0, 2 * rate + len(gap))]
+    rng = np.random.default_rng(1)
+    noisy = np.concatenate([word, np.zeros(2 * rate, np.float32), word])
+    noisy += (rng.standard_normal(len(noisy)) * 0.05).astype(np.float32)  # ~17 dB SNR fills the pause
+    assert speech_segments(noisy) == [(0, len(noisy))]
+    assert speech_segments(np.zeros(rate, np.float32)) == [(0, rate)]
+    assert speech_segments(np.zeros(0, np.float32)) == [(0, 0)]
+
+
+def test_long_speech_without_pauses_is_cut_into_parts_no_longer_than_the_limit() -> None:
+    rate = 16000
+    t = np.arange(70 * rate) / rate
+    # Syllable-like bursts with dips too short to count as pauses: the cut lands in a dip.
+    audio = (np.sin(2 * np.pi * 200 * t) * (0.55 + 0.45 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    spans = speech_segments(audio, max_seconds=30)
+    assert spans[0][0] == 0 and spans[-1][1] == len(audio)
+    assert all(b == a2 for (_, b), (a2, _) in itertools.pairwise(spans))  # nothing lost
+    assert all(15 * rate <= b - a <= 30 * rate for a, b in spans[:-1])
+    assert all(audio[b] ** 2 < 0.02 for _, b in spans[:-1])  # in a dip, not mid-burst
