@@ -76,9 +76,9 @@ def speech_segments(
     the pauses, each part is the kind of input it knows. A pause is a run of at least
     `min_pause` s of 20 ms frames `quiet_db` under the loud frames (the 98th percentile, so a
     short word in a long silence still sets it): digital silence and a faint hiss count, noisy
-    speech does not. `keep` s of a pause stay on each side of the speech. A part longer than `max_seconds` is cut at its quietest frame in its last
-    half, which bounds the cost of self-attention on long requests. Audio with no pause comes
-    back whole, as one span.
+    speech does not. `keep` s of a pause stay on each side of the speech. A part longer than
+    `max_seconds` is cut at its quietest frame in its last half, which bounds the cost of
+    self-attention on long requests. Audio with no pause comes back whole, as one span.
     """
     n = len(audio)
     frames = n // frame

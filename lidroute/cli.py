@@ -26,6 +26,7 @@ from lidroute.keys import Keys
 from lidroute.registry import ModelSpec, Registry, check_language_code
 from lidroute.settings import CommonSettings, add_setting_flags, settings_from_namespace
 from lidroute.synth import HIGH_RESOURCE
+from lidroute.training import usable_cores
 
 DEFAULT_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "localhost:50051")
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -196,7 +197,7 @@ class BuildPlan:
         the default is one training per core, each with one thread, as many as the free memory
         holds.
         """
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = usable_cores()
         if self.jobs:
             jobs = self.jobs
         elif self.device == "cpu":

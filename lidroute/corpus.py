@@ -16,7 +16,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 import time
 from collections import defaultdict
@@ -31,6 +30,7 @@ import soxr
 
 from lidroute import synth
 from lidroute.audio import TARGET_RATE, resample, to_mono
+from lidroute.training import usable_cores
 
 SPLITS = ("train", "dev", "test", "test_hard")
 #: Fields every manifest line has; anything else on the line is kept as metadata.
@@ -521,7 +521,7 @@ def synth_corpus(
     if any(n < 0 for n in counts.values()):
         raise CorpusError(f"split sizes must not be negative: {counts}")
     seen_voices, hard_voices = split_voices(seed, plan.hard_voice_share)
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     rows: dict[str, list[dict[str, Any]]] = {split: [] for split in counts}
     started = time.monotonic()
     for lang in languages:
@@ -717,7 +717,7 @@ def condition_splits(
     missing = [lang for lang in languages if not any(e.language == lang for e in test)]
     if missing:
         raise CorpusError(f"{folder}: the test split has no {', '.join(missing)} utterances")
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     rows: dict[str, list[dict[str, Any]]] = {cond: [] for cond in CONDITIONS}
     for lang in languages:
         examples = [e for e in test if e.language == lang][:per_language]

@@ -1,8 +1,9 @@
-"""What the LID and CTC training loops share: a budget of steps and seconds, and its schedule."""
+"""What the LID and CTC training loops share: a budget of steps and seconds, its schedule, the cores."""
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -45,3 +46,8 @@ class Budget:
         """Linear warm-up over the first `warmup` of the budget, then cosine decay to `floor`."""
         progress = self.progress
         return max(floor, min(1.0, progress / warmup) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: fewer than the machine has in a CPU-limited container."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
