@@ -461,7 +461,7 @@ def add_pauses(
     heard tightly cut utterances loses its word boundaries around a long silence. The pause
     goes where the speaker already paused (the quietest 20 ms frame of the middle 80 %), so no
     word is cut. Half the pauses are digital zeros, as a muted or gated microphone gives; the rest
-    are a faint hiss 40-70 dB under the speech, as an open line gives.
+    are a faint hiss, as an open line gives (`silence`).
     """
     n = len(audio)
     frames = n // frame
@@ -471,18 +471,19 @@ def add_pauses(
         cut = (lo + int(np.argmin(energy[lo:hi]))) * frame + frame // 2
     else:
         cut = n // 2
-    rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) if n else 0.0
-
-    def silence(duration: float) -> np.ndarray:
-        length = round(duration * TARGET_RATE)
-        if rng.random() < 0.5 or rms == 0:
-            return np.zeros(length, np.float32)
-        return _noise(rng, length) * np.float32(rms * 10 ** (-rng.uniform(40, 70) / 20))
-
     inside = rng.uniform(*seconds)
     before, after = rng.uniform(0, seconds[1] / 2, size=2)
-    parts = [silence(before), audio[:cut], silence(inside), audio[cut:], silence(after)]
-    return np.concatenate(parts).astype(np.float32)
+    parts = [audio[:cut], silence(inside, audio, rng), audio[cut:]]
+    return np.concatenate([silence(before, audio, rng), *parts, silence(after, audio, rng)])
+
+
+def silence(seconds: float, speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A pause to put beside `speech`: digital zeros or, half the time, a hiss 40-70 dB under it."""
+    length = round(seconds * TARGET_RATE)
+    rms = float(np.sqrt(np.mean(speech.astype(np.float64) ** 2))) if len(speech) else 0.0
+    if rng.random() < 0.5 or rms == 0:
+        return np.zeros(length, np.float32)
+    return _noise(rng, length) * np.float32(rms * 10 ** (-rng.uniform(40, 70) / 20))
 
 
 def set_peak(audio: np.ndarray, peak_db: float) -> np.ndarray:
@@ -684,7 +685,14 @@ def _degrade(
 
 
 #: `condition_splits`: test_hard's conditions one at a time, each on the test split's sentences.
-CONDITIONS = ("cond_voices", "cond_speeds", "cond_noise", "cond_telephone", "cond_noise_telephone")
+CONDITIONS = (
+    "cond_voices",
+    "cond_speeds",
+    "cond_noise",
+    "cond_telephone",
+    "cond_noise_telephone",
+    "cond_pauses",
+)
 
 
 def condition_splits(
@@ -702,7 +710,9 @@ def condition_splits(
     of each language) and change one thing: the held-out voices at training's speeds
     (`cond_voices`), training's voices at the held-out speeds (`cond_speeds`), `test_hard`'s noise
     (`cond_noise`), its telephone channel (`cond_telephone`), or both (`cond_noise_telephone`).
-    The voices, speeds and SNRs come from the corpus's own recipe (`corpus.json`).
+    The voices, speeds and SNRs come from the corpus's own recipe (`corpus.json`). One more is
+    not in `test_hard` but in real requests: two sentences with a 1-3 s pause between them
+    (`cond_pauses`: each utterance, then `silence`, then the next one).
     """
     folder = Path(folder)
     try:
@@ -730,11 +740,15 @@ def condition_splits(
             cond: _speak(lang, cond, texts, seed, voices, speeds, plan.pitches, workers)
             for cond, (voices, speeds) in voices_and_speeds.items()
         }
+        cleans = [e.audio() for e in examples]
         for index, example in enumerate(examples):
-            clean = example.audio()
+            clean = cleans[index]
             rng = np.random.default_rng([seed, synth.stable_hash(f"{lang}:conditions"), index])
             snr_db = round(float(rng.uniform(*plan.hard_snr_db)), 2)
             noisy = add_noise(clean, snr_db, rng)
+            following = (index + 1) % len(examples)
+            pause = round(float(rng.uniform(1.0, 3.0)), 2)
+            paused = np.concatenate([clean, silence(pause, clean, rng), cleans[following]])
             made: dict[str, tuple[np.ndarray, dict[str, Any]]] = {
                 "cond_noise": (noisy, {"snr_db": snr_db}),
                 "cond_telephone": (telephone(clean, plan.telephone_rate), {"telephone": True}),
@@ -749,6 +763,11 @@ def condition_splits(
             for cond, (audio, changed) in made.items():
                 fields = example.meta | changed
                 rows[cond].append(_write_utterance(folder, cond, lang, index, audio, example.text, fields))
+            text = f"{example.text} {examples[following].text}"
+            fields = example.meta | {"pause_seconds": pause}
+            rows["cond_pauses"].append(
+                _write_utterance(folder, "cond_pauses", lang, index, paused, text, fields)
+            )
     return {cond: _write_manifest(folder / f"{cond}.jsonl", rows[cond]) for cond in CONDITIONS}
 
 

@@ -146,8 +146,9 @@ def test_condition_splits_change_one_thing_each_on_the_test_sentences(
     low, high = corpus.SynthPlan().speeds
     splits = {cond: _rows(folder / f"{cond}.jsonl") for cond in corpus.CONDITIONS}
     for cond, rows in splits.items():
+        twice = cond == "cond_pauses"  # with one per language, the next sentence is the same one
         assert sorted((r["language"], r["text"]) for r in rows) == sorted(
-            (lang, r["text"]) for lang, r in test.items()
+            (lang, f"{r['text']} {r['text']}" if twice else r["text"]) for lang, r in test.items()
         ), cond
         for row in rows:
             audio = corpus.read_audio(folder / str(row["audio"]))
@@ -162,6 +163,11 @@ def test_condition_splits_change_one_thing_each_on_the_test_sentences(
                 assert row["voice"] in held_out and low <= int(row["speed"]) <= high  # type: ignore[call-overload]
             elif cond == "cond_speeds":
                 assert row["voice"] in seen and not low <= int(row["speed"]) <= high  # type: ignore[call-overload]
+            elif twice:
+                pause = float(row["pause_seconds"])  # type: ignore[arg-type]
+                assert 1 <= pause <= 3 and len(audio) == 2 * len(clean) + round(pause * 16000)
+                middle = audio[len(clean) + 800 : len(clean) + round(pause * 16000) - 800]
+                assert np.sqrt(np.mean(middle**2)) < 0.01 * np.sqrt(np.mean(clean**2))  # silence or a hiss
             else:  # the test utterance itself, degraded
                 assert row["voice"] == test[str(row["language"])]["voice"] and len(audio) == len(clean)
     assert lidroute_main(["corpus", "conditions", str(tmp_path / "nothing")]) == 2
