@@ -41,8 +41,10 @@ class Transcript:
 
 
 class CtcModel:
-    def __init__(self, language: str, spec: ModelSpec, device: str = "cpu", beam: int = 16) -> None:
-        """`beam` 0 decodes greedily even when the model has a word LM."""
+    def __init__(
+        self, language: str, spec: ModelSpec, device: str = "cpu", beam: int = 16, pause_split: float = 0.5
+    ) -> None:
+        """`beam` 0: greedy even when the model has a word LM; `pause_split` 0: audio decoded in one piece."""
         revision = spec.revision or None
         self.language = language
         self.spec = spec
@@ -54,6 +56,7 @@ class CtcModel:
         self.min_samples = int(self.model.config.inputs_to_logits_ratio * 1.5)
         self.lm = WordLM.load(spec.uri) if beam and Path(spec.uri).is_dir() else None
         self.beam = beam
+        self.pause_split = pause_split
         self.tokens = CtcTokens.of(self.processor)
         log.info(
             "ASR model loaded",
@@ -67,7 +70,7 @@ class CtcModel:
 
     @torch.inference_mode()
     def transcribe(self, audio: np.ndarray) -> Transcript:
-        """Greedy or LM beam-search decoding of each part between long pauses (`speech_segments`).
+        """Greedy or LM beam-search decoding of each part between `pause_split` s pauses (`speech_segments`).
 
         A word's confidence is the mean top probability over its frames; the transcript's, over
         all frames that emit a character. Word times count from the start of `audio`.
@@ -75,7 +78,8 @@ class CtcModel:
         started = time.perf_counter()
         words: list[WordTiming] = []
         emitting: list[torch.Tensor] = []
-        for start, end in speech_segments(audio):
+        parts = speech_segments(audio, min_pause=self.pause_split) if self.pause_split else [(0, len(audio))]
+        for start, end in parts:
             offset = start / TARGET_RATE
             part_words, part_emitting = self._decode(audio[start:end])
             words += [replace(w, start=w.start + offset, end=w.end + offset) for w in part_words]

@@ -55,6 +55,11 @@ class WorkerSettings(CommonSettings):
     beam: int = Field(
         16, ge=0, le=512, description="beam width for models with a word LM (lm.json); 0: greedy decoding"
     )
+    pause_split_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="a silence this long splits a request into parts recognised one by one (0: never)",
+    )
     torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
     concurrency: int = Field(2, ge=1, le=64, description="jobs in progress at once")
     block_ms: int = Field(1000, ge=10, description="how long one queue read waits")
@@ -103,7 +108,12 @@ class AsrWorker:
                     continue
                 try:
                     model = await asyncio.to_thread(
-                        CtcModel, lang, spec, self.settings.device, self.settings.beam
+                        CtcModel,
+                        lang,
+                        spec,
+                        self.settings.device,
+                        self.settings.beam,
+                        self.settings.pause_split_seconds,
                     )
                 except Exception as exc:
                     log.error(

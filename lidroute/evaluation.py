@@ -416,6 +416,7 @@ class InProcessEvaluator:
         lid: bool = True,
         asr: bool = True,
         beam: int = 16,
+        pause_split: float | None = None,
     ) -> None:
         import tempfile
 
@@ -443,6 +444,10 @@ class InProcessEvaluator:
         self.router_threshold: float = fields["lid_threshold"].default
         self.max_onset_search: float = fields["max_onset_search_seconds"].default
         self.vad_threshold: float = fields["vad_threshold"].default
+        from asr_worker.worker import WorkerSettings
+
+        default_split = WorkerSettings.model_fields["pause_split_seconds"].default
+        self.pause_split: float = default_split if pause_split is None else pause_split
         self._asr: dict[str, CtcModel | None] = {}
 
     def recognizer(self, lang: str) -> CtcModel | None:
@@ -453,7 +458,8 @@ class InProcessEvaluator:
             from lidroute.registry import ModelSpec
 
             path = self.asr_dirs.get(lang)
-            model = None if path is None else CtcModel(lang, ModelSpec(uri=str(path)), self.device, self.beam)
+            spec = ModelSpec(uri=str(path))
+            model = None if path is None else CtcModel(lang, spec, self.device, self.beam, self.pause_split)
             if model is not None:
                 # The first call pays for lazy initialisation; a long-running worker pays it once.
                 model.transcribe(np.zeros(TARGET_RATE, np.float32))
@@ -649,6 +655,12 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         default=16,
         help="in-process: beam width for models with a word LM, as the worker's setting (0: greedy)",
     )
+    ev.add_argument(
+        "--pause-split",
+        type=float,
+        metavar="SECONDS",
+        help="in-process: silence this long splits an utterance into parts (default: the worker's; 0: never)",
+    )
     ev.add_argument("--hint", action="store_true", help="router: send the reference language, skip detection")
     ev.add_argument("--timeout", type=float, default=120.0, help="router: deadline per utterance (s)")
     ev.add_argument("--concurrency", type=int, default=1, help="router: requests in flight")
@@ -744,6 +756,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 lid=not args.no_lid,
                 asr=not args.no_asr,
                 beam=args.beam,
+                pause_split=args.pause_split,
             )
         except CorpusError as exc:
             print(exc, file=sys.stderr)
@@ -761,6 +774,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "router_lid_threshold": evaluator.router_threshold,
             "device": args.device,
             "beam": args.beam,
+            "pause_split_seconds": evaluator.pause_split,
         }
         results = asyncio.run(evaluate_in_process(examples, evaluator, progress))
     settings["elapsed_seconds"] = round(time.monotonic() - started, 2)
