@@ -40,6 +40,11 @@ class Transcript:
     inference_seconds: float = 0.0
 
 
+#: One decoded part of a request: its words (timed from the part's start) and the top
+#: probabilities of its frames that emit a character.
+Part = tuple[list[WordTiming], torch.Tensor]
+
+
 class CtcModel:
     def __init__(
         self, language: str, spec: ModelSpec, device: str = "cpu", beam: int = 16, pause_split: float = 0.5
@@ -69,19 +74,25 @@ class CtcModel:
         )
 
     @torch.inference_mode()
-    def transcribe(self, audio: np.ndarray) -> Transcript:
+    def transcribe(self, audio: np.ndarray, decoded: dict[tuple[int, int], Part] | None = None) -> Transcript:
         """Greedy or LM beam-search decoding of each part between `pause_split` s pauses (`speech_segments`).
 
         A word's confidence is the mean top probability over its frames; the transcript's, over
-        all frames that emit a character. Word times count from the start of `audio`.
+        all frames that emit a character. Word times count from the start of `audio`. `decoded`
+        keeps the parts decoded so far for a caller whose `audio` only grows (interim results of
+        a stream): a part already decoded is not decoded again, so a long stream costs about its
+        length once rather than once per interim result.
         """
         started = time.perf_counter()
+        decoded = {} if decoded is None else decoded
         words: list[WordTiming] = []
         emitting: list[torch.Tensor] = []
         parts = speech_segments(audio, min_pause=self.pause_split) if self.pause_split else [(0, len(audio))]
         for start, end in parts:
+            if (start, end) not in decoded:
+                decoded[start, end] = self._decode(audio[start:end])
+            part_words, part_emitting = decoded[start, end]
             offset = start / TARGET_RATE
-            part_words, part_emitting = self._decode(audio[start:end])
             words += [replace(w, start=w.start + offset, end=w.end + offset) for w in part_words]
             emitting.append(part_emitting)
         frames = torch.cat(emitting)
@@ -92,7 +103,7 @@ class CtcModel:
             inference_seconds=time.perf_counter() - started,
         )
 
-    def _decode(self, audio: np.ndarray) -> tuple[list[WordTiming], torch.Tensor]:
+    def _decode(self, audio: np.ndarray) -> Part:
         """One part's words and the top probabilities of its frames that emit a character."""
         if len(audio) < self.min_samples:
             audio = np.pad(audio, (0, self.min_samples - len(audio)))

@@ -25,7 +25,7 @@ import torch
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field
 
-from asr_worker.model import CtcModel, Transcript
+from asr_worker.model import CtcModel, Part, Transcript
 from lidroute import logs
 from lidroute.audio import TARGET_RATE, duration, pcm16_to_float
 from lidroute.jobs import Delivery, Event, JobQueue
@@ -246,6 +246,7 @@ class AsrWorker:
         await self.queue.emit(job.job_id, Event("started", worker_id=self.id))
         log.info("job started", extra={"job_id": job.job_id, "language": lang})
         chunks: list[np.ndarray] = []
+        decoded: dict[tuple[int, int], Part] = {}  # parts of the growing audio, for interim results
         samples = 0
         last_interim = 0
         last_id = "0"
@@ -285,12 +286,12 @@ class AsrWorker:
             if job.interim_results and samples - last_interim >= interval:
                 last_interim = samples
                 audio = np.concatenate(chunks)
-                partial = await asyncio.to_thread(model.transcribe, audio)
+                partial = await asyncio.to_thread(model.transcribe, audio, decoded)
                 await self.queue.emit(
                     job.job_id, self._event(delivery, model, partial, len(audio), False, picked_up)
                 )
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        final = await asyncio.to_thread(model.transcribe, audio)
+        final = await asyncio.to_thread(model.transcribe, audio, decoded)
         INFERENCE.labels(lang).observe(final.inference_seconds)
         await self.queue.emit(job.job_id, self._event(delivery, model, final, len(audio), True, picked_up))
         await self.queue.ack(lang, delivery.entry_id)

@@ -13,6 +13,7 @@ import pytest
 from asr_worker.model import CtcModel
 from asr_worker.training import TRAINING_WORDS, error_rate, perturb, train_ctc, training_words, transcribe
 from lid_service.model import LanguageIdModel
+from lidroute.audio import speech_segments
 from lidroute.registry import ModelSpec
 from lidroute.synth import synth_utterances
 
@@ -77,6 +78,26 @@ def test_a_long_pause_inside_a_request_costs_no_more_words_than_each_part_alone(
         assert jiwer.cer(f"{utt.text} {utt.text}", result.text) <= alone + 0.1, result.text
         second = [w for w in result.words if w.start > seconds + 1.5]  # timed from the request's start
         assert second and second[0].start >= seconds + 3 - 0.3 and second[-1].end <= 2 * seconds + 3 + 0.05
+
+
+def test_interim_results_of_a_growing_stream_decode_each_finished_part_once(
+    models_dir: Path, speech, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    utt = speech["sw"][0]
+    model = CtcModel("sw", ModelSpec(uri=str(models_dir / "asr" / "sw")))
+    audio = np.concatenate([utt.audio, np.zeros(2 * 16000, np.float32), utt.audio])
+    expected = model.transcribe(audio)
+    decodes: list[int] = []
+    decode = model._decode
+    monkeypatch.setattr(model, "_decode", lambda part: decodes.append(len(part)) or decode(part))
+    decoded: dict = {}
+    for end in range(16000, len(audio), 16000):  # an interim result a second
+        model.transcribe(audio[:end], decoded)
+    final = model.transcribe(audio, decoded)
+    assert final.text == expected.text and final.words == expected.words
+    (start, end), second = speech_segments(audio)
+    assert start == 0 and end < second[0]  # split at the pause
+    assert decodes.count(end) == 1  # the first sentence, once its pause came, was not decoded again
 
 
 def test_batched_transcription_is_each_utterance_transcribed_alone(models_dir: Path) -> None:
