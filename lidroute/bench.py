@@ -23,15 +23,17 @@ from lidroute.audio import TARGET_RATE, float_to_pcm16
 OUT = Path("bench-results")
 
 
-def utterance(lang: str, seconds: float, models_dir: Path) -> np.ndarray:
+def utterance(lang: str, seconds: float, models_dir: Path, gap: float = 0.2) -> np.ndarray:
+    """`seconds` of sentences of the model's vocabulary with `gap` s of silence after each."""
     from lidroute.cli import training_vocabulary
     from lidroute.synth import synth_utterances
 
     pieces, total, seed = [], 0, 100
+    silence = np.zeros(round(gap * TARGET_RATE), np.float32)
     while total < seconds * TARGET_RATE:
         utt = synth_utterances(lang, 1, seed=seed, vocab=training_vocabulary(models_dir, lang))[0]
-        pieces += [utt.audio, np.zeros(TARGET_RATE // 5, np.float32)]
-        total += len(utt.audio) + TARGET_RATE // 5
+        pieces += [utt.audio, silence]
+        total += len(utt.audio) + len(silence)
         seed += 1
     return np.concatenate(pieces)[: int(seconds * TARGET_RATE)]
 
@@ -83,6 +85,40 @@ def decoders(models_dir: Path, lang: str, audio: np.ndarray, runs: int) -> dict[
     return times
 
 
+def long_request(models_dir: Path, lang: str, audio: np.ndarray, runs: int) -> dict[str, list[float]]:
+    """A long request with pauses, recognised whole and as the worker does, and as a stream with
+    interim results (one a second, as the worker's default) with and without reusing decoded parts."""
+    from asr_worker.model import CtcModel
+    from asr_worker.worker import WorkerSettings
+    from lidroute.cli import model_dirs
+    from lidroute.registry import ModelSpec
+
+    spec = ModelSpec(uri=str(model_dirs(models_dir)[1][lang]))
+    whole, split = CtcModel(lang, spec, pause_split=0), CtcModel(lang, spec)
+    step = int(WorkerSettings.model_fields["interim_interval_seconds"].default * TARGET_RATE)
+
+    def stream(model: CtcModel, reuse: bool) -> None:
+        decoded: dict = {}
+        for end in [*range(step, len(audio), step), len(audio)]:
+            model.transcribe(audio[:end], decoded if reuse else None)
+
+    cases = {
+        "in one piece": lambda: whole.transcribe(audio),
+        "split at pauses (the worker)": lambda: split.transcribe(audio),
+        "stream, interim results, in one piece": lambda: stream(whole, False),
+        "stream, interim results, split, parts decoded anew": lambda: stream(split, False),
+        "stream, interim results, split, parts reused (the worker)": lambda: stream(split, True),
+    }
+    split.transcribe(audio[:TARGET_RATE])  # lazy initialisation
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, run in cases.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 async def end_to_end(address: str, audio: np.ndarray, runs: int) -> list[float]:
     from lidroute.client import Client
 
@@ -131,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--long-seconds", type=float, default=60.0, help="the long request, 1 s pauses")
+    parser.add_argument("--long-runs", type=int, default=3)
     args = parser.parse_args(argv)
 
     models_dir = args.models_dir or default_models_dir()
@@ -140,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     lid, asr = model_dirs(models_dir)
     base = in_process(models_dir, args.language, audio, args.runs)
     decoding = decoders(models_dir, args.language, audio, args.runs)
+    long_audio = utterance(args.language, args.long_seconds, models_dir, gap=1.0)
+    long = long_request(models_dir, args.language, long_audio, args.long_runs)
     config = StackConfig(
         lid_model=str(lid),
         models={k: str(v) for k, v in asr.items()},
@@ -169,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|",
         *(f"| {name} | {1000 * pct(t, 50):.1f} | {1000 * pct(t, 95):.1f} |" for name, t in decoding.items()),
         "",
+        f"| {args.long_seconds:g} s request, sentences 1 s apart, {args.long_runs} runs | median (s) |",
+        "|---|---|",
+        *(f"| {name} | {statistics.median(t):.2f} |" for name, t in long.items()),
+        "",
         "| concurrent clients | requests/s | audio s per s | median latency (ms) |",
         "|---|---|---|---|",
     ]
@@ -179,7 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(exist_ok=True)
     (OUT / "bench.md").write_text(table + "\n")
     (OUT / "bench.json").write_text(
-        json.dumps({"in_process_s": base, "decoding_s": decoding, "end_to_end_s": e2e, "throughput": rows})
+        json.dumps(
+            {
+                "in_process_s": base,
+                "decoding_s": decoding,
+                "long_request_s": long,
+                "end_to_end_s": e2e,
+                "throughput": rows,
+            }
+        )
     )
     return 0
 
