@@ -23,7 +23,7 @@ from transformers import Wav2Vec2ForCTC
 
 from asr_worker.decoding import WordLM
 from asr_worker.model import CtcModel
-from asr_worker.training import PERTURBATION, CtcRecipe, normalize_text
+from asr_worker.training import PERTURBATION, CtcRecipe, Perturbation, normalize_text
 from asr_worker.transfer import (
     REPORT_FILE,
     alphabet_report,
@@ -164,7 +164,11 @@ def test_finetune_command_replaces_the_head_keeps_the_frozen_encoder_and_registe
     assert "the defaults (no dev split to tune them on)" in card and "| greedy CER | greedy WER |" in card
     assert f"`lidroute corpus synth --out {data} --languages es,sw --train 8 --dev 0" in card  # its data
     assert report["augmentation"] == json.loads(json.dumps(asdict(PERTURBATION)))  # recorded
-    assert "Augmentation, drawn afresh each epoch: tempo 0.7–1.4× with pitch kept (50 % of clips)" in card
+    assert "Augmentation, drawn afresh each epoch: a pause of 0.3–2.5 s inside the speech" in card
+    assert "tempo 0.7–1.4× with pitch kept (50 % of clips)" in card
+    # A model trained before pauses existed has no pause fields in its report, and had none.
+    earlier = {k: v for k, v in report["augmentation"].items() if not k.startswith("pause")}
+    assert Perturbation.describe(earlier).startswith("tempo 0.7–1.4× with pitch kept")
 
     tuned = Wav2Vec2ForCTC.from_pretrained(out)
     base = Wav2Vec2ForCTC.from_pretrained(backbone)
