@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lidroute.audio import frame_power
 from lidroute.corpus import telephone
 from lidroute.synth import LANGUAGES, VARIANTS, Utterance, get_language, synth_utterances
 from lidroute.training import Budget
@@ -95,11 +96,10 @@ def language_label(code: str) -> str:
 
 def _trim(audio: np.ndarray, threshold: float = 0.02, frame: int = 160) -> np.ndarray:
     """Cuts leading and trailing silence, as the router does by starting windows at speech onset."""
-    n = len(audio) // frame
-    if n == 0:
+    if len(audio) < frame:
         return audio
-    rms = np.sqrt((audio[: n * frame].reshape(n, frame) ** 2).mean(axis=1))
-    loud = np.flatnonzero(rms > threshold * max(float(rms.max()), 1e-6))
+    level = np.sqrt(frame_power(audio, frame))
+    loud = np.flatnonzero(level > threshold * max(float(level.max()), 1e-6))
     if len(loud) == 0:
         return audio
     return audio[loud[0] * frame : (loud[-1] + 1) * frame]

@@ -60,6 +60,17 @@ class AudioLimits:
             raise LimitExceeded(f"audio longer than the limit of {self.max_seconds:g} s (max_audio_seconds)")
 
 
+def frame_power(audio: np.ndarray, frame: int) -> np.ndarray:
+    """Mean power of each whole `frame` of samples (a trailing part frame is left out)."""
+    frames = len(audio) // frame
+    return (audio[: frames * frame].astype(np.float64) ** 2).reshape(frames, frame).mean(axis=1)
+
+
+def rms(audio: np.ndarray) -> float:
+    """Root mean square level of `audio`; 0 for no samples."""
+    return float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) if len(audio) else 0.0
+
+
 def speech_segments(
     audio: np.ndarray,
     *,
@@ -84,7 +95,7 @@ def speech_segments(
     frames = n // frame
     if frames == 0:
         return [(0, n)]
-    power = (audio[: frames * frame].astype(np.float64) ** 2).reshape(frames, frame).mean(axis=1)
+    power = frame_power(audio, frame)
     level = 10 * np.log10(power + 1e-20)
     quiet = level < np.percentile(level, 98) - quiet_db
     # Runs of quiet frames long enough to cut at, as [start, end) frame pairs.

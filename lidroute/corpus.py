@@ -29,7 +29,7 @@ import soundfile as sf
 import soxr
 
 from lidroute import synth
-from lidroute.audio import TARGET_RATE, resample, to_mono
+from lidroute.audio import TARGET_RATE, frame_power, resample, rms, to_mono
 from lidroute.training import usable_cores
 
 SPLITS = ("train", "dev", "test", "test_hard")
@@ -396,13 +396,12 @@ def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
         spectrum = np.fft.rfft(white)
         spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
         white = np.fft.irfft(spectrum, n)
-    return (white / (np.sqrt(np.mean(white**2)) + 1e-12)).astype(np.float32)
+    return (white / (rms(white) + 1e-12)).astype(np.float32)
 
 
 def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """`audio` plus noise at `snr_db` relative to the speech's RMS."""
-    rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
-    return (audio + _noise(rng, len(audio)) * rms / 10 ** (snr_db / 20)).astype(np.float32)
+    return (audio + _noise(rng, len(audio)) * rms(audio) / 10 ** (snr_db / 20)).astype(np.float32)
 
 
 def telephone(audio: np.ndarray, rate: int = 8000) -> np.ndarray:
@@ -463,27 +462,25 @@ def add_pauses(
     word is cut. Half the pauses are digital zeros, as a muted or gated microphone gives; the rest
     are a faint hiss, as an open line gives (`silence`).
     """
-    n = len(audio)
-    frames = n // frame
-    if frames >= 5:
-        energy = (audio[: frames * frame].astype(np.float64) ** 2).reshape(frames, frame).sum(axis=1)
-        lo, hi = frames // 10, frames - frames // 10
-        cut = (lo + int(np.argmin(energy[lo:hi]))) * frame + frame // 2
+    power = frame_power(audio, frame)
+    if len(power) >= 5:
+        lo, hi = len(power) // 10, len(power) - len(power) // 10
+        cut = (lo + int(np.argmin(power[lo:hi]))) * frame + frame // 2
     else:
-        cut = n // 2
+        cut = len(audio) // 2
+    level = rms(audio)
     inside = rng.uniform(*seconds)
     before, after = rng.uniform(0, seconds[1] / 2, size=2)
-    parts = [audio[:cut], silence(inside, audio, rng), audio[cut:]]
-    return np.concatenate([silence(before, audio, rng), *parts, silence(after, audio, rng)])
+    parts = [audio[:cut], silence(inside, level, rng), audio[cut:]]
+    return np.concatenate([silence(before, level, rng), *parts, silence(after, level, rng)])
 
 
-def silence(seconds: float, speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A pause to put beside `speech`: digital zeros or, half the time, a hiss 40-70 dB under it."""
+def silence(seconds: float, speech_rms: float, rng: np.random.Generator) -> np.ndarray:
+    """A pause beside speech of `speech_rms`: digital zeros or, half the time, a hiss 40-70 dB under it."""
     length = round(seconds * TARGET_RATE)
-    rms = float(np.sqrt(np.mean(speech.astype(np.float64) ** 2))) if len(speech) else 0.0
-    if rng.random() < 0.5 or rms == 0:
+    if rng.random() < 0.5 or speech_rms == 0:
         return np.zeros(length, np.float32)
-    return _noise(rng, length) * np.float32(rms * 10 ** (-rng.uniform(40, 70) / 20))
+    return _noise(rng, length) * np.float32(speech_rms * 10 ** (-rng.uniform(40, 70) / 20))
 
 
 def set_peak(audio: np.ndarray, peak_db: float) -> np.ndarray:
@@ -748,7 +745,7 @@ def condition_splits(
             noisy = add_noise(clean, snr_db, rng)
             following = (index + 1) % len(examples)
             pause = round(float(rng.uniform(1.0, 3.0)), 2)
-            paused = np.concatenate([clean, silence(pause, clean, rng), cleans[following]])
+            paused = np.concatenate([clean, silence(pause, rms(clean), rng), cleans[following]])
             made: dict[str, tuple[np.ndarray, dict[str, Any]]] = {
                 "cond_noise": (noisy, {"snr_db": snr_db}),
                 "cond_telephone": (telephone(clean, plan.telephone_rate), {"telephone": True}),

@@ -458,8 +458,11 @@ class InProcessEvaluator:
             from lidroute.registry import ModelSpec
 
             path = self.asr_dirs.get(lang)
-            spec = ModelSpec(uri=str(path))
-            model = None if path is None else CtcModel(lang, spec, self.device, self.beam, self.pause_split)
+            model = (
+                None
+                if path is None
+                else CtcModel(lang, ModelSpec(uri=str(path)), self.device, self.beam, self.pause_split)
+            )
             if model is not None:
                 # The first call pays for lazy initialisation; a long-running worker pays it once.
                 model.transcribe(np.zeros(TARGET_RATE, np.float32))
