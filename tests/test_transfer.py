@@ -300,6 +300,28 @@ def test_models_build_shares_the_cores_and_memory_among_trainings(monkeypatch: p
     assert BuildPlan(asr_languages=eight, jobs=6).workers() == (6, 2)  # unless told
 
 
+def test_models_build_gives_some_languages_more_updates_and_starts_them_first() -> None:
+    from lidroute.cli import BuildPlan
+
+    plan = BuildPlan(asr_languages=("sw", "fr", "de"), asr_steps=100, asr_steps_by_language=(("fr", 300),))
+    assert [plan.steps(lang) for lang in ("sw", "fr", "de")] == [100, 300, 100]
+    assert plan.finetune_order() == ["fr", "sw", "de"]
+
+
+def test_models_build_asr_steps_flag_is_one_budget_for_every_language(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lidroute import cli
+
+    plans: list[cli.BuildPlan] = []
+    monkeypatch.setattr(cli, "build_models", lambda out, plan, work=None: plans.append(plan))
+    cli.main(["models", "build", "--out", "x", "--asr-steps", "50"])
+    cli.main(["models", "build", "--out", "x"])
+    assert plans[0].steps("en") == plans[0].steps("sw") == 50
+    # Without the flag the plan's own budgets, longer for some languages, reach the build.
+    assert plans[1].steps("en") == cli.BuildPlan().steps("en") > plans[1].steps("sw")
+
+
 @needs_espeak
 def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
