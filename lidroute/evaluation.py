@@ -458,12 +458,9 @@ class InProcessEvaluator:
             from lidroute.registry import ModelSpec
 
             path = self.asr_dirs.get(lang)
-            model = (
-                None
-                if path is None
-                else CtcModel(lang, ModelSpec(uri=str(path)), self.device, self.beam, self.pause_split)
-            )
-            if model is not None:
+            model = None
+            if path is not None:
+                model = CtcModel(lang, ModelSpec(uri=str(path)), self.device, self.beam, self.pause_split)
                 # The first call pays for lazy initialisation; a long-running worker pays it once.
                 model.transcribe(np.zeros(TARGET_RATE, np.float32))
             self._asr[lang] = model
