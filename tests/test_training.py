@@ -38,6 +38,20 @@ def test_a_short_ctc_run_writes_a_directory_the_worker_loads(tmp_path: Path) -> 
     assert isinstance(model.transcribe(audio).text, str)
 
 
+def test_a_short_lid_run_of_a_chosen_width_writes_what_the_service_loads(tmp_path: Path) -> None:
+    from lid_service.training import train_lid
+
+    out = tmp_path / "lid"
+    metrics = train_lid(
+        out, ["en", "sw"], utterances_per_language=8, max_train_seconds=None, max_steps=2, channels=16
+    )
+    assert metrics["steps"] == 2 and 0.0 <= metrics["acc_1.0"] <= 1.0
+    assert "channels: [16, 16, 16, 16, 48]" in (out / "hyperparams.yaml").read_text()
+    assert "channels=16)" in (out / "README.md").read_text()
+    lid = LanguageIdModel(str(out), savedir=tmp_path / "loaded")
+    assert set(lid.codes) == {"en", "sw"}
+
+
 def test_the_models_in_use_load_as_the_services_load_them_and_have_cards(
     models_dir: Path, tmp_path: Path
 ) -> None:
@@ -119,6 +133,7 @@ def test_batched_transcription_is_each_utterance_transcribed_alone(models_dir: P
         ("lid_service", ["train", "--out", "x", "--languages", "en,zz"], "no synthetic-speech recipe"),
         ("lid_service", ["train", "--out", "x", "--crops", "3,1"], "need 0 < shortest <= longest"),
         ("lid_service", ["train", "--out", "x", "--crops", "short"], "give two numbers"),
+        ("lid_service", ["train", "--out", "x", "--channels", "4"], "need at least 8"),
         ("asr_worker", ["pretrain", "--data", "x", "--out", "y", "--recipe", "depth=2"], "not FIELD=VALUE"),
         (
             "asr_worker",
