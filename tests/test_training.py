@@ -38,16 +38,28 @@ def test_a_short_ctc_run_writes_a_directory_the_worker_loads(tmp_path: Path) -> 
     assert isinstance(model.transcribe(audio).text, str)
 
 
-def test_a_short_lid_run_of_a_chosen_width_writes_what_the_service_loads(tmp_path: Path) -> None:
-    from lid_service.training import train_lid
+def test_a_short_lid_run_of_a_chosen_width_on_every_voice_writes_what_the_service_loads(
+    tmp_path: Path,
+) -> None:
+    from lid_service.training import CALIBRATION_VARIANTS, EVAL_VARIANTS, train_lid
+    from lidroute.synth import EXTRA_VARIANTS, VARIANTS
 
     out = tmp_path / "lid"
     metrics = train_lid(
-        out, ["en", "sw"], utterances_per_language=8, max_train_seconds=None, max_steps=2, channels=16
+        out,
+        ["en", "sw"],
+        utterances_per_language=8,
+        max_train_seconds=None,
+        max_steps=2,
+        channels=16,
+        extra_voices=True,
     )
     assert metrics["steps"] == 2 and 0.0 <= metrics["acc_1.0"] <= 1.0
     assert "channels: [16, 16, 16, 16, 48]" in (out / "hyperparams.yaml").read_text()
-    assert "channels=16)" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "channels=16, extra_voices=True)" in card
+    voices = len({*VARIANTS, *EXTRA_VARIANTS} - {*EVAL_VARIANTS, *CALIBRATION_VARIANTS})
+    assert f"{voices} espeak-ng voice variants" in card
     lid = LanguageIdModel(str(out), savedir=tmp_path / "loaded")
     assert set(lid.codes) == {"en", "sw"}
 
