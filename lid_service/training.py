@@ -405,13 +405,18 @@ def _model_card(
 ) -> None:
     langs = ", ".join(f"`{language_label(code)}`" for code in languages)
     accuracy = " | ".join(f"{100 * metrics[f'acc_{s}']:.1f} %" for s in EVAL_CROPS)
-    call = (
-        f"train_lid(out_dir, {list(languages)!r}, seed={seed}, "
-        f"utterances_per_language={utterances_per_language}, max_train_seconds={max_train_seconds}, "
-        f"max_steps={max_steps}, crop_seconds={crop_seconds!r}"
-        + (f", channels={channels}" if channels is not None else "")
-        + (", extra_voices=True)" if extra_voices else ")")
-    )
+    options = [
+        f"seed={seed}",
+        f"utterances_per_language={utterances_per_language}",
+        f"max_train_seconds={max_train_seconds}",
+        f"max_steps={max_steps}",
+        f"crop_seconds={crop_seconds!r}",
+    ]
+    if channels is not None:
+        options.append(f"channels={channels}")
+    if extra_voices:
+        options.append("extra_voices=True")
+    call = f"train_lid(out_dir, {list(languages)!r}, {', '.join(options)})"
     text = f"""# Small spoken-language identification model (synthetic speech)
 
 A SpeechBrain ECAPA-TDNN language-ID model in the layout of `speechbrain/lang-id-voxlingua107-ecapa`,
