@@ -15,17 +15,20 @@ import sys
 import unicodedata
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import torch
-from transformers import Wav2Vec2ForCTC
+from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
 from asr_worker.decoding import WordLM
 from asr_worker.model import CtcModel
 from asr_worker.training import PERTURBATION, CtcRecipe, Perturbation, normalize_text
 from asr_worker.transfer import (
     REPORT_FILE,
+    _decoding_line,
+    add_word_lm,
     alphabet_report,
     finetune,
     lm_main,
@@ -36,6 +39,7 @@ from asr_worker.transfer import (
     transfer_table,
 )
 from lidroute import corpus
+from lidroute.cli import model_dirs
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.registry import ModelSpec
 from lidroute.synth import phonemize
@@ -213,6 +217,30 @@ def test_lm_command_gives_a_model_without_one_a_word_lm_and_rescores_it(
     assert {split: s["cer"] for split, s in rescored["scores_greedy"].items()} == cer
     assert set(rescored["scores"]) == set(cer)
     assert "| greedy CER | greedy WER |" in (out / "README.md").read_text()
+
+
+@needs_espeak
+def test_the_lm_fusion_is_tuned_on_dev_speech_heard_clean_and_through_the_training_augmentation(
+    data: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    recognizer = model_dirs(models_dir)[1]["sw"]
+    model = Wav2Vec2ForCTC.from_pretrained(recognizer).eval()
+    processor = Wav2Vec2Processor.from_pretrained(recognizer)
+    texts = [e.text for e in corpus.read_examples(data, split="train", language="sw")]
+    dev = corpus.read_examples(data, split="test", language="sw")
+
+    def tuned(copies: int) -> dict[str, Any]:
+        return add_word_lm(model, processor, tmp_path, texts, dev, copies=copies)[1]
+
+    clean, heard = tuned(0), tuned(2)
+    assert clean["tuned_on"] == heard["tuned_on"] == len(dev) and heard["heard_copies"] == 2
+    # The noisy, telephone and stretched copies are harder for the acoustic model than the clean speech.
+    assert heard["dev_cer_greedy"] > clean["dev_cer_greedy"]
+    assert tuned(2) == heard, "the copies are drawn from a fixed seed"
+    assert "heard clean and twice through the training augmentation" in _decoding_line({"lm": heard})
+    assert "heard" not in _decoding_line({"lm": clean | {"heard_copies": 0}})
+    with pytest.raises(ValueError, match="copies must not be negative"):
+        tuned(-1)
 
 
 @needs_espeak
