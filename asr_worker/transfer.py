@@ -288,8 +288,8 @@ def add_word_lm(
         log_probs = frame_log_probs(model, processor, heard_audio)
         references = [normalize_text(e.text) for e in dev] * (1 + copies)
         greedy = decode(processor, log_probs)
-        lm, dev_cer = tune(lm, log_probs, references, CtcTokens.of(processor))
-        summary |= {"dev_cer_greedy": error_rate(references, greedy), "dev_cer": dev_cer}
+        lm, dev_cer, dev_wer = tune(lm, log_probs, references, CtcTokens.of(processor))
+        summary |= {"dev_cer_greedy": error_rate(references, greedy), "dev_cer": dev_cer, "dev_wer": dev_wer}
     summary |= {"lm_weight": lm.lm_weight, "word_bonus": lm.word_bonus}
     lm.save(out_dir)
     log.info("word LM", extra=summary)
@@ -405,9 +405,12 @@ def _decoding_line(report: Mapping[str, Any]) -> str:
         return "## Scores (greedy decoding, no language model)"
     copies = lm.get("heard_copies", 0)  # a report from before dev was heard augmented has none
     heard = f" heard clean and {_times(copies)} through the training augmentation" if copies else ""
+    # Reports from before the choice weighed words as well give no dev WER: letters alone chose.
+    goal = ", for the lowest CER + WER" if "dev_wer" in lm else ""
+    wer = f", WER {100 * lm['dev_wer']:.1f} %" if "dev_wer" in lm else ""
     tuned = (
-        f"tuned on {lm['tuned_on']} dev utterances{heard} (dev CER {100 * lm['dev_cer_greedy']:.1f} %"
-        f" greedy, {100 * lm['dev_cer']:.1f} % with the LM)"
+        f"tuned on {lm['tuned_on']} dev utterances{heard}{goal} (dev CER"
+        f" {100 * lm['dev_cer_greedy']:.1f} % greedy, {100 * lm['dev_cer']:.1f} % with the LM{wer})"
         if lm.get("tuned_on")
         else "the defaults (no dev split to tune them on)"
     )

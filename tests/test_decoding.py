@@ -99,6 +99,28 @@ def test_tuning_keeps_the_weights_that_read_held_out_speech_best() -> None:
     """A dev set whose middle letters lean the wrong way rewards trusting the LM."""
     lm = WordLM.train(["the cat sat", "a cat", "cat"])
     ambiguous = _frames({"c": 0.99}, {"<pad>": 0.99}, {"o": 0.52, "a": 0.46}, {"<pad>": 0.99}, {"t": 0.99})
-    tuned, cer = tune(lm, [ambiguous] * 3, ["cat"] * 3, TOKENS, weights=(0.0, 1.0), bonuses=(0.0,))
-    assert (tuned.lm_weight, tuned.word_bonus, cer) == (1.0, 0.0, 0.0)
+    tuned, cer, wer = tune(lm, [ambiguous] * 3, ["cat"] * 3, TOKENS, weights=(0.0, 1.0), bonuses=(0.0,))
+    assert (tuned.lm_weight, tuned.word_bonus, cer, wer) == (1.0, 0.0, 0.0, 0.0)
     assert tuned.unigrams == lm.unigrams
+
+
+def test_tuning_weighs_words_as_well_as_letters() -> None:
+    """Both settings misread one letter in nine; the LM's also splits a word in two, so it loses.
+
+    Without the LM the vowel comes out wrong ('cot'); with it the vowel is right, but the
+    compound 'catdog' is cut into the two words the LM knows: as many letters wrong, twice the words.
+    """
+    lm = WordLM.train(["cat dog", "cat", "dog", "a cat", "at"])
+    vowel = _frames(
+        {"c": 0.99}, {"<pad>": 0.99}, {"o": 0.55, "a": 0.43}, {"|": 0.45, "<pad>": 0.55}, {"t": 0.99}
+    )
+    compound = _frames(
+        *({letter: 0.99} for letter in ("c", "<pad>", "a", "t")),
+        {"|": 0.3, "<pad>": 0.7},
+        *({letter: 0.99} for letter in "dog"),
+    )
+    frames, references = [vowel, compound], ["cat", "catdog"]
+    with_lm = BeamSettings(beam=16, lm_weight=0.5, word_bonus=0.0)
+    assert [beam_search(f, TOKENS, lm, with_lm).text for f in frames] == ["cat", "cat dog"]
+    tuned, cer, wer = tune(lm, frames, references, TOKENS, weights=(0.5, 0.0), bonuses=(0.0,))
+    assert tuned.lm_weight == 0.0 and (cer, wer) == pytest.approx((1 / 9, 0.5))
