@@ -275,7 +275,7 @@ def add_word_lm(
     fits the acoustic model at its surest, trusts the LM too little for noisy or telephone
     speech, and 50 clean utterances are too few to choose well (a Turkish recognizer: 1.8 % /
     12.3 % CER on `test` / `test_hard` tuned on clean dev, 1.3 % / 11.8 % tuned this way).
-    Returns the LM and what it did: vocabulary size and dev CER greedy and with the LM.
+    Returns the LM and what it did: vocabulary size, dev CER greedy and with the LM, dev WER.
     """
     if copies < 0:
         raise ValueError(f"copies must not be negative, got {copies}")
