@@ -406,8 +406,9 @@ def _decoding_line(report: Mapping[str, Any]) -> str:
     copies = lm.get("heard_copies", 0)  # a report from before dev was heard augmented has none
     heard = f" heard clean and {_times(copies)} through the training augmentation" if copies else ""
     # Reports from before the choice weighed words as well give no dev WER: letters alone chose.
-    goal = ", for the lowest CER + WER" if "dev_wer" in lm else ""
-    wer = f", WER {100 * lm['dev_wer']:.1f} %" if "dev_wer" in lm else ""
+    goal, wer = (
+        (", for the lowest CER + WER", f", WER {100 * lm['dev_wer']:.1f} %") if "dev_wer" in lm else ("", "")
+    )
     tuned = (
         f"tuned on {lm['tuned_on']} dev utterances{heard}{goal} (dev CER"
         f" {100 * lm['dev_cer_greedy']:.1f} % greedy, {100 * lm['dev_cer']:.1f} % with the LM{wer})"
