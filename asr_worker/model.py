@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
-from asr_worker.decoding import CtcTokens, WordLM, beam_search
+from asr_worker.decoding import DEFAULT_BEAM, CtcTokens, WordLM, beam_search
 from lidroute.audio import TARGET_RATE, speech_segments
 from lidroute.registry import ModelSpec
 
@@ -47,7 +47,12 @@ Part = tuple[list[WordTiming], torch.Tensor]
 
 class CtcModel:
     def __init__(
-        self, language: str, spec: ModelSpec, device: str = "cpu", beam: int = 16, pause_split: float = 0.5
+        self,
+        language: str,
+        spec: ModelSpec,
+        device: str = "cpu",
+        beam: int = DEFAULT_BEAM,
+        pause_split: float = 0.5,
     ) -> None:
         """`beam` 0: greedy even when the model has a word LM; `pause_split` 0: audio decoded in one piece."""
         revision = spec.revision or None

@@ -25,6 +25,7 @@ import torch
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field
 
+from asr_worker.decoding import DEFAULT_BEAM
 from asr_worker.model import CtcModel, Part, Transcript
 from lidroute import logs
 from lidroute.audio import TARGET_RATE, duration, pcm16_to_float
@@ -53,7 +54,10 @@ class WorkerSettings(CommonSettings):
     worker_id: str = Field("", description="consumer name (default: host-pid-random)")
     device: str = Field("cpu", description="torch device")
     beam: int = Field(
-        16, ge=0, le=512, description="beam width for models with a word LM (lm.json); 0: greedy decoding"
+        DEFAULT_BEAM,
+        ge=0,
+        le=512,
+        description="beam width for models with a word LM (lm.json); 0: greedy decoding",
     )
     pause_split_seconds: float = Field(
         0.5,

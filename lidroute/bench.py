@@ -66,15 +66,19 @@ def in_process(models_dir: Path, lang: str, audio: np.ndarray, runs: int) -> lis
 
 
 def decoders(models_dir: Path, lang: str, audio: np.ndarray, runs: int) -> dict[str, list[float]]:
-    """The CTC model alone, decoded greedily and by beam search with its word LM, runs interleaved."""
+    """The CTC model alone, decoded greedily and by beam search with its word LM at the worker's
+    width and at a quarter of it (what a narrower beam would save), runs interleaved."""
+    from asr_worker.decoding import DEFAULT_BEAM
     from asr_worker.model import CtcModel
     from lidroute.cli import model_dirs
     from lidroute.registry import ModelSpec
 
     spec = ModelSpec(uri=str(model_dirs(models_dir)[1][lang]))
-    models = {"greedy": CtcModel(lang, spec, beam=0), "beam 16 + word LM": CtcModel(lang, spec)}
-    if models["beam 16 + word LM"].lm is None:
-        del models["beam 16 + word LM"]
+    models = {"greedy": CtcModel(lang, spec, beam=0)}
+    for width in (DEFAULT_BEAM // 4, DEFAULT_BEAM):
+        model = CtcModel(lang, spec, beam=width)
+        if model.lm is not None:
+            models[f"beam {width} + word LM"] = model
     times: dict[str, list[float]] = {name: [] for name in models}
     for i in range(runs + 3):
         for name, model in models.items():

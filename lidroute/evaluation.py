@@ -415,7 +415,7 @@ class InProcessEvaluator:
         device: str = "cpu",
         lid: bool = True,
         asr: bool = True,
-        beam: int = 16,
+        beam: int | None = None,
         pause_split: float | None = None,
     ) -> None:
         import tempfile
@@ -430,7 +430,6 @@ class InProcessEvaluator:
         self.candidates = tuple(candidates)
         self.windows = tuple(windows)
         self.device = device
-        self.beam = beam
         self.lid: LanguageIdModel | None = None
         if lid:
             if not (lid_dir / "hyperparams.yaml").is_file():
@@ -446,8 +445,10 @@ class InProcessEvaluator:
         self.vad_threshold: float = fields["vad_threshold"].default
         from asr_worker.worker import WorkerSettings
 
-        default_split = WorkerSettings.model_fields["pause_split_seconds"].default
-        self.pause_split: float = default_split if pause_split is None else pause_split
+        defaults = WorkerSettings.model_fields
+        self.beam: int = defaults["beam"].default if beam is None else beam
+        split = defaults["pause_split_seconds"].default if pause_split is None else pause_split
+        self.pause_split: float = split
         self._asr: dict[str, CtcModel | None] = {}
 
     def recognizer(self, lang: str) -> CtcModel | None:
@@ -652,8 +653,8 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     ev.add_argument(
         "--beam",
         type=int,
-        default=16,
-        help="in-process: beam width for models with a word LM, as the worker's setting (0: greedy)",
+        metavar="WIDTH",
+        help="in-process: beam width for models with a word LM (default: the worker's; 0: greedy)",
     )
     ev.add_argument(
         "--pause-split",
@@ -773,7 +774,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "router_lid_windows": evaluator.router_windows,
             "router_lid_threshold": evaluator.router_threshold,
             "device": args.device,
-            "beam": args.beam,
+            "beam": evaluator.beam,
             "pause_split_seconds": evaluator.pause_split,
         }
         results = asyncio.run(evaluate_in_process(examples, evaluator, progress))

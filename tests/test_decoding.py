@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr_worker.decoding import LM_FILE, BeamSettings, CtcTokens, WordLM, beam_search, tune
+from asr_worker.decoding import DEFAULT_BEAM, LM_FILE, BeamSettings, CtcTokens, WordLM, beam_search, tune
 
 TOKENS = CtcTokens(["<pad>", "|", "c", "a", "o", "t", "d", "g", "s"], blank=0, delimiter=1)
 
@@ -67,6 +67,33 @@ def test_each_word_comes_with_the_frames_it_was_spoken_in() -> None:
     assert decoded.words == [("cat", 0, 5), ("dog", 7, 12)]
 
 
+def test_stretches_of_certain_silence_only_move_the_words_in_time() -> None:
+    """Frames where nothing but blank is likely skip the search's bookkeeping; the reading is the same."""
+    silence = [{"<pad>": 0.999}] * 5
+    ambiguous = [{"c": 0.99}, {"<pad>": 0.99}, {"o": 0.52, "a": 0.46}, {"<pad>": 0.99}, {"t": 0.99}]
+    lm = WordLM.train(["the cat sat", "a cat"])
+    plain = beam_search(_frames(*ambiguous), TOKENS, lm)
+    padded = beam_search(_frames(*silence, *ambiguous[:3], *silence, *ambiguous[3:], *silence), TOKENS, lm)
+    assert plain.words == [("cat", 0, 5)]
+    assert padded.words == [("cat", 5, 15)]
+
+
+def test_a_narrow_beam_loses_a_word_to_the_bonus_for_closing_one_early() -> None:
+    """A faint word boundary after 'ca' earns the word bonus at once, while 'cat' earns it only
+    when its last letter is heard: one beam keeps the early boundary and writes 'ca t', two keep both."""
+    lm = WordLM.train(["cat", "a cat", "the cat"])
+    frames = _frames(
+        {"c": 0.99}, {"<pad>": 0.99}, {"a": 0.99}, {"<pad>": 0.97, "|": 0.02}, {"t": 0.99}, {"<pad>": 0.99}
+    )
+
+    def read(beam: int, bonus: float) -> str:
+        return beam_search(frames, TOKENS, lm, BeamSettings(beam=beam, lm_weight=1.0, word_bonus=bonus)).text
+
+    assert read(1, 0.0) == read(2, 10.0) == "cat"
+    assert read(1, 10.0) == "ca t"
+    assert BeamSettings().beam == DEFAULT_BEAM == lm.settings().beam > 16
+
+
 def test_witten_bell_probabilities_of_every_word_and_the_unknown_sum_to_one() -> None:
     lm = WordLM.train(["a cat sat", "a dog sat", "the cat"])
     lm.oov_letter_penalty = 0.0
@@ -102,6 +129,18 @@ def test_tuning_keeps_the_weights_that_read_held_out_speech_best() -> None:
     tuned, cer, wer = tune(lm, [ambiguous] * 3, ["cat"] * 3, TOKENS, weights=(0.0, 1.0), bonuses=(0.0,))
     assert (tuned.lm_weight, tuned.word_bonus, cer, wer) == (1.0, 0.0, 0.0, 0.0)
     assert tuned.unigrams == lm.unigrams
+
+
+def test_of_settings_that_read_dev_about_as_well_tuning_keeps_the_lightest_lm() -> None:
+    """Weights 1 and 2 both read the dev frames perfectly; the lighter one trusts the LM less
+    where speech has words it never saw, so it is kept whichever the grid tries first."""
+    lm = WordLM.train(["the cat sat", "a cat", "cat"])
+    ambiguous = _frames({"c": 0.99}, {"<pad>": 0.99}, {"o": 0.52, "a": 0.46}, {"<pad>": 0.99}, {"t": 0.99})
+    tuned, cer, wer = tune(lm, [ambiguous] * 3, ["cat"] * 3, TOKENS, weights=(2.0, 1.0), bonuses=(4.0, 0.0))
+    assert (tuned.lm_weight, tuned.word_bonus, cer, wer) == (1.0, 0.0, 0.0, 0.0)
+    # A setting worse by more than the tolerance is not kept for being lighter: no LM reads 'cot'.
+    tuned, _, _ = tune(lm, [ambiguous] * 3, ["cat"] * 3, TOKENS, weights=(0.0, 1.0), bonuses=(0.0,))
+    assert tuned.lm_weight == 1.0
 
 
 def test_tuning_weighs_words_as_well_as_letters() -> None:

@@ -22,7 +22,7 @@ import redis
 import torch
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
-from asr_worker.decoding import WordLM
+from asr_worker.decoding import DEFAULT_BEAM, WordLM
 from asr_worker.model import CtcModel
 from asr_worker.training import PERTURBATION, CtcRecipe, Perturbation, normalize_text
 from asr_worker.transfer import (
@@ -238,11 +238,16 @@ def test_the_lm_fusion_is_tuned_on_dev_speech_heard_clean_and_through_the_traini
     assert heard["dev_cer_greedy"] > clean["dev_cer_greedy"]
     assert tuned(2) == heard, "the copies are drawn from a fixed seed"
     line = _decoding_line({"lm": heard})
-    assert "heard clean and twice through the training augmentation, for the lowest CER + WER" in line
+    assert "heard clean and twice through the training augmentation, the lightest LM within 5 %" in line
+    assert "within 5 % of the lowest CER + WER (dev CER" in line
     assert f"with the LM, WER {100 * heard['dev_wer']:.1f} %)" in line
-    # A report from before: tuned on clean dev by letters alone, and its card says no more.
-    earlier = {k: v for k, v in clean.items() if k not in ("heard_copies", "dev_wer")}
-    assert "heard" not in _decoding_line({"lm": earlier}) and "WER" not in _decoding_line({"lm": earlier})
+    assert heard["beam"] == DEFAULT_BEAM and f"CTC beam search (width {DEFAULT_BEAM})" in line
+    # Reports from before: the best by CER + WER at width 16, and before that by letters alone.
+    best = {k: v for k, v in heard.items() if k not in ("tolerance", "beam")}
+    assert "augmentation, for the lowest CER + WER" in _decoding_line({"lm": best})
+    earlier = {k: v for k, v in clean.items() if k not in ("heard_copies", "dev_wer", "beam", "tolerance")}
+    old_line = _decoding_line({"lm": earlier})
+    assert "heard" not in old_line and "WER" not in old_line and "(width 16)" in old_line
     with pytest.raises(ValueError, match="copies must not be negative"):
         tuned(-1)
 
