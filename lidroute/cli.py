@@ -171,9 +171,14 @@ class BuildPlan:
     asr_languages: tuple[str, ...] = BUNDLED_ASR_LANGUAGES
     seed: int = 0
     lid_steps: int = 8000
-    lid_seconds: float = 4200
+    #: A wall-clock cap far above what the updates take (57 minutes on the 2 cores here), so that
+    #: on a busy machine the update budget, not the clock, ends the training.
+    lid_seconds: float = 10800
     lid_utterances: int = 1200
     lid_crops: tuple[float, float] = (0.25, 3.0)
+    #: Width of the TDNN blocks: at the same 8,000 updates, 256 read held-out voices at 91.2 / 99.2 %
+    #: on 0.5 / 1 s where 128 read 88.2 / 96.9 %, for 1.56 M parameters instead of 0.52 M.
+    lid_channels: int = 256
     #: Utterances per language and split of the synthetic corpus (train, dev, test, test_hard).
     corpus_sizes: tuple[int, int, int, int] = (1800, 50, 100, 100)
     backbone_languages: tuple[str, ...] = HIGH_RESOURCE
@@ -282,6 +287,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
             max_steps=plan.lid_steps,
             max_train_seconds=plan.lid_seconds,
             crop_seconds=plan.lid_crops,
+            channels=plan.lid_channels,
         )
         stage(f"synthesising the corpus ({', '.join(plan.corpus_languages())}) into {work / 'corpus'}...")
         sizes = dict(zip(SPLITS, plan.corpus_sizes, strict=True))
