@@ -294,7 +294,14 @@ def add_word_lm(
         log_probs = frame_log_probs(model, processor, heard_audio)
         references = [normalize_text(e.text) for e in dev] * (1 + copies)
         greedy = decode(processor, log_probs)
-        lm, dev_cer, dev_wer = tune(lm, log_probs, references, CtcTokens.of(processor))
+        lm, dev_cer, dev_wer = tune(
+            lm,
+            log_probs,
+            references,
+            CtcTokens.of(processor),
+            beam=summary["beam"],
+            tolerance=summary["tolerance"],
+        )
         summary |= {"dev_cer_greedy": error_rate(references, greedy), "dev_cer": dev_cer, "dev_wer": dev_wer}
     summary |= {"lm_weight": lm.lm_weight, "word_bonus": lm.word_bonus}
     lm.save(out_dir)
