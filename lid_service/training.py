@@ -94,27 +94,20 @@ def language_label(code: str) -> str:
 # --------------------------------------------------------------------------- data
 
 
-def _from_onset(audio: np.ndarray, threshold: float = 0.02, frame: int = 160) -> tuple[np.ndarray, int]:
-    """The audio from its speech onset on, as the router's windows start, and where the speech ends.
-
-    The silence after the speech stays: a window longer than a short utterance runs into it at the
-    router, and a model that never heard it there took the tail for a language (1 s windows on
-    utterances of under 1.4 s, and every 3 s window, read worse than the 1 s ones).
-    """
+def _trim(audio: np.ndarray, threshold: float = 0.02, frame: int = 160) -> np.ndarray:
+    """Cuts leading and trailing silence, as the router does by starting windows at speech onset."""
     if len(audio) < frame:
-        return audio, len(audio)
+        return audio
     level = np.sqrt(frame_power(audio, frame))
     loud = np.flatnonzero(level > threshold * max(float(level.max()), 1e-6))
     if len(loud) == 0:
-        return audio, len(audio)
-    start = loud[0] * frame
-    return audio[start:], (loud[-1] + 1) * frame - start
+        return audio
+    return audio[loud[0] * frame : (loud[-1] + 1) * frame]
 
 
 @dataclass
 class _Corpus:
-    audio: list[np.ndarray]  # from the speech onset to the end of the recording
-    speech_ends: list[int]  # sample where each one's speech ends
+    audio: list[np.ndarray]
     labels: np.ndarray
     variants: list[str]
 
@@ -123,20 +116,16 @@ def _corpus(
     languages: Sequence[str], n: int, seed: int, variants: Sequence[str], *, max_words: int = 5
 ) -> _Corpus:
     audio: list[np.ndarray] = []
-    ends: list[int] = []
     labels: list[int] = []
     voices: list[str] = []
     for index, lang in enumerate(languages):
         utterances: list[Utterance] = synth_utterances(
             lang, n, seed=seed, variants=variants, speeds=(120, 200), pitches=(20, 80), max_words=max_words
         )
-        for u in utterances:
-            wav, end = _from_onset(u.audio)
-            audio.append(wav)
-            ends.append(end)
+        audio.extend(_trim(u.audio) for u in utterances)
         labels.extend([index] * len(utterances))
         voices.extend(u.variant for u in utterances)
-    return _Corpus(audio, ends, np.asarray(labels, dtype=np.int64), voices)
+    return _Corpus(audio, np.asarray(labels, dtype=np.int64), voices)
 
 
 def _warp(wav: np.ndarray, rng: np.random.Generator, recipe: _Recipe) -> np.ndarray:
@@ -175,16 +164,11 @@ def _augment(wav: np.ndarray, rng: np.random.Generator, recipe: _Recipe) -> np.n
     return (wav / peak if peak > 1.0 else wav).astype(np.float32)
 
 
-def _crop(wav: np.ndarray, length: int, rng: np.random.Generator | None, speech_end: int) -> np.ndarray:
-    """A window of `length` samples: at speech onset for evaluation (as the router asks), else random.
-
-    A window reaches past `speech_end` into the silence after it only when the speech is shorter
-    than the window, as at the router; a random start never leaves a window of silence alone.
-    """
+def _crop(wav: np.ndarray, length: int, rng: np.random.Generator | None) -> np.ndarray:
+    """A window of `length` samples: at speech onset for evaluation (as the router asks), else random."""
     if len(wav) <= length:
         return wav
-    latest = max(0, min(len(wav), speech_end) - length)
-    start = 0 if rng is None or rng.random() < 0.3 else int(rng.integers(0, latest + 1))
+    start = 0 if rng is None or rng.random() < 0.3 else int(rng.integers(0, len(wav) - length + 1))
     return wav[start : start + length]
 
 
@@ -385,7 +369,7 @@ def _evaluate_export(out_dir: Path, corpus: _Corpus) -> dict[str, float]:
         if classifier is None:
             raise RuntimeError(f"EncoderClassifier could not load {out_dir}")
         for seconds in EVAL_CROPS:
-            wavs = [_crop(w, int(seconds * SAMPLE_RATE), None, len(w)) for w in corpus.audio]
+            wavs = [_crop(w, int(seconds * SAMPLE_RATE), None) for w in corpus.audio]
             predicted = []
             with torch.inference_mode():
                 for i in range(0, len(wavs), 64):
@@ -455,9 +439,7 @@ log-posteriors over the languages below.
   cosine classifier; {params:,} parameters. Trained with additive angular margin
   (margin {recipe.margin}, scale {recipe.scale}), Adam (lr {recipe.lr}, warm-up then cosine decay
   over the training budget), batches of {recipe.batch_size} random crops of
-  {crop_seconds[0]}–{crop_seconds[1]} s (from the speech onset on; a crop runs into the silence after
-  the speech only where the speech is shorter than the crop, as the router's windows do) with gain,
-  spectral tilt, noise (SNR 5–40 dB) and, for
+  {crop_seconds[0]}–{crop_seconds[1]} s with gain, spectral tilt, noise (SNR 5–40 dB) and, for
   {100 * recipe.telephone_probability:.0f} % of them, an 8 kHz telephone channel:
   {steps} steps in {metrics["train_seconds"]:.0f} s on the CPU.
 - Posteriors: cosine scores times {scale:.1f} (temperature fitted on voices {", ".join(CALIBRATION_VARIANTS)},
@@ -466,8 +448,7 @@ log-posteriors over the languages below.
 ## Scores
 
 Accuracy on {RECIPE.eval_per_language} held-out utterances per language (new sentences, voice
-variants {", ".join(EVAL_VARIANTS)} that training never heard), window starting at speech onset
-(and running into the silence after the speech where the utterance is shorter than the window):
+variants {", ".join(EVAL_VARIANTS)} that training never heard), window starting at speech onset:
 
 | 0.25 s | 0.5 s | 1.0 s |
 |---|---|---|
@@ -546,11 +527,7 @@ def train_lid(
         loss_fn = LogSoftmaxWrapper(AdditiveAngularMargin(margin=margin, scale=recipe.scale))
         length = _crop_length(crop_seconds, rng, recipe)
         picks = rng.integers(0, len(train.audio), size=recipe.batch_size)
-        wavs = []
-        for i in picks:
-            wav = _warp(train.audio[i], rng, recipe)
-            end = round(train.speech_ends[i] * len(wav) / len(train.audio[i]))
-            wavs.append(_augment(_crop(wav, length, rng, end), rng, recipe))
+        wavs = [_augment(_crop(_warp(train.audio[i], rng, recipe), length, rng), rng, recipe) for i in picks]
         x, lens = _batch(wavs)
         targets = torch.from_numpy(train.labels[picks]).unsqueeze(1)
         loss = loss_fn(model(x, lens, spec_mask=recipe.spec_mask), targets)
@@ -569,7 +546,7 @@ def train_lid(
 
     calibration_wavs, calibration_labels = [], []
     for seconds in EVAL_CROPS:
-        calibration_wavs += [_crop(w, int(seconds * SAMPLE_RATE), None, len(w)) for w in calibration.audio]
+        calibration_wavs += [_crop(w, int(seconds * SAMPLE_RATE), None) for w in calibration.audio]
         calibration_labels.append(calibration.labels)
     scale = _calibrate_scale(
         _cosines(model, calibration_wavs), torch.from_numpy(np.concatenate(calibration_labels))

@@ -64,24 +64,6 @@ def test_a_short_lid_run_of_a_chosen_width_on_every_voice_writes_what_the_servic
     assert set(lid.codes) == {"en", "sw"}
 
 
-def test_a_lid_training_window_runs_into_the_silence_after_speech_only_when_the_speech_is_shorter() -> None:
-    from lid_service.training import _crop, _from_onset
-
-    rate = 16000
-    speech = np.sin(np.arange(rate) * 0.3).astype(np.float32)  # 1 s of "speech"
-    recording = np.concatenate([np.zeros(rate // 4, np.float32), speech, np.zeros(rate // 2, np.float32)])
-    wav, end = _from_onset(recording)
-    assert abs(len(wav) - int(1.5 * rate)) <= 160 and abs(end - rate) <= 160  # lead cut, tail kept
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        window = _crop(wav, rate // 4, rng, end)
-        assert len(window) == rate // 4 and np.abs(window).max() > 0.5  # never silence alone
-        assert np.shares_memory(window, wav) and window.ctypes.data + window.nbytes <= wav[end:].ctypes.data
-    longer = _crop(wav, int(1.25 * rate), rng, end)
-    assert np.array_equal(longer, wav[: int(1.25 * rate)])  # speech shorter than the window: onset on
-    assert np.array_equal(_crop(wav, 2 * rate, rng, end), wav)
-
-
 def test_the_models_in_use_load_as_the_services_load_them_and_have_cards(
     models_dir: Path, tmp_path: Path
 ) -> None:
