@@ -87,6 +87,21 @@ async def test_windows_grow_until_the_threshold_or_the_last_window(lid: Language
     assert {c for c, _ in decision.alternatives} == {"en", "es"}
 
 
+async def test_a_window_that_runs_to_the_end_of_the_request_leaves_out_the_silence_after_the_speech(
+    lid: LanguageIdModel, speech
+) -> None:
+    buffer = AudioBuffer()
+    spoken = speech["sw"][0].audio
+    buffer.append(np.concatenate([silence(0.5), spoken, silence(2.0)]))
+    buffer.end()
+    calls: list[float] = []
+    decision = await detect(buffer, lid, calls, ["en", "es", "sw"], [5.0], threshold=0.5)
+    seconds = len(spoken) / 16000
+    assert decision.language == "sw"
+    assert seconds - 0.6 < calls[0] < seconds + 0.15, (calls, seconds)  # not the 2 s of silence after it
+    assert decision.window == int(calls[0] * 16000)
+
+
 async def test_detection_waits_for_audio_as_it_streams_in(lid: LanguageIdModel, speech) -> None:
     buffer = AudioBuffer()
     calls: list[float] = []
