@@ -102,6 +102,21 @@ async def test_a_window_that_runs_to_the_end_of_the_request_leaves_out_the_silen
     assert decision.window == int(calls[0] * 16000)
 
 
+async def test_a_window_that_ends_in_a_pause_is_cut_there_and_no_bigger_window_follows_it(
+    lid: LanguageIdModel, speech
+) -> None:
+    buffer = AudioBuffer()
+    first, second = speech["es"][0].audio, speech["es"][1].audio
+    buffer.append(np.concatenate([first, silence(3.0), second]))
+    buffer.end()
+    calls: list[float] = []
+    seconds = len(first) / 16000
+    windows = [seconds + 0.5, seconds + 1.5]  # both end inside the pause
+    decision = await detect(buffer, lid, calls, ["en", "es", "sw"], windows, threshold=1.01)
+    assert len(calls) == 1 and seconds - 0.6 < calls[0] < seconds + 0.15, (calls, seconds)
+    assert decision.language == "es"
+
+
 async def test_detection_waits_for_audio_as_it_streams_in(lid: LanguageIdModel, speech) -> None:
     buffer = AudioBuffer()
     calls: list[float] = []
