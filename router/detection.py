@@ -66,25 +66,37 @@ class OnsetDetector:
         self._model: torch.nn.Module | None = None
         self._pos = 0
         self._run = 0
+        # The scan of the windows after the onset, carried from one window to the next bigger one.
+        self._window_model: torch.nn.Module | None = None
+        self._window_pos = 0
+        self._window_speech_end: int | None = None
+        # Scans run in worker threads; a cancelled request closes the detector from the event loop
+        # while one may still run, and must not hand its VAD state to another stream mid-scan.
+        self._lock = threading.Lock()
+
+    def _is_speech(self, model: torch.nn.Module, audio: np.ndarray, pos: int) -> bool:
+        frame = torch.from_numpy(np.ascontiguousarray(audio[pos : pos + VAD_FRAME]))
+        return float(model(frame, TARGET_RATE)) >= self.threshold
 
     @torch.inference_mode()
     def feed(self, audio: np.ndarray) -> int | None:
         """Scans the frames of `audio` (the whole buffer so far) not yet scanned."""
-        if self.onset is not None:
+        with self._lock:
+            if self.onset is not None:
+                return self.onset
+            if self._model is None:
+                self._model = self.pool.acquire()
+            while self._pos + VAD_FRAME <= len(audio):
+                speech = self._is_speech(self._model, audio, self._pos)
+                self._pos += VAD_FRAME
+                self._run = self._run + 1 if speech else 0
+                if self._run >= self.min_frames:
+                    start = self._pos - self.min_frames * VAD_FRAME
+                    self.onset = max(0, start - self.pad)
+                    self.pool.release(self._model)  # free for the window scan
+                    self._model = None
+                    break
             return self.onset
-        if self._model is None:
-            self._model = self.pool.acquire()
-        while self._pos + VAD_FRAME <= len(audio):
-            frame = torch.from_numpy(np.ascontiguousarray(audio[self._pos : self._pos + VAD_FRAME]))
-            prob = float(self._model(frame, TARGET_RATE))
-            self._pos += VAD_FRAME
-            self._run = self._run + 1 if prob >= self.threshold else 0
-            if self._run >= self.min_frames:
-                start = self._pos - self.min_frames * VAD_FRAME
-                self.onset = max(0, start - self.pad)
-                self.close()
-                break
-        return self.onset
 
     @property
     def scanned(self) -> int:
@@ -96,27 +108,33 @@ class OnsetDetector:
 
         A window longer than a short request, or one that ends in a pause, holds silence or noise
         after the last word, and a language-ID model scoring it with the speech mistook it for a
-        language (1 s windows on utterances under 1.4 s, 3 s windows on most). A fresh VAD state
-        scans the window (about 5 ms a second of audio on one core); without a speech frame in it
-        the window is kept whole.
+        language (1 s windows on utterances under 1.4 s, 3 s windows on most). A VAD state fresh at
+        the onset scans the window (about 5 ms a second of audio on one core); each call is given
+        the last window grown, so only the frames the last call did not reach are scanned. Without
+        a speech frame in it the window is kept whole.
         """
-        model = self.pool.acquire()
-        try:
-            last = None
-            for pos in range(0, len(audio) - VAD_FRAME + 1, VAD_FRAME):
-                frame = torch.from_numpy(np.ascontiguousarray(audio[pos : pos + VAD_FRAME]))
-                if float(model(frame, TARGET_RATE)) >= self.threshold:
-                    last = pos + VAD_FRAME
-        finally:
-            self.pool.release(model)
+        with self._lock:
+            if self._window_model is None:
+                self._window_model = self.pool.acquire()
+            elif len(audio) < self._window_pos:  # not the last window grown: scan it afresh
+                self._window_model.reset_states()
+                self._window_pos, self._window_speech_end = 0, None
+            while self._window_pos + VAD_FRAME <= len(audio):
+                if self._is_speech(self._window_model, audio, self._window_pos):
+                    self._window_speech_end = self._window_pos + VAD_FRAME
+                self._window_pos += VAD_FRAME
+            last = self._window_speech_end
         if last is None:
             return len(audio)
         return min(len(audio), last + int(hangover_seconds * TARGET_RATE))
 
     def close(self) -> None:
-        if self._model is not None:
-            self.pool.release(self._model)
-            self._model = None
+        with self._lock:
+            for model in (self._model, self._window_model):
+                if model is not None:
+                    self.pool.release(model)
+            self._model = self._window_model = None
+            self._window_pos, self._window_speech_end = 0, None
 
 
 @dataclass(frozen=True)
@@ -191,35 +209,36 @@ async def detect_language(
             scanned_all = buffer.ended and detector.scanned + VAD_FRAME > buffer.size
             if onset is None and (scanned_all or detector.scanned >= search_limit):
                 onset = 0
+        detector.close()  # the onset search's VAD state, free for the window scan
+        if buffer.ended and buffer.size < MIN_WINDOW:
+            raise InvalidArgument(
+                f"{buffer.size / TARGET_RATE:.3f} s of audio is too short to identify its language "
+                f"(at least {MIN_WINDOW / TARGET_RATE} s, or pass language_code)"
+            )
+        best: list[tuple[str, float]] = []
+        used = 0
+        for i, seconds in enumerate(windows):
+            want = int(seconds * TARGET_RATE)
+            await buffer.wait_for(onset + want)
+            audio = buffer.array()
+            window = audio[onset : onset + want]
+            if len(window) < MIN_WINDOW:
+                window = audio[-want:]  # speech found too late to fill a window: use the tail
+            else:  # a short request, or a pause: leave out what follows the window's last speech
+                end = await asyncio.to_thread(detector.speech_end, window)
+                window = window[: max(end, MIN_WINDOW)]
+            if used and len(window) <= used:
+                break  # a bigger window would hold no more speech (the stream ended, or a pause)
+            used = len(window)
+            best = await identify(window, candidates)
+            last = i == len(windows) - 1 or (buffer.ended and buffer.size <= onset + want)
+            log.debug(
+                "language-ID window",
+                extra={"seconds": len(window) / TARGET_RATE, "onset": onset, "top": best[0]},
+            )
+            if best[0][1] >= threshold or last:
+                break
     finally:
-        detector.close()
-    if buffer.ended and buffer.size < MIN_WINDOW:
-        raise InvalidArgument(
-            f"{buffer.size / TARGET_RATE:.3f} s of audio is too short to identify its language "
-            f"(at least {MIN_WINDOW / TARGET_RATE} s, or pass language_code)"
-        )
-    best: list[tuple[str, float]] = []
-    used = 0
-    for i, seconds in enumerate(windows):
-        want = int(seconds * TARGET_RATE)
-        await buffer.wait_for(onset + want)
-        audio = buffer.array()
-        window = audio[onset : onset + want]
-        if len(window) < MIN_WINDOW:
-            window = audio[-want:]  # speech found too late to fill a window: use the tail
-        else:  # a short request, or a pause: leave out what follows the window's last speech
-            end = await asyncio.to_thread(detector.speech_end, window)
-            window = window[: max(end, MIN_WINDOW)]
-        if used and len(window) <= used:
-            break  # a bigger window would hold no more speech (the stream ended, or a pause)
-        used = len(window)
-        best = await identify(window, candidates)
-        last = i == len(windows) - 1 or (buffer.ended and buffer.size <= onset + want)
-        log.debug(
-            "language-ID window",
-            extra={"seconds": len(window) / TARGET_RATE, "onset": onset, "top": best[0]},
-        )
-        if best[0][1] >= threshold or last:
-            break
+        detector.close()  # the VAD states go back to the pool
     language, probability = best[0]
     return Decision(language, probability, best, onset, used)
