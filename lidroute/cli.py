@@ -175,9 +175,12 @@ class BuildPlan:
     #: on a busy machine the update budget, not the clock, ends the training.
     lid_seconds: float = 10800
     lid_utterances: int = 1200
+    #: Shortest and longest training crop: 0.25–1.5 s, nearer the router's windows, read held-out
+    #: voices worse on 0.5 / 1 s (89.9 / 97.6 %) at the same budget.
     lid_crops: tuple[float, float] = (0.25, 3.0)
     #: Width of the TDNN blocks: at the same 8,000 updates, 256 read held-out voices at 91.2 / 99.2 %
-    #: on 0.5 / 1 s where 128 read 88.2 / 96.9 %, for 1.56 M parameters instead of 0.52 M.
+    #: on 0.5 / 1 s where 128 read 88.2 / 96.9 %, for 1.56 M parameters instead of 0.52 M; 384
+    #: (3.12 M) read worse, 89.2 / 98.5 % (docs/models.md, §2).
     lid_channels: int = 256
     #: Utterances per language and split of the synthetic corpus (train, dev, test, test_hard).
     corpus_sizes: tuple[int, int, int, int] = (1800, 50, 100, 100)
