@@ -174,8 +174,9 @@ class BuildPlan:
     #: read 70.6 / 91.2 / 99.2 %: two to three points on 0.5 s in every evaluation, 1 s moved by at
     #: most 0.6 points either way (docs/models.md, §2).
     lid_steps: int = 16000
-    #: A wall-clock cap far above what the updates take (92 minutes alone on the 2 cores here), so that
-    #: on a busy machine the update budget, not the clock, ends the training.
+    #: A wall-clock cap above what the updates take, so that on a busy machine the update budget,
+    #: not the clock, ends the training: 92 minutes alone on the 2 cores here with both threads,
+    #: about 2 h 10 min estimated on the one thread `make models` gives it (not timed).
     lid_seconds: float = 10800
     lid_utterances: int = 1200
     #: Shortest and longest training crop: 0.25–1.5 s, nearer the router's windows, read held-out
