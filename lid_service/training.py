@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lidroute.audio import frame_power
+from lidroute.audio import speech_bounds
 from lidroute.corpus import telephone
 from lidroute.synth import EXTRA_VARIANTS, LANGUAGES, VARIANTS, Utterance, get_language, synth_utterances
 from lidroute.training import Budget
@@ -94,15 +94,10 @@ def language_label(code: str) -> str:
 # --------------------------------------------------------------------------- data
 
 
-def _trim(audio: np.ndarray, threshold: float = 0.02, frame: int = 160) -> np.ndarray:
+def _trim(audio: np.ndarray) -> np.ndarray:
     """Cuts leading and trailing silence, as the router does by starting windows at speech onset."""
-    if len(audio) < frame:
-        return audio
-    level = np.sqrt(frame_power(audio, frame))
-    loud = np.flatnonzero(level > threshold * max(float(level.max()), 1e-6))
-    if len(loud) == 0:
-        return audio
-    return audio[loud[0] * frame : (loud[-1] + 1) * frame]
+    start, end = speech_bounds(audio)
+    return audio[start:end]
 
 
 @dataclass

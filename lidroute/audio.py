@@ -66,6 +66,21 @@ def frame_power(audio: np.ndarray, frame: int) -> np.ndarray:
     return (audio[: frames * frame].astype(np.float64) ** 2).reshape(frames, frame).mean(axis=1)
 
 
+def speech_bounds(audio: np.ndarray, threshold: float = 0.02, frame: int = 160) -> tuple[int, int]:
+    """Sample span from the first to the end of the last `frame` whose level is over `threshold`
+    times the loudest frame's: where clean speech starts and stops, cheaply (no VAD model).
+
+    The whole of `audio` when it is shorter than a frame or has no level at all.
+    """
+    if len(audio) < frame:
+        return 0, len(audio)
+    level = np.sqrt(frame_power(audio, frame))
+    loud = np.flatnonzero(level > threshold * max(float(level.max()), 1e-6))
+    if len(loud) == 0:
+        return 0, len(audio)
+    return int(loud[0]) * frame, (int(loud[-1]) + 1) * frame
+
+
 def rms(audio: np.ndarray) -> float:
     """Root mean square level of `audio`; 0 for no samples."""
     return float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) if len(audio) else 0.0

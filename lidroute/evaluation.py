@@ -35,6 +35,14 @@ A key word is wrong when the alignment (jiwer's, of the whole normalised utteran
 or deletes it; micro-WER = wrong key words / key words. Insertions belong to no reference word
 and are left out, so micro-WER is a miss rate on the key words.
 
+**Windows spoken alike** (`--lid-twins`, synthetic corpora): espeak-ng reads Hindi and Marathi
+with nearly the same rules, and a sentence of words the two share sounds the same in both for as
+long as the words last, so on some windows no model can know the language. Each utterance is
+spoken again in every candidate language of its script, with its voice, speed and pitch; a window
+spoken sample for sample alike by k other languages counts 1/(k + 1) towards the ceiling (the
+accuracy no model can beat), and the accuracy on the remaining windows says how far the model is
+from it.
+
 Real-time factor is processing seconds over audio seconds: recognizer inference in-process
 (after one warm-up call, as a long-running worker is warm), the whole request's wall time
 through a router.
@@ -215,6 +223,9 @@ class UtteranceResult:
     detected: dict[str, str] = field(default_factory=dict)
     lid_seconds: float = 0.0
     error: str = ""
+    #: Per window label, the other candidate languages whose voice speaks that window exactly as
+    #: this one is spoken (`find_alike`); None when not looked for.
+    alike: dict[str, list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +243,12 @@ class GroupMetrics:
     key_words: int
     lid_accuracy: dict[str, float]
     rtf: float | None
+    #: With `--lid-twins`, per window label: how many windows another candidate speaks alike, the
+    #: best accuracy any model can expect (each such window is a coin among its alike languages),
+    #: and the accuracy on the other windows.
+    lid_alike: dict[str, int] = field(default_factory=dict)
+    lid_ceiling: dict[str, float] = field(default_factory=dict)
+    lid_accuracy_rest: dict[str, float] = field(default_factory=dict)
 
 
 def group_metrics(results: Sequence[UtteranceResult]) -> GroupMetrics:
@@ -246,6 +263,15 @@ def group_metrics(results: Sequence[UtteranceResult]) -> GroupMetrics:
         for label, lang in r.detected.items():
             windows[label].append(lang == r.language)
     audio = sum(r.audio_seconds for r in done)
+    alike: dict[str, int] = defaultdict(int)
+    ceiling: dict[str, list[float]] = defaultdict(list)
+    rest: dict[str, list[bool]] = defaultdict(list)
+    for r in results:
+        for label, others in (r.alike or {}).items():
+            alike[label] += bool(others)
+            ceiling[label].append(1 / (1 + len(others)))
+            if not others and label in r.detected:
+                rest[label].append(r.detected[label] == r.language)
     return GroupMetrics(
         utterances=len(results),
         transcribed=len(done),
@@ -258,6 +284,9 @@ def group_metrics(results: Sequence[UtteranceResult]) -> GroupMetrics:
         key_words=counts.key_words,
         lid_accuracy={label: sum(hits) / len(hits) for label, hits in windows.items()},
         rtf=sum(r.processing_seconds for r in done) / audio if audio else None,
+        lid_alike=dict(alike),
+        lid_ceiling={label: sum(v) / len(v) for label, v in ceiling.items()},
+        lid_accuracy_rest={label: sum(v) / len(v) for label, v in rest.items() if v},
     )
 
 
@@ -278,7 +307,6 @@ def summarize(results: Sequence[UtteranceResult]) -> dict[str, GroupMetrics]:
     rows = {lang: group_metrics(by_lang[lang]) for lang in sorted(by_lang)}
     if len(rows) > 1:
         langs = list(rows.values())
-        labels = sorted({label for m in langs for label in m.lid_accuracy}, key=_window_order)
         rows["all"] = group_metrics(results)
         rows["mean"] = GroupMetrics(
             utterances=sum(m.utterances for m in langs),
@@ -290,14 +318,18 @@ def summarize(results: Sequence[UtteranceResult]) -> dict[str, GroupMetrics]:
             micro_wer=_mean([m.micro_wer for m in langs]),
             reference_words=sum(m.reference_words for m in langs),
             key_words=sum(m.key_words for m in langs),
-            lid_accuracy={
-                label: v
-                for label in labels
-                if (v := _mean([m.lid_accuracy.get(label) for m in langs])) is not None
-            },
+            lid_accuracy=_means([m.lid_accuracy for m in langs]),
             rtf=_mean([m.rtf for m in langs]),
+            lid_alike=rows["all"].lid_alike,
+            lid_ceiling=_means([m.lid_ceiling for m in langs]),
+            lid_accuracy_rest=_means([m.lid_accuracy_rest for m in langs]),
         )
     return rows
+
+
+def _means(per_language: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    labels = sorted({label for m in per_language for label in m}, key=_window_order)
+    return {label: v for label in labels if (v := _mean([m.get(label) for m in per_language])) is not None}
 
 
 def _window_order(label: str) -> tuple[int, float]:
@@ -330,6 +362,28 @@ def format_table(rows: Mapping[str, GroupMetrics]) -> str:
             + "".join(f" {_pct(m.lid_accuracy.get(label)):>10}" for label in labels)
             + f" {'-' if m.rtf is None else f'{m.rtf:.3f}':>7}{failed}"
         )
+    return "\n".join(lines)
+
+
+def format_alike(rows: Mapping[str, GroupMetrics]) -> str:
+    """`--lid-twins`' table: per window, the windows another candidate speaks alike, the accuracy
+    no model can beat, the accuracy measured, and the accuracy on the other windows. Languages
+    with no such window are left out; `all` and `mean` are always there."""
+    head = f"{'lang':6} {'window':>6} {'alike':>11} {'ceiling':>8} {'accuracy':>9} {'on the rest':>12}"
+    lines = [
+        "language ID on windows that another candidate language's voice speaks identically",
+        head,
+        "-" * len(head),
+    ]
+    for name, m in rows.items():
+        if not any(m.lid_alike.values()) and name not in ("all", "mean"):
+            continue
+        for label in sorted(m.lid_ceiling, key=_window_order):
+            lines.append(
+                f"{name:6} {label:>6} {f'{m.lid_alike.get(label, 0)}/{m.utterances}':>11} "
+                f"{_pct(m.lid_ceiling[label]):>8} {_pct(m.lid_accuracy.get(label)):>9} "
+                f"{_pct(m.lid_accuracy_rest.get(label)):>12}"
+            )
     return "\n".join(lines)
 
 
@@ -394,6 +448,71 @@ def select_examples(
         taken[ex.language] += 1
         chosen.append(ex)
     return chosen
+
+
+# --------------------------------------------------------------------------- windows no model can decide
+
+
+def alike_windows(example: Example, others: Sequence[str], windows: Sequence[float]) -> dict[str, list[str]]:
+    """Per window label, the languages of `others` whose espeak-ng voice speaks that window of a
+    synthetic utterance sample for sample as its own language's voice does.
+
+    espeak-ng reads some scripts with the same letter-to-sound rules in several languages (Hindi
+    and Marathi share Devanagari and most of its rules), and a synthetic sentence of words both
+    languages have (names of countries, currencies, months) then sounds the same in both: its
+    label is a coin toss, and no model can do better on it. The utterance is spoken again, with
+    the manifest's voice, speed and pitch, once in its own language and once in each other; a
+    window (from the energy onset of the clean speech, which is where the router's VAD starts it
+    give or take a frame) is alike when no sample in it differs. Noise and channel effects of a
+    hard split do not depend on the language, so the clean speech decides.
+    """
+    from lidroute import synth
+    from lidroute.audio import TARGET_RATE, speech_bounds
+
+    try:
+        spoken = {
+            "variant": str(example.meta["voice"]),
+            "speed": int(example.meta["speed"]),
+            "pitch": int(example.meta["pitch"]),
+        }
+    except (KeyError, TypeError, ValueError):
+        raise CorpusError(
+            f"{example.id or example.text!r}: no voice, speed and pitch in its manifest row; "
+            "windows spoken alike can only be found in a synthetic corpus (lidroute corpus synth)"
+        ) from None
+    own = synth.synthesize(example.text, example.language, **spoken)
+    onset = speech_bounds(own)[0]
+    alike: dict[str, list[str]] = {window_label(w): [] for w in windows}
+    for other in others:
+        twin = synth.synthesize(example.text, other, **spoken)
+        n = min(len(own), len(twin))
+        differ = np.flatnonzero(own[:n] != twin[:n])
+        same_until = int(differ[0]) if len(differ) else (n if len(own) != len(twin) else None)
+        for w in windows:
+            if same_until is None or same_until >= onset + round(w * TARGET_RATE):
+                alike[window_label(w)].append(other)
+    return alike
+
+
+def find_alike(
+    examples: Sequence[Example], candidates: Sequence[str], windows: Sequence[float], workers: int = 2
+) -> list[dict[str, list[str]]]:
+    """`alike_windows` for each example, against the candidates written in the same script (a
+    voice reading another script spells letters out or says nothing, so it cannot match)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lidroute import synth
+
+    def script(lang: str) -> str | None:
+        return synth.LANGUAGES[lang].script if lang in synth.LANGUAGES else None
+
+    def one(example: Example) -> dict[str, list[str]]:
+        own = script(example.language)
+        others = [c for c in candidates if c != example.language and own and script(c) == own]
+        return alike_windows(example, others, windows)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # espeak-ng runs as processes
+        return list(pool.map(one, examples))
 
 
 # --------------------------------------------------------------------------- in-process
@@ -649,6 +768,12 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     ev.add_argument("--no-lid", action="store_true", help="in-process: skip language ID")
     ev.add_argument("--no-asr", action="store_true", help="in-process: language ID only")
     ev.add_argument("--confusion", action="store_true", help="print language-ID confusion matrices")
+    ev.add_argument(
+        "--lid-twins",
+        action="store_true",
+        help="in-process, synthetic corpus: find the windows another language's voice speaks identically "
+        "and report the accuracy no model can beat",
+    )
     ev.add_argument("--device", default="cpu", help="in-process: torch device")
     ev.add_argument(
         "--beam",
@@ -720,6 +845,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         return 1
     candidates = sorted({ex.language for ex in examples})
+    alike = None
+    if args.lid_twins:
+        if args.address or args.no_lid:
+            print("--lid-twins needs in-process language ID: drop --address/--no-lid", file=sys.stderr)
+            return 1
+        from lidroute.training import usable_cores
+
+        try:
+            alike = find_alike(examples, candidates, args.lid_windows, workers=usable_cores())
+        except CorpusError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     progress = None if args.quiet else _progress_line
     settings: dict[str, Any] = {
         "data": str(args.data),
@@ -779,7 +916,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         }
         results = asyncio.run(evaluate_in_process(examples, evaluator, progress))
     settings["elapsed_seconds"] = round(time.monotonic() - started, 2)
-    print(format_table(summarize(results)))
+    if alike is not None:
+        for result, windows in zip(results, alike, strict=True):
+            result.alike = windows
+    rows = summarize(results)
+    print(format_table(rows))
+    if alike is not None:
+        print("\n" + format_alike(rows))
     if args.confusion:
         print("\n" + format_confusion(results))
     if args.json_path:
@@ -797,11 +940,14 @@ __all__ = [
     "InProcessEvaluator",
     "UtteranceResult",
     "add_evaluate_commands",
+    "alike_windows",
     "command_line",
     "confusion",
     "error_counts",
     "evaluate_in_process",
     "evaluate_through_router",
+    "find_alike",
+    "format_alike",
     "format_confusion",
     "format_table",
     "is_number_word",

@@ -90,6 +90,103 @@ def test_names_are_capitalised_words_that_do_not_start_a_sentence() -> None:
     assert key_words("lowercase synthetic text only", "en") == [False] * 4
 
 
+# --------------------------------------------------------------------------- windows spoken alike
+
+
+def _spoken(lang: str, text: str, n: int) -> Example:
+    """A synthetic-corpus row: only its text, language and how it was spoken matter here."""
+    meta = {"voice": "m1", "speed": 160, "pitch": 50}
+    return Example.from_array(
+        np.zeros(160, np.float32), 16000, text=text, language=lang, split="test", id=str(n), meta=meta
+    )
+
+
+def test_windows_that_hindi_and_marathi_voices_speak_identically_are_found() -> None:
+    from lidroute.evaluation import find_alike
+    from lidroute.synth import synthesize, vocabulary
+
+    shared = sorted(set(vocabulary("hi")) & set(vocabulary("mr")))[:12]
+    examples = [_spoken("hi", word, i) for i, word in enumerate(shared)] + [_spoken("es", "hola", 99)]
+    windows = (0.25, 0.5, 3.0)
+    found = find_alike(examples, ["en", "es", "hi", "mr"], windows)
+    # Other scripts are never compared; Spanish has no Latin-script rival among the candidates
+    # that espeak-ng reads its way.
+    assert all(set(others) <= {"mr"} for alike in found[:-1] for others in alike.values())
+    assert found[-1] == {"0.25s": [], "0.5s": [], "3s": []}
+    # A longer window holds everything a shorter one does, so it can only be alike less often.
+    for alike in found:
+        assert set(alike["3s"]) <= set(alike["0.5s"]) <= set(alike["0.25s"])
+    whole = [ex for ex, alike in zip(examples, found, strict=True) if alike["3s"]]
+    assert whole, "some shared Devanagari words are spoken the same in Hindi and Marathi"
+    for ex in whole:  # alike through the longest window: each sample the same (the words are short)
+        spoken = {"variant": "m1", "speed": 160, "pitch": 50}
+        assert np.array_equal(synthesize(ex.text, "hi", **spoken), synthesize(ex.text, "mr", **spoken))
+    assert any(not alike["0.25s"] for alike in found[:-1]), "and some are not"
+
+
+def test_windows_spoken_alike_need_a_synthetic_corpus_row() -> None:
+    from lidroute.corpus import CorpusError
+    from lidroute.evaluation import find_alike
+
+    with pytest.raises(CorpusError, match=r"no voice, speed and pitch.*synthetic corpus"):
+        find_alike([_example("hi", 1)], ["hi", "mr"], (0.5,))
+
+
+def test_a_window_spoken_alike_is_a_coin_toss_in_the_ceiling_and_left_out_of_the_rest() -> None:
+    from lidroute.evaluation import format_alike
+
+    results = [
+        UtteranceResult(
+            "1", "hi", "a", None, 1.0, detected={"0.5s": "hi", "1s": "hi"}, alike={"0.5s": ["mr"], "1s": []}
+        ),
+        UtteranceResult(
+            "2", "hi", "b", None, 1.0, detected={"0.5s": "mr", "1s": "hi"}, alike={"0.5s": [], "1s": []}
+        ),
+        UtteranceResult(
+            "3",
+            "mr",
+            "c",
+            None,
+            1.0,
+            detected={"0.5s": "hi", "1s": "mr"},
+            alike={"0.5s": ["hi"], "1s": ["hi"]},
+        ),
+        UtteranceResult(
+            "4", "en", "d", None, 1.0, detected={"0.5s": "en", "1s": "en"}, alike={"0.5s": [], "1s": []}
+        ),
+    ]
+    rows = summarize(results)
+    hi, mr, en, pooled, mean = (rows[k] for k in ("hi", "mr", "en", "all", "mean"))
+    assert hi.lid_alike == {"0.5s": 1, "1s": 0}
+    assert hi.lid_ceiling == {"0.5s": 0.75, "1s": 1.0}
+    assert hi.lid_accuracy_rest == {"0.5s": 0.0, "1s": 1.0}  # the one hit at 0.5 s was a coin toss
+    assert mr.lid_accuracy_rest == {}  # every window of it spoken alike: none left to score
+    assert en.lid_ceiling == {"0.5s": 1.0, "1s": 1.0}
+    assert pooled.lid_alike == {"0.5s": 2, "1s": 1}
+    assert pooled.lid_ceiling == {"0.5s": pytest.approx(0.75), "1s": pytest.approx(0.875)}
+    assert pooled.lid_accuracy_rest == {"0.5s": 0.5, "1s": 1.0}
+    assert mean.lid_ceiling["0.5s"] == pytest.approx((0.75 + 0.5 + 1.0) / 3)
+    lines = format_alike(rows).splitlines()
+    assert [line.split()[:2] for line in lines[3:]] == [
+        [name, label] for name in ("hi", "mr", "all", "mean") for label in ("0.5s", "1s")
+    ]  # English had no window spoken alike: no rows of its own
+    assert lines[3].split()[2:] == ["1/2", "75.0%", "50.0%", "0.0%"]
+
+
+def test_looking_for_windows_spoken_alike_is_refused_where_it_cannot_be_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", np.zeros(8000, np.float32), 16000)
+    row = {"audio": "a.wav", "text": "नमस्ते", "language": "hi", "duration": 0.5}
+    (tmp_path / "test.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+    assert main(["evaluate", str(tmp_path / "test.jsonl"), "--lid-twins", "--quiet"]) == 1
+    assert "synthetic corpus" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "test.jsonl"), "--lid-twins", "--no-lid", "--quiet"]) == 1
+    assert "--lid-twins needs in-process language ID" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- rows, table, JSON
 
 
