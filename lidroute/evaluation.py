@@ -854,7 +854,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         try:
             alike = find_alike(examples, candidates, args.lid_windows, workers=usable_cores())
-        except CorpusError as exc:
+        except (CorpusError, RuntimeError) as exc:  # not a synthetic corpus; espeak-ng missing or failing
             print(exc, file=sys.stderr)
             return 1
     progress = None if args.quiet else _progress_line
