@@ -93,12 +93,14 @@ def test_names_are_capitalised_words_that_do_not_start_a_sentence() -> None:
 # --------------------------------------------------------------------------- windows spoken alike
 
 
-def _spoken(lang: str, text: str, n: int) -> Example:
-    """A synthetic-corpus row: only its text, language and how it was spoken matter here."""
-    meta = {"voice": "m1", "speed": 160, "pitch": 50}
-    return Example.from_array(
-        np.zeros(160, np.float32), 16000, text=text, language=lang, split="test", id=str(n), meta=meta
-    )
+def _example(lang: str, n: int, text: str = "x", **meta: object) -> Example:
+    """A row whose audio is never listened to; `meta` says how a synthetic one was spoken."""
+    audio = np.zeros(1600, np.float32)
+    return Example.from_array(audio, 16000, text=text, language=lang, split="test", id=str(n), meta=meta)
+
+
+#: How the rows of the tests below were spoken, as a synthetic corpus's manifest records it.
+_SPOKEN = {"voice": "m1", "speed": 160, "pitch": 50}
 
 
 def test_windows_that_hindi_and_marathi_voices_speak_identically_are_found() -> None:
@@ -106,7 +108,8 @@ def test_windows_that_hindi_and_marathi_voices_speak_identically_are_found() -> 
     from lidroute.synth import synthesize, vocabulary
 
     shared = sorted(set(vocabulary("hi")) & set(vocabulary("mr")))[:12]
-    examples = [_spoken("hi", word, i) for i, word in enumerate(shared)] + [_spoken("es", "hola", 99)]
+    examples = [_example("hi", i, word, **_SPOKEN) for i, word in enumerate(shared)]
+    examples.append(_example("es", 99, "hola", **_SPOKEN))
     windows = (0.25, 0.5, 3.0)
     found = find_alike(examples, ["en", "es", "hi", "mr"], windows)
     # Other scripts are never compared; Spanish has no Latin-script rival among the candidates
@@ -119,7 +122,7 @@ def test_windows_that_hindi_and_marathi_voices_speak_identically_are_found() -> 
     whole = [ex for ex, alike in zip(examples, found, strict=True) if alike["3s"]]
     assert whole, "some shared Devanagari words are spoken the same in Hindi and Marathi"
     for ex in whole:  # alike through the longest window: each sample the same (the words are short)
-        spoken = {"variant": "m1", "speed": 160, "pitch": 50}
+        spoken = {"variant": _SPOKEN["voice"], "speed": _SPOKEN["speed"], "pitch": _SPOKEN["pitch"]}
         assert np.array_equal(synthesize(ex.text, "hi", **spoken), synthesize(ex.text, "mr", **spoken))
     assert any(not alike["0.25s"] for alike in found[:-1]), "and some are not"
 
@@ -256,11 +259,6 @@ def test_the_recorded_command_line_repeats_the_run() -> None:
     line = command_line(first)
     assert line[:3] == ["lidroute", "evaluate", "corpus"]
     assert vars(build_parser().parse_args(line[1:])) == vars(first)
-
-
-def _example(lang: str, n: int) -> Example:
-    audio = np.zeros(1600, np.float32)
-    return Example.from_array(audio, 16000, text="x", language=lang, split="test", id=str(n))
 
 
 def test_examples_are_filtered_by_language_and_limited_per_language() -> None:
