@@ -520,6 +520,30 @@ def parse_replay(text: str) -> tuple[str, float]:
     return lang, value
 
 
+#: How every fine-tune trains whatever the loaded config says: a mean CTC loss that an impossible
+#: alignment (a transcript longer than its frames) cannot turn infinite, and no layer dropping.
+TRAINING_CONFIG: dict[str, Any] = {"ctc_loss_reduction": "mean", "ctc_zero_infinity": True, "layerdrop": 0.0}
+
+
+def _earlier_training(recognizer: str, language: str) -> dict[str, Any] | None:
+    """How a recognizer that training continues was made, from its report (None: not one of ours).
+
+    Ours say what they recognise, so continuing a backbone or another language's model, whose
+    head would be kept for an alphabet it was never trained on, is refused before any work.
+    """
+    path = Path(recognizer) / REPORT_FILE
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text(encoding="utf-8"))
+    if report.get("kind") != "finetuned":
+        raise ValueError(
+            f"{recognizer} is a {report.get('kind')}, not a {language} recognizer to train further"
+        )
+    if report.get("language") != language:
+        raise ValueError(f"{recognizer} recognises {report.get('language')}, not {language}")
+    return {k: v for k, v in report.items() if k not in ("scores", "scores_greedy", "lm", "alphabet")}
+
+
 def load_for_finetuning(backbone: str, vocab_size: int, *, random_init: bool = False) -> Wav2Vec2ForCTC:
     """The backbone with a fresh, randomly initialised CTC head of `vocab_size` outputs.
 
@@ -528,13 +552,7 @@ def load_for_finetuning(backbone: str, vocab_size: int, *, random_init: bool = F
     """
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
-    overrides = {
-        "vocab_size": vocab_size,
-        "pad_token_id": 0,
-        "ctc_loss_reduction": "mean",
-        "ctc_zero_infinity": True,
-        "layerdrop": 0.0,
-    }
+    overrides = {"vocab_size": vocab_size, "pad_token_id": 0, **TRAINING_CONFIG}
     if random_init:
         config = Wav2Vec2Config.from_pretrained(backbone, **overrides)
         return Wav2Vec2ForCTC(config)
@@ -560,6 +578,7 @@ def finetune(
     replay_data: str | Path | None = None,
     vocab: str = "train",
     random_init: bool = False,
+    keep_head: bool = False,
     recipe: FinetuneRecipe = FinetuneRecipe(),
     eval_splits: Sequence[str] = ("test", "test_hard"),
     n_eval: int = 100,
@@ -575,9 +594,17 @@ def finetune(
     `vocab` is "train" (the characters of the training transcripts, the usual choice),
     "backbone" (reuse the old head's alphabet, which shows the alphabet mismatch), or a
     vocab.json file.
-    """
-    from transformers import Wav2Vec2Processor
 
+    `keep_head` trains a recognizer of this language further: its head and alphabet stay, every
+    update trains everything, and the schedule starts again (warm-up, then cosine decay). A
+    budget too long for one sitting is then two runs, the second starting from the first's
+    saved model, with no optimizer state to carry between them.
+    """
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    if keep_head and (random_init or vocab != "train"):
+        raise ValueError("keep_head trains a recognizer further with its own alphabet and weights")
+    earlier = _earlier_training(backbone, language) if keep_head else None
     torch.manual_seed(seed)
     torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
     rng = np.random.default_rng(seed)
@@ -594,7 +621,11 @@ def finetune(
     backbone_chars = _backbone_vocabulary(backbone)
     train_text = [text for text, _ in clips]
     with tempfile.TemporaryDirectory(prefix="ctc-vocab-") as tmp:
-        if vocab == "train":
+        if keep_head:
+            if backbone_chars is None:
+                raise ValueError(f"{backbone} is not a recognizer: it has no tokenizer")
+            processor = Wav2Vec2Processor.from_pretrained(backbone)
+        elif vocab == "train":
             processor = build_processor(train_text, Path(tmp))
         elif vocab == "backbone":
             if backbone_chars is None:
@@ -609,9 +640,13 @@ def finetune(
     for line in report_alphabet.lines():
         log.log(logging.WARNING if line.startswith("ALPHABET") else logging.INFO, line)
 
-    model = load_for_finetuning(backbone, len(processor.tokenizer), random_init=random_init).to(device)
-    # A random body has nothing to protect: the baseline trains everything from the first update.
-    head_share = 0.0 if random_init else recipe.head_share
+    if keep_head:
+        model = Wav2Vec2ForCTC.from_pretrained(backbone, **TRAINING_CONFIG).to(device)
+    else:
+        model = load_for_finetuning(backbone, len(processor.tokenizer), random_init=random_init).to(device)
+    # A random body has nothing to protect: the baseline trains everything from the first update,
+    # and a trained head gives the body no random gradients to protect it from.
+    head_share = 0.0 if random_init or keep_head else recipe.head_share
     started = time.monotonic()
     audio_seconds = 0.0
     steps = 0
@@ -646,7 +681,8 @@ def finetune(
         "kind": "finetuned",
         "language": language,
         "backbone": str(backbone),
-        "init": "random" if random_init else "backbone",
+        "init": "random" if random_init else "recognizer" if keep_head else "backbone",
+        "continues": earlier,
         "seed": seed,
         "minutes": minutes,
         "target_minutes": round(target_seconds / 60, 2),
@@ -658,7 +694,7 @@ def finetune(
         "params": sum(p.numel() for p in model.parameters()),
         "recipe": asdict(recipe),
         "augmentation": asdict(PERTURBATION) if recipe.augment else None,
-        "vocab": vocab,
+        "vocab": "backbone" if keep_head else vocab,
         "alphabet": asdict(report_alphabet),
         "data": str(data),
         "lm": lm_summary,
@@ -692,36 +728,20 @@ def _finetune_card(out_dir: Path, report: Mapping[str, Any], alphabet: AlphabetR
 
     spec = LANGUAGES.get(report["language"])
     name = spec.name if spec else report["language"]
-    init = (
-        f"the backbone `{report['backbone']}` with its output layer replaced by a new CTC head"
-        if report["init"] == "backbone"
-        else f"random initialisation with the architecture of `{report['backbone']}` (the baseline)"
-    )
-    flags = [
-        f"--backbone {report['backbone']}",
-        f"--data {report['data']}",
-        f"--language {report['language']}",
-        f"--steps {report['steps']}",
-        f"--seed {report['seed']}",
-    ]
-    if report["minutes"] is not None:
-        flags.append(f"--minutes {report['minutes']}")
-    flags += [f"--replay {r}" for r in report["replay"]]
-    if report["init"] == "random":
-        flags.append("--random-init")
-    if report["recipe"]["freeze_feature_encoder"]:
-        flags.append("--freeze-feature-encoder")
-    if not report["recipe"]["augment"]:
-        flags.append("--no-augment")
-    for field_name in ("lr", "head_share"):
-        if report["recipe"][field_name] != getattr(FinetuneRecipe, field_name):
-            flags.append(f"--{field_name.replace('_', '-')} {report['recipe'][field_name]}")
+    init = {
+        "backbone": f"the backbone `{report['backbone']}` with its output layer replaced by a new CTC head",
+        "random": f"random initialisation with the architecture of `{report['backbone']}` (the baseline)",
+        "recognizer": f"the recognizer `{report['backbone']}`, its head and alphabet kept",
+    }[report["init"]]
+    earlier = report.get("continues")
     replay = " plus replay " + ", ".join(report["replay"]) if report["replay"] else ""
     head_share = report["recipe"]["head_share"] if report["init"] == "backbone" else 0
     head = f", the first {100 * head_share:.0f} % of them on the new head alone" if head_share else ""
     alphabet_lines = "\n".join(f"- {line}" for line in alphabet.lines())
     seconds = f"{report['train_seconds']:.0f} s {_where(report)}"
     trained = f"{report['steps']} updates ({report['epochs']} epochs) in {seconds}"
+    if earlier:
+        trained += f", after the {earlier['steps']} updates that made it"
     text = f"""# {name} CTC speech recognizer (cross-lingual transfer)
 
 A `transformers` `Wav2Vec2ForCTC` ({report["params"]:,} parameters) fine-tuned from {init}, on
@@ -729,7 +749,7 @@ A `transformers` `Wav2Vec2ForCTC` ({report["params"]:,} parameters) fine-tuned f
 {trained}{head}.
 Load it with `Wav2Vec2ForCTC.from_pretrained(dir)` and `Wav2Vec2Processor.from_pretrained(dir)`.
 
-Made by `python -m asr_worker finetune {" ".join(flags)} --out DIR`.{_provenance(report)}
+Made by {_made_by(report)}.{_provenance(report)}
 
 ## Alphabet
 
@@ -743,6 +763,47 @@ Made by `python -m asr_worker finetune {" ".join(flags)} --out DIR`.{_provenance
 training, 10-20 dB noise and telephone-band audio (see `lidroute corpus synth`).
 """
     (out_dir / "README.md").write_text(text, encoding="utf-8")
+
+
+def _made_by(report: Mapping[str, Any]) -> str:
+    """The command that made the model, or the runs in order when it continues earlier ones."""
+    runs: list[str] = []
+    out, run = "DIR", report
+    while run:
+        command = f"`python -m asr_worker finetune {_finetune_flags(run)} --out {out}`"
+        if run is not report:
+            command += f" ({run['steps']} updates in {run['train_seconds']:.0f} s {_where(run)})"
+        runs.insert(0, command)
+        out, run = run["backbone"], run.get("continues")
+    return runs[0] if len(runs) == 1 else f"{len(runs)} runs: " + ", then ".join(runs)
+
+
+def _finetune_flags(report: Mapping[str, Any]) -> str:
+    """The `asr_worker finetune` flags, less `--out`, that made the model a report describes."""
+    flags = [
+        f"--backbone {report['backbone']}",
+        f"--data {report['data']}",
+        f"--language {report['language']}",
+        f"--steps {report['steps']}",
+        f"--seed {report['seed']}",
+    ]
+    if report["minutes"] is not None:
+        flags.append(f"--minutes {report['minutes']}")
+    flags += [f"--replay {r}" for r in report["replay"]]
+    if report["init"] == "random":
+        flags.append("--random-init")
+    if report["init"] == "recognizer":
+        flags.append("--keep-head")
+    elif report["vocab"] != "train":
+        flags.append(f"--vocab {report['vocab']}")
+    if report["recipe"]["freeze_feature_encoder"]:
+        flags.append("--freeze-feature-encoder")
+    if not report["recipe"]["augment"]:
+        flags.append("--no-augment")
+    for field_name in ("lr", "head_share"):
+        if report["recipe"][field_name] != getattr(FinetuneRecipe, field_name):
+            flags.append(f"--{field_name.replace('_', '-')} {report['recipe'][field_name]}")
+    return " ".join(flags)
 
 
 def register(language: str, out_dir: Path, redis_url: str, key_prefix: str) -> None:
@@ -961,6 +1022,11 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--random-init", action="store_true", help="baseline: the backbone's architecture only"
     )
+    parser.add_argument(
+        "--keep-head",
+        action="store_true",
+        help="--backbone is a recognizer of --language: train it further, its head and alphabet kept",
+    )
     parser.add_argument("--freeze-feature-encoder", action="store_true")
     parser.add_argument("--lr", type=float, default=FinetuneRecipe.lr)
     parser.add_argument(
@@ -996,6 +1062,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
             replay_data=args.replay_data,
             vocab=args.vocab,
             random_init=args.random_init,
+            keep_head=args.keep_head,
             recipe=FinetuneRecipe(
                 lr=args.lr,
                 freeze_feature_encoder=args.freeze_feature_encoder,

@@ -27,10 +27,12 @@ from asr_worker.model import CtcModel
 from asr_worker.training import PERTURBATION, CtcRecipe, Perturbation, normalize_text
 from asr_worker.transfer import (
     REPORT_FILE,
+    FinetuneRecipe,
     _decoding_line,
     add_word_lm,
     alphabet_report,
     finetune,
+    finetune_main,
     lm_main,
     parse_replay,
     pretrain_backbone,
@@ -196,6 +198,84 @@ def test_finetune_command_replaces_the_head_keeps_the_frozen_encoder_and_registe
     assert isinstance(
         CtcModel("sw", spec).transcribe(corpus.read_examples(data, split="test")[0].audio()).text, str
     )
+
+
+def test_keep_head_trains_a_recognizer_further_and_its_card_gives_both_runs(
+    data: Path, backbone: Path, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    finetune(str(backbone), data, "sw", first, max_steps=4, n_eval=1, lm=False)
+    report = finetune(
+        str(first),
+        data,
+        "sw",
+        second,
+        max_steps=2,
+        seed=1,
+        keep_head=True,
+        n_eval=1,
+        lm=False,
+        recipe=FinetuneRecipe(lr=5e-4),
+    )
+    assert (report["init"], report["vocab"], report["steps"]) == ("recognizer", "backbone", 2)
+    assert report["continues"]["steps"] == 4 and report["continues"]["init"] == "backbone"
+    assert json.loads((second / "vocab.json").read_text()) == json.loads((first / "vocab.json").read_text())
+    before, after = Wav2Vec2ForCTC.from_pretrained(first), Wav2Vec2ForCTC.from_pretrained(second)
+    assert not torch.equal(before.lm_head.weight, after.lm_head.weight), "the kept head trains on"
+    changed = [k for k, v in before.state_dict().items() if not torch.equal(v, after.state_dict()[k])]
+    assert any(k.startswith("wav2vec2.encoder.") for k in changed), (
+        "and so does the body, from the first update"
+    )
+    card = (second / "README.md").read_text()
+    assert f"fine-tuned from the recognizer `{first}`, its head and alphabet kept" in card
+    assert "2 updates (" in card and "after the 4 updates that made it" in card
+    assert (
+        f"Made by 2 runs: `python -m asr_worker finetune --backbone {backbone} --data {data} --language sw"
+        f" --steps 4 --seed 0 --out {first}` (4 updates in "
+    ) in card
+    assert (
+        f"then `python -m asr_worker finetune --backbone {first} --data {data} --language sw --steps 2"
+        in card
+    )
+    assert "--seed 1 --keep-head --lr 0.0005 --out DIR`" in card
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--backbone", "BACKBONE", "--keep-head"],
+            "BACKBONE is a backbone, not a sw recognizer to train further",
+        ),
+        (["--backbone", "ES", "--keep-head"], "ES recognises es, not sw"),
+        (["--backbone", "ES", "--keep-head", "--random-init"], "keep_head trains a recognizer further"),
+    ],
+)
+def test_keep_head_refuses_what_is_not_a_recognizer_of_the_language(
+    data: Path,
+    backbone: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    message: str,
+) -> None:
+    es = tmp_path / "es"
+    es.mkdir()
+    (es / REPORT_FILE).write_text(json.dumps({"kind": "finetuned", "language": "es"}))
+    paths = {"BACKBONE": str(backbone), "ES": str(es)}
+    argv = [paths.get(f, f) for f in flags] + [
+        "--data",
+        str(data),
+        "--language",
+        "sw",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        finetune_main(argv)
+    assert exit_info.value.code == 2
+    expected = message.replace("BACKBONE", str(backbone)).replace("ES", str(es))
+    assert expected in capsys.readouterr().err
 
 
 @needs_espeak
