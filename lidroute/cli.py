@@ -11,7 +11,7 @@ import signal
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,8 +161,9 @@ class BuildPlan:
 
     Four stages, each the project's own command: the LID model (`lid_service train`), a synthetic
     corpus (`lidroute corpus synth`), the multilingual phoneme backbone (`asr_worker pretrain`)
-    and one fine-tune of it per served language (`asr_worker finetune`), the cross-lingual
-    transfer recipe even for the high-resource languages, so one model family serves them all.
+    and one fine-tune of it per served language (`asr_worker finetune`, some languages trained
+    further in a second run with `--keep-head`), the cross-lingual transfer recipe even for the
+    high-resource languages, so one model family serves them all.
     Budgets are in updates (reproducible from the seed), so the CTC stages give the same recipe on
     `device` "cuda" as on the CPU, many times faster; the model cards say where theirs ran.
     """
@@ -197,6 +198,12 @@ class BuildPlan:
     #: spelling being far from their sound, and it bought every language the most of any change
     #: tried on the CPU, so all eight have 8,000 now).
     asr_steps_by_language: tuple[tuple[str, int], ...] = ()
+    #: Languages trained further once their first run is done: the updates of a second run from
+    #: the first's saved model, head and alphabet kept (`asr_worker finetune --keep-head`), its
+    #: schedule warming up again to `asr_continue_lr`. Two runs rather than one longer one, so
+    #: that no single training outlasts a working session on the CPU here.
+    asr_continue_by_language: tuple[tuple[str, int], ...] = ()
+    asr_continue_lr: float = 5e-4
     #: Where the backbone and the fine-tunes train (the LID model trains on the CPU).
     device: str = "cpu"
     #: Trainings at once (0: one per CPU core on the CPU, one on a GPU).
@@ -208,9 +215,15 @@ class BuildPlan:
     def steps(self, language: str) -> int:
         return dict(self.asr_steps_by_language).get(language, self.asr_steps)
 
+    def continuation(self, language: str) -> int:
+        """Updates of the second run that trains the language's model further (0: none)."""
+        return dict(self.asr_continue_by_language).get(language, 0)
+
     def finetune_order(self) -> list[str]:
         """The longest fine-tunes first, so that no long one starts last while the other processes idle."""
-        return sorted(self.asr_languages, key=self.steps, reverse=True)
+        return sorted(
+            self.asr_languages, key=lambda lang: self.steps(lang) + self.continuation(lang), reverse=True
+        )
 
     def workers(self) -> tuple[int, int]:
         """(trainings at once, torch threads each).
@@ -264,7 +277,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
     run in `plan.workers()` processes: language ID beside the corpus and the backbone, then the
     fine-tunes side by side, as each depends only on the backbone.
     """
-    from asr_worker.transfer import finetune, pretrain_backbone
+    from asr_worker.transfer import FinetuneRecipe, finetune, pretrain_backbone
     from lid_service.training import train_lid
     from lidroute.corpus import SPLITS, synth_corpus
 
@@ -314,28 +327,58 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
             device=plan.device,
         ).result()
         stage(f"backbone: mean phone error rate {report['mean_cer']:.3f}")
-        updates = ", ".join(f"{lang} {plan.steps(lang)}" for lang in plan.finetune_order())
+        updates = ", ".join(
+            f"{lang} {plan.steps(lang)}" + (f" + {n}" if (n := plan.continuation(lang)) else "")
+            for lang in plan.finetune_order()
+        )
         stage(f"fine-tuning it to each language (updates: {updates})...")
-        tunes = {
+        # A language trained further has its first run written to the work folder, without the
+        # word LM that only the model it continues into ships with.
+        tunes: dict[Future[dict], str] = {
             pool.submit(
                 finetune,
                 str(out / "backbone"),
                 work / "corpus",
                 lang,
-                out / "asr" / lang,
+                work / "first-runs" / lang if plan.continuation(lang) else out / "asr" / lang,
                 max_steps=plan.steps(lang),
                 seed=plan.seed,
                 device=plan.device,
+                lm=not plan.continuation(lang),
             ): lang
             for lang in plan.finetune_order()
         }
-        for done in as_completed([lid, *tunes]):
-            if done is lid:
-                scores = lid.result()
-                stage(f"language ID: {json.dumps({k: round(v, 3) for k, v in scores.items()})}")
-            else:
-                cer = {s: round(v["cer"], 3) for s, v in done.result()["scores"].items()}
-                stage(f"{tunes[done]}: {json.dumps(cer)} CER")
+        pending: set[Future] = {lid, *tunes}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for done in finished:
+                if done is lid:
+                    scores = lid.result()
+                    stage(f"language ID: {json.dumps({k: round(v, 3) for k, v in scores.items()})}")
+                    continue
+                lang, report = tunes[done], done.result()
+                cer = {s: round(v["cer"], 3) for s, v in report["scores"].items()}
+                more = plan.continuation(lang) if report["init"] == "backbone" else 0
+                stage(
+                    f"{lang}: {json.dumps(cer)} CER"
+                    + (f"; training it {more} updates further..." if more else "")
+                )
+                if more:
+                    further = pool.submit(
+                        finetune,
+                        str(work / "first-runs" / lang),
+                        work / "corpus",
+                        lang,
+                        out / "asr" / lang,
+                        max_steps=more,
+                        # New draws of augmentation and batch order, not the first run's again.
+                        seed=plan.seed + 1,
+                        device=plan.device,
+                        keep_head=True,
+                        recipe=FinetuneRecipe(lr=plan.asr_continue_lr),
+                    )
+                    tunes[further] = lang
+                    pending.add(further)
     except BaseException:
         # Trainings not yet started would otherwise run for an hour after the failure is known.
         pool.shutdown(cancel_futures=True)
@@ -355,8 +398,9 @@ def cmd_build(args: argparse.Namespace) -> int:
             lid_steps=args.lid_steps or plan.lid_steps,
             backbone_steps=args.backbone_steps or plan.backbone_steps,
             asr_steps=args.asr_steps or plan.asr_steps,
-            # One number on the command line is one budget for every language.
+            # One number on the command line is one budget for every language, in one run each.
             asr_steps_by_language=() if args.asr_steps else plan.asr_steps_by_language,
+            asr_continue_by_language=() if args.asr_steps else plan.asr_continue_by_language,
             device=args.device,
             jobs=args.jobs,
         ),
@@ -567,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"updates per fine-tuned CTC model, for every language (default: {BuildPlan.asr_steps}"
         + "".join(f", {lang} {n}" for lang, n in BuildPlan.asr_steps_by_language)
+        + "".join(f", {lang} +{n} in a second run" for lang, n in BuildPlan.asr_continue_by_language)
         + ")",
     )
     build.add_argument(

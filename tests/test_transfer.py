@@ -423,6 +423,10 @@ def test_models_build_gives_some_languages_more_updates_and_starts_them_first() 
     plan = BuildPlan(asr_languages=("sw", "fr", "de"), asr_steps=100, asr_steps_by_language=(("fr", 300),))
     assert [plan.steps(lang) for lang in ("sw", "fr", "de")] == [100, 300, 100]
     assert plan.finetune_order() == ["fr", "sw", "de"]
+    # A language trained further in a second run counts both runs' updates.
+    plan = BuildPlan(asr_languages=("sw", "fr", "de"), asr_steps=100, asr_continue_by_language=(("de", 50),))
+    assert [plan.continuation(lang) for lang in ("sw", "fr", "de")] == [0, 0, 50]
+    assert plan.finetune_order() == ["de", "sw", "fr"]
 
 
 def test_models_build_asr_steps_flag_is_one_budget_for_every_language(
@@ -456,7 +460,8 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
 
     plan = BuildPlan(
         lid_languages=("es", "sw"),
-        asr_languages=("sw",),
+        asr_languages=("sw", "es"),
+        asr_continue_by_language=(("es", 2),),
         lid_steps=2,
         lid_utterances=4,
         corpus_sizes=(6, 0, 2, 0),
@@ -468,11 +473,13 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
     )
     out = tmp_path / "models"
     build_models(out, plan, work=tmp_path / "work")
-    assert "2 training process(es)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 training process(es)" in printed and "(updates: es 2 + 2, sw 2)" in printed
+    assert "es: " in printed and "; training it 2 updates further..." in printed
 
     assert has_models(out)
     lid, asr = model_dirs(out)
-    assert (lid / "hyperparams.yaml").exists() and set(asr) == {"sw"}
+    assert (lid / "hyperparams.yaml").exists() and set(asr) == {"sw", "es"}
     backbone = json.loads((out / "backbone" / REPORT_FILE).read_text())
     assert (backbone["kind"], backbone["targets"], backbone["languages"]) == ("backbone", "phonemes", ["es"])
     report = json.loads((asr["sw"] / REPORT_FILE).read_text())
@@ -481,6 +488,13 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
         "backbone",
         str(out / "backbone"),
     )
+    # Spanish, trained further, continues its first run, which stays in the work folder without an LM.
+    further = json.loads((asr["es"] / REPORT_FILE).read_text())
+    first_run = tmp_path / "work" / "first-runs" / "es"
+    assert (further["init"], further["backbone"], further["seed"]) == ("recognizer", str(first_run), 1)
+    assert further["steps"] == 2 and further["recipe"]["lr"] == plan.asr_continue_lr
+    assert further["continues"]["backbone"] == str(out / "backbone")
+    assert WordLM.load(asr["es"]) is not None and WordLM.load(first_run) is None
     assert sorted(p.name for p in (tmp_path / "work" / "corpus" / "train").iterdir()) == ["es", "sw"]
     speech = corpus.read_examples(tmp_path / "work" / "corpus", split="test", language="sw")[0].audio()
     assert isinstance(CtcModel("sw", ModelSpec(uri=str(asr["sw"]))).transcribe(speech).text, str)
