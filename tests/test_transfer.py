@@ -440,16 +440,18 @@ def test_models_build_asr_steps_flag_is_one_budget_for_every_language(
 
     @dataclass(frozen=True)
     class EnglishLonger(cli.BuildPlan):
-        """A plan whose English budget differs from the others', as a plan may give."""
+        """A plan whose English budget differs from the others' and has a second run, as a plan may give."""
 
         asr_steps_by_language: tuple[tuple[str, int], ...] = (("en", 300),)
+        asr_continue_by_language: tuple[tuple[str, int], ...] = (("en", 100),)
 
     monkeypatch.setattr(cli, "BuildPlan", EnglishLonger)
     cli.main(["models", "build", "--out", "x", "--asr-steps", "50"])
     cli.main(["models", "build", "--out", "x"])
-    assert plans[0].steps("en") == plans[0].steps("sw") == 50
+    assert plans[0].steps("en") == plans[0].steps("sw") == 50 and plans[0].continuation("en") == 0
     # Without the flag the plan's own budgets, longer for some languages, reach the build.
     assert plans[1].steps("en") == 300 and plans[1].steps("sw") == default.asr_steps
+    assert plans[1].continuation("en") == 100
 
 
 @needs_espeak
