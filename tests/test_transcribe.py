@@ -21,8 +21,13 @@ from lidroute.v1 import transcriber_pb2 as pb
 
 pytestmark = pytest.mark.integration
 Encoding = pb.RecognitionConfig.AudioEncoding
-# Per utterance, for the bundled models (test-split CER 1.4-15.8 % for sw, es, en: models/README.md).
-MAX_CER = 0.4
+# Per utterance: the transcript is of this audio, in its language (another of the suite's six
+# sentences scores 0.71 or more against it). The sentences draw on the whole CLDR word list, so
+# they hold words the recognizers' LMs never saw: the bundled English model reads one of its two
+# at 0.44 ("manchu wayuu yao" as "manchu uae") though it reads 300 + 300 held-out utterances
+# better than the model before it, which read that one at 0.25 in-process (docs/models.md, "The
+# bundled recognizers").
+MAX_CER = 0.5
 
 
 def pcm(audio: np.ndarray) -> bytes:
@@ -164,6 +169,9 @@ async def test_concurrent_clients_each_get_their_own_transcript(client: Client, 
     for (lang, utt), result in zip(jobs, results, strict=True):
         assert result.language == lang
         assert jiwer.cer(utt.text, result.transcript) <= MAX_CER
+        # Nearer its own sentence than any other client's: no transcript went to the wrong caller.
+        nearest = min(jobs, key=lambda job: jiwer.cer(job[1].text, result.transcript))
+        assert nearest[1] is utt, (utt.text, result.transcript)
 
 
 # ---------------------------------------------------------------------- languages that are not served
