@@ -605,6 +605,8 @@ def finetune(
     if keep_head and (random_init or vocab != "train"):
         raise ValueError("keep_head trains a recognizer further with its own alphabet and weights")
     earlier = _earlier_training(backbone, language) if keep_head else None
+    # A recognizer trained further keeps its alphabet: the "backbone" vocabulary.
+    vocab = "backbone" if keep_head else vocab
     torch.manual_seed(seed)
     torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
     rng = np.random.default_rng(seed)
@@ -621,11 +623,7 @@ def finetune(
     backbone_chars = _backbone_vocabulary(backbone)
     train_text = [text for text, _ in clips]
     with tempfile.TemporaryDirectory(prefix="ctc-vocab-") as tmp:
-        if keep_head:
-            if backbone_chars is None:
-                raise ValueError(f"{backbone} is not a recognizer: it has no tokenizer")
-            processor = Wav2Vec2Processor.from_pretrained(backbone)
-        elif vocab == "train":
+        if vocab == "train":
             processor = build_processor(train_text, Path(tmp))
         elif vocab == "backbone":
             if backbone_chars is None:
@@ -694,7 +692,7 @@ def finetune(
         "params": sum(p.numel() for p in model.parameters()),
         "recipe": asdict(recipe),
         "augmentation": asdict(PERTURBATION) if recipe.augment else None,
-        "vocab": "backbone" if keep_head else vocab,
+        "vocab": vocab,
         "alphabet": asdict(report_alphabet),
         "data": str(data),
         "lm": lm_summary,

@@ -337,13 +337,14 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         stage(f"fine-tuning it to each language (updates: {updates})...")
         # A language trained further has its first run written to the work folder, without the
         # word LM that only the model it continues into ships with.
+        first_runs = work / "first-runs"
         tunes: dict[Future[dict], str] = {
             pool.submit(
                 finetune,
                 str(out / "backbone"),
                 work / "corpus",
                 lang,
-                work / "first-runs" / lang if plan.continuation(lang) else out / "asr" / lang,
+                first_runs / lang if plan.continuation(lang) else out / "asr" / lang,
                 max_steps=plan.steps(lang),
                 seed=plan.seed,
                 device=plan.device,
@@ -369,7 +370,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
                 if more:
                     further = pool.submit(
                         finetune,
-                        str(work / "first-runs" / lang),
+                        str(first_runs / lang),
                         work / "corpus",
                         lang,
                         out / "asr" / lang,
