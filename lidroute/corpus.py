@@ -390,9 +390,13 @@ def corpus_sentences(
 
 
 def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
-    """White or pink-ish (1/f) noise, unit RMS: two colours so a model cannot learn one hiss."""
+    """White or pink-ish (1/f) noise, unit RMS: two colours so a model cannot learn one hiss.
+
+    `n` may be 0: a pause drawn shorter than one sample (`silence`) is none, and an inverse FFT
+    of no points raises, which once ended a German fine-tune after 1,500 of its 8,000 updates.
+    """
     white = rng.standard_normal(n)
-    if rng.random() < 0.5:
+    if rng.random() < 0.5 and n:
         spectrum = np.fft.rfft(white)
         spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
         white = np.fft.irfft(spectrum, n)

@@ -174,6 +174,16 @@ def test_condition_splits_change_one_thing_each_on_the_test_sentences(
     assert "not a corpus made by" in capsys.readouterr().err
 
 
+def test_a_pause_shorter_than_one_sample_is_empty_in_both_noise_colours() -> None:
+    # Seeds 2 and 3 draw the pink colour, whose inverse FFT cannot take zero points.
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        assert corpus.silence(1e-5, 0.1, rng).shape == (0,)
+        assert corpus._noise(np.random.default_rng(seed), 0).shape == (0,)
+        speech = np.ones(1600, np.float32)
+        assert corpus.add_pauses(speech, np.random.default_rng(seed), (0.0, 1e-5)).size == 1600
+
+
 def test_noise_lowers_the_snr_it_claims() -> None:
     rng = np.random.default_rng(0)
     tone = np.sin(np.arange(16000) * 2 * np.pi * 440 / 16000).astype(np.float32)
