@@ -264,6 +264,7 @@ def add_word_lm(
     *,
     heard: Perturbation = PERTURBATION,
     copies: int = 2,
+    grid: Mapping[str, Sequence[float]] | None = None,
 ) -> tuple[WordLM, dict[str, Any]]:
     """Trains the word LM of a recognizer on `texts`, tunes its fusion weights on `dev`, saves it.
 
@@ -275,7 +276,9 @@ def add_word_lm(
     fits the acoustic model at its surest, trusts the LM too little for noisy or telephone
     speech, and 50 clean utterances are too few to choose well (a Turkish recognizer: 1.8 % /
     12.3 % CER on `test` / `test_hard` tuned on clean dev, 1.3 % / 11.8 % tuned this way).
-    Returns the LM and what it did: vocabulary size, dev CER greedy and with the LM, dev WER.
+    `grid` narrows `tune`'s (its `weights`, `bonuses`, `oov_penalties`) where a few minutes of
+    search are too many, as in tests. Returns the LM and what it did: vocabulary size, dev CER
+    greedy and with the LM, dev WER.
     """
     if copies < 0:
         raise ValueError(f"copies must not be negative, got {copies}")
@@ -301,9 +304,14 @@ def add_word_lm(
             CtcTokens.of(processor),
             beam=summary["beam"],
             tolerance=summary["tolerance"],
+            **(grid or {}),
         )
         summary |= {"dev_cer_greedy": error_rate(references, greedy), "dev_cer": dev_cer, "dev_wer": dev_wer}
-    summary |= {"lm_weight": lm.lm_weight, "word_bonus": lm.word_bonus}
+    summary |= {
+        "lm_weight": lm.lm_weight,
+        "word_bonus": lm.word_bonus,
+        "oov_letter_penalty": lm.oov_letter_penalty,
+    }
     lm.save(out_dir)
     log.info("word LM", extra=summary)
     return lm, summary
@@ -436,7 +444,8 @@ def _decoding_line(report: Mapping[str, Any]) -> str:
         f"## Scores\n\nDecoded as the worker decodes it: CTC beam search (width {lm.get('beam', 16)})"
         " with the word LM beside the model"
         f" (`lm.json`, a word bigram of the training transcripts, {lm['words']:,} distinct words),"
-        f" LM weight {lm['lm_weight']:g} and word bonus {lm['word_bonus']:g}, {tuned}."
+        f" LM weight {lm['lm_weight']:g}, word bonus {lm['word_bonus']:g} and unseen-word penalty"
+        f" {lm.get('oov_letter_penalty', 1.0):g} a letter, {tuned}."
         " The greedy columns are the same model without the LM."
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,26 @@ def test_of_settings_that_read_dev_about_as_well_tuning_keeps_the_lightest_lm() 
     # A setting worse by more than the tolerance is not kept for being lighter: no LM reads 'cot'.
     tuned, _, _ = tune(lm, [ambiguous] * 3, ["cat"] * 3, TOKENS, weights=(0.0, 1.0), bonuses=(0.0,))
     assert tuned.lm_weight == 1.0
+
+
+def test_tuning_raises_the_unseen_word_penalty_when_dev_speech_leans_to_a_made_up_word(
+    tmp_path: Path,
+) -> None:
+    """The speech says 'cot' firmly; only 'cat' is a word. At weight 1 a made-up word free of its
+    letter penalty outscores the LM's word, with the penalty it does not, and tuning keeps the
+    penalty (the lightest that reads dev right), which the LM's file then carries."""
+    lm = WordLM.train(["the cat sat", "a cat", "cat"])
+    leaning = _frames({"c": 0.99}, {"<pad>": 0.99}, {"o": 0.97, "a": 0.02}, {"<pad>": 0.99}, {"t": 0.99})
+    fusion = BeamSettings(beam=16, lm_weight=1.0, word_bonus=0.0)
+    assert beam_search(leaning, TOKENS, replace(lm, oov_letter_penalty=0.0), fusion).text == "cot"
+    penalties = (2.0, 1.0, 0.0)
+    tuned, cer, _ = tune(
+        lm, [leaning] * 3, ["cat"] * 3, TOKENS, weights=(1.0,), bonuses=(0.0,), oov_penalties=penalties
+    )
+    assert (tuned.oov_letter_penalty, cer) == (1.0, 0.0)
+    tuned.save(tmp_path)
+    loaded = WordLM.load(tmp_path)
+    assert loaded is not None and loaded.oov_letter_penalty == 1.0
 
 
 def test_tuning_weighs_words_as_well_as_letters() -> None:

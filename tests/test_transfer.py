@@ -310,7 +310,9 @@ def test_the_lm_fusion_is_tuned_on_dev_speech_heard_clean_and_through_the_traini
     dev = corpus.read_examples(data, split="test", language="sw")
 
     def tuned(copies: int) -> dict[str, Any]:
-        return add_word_lm(model, processor, tmp_path, texts, dev, copies=copies)[1]
+        # A narrow grid: the tuning's choice is not what this test is about, its input is.
+        grid = {"weights": (1.0, 2.0), "bonuses": (4.0, 12.0), "oov_penalties": (1.0, 3.0)}
+        return add_word_lm(model, processor, tmp_path, texts, dev, copies=copies, grid=grid)[1]
 
     clean, heard = tuned(0), tuned(2)
     assert clean["tuned_on"] == heard["tuned_on"] == len(dev) and heard["heard_copies"] == 2
@@ -322,12 +324,19 @@ def test_the_lm_fusion_is_tuned_on_dev_speech_heard_clean_and_through_the_traini
     assert "within 5 % of the lowest CER + WER (dev CER" in line
     assert f"with the LM, WER {100 * heard['dev_wer']:.1f} %)" in line
     assert heard["beam"] == DEFAULT_BEAM and f"CTC beam search (width {DEFAULT_BEAM})" in line
+    assert f"unseen-word penalty {heard['oov_letter_penalty']:g} a letter" in line
+    assert WordLM.load(tmp_path).oov_letter_penalty == heard["oov_letter_penalty"]
     # Reports from before: the best by CER + WER at width 16, and before that by letters alone.
     best = {k: v for k, v in heard.items() if k not in ("tolerance", "beam")}
     assert "augmentation, for the lowest CER + WER" in _decoding_line({"lm": best})
-    earlier = {k: v for k, v in clean.items() if k not in ("heard_copies", "dev_wer", "beam", "tolerance")}
+    earlier = {
+        k: v
+        for k, v in clean.items()
+        if k not in ("heard_copies", "dev_wer", "beam", "tolerance", "oov_letter_penalty")
+    }
     old_line = _decoding_line({"lm": earlier})
     assert "heard" not in old_line and "WER" not in old_line and "(width 16)" in old_line
+    assert "unseen-word penalty 1 a letter" in old_line, "before the penalty was tuned it was 1"
     with pytest.raises(ValueError, match="copies must not be negative"):
         tuned(-1)
 
