@@ -350,7 +350,7 @@ def tune(
     penalty 5 pushed the weight to the grid's floor and read dev worse. "Lightest" orders by
     penalty first, then weight, then bonus. Each setting costs one beam search over the already
     computed frames; the 231 settings over 150 utterances made `asr_worker lm` (with its
-    re-scoring) take 28-32 minutes, two such runs beside a training run on 2 cores. Returns the
+    re-scoring) take 26-32 minutes, two such runs beside a training run on 2 cores. Returns the
     tuned LM and its CER and WER.
     """
     import jiwer
