@@ -59,7 +59,8 @@ class WordLM:
     Witten-Bell because it needs no held-out data to set its discounts: a history that was
     followed by many different words leaves more room for unseen ones. A word outside the
     vocabulary costs `log p(<unk>)` plus `oov_letter_penalty` per letter, so short made-up words
-    are cheap and long ones dear, as in a character model.
+    are cheap and long ones dear, as in a character model; how dear is tuned with the fusion
+    weights (`tune`).
     """
 
     unigrams: dict[str, int]
