@@ -356,6 +356,7 @@ def tune(
     """
     import jiwer
 
+    refs = list(references)
     scored: list[tuple[float, float, float, float, float]] = []
     for penalty in oov_penalties:
         candidate = replace(lm, oov_letter_penalty=penalty)
@@ -363,8 +364,8 @@ def tune(
             for bonus in bonuses:
                 settings = BeamSettings(beam=beam, lm_weight=weight, word_bonus=bonus)
                 hyps = [beam_search(lp, tokens, candidate, settings).text for lp in log_probs]
-                cer = float(jiwer.cer(list(references), hyps))
-                wer = float(jiwer.wer(list(references), hyps))
+                cer = float(jiwer.cer(refs, hyps))
+                wer = float(jiwer.wer(refs, hyps))
                 scored.append((penalty, weight, bonus, cer, wer))
     best = min(cer + wer for *_, cer, wer in scored)
     near = [s for s in scored if s[3] + s[4] <= best * (1 + tolerance) + 1e-12]

@@ -445,7 +445,7 @@ def _decoding_line(report: Mapping[str, Any]) -> str:
         " with the word LM beside the model"
         f" (`lm.json`, a word bigram of the training transcripts, {lm['words']:,} distinct words),"
         f" LM weight {lm['lm_weight']:g}, word bonus {lm['word_bonus']:g} and unseen-word penalty"
-        f" {lm.get('oov_letter_penalty', 1.0):g} a letter, {tuned}."
+        f" {lm.get('oov_letter_penalty', WordLM.oov_letter_penalty):g} a letter, {tuned}."
         " The greedy columns are the same model without the LM."
     )
 
