@@ -515,6 +515,14 @@ class FinetuneRecipe:
     #: everything trains: gradients from a random head would otherwise scramble the
     #: backbone's features in the first updates ("linear probing, then fine-tuning").
     head_share: float = 0.15
+    #: Share of clips through a random equaliser (`Perturbation.timbre_share`); 0 leaves the
+    #: augmentation, and its random draws, as the bundled models had them.
+    timbre_share: float = 0.0
+
+    @property
+    def perturbation(self) -> Perturbation | None:
+        """The augmentation this recipe trains with (None: `augment` is off)."""
+        return replace(PERTURBATION, timbre_share=self.timbre_share) if self.augment else None
 
 
 def parse_replay(text: str) -> tuple[str, float]:
@@ -527,6 +535,17 @@ def parse_replay(text: str) -> tuple[str, float]:
     if not lang or not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not LANG:SHARE with 0 < SHARE < 1")
     return lang, value
+
+
+def parse_share(text: str) -> float:
+    """A share of clips, 0 to 1: `--timbre-share 0.3`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
+    return value
 
 
 #: How every fine-tune trains whatever the loaded config says: a mean CTC loss that an impossible
@@ -665,7 +684,7 @@ def finetune(
             max_steps=max(1, round(max_steps * share)) if max_steps else None,
             max_seconds=max_train_seconds * share if max_train_seconds else None,
         )
-        audio_seconds += fit_ctc(model, processor, clips, budget, recipe, rng, augment=recipe.augment)
+        audio_seconds += fit_ctc(model, processor, clips, budget, recipe, rng, how=recipe.perturbation)
         steps += budget.steps
     train_seconds = time.monotonic() - started
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -700,7 +719,7 @@ def finetune(
         "epochs": round(audio_seconds / max(1e-9, seconds_of(clips)), 2),
         "params": sum(p.numel() for p in model.parameters()),
         "recipe": asdict(recipe),
-        "augmentation": asdict(PERTURBATION) if recipe.augment else None,
+        "augmentation": asdict(recipe.perturbation) if recipe.perturbation else None,
         "vocab": vocab,
         "alphabet": asdict(report_alphabet),
         "data": str(data),
@@ -807,8 +826,10 @@ def _finetune_flags(report: Mapping[str, Any]) -> str:
         flags.append("--freeze-feature-encoder")
     if not report["recipe"]["augment"]:
         flags.append("--no-augment")
-    for field_name in ("lr", "head_share"):
-        if report["recipe"][field_name] != getattr(FinetuneRecipe, field_name):
+    for field_name in ("lr", "head_share", "timbre_share"):  # reports before the equaliser lack its share
+        if report["recipe"].get(field_name, getattr(FinetuneRecipe, field_name)) != getattr(
+            FinetuneRecipe, field_name
+        ):
             flags.append(f"--{field_name.replace('_', '-')} {report['recipe'][field_name]}")
     return " ".join(flags)
 
@@ -1046,6 +1067,12 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
         "--no-augment", action="store_true", help="no speed, telephone-channel and noise augmentation"
     )
     parser.add_argument(
+        "--timbre-share",
+        type=parse_share,
+        default=FinetuneRecipe.timbre_share,
+        help="share of training clips through a random equaliser (another voice's colour)",
+    )
+    parser.add_argument(
         "--no-lm", action="store_true", help="no word LM beside the model: the worker decodes greedily"
     )
     parser.add_argument("--eval-utterances", type=int, default=100)
@@ -1075,6 +1102,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
                 freeze_feature_encoder=args.freeze_feature_encoder,
                 augment=not args.no_augment,
                 head_share=args.head_share,
+                timbre_share=args.timbre_share,
             ),
             n_eval=args.eval_utterances,
             device=args.device,

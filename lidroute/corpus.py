@@ -422,6 +422,27 @@ def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
     return soxr.resample(audio, round(TARGET_RATE * factor), TARGET_RATE, quality="HQ").astype(np.float32)
 
 
+def change_timbre(audio: np.ndarray, rng: np.random.Generator, max_db: float = 6.0) -> np.ndarray:
+    """`audio` through a random smooth equaliser: the same words in another voice's colour.
+
+    Voices differ in spectral envelope beyond what a speed change moves (it scales every
+    formant and the pitch by one factor): espeak-ng's variants set formant heights and a
+    "tone" curve of their own, and microphones and rooms tilt and colour speech. The gain is a
+    tilt of up to `max_db` over the band's ±3 octaves around 1 kHz plus three bumps or notches
+    of up to `max_db`, 0.25–1 octave wide, centred at 200 Hz–4 kHz; the level (RMS) is kept.
+    """
+    n = len(audio)
+    if n == 0:
+        return audio.astype(np.float32)
+    octaves = np.log2(np.maximum(np.fft.rfftfreq(n, 1 / TARGET_RATE), 50.0) / 1000)
+    gain_db = rng.uniform(-max_db, max_db) * np.clip(octaves / 3, -1, 1)
+    for _ in range(3):
+        centre, width = rng.uniform(np.log2(0.2), np.log2(4.0)), rng.uniform(0.25, 1.0)
+        gain_db += rng.uniform(-max_db, max_db) * np.exp(-0.5 * ((octaves - centre) / width) ** 2)
+    out = np.fft.irfft(np.fft.rfft(audio) * 10 ** (gain_db / 20), n)
+    return (out * rms(audio) / (rms(out) + 1e-12)).astype(np.float32)
+
+
 def change_tempo(audio: np.ndarray, factor: float, frame: int = 512, tolerance: int = 160) -> np.ndarray:
     """`audio` spoken `factor` times faster at the same pitch and timbre (WSOLA).
 

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from lidroute import corpus, synth
+from lidroute.audio import rms
 from lidroute.cli import main as lidroute_main
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -449,3 +450,22 @@ def test_change_tempo_changes_duration_but_keeps_pitch_order_and_a_clean_tone() 
             assert spectrum[np.abs(freqs - hz) < 30].sum() > 0.98 * spectrum.sum()
     with pytest.raises(ValueError, match="positive"):
         corpus.change_tempo(audio, 0.0)
+
+
+def test_change_timbre_colours_the_spectrum_but_keeps_length_level_and_is_seeded() -> None:
+    clip = np.random.default_rng(3).standard_normal(16000).astype(np.float32)  # flat spectrum
+
+    def band_db(audio: np.ndarray) -> np.ndarray:
+        power = np.abs(np.fft.rfft(audio)) ** 2
+        return 10 * np.log10([band.mean() for band in np.array_split(power[100:7000], 12)])
+
+    coloured = corpus.change_timbre(clip, np.random.default_rng(0), max_db=6.0)
+    assert coloured.dtype == np.float32 and len(coloured) == len(clip)
+    assert abs(rms(coloured) - rms(clip)) < 1e-3 * rms(clip)
+    change = band_db(coloured) - band_db(clip)
+    assert np.ptp(change) > 3.0, "some bands louder than others"
+    assert np.abs(change - change.mean()).max() < 4 * 6.0, "within a tilt and three bands of 6 dB"
+    again = corpus.change_timbre(clip, np.random.default_rng(0), max_db=6.0)
+    other = corpus.change_timbre(clip, np.random.default_rng(1), max_db=6.0)
+    assert np.array_equal(coloured, again) and not np.allclose(coloured, other)
+    assert len(corpus.change_timbre(np.zeros(0, np.float32), np.random.default_rng(0))) == 0

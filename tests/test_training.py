@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from asr_worker.model import CtcModel
-from asr_worker.training import TRAINING_WORDS, error_rate, perturb, train_ctc, training_words, transcribe
+from asr_worker.training import (
+    TRAINING_WORDS,
+    Perturbation,
+    error_rate,
+    perturb,
+    train_ctc,
+    training_words,
+    transcribe,
+)
 from lid_service.model import LanguageIdModel
 from lidroute.audio import speech_segments
 from lidroute.registry import ModelSpec
@@ -190,6 +198,20 @@ def test_training_perturbation_adds_pauses_and_changes_tempo_noise_and_channel_i
     assert 0.65 < changed < 0.85  # 1 - 0.8 * 0.5 * 0.7 of the clips get pauses, tempo or speed
     assert 0.48 < noisy < 0.72  # 60 % get noise
     assert 0.18 < narrow < 0.42  # 30 % pass through the telephone channel
+
+
+def test_the_equaliser_is_drawn_only_when_asked_so_earlier_models_reproduce_draw_for_draw() -> None:
+    clip = np.random.default_rng(3).standard_normal(8000).astype(np.float32)
+    nothing = Perturbation(pause_share=0, tempo_share=0, speed_share=0, noise_share=0, telephone_share=0)
+    rng, reference = np.random.default_rng(0), np.random.default_rng(0)
+    assert np.array_equal(perturb(clip, rng, nothing), clip)
+    reference.random(5)  # the five other shares' coin flips, nothing else
+    assert rng.random() == reference.random()
+    timbre_only = Perturbation(**{**nothing.__dict__, "timbre_share": 1.0})
+    coloured = perturb(clip, np.random.default_rng(0), timbre_only)
+    assert len(coloured) == len(clip) and not np.allclose(coloured, clip)
+    assert "a random equaliser of up to ±6 dB a band (100 %)" in Perturbation.describe(timbre_only.__dict__)
+    assert "equaliser" not in Perturbation.describe(Perturbation().__dict__)
 
 
 def _share_above(audio: np.ndarray, hz: float) -> float:

@@ -35,6 +35,7 @@ from asr_worker.transfer import (
     finetune_main,
     lm_main,
     parse_replay,
+    parse_share,
     pretrain_backbone,
     recipe_with,
     take_clips,
@@ -91,6 +92,13 @@ def test_replay_flag_is_language_and_share() -> None:
     for bad in ("en:1.5", "en:x", ":0.2"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_replay(bad)
+
+
+def test_timbre_share_flag_is_a_share_of_clips() -> None:
+    assert parse_share("0.3") == 0.3 and parse_share("0") == 0.0
+    for bad, message in (("1.5", "between 0 and 1"), ("-0.1", "between 0 and 1"), ("x", "not a number")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse_share(bad)
 
 
 def test_recipe_overrides_are_typed_and_unknown_fields_rejected() -> None:
@@ -215,7 +223,7 @@ def test_keep_head_trains_a_recognizer_further_and_its_card_gives_both_runs(
         keep_head=True,
         n_eval=1,
         lm=False,
-        recipe=FinetuneRecipe(lr=5e-4),
+        recipe=FinetuneRecipe(lr=5e-4, timbre_share=0.5),
     )
     assert (report["init"], report["vocab"], report["steps"]) == ("recognizer", "backbone", 2)
     assert report["continues"]["steps"] == 4 and report["continues"]["init"] == "backbone"
@@ -237,7 +245,9 @@ def test_keep_head_trains_a_recognizer_further_and_its_card_gives_both_runs(
         f"then `python -m asr_worker finetune --backbone {first} --data {data} --language sw --steps 2"
         in card
     )
-    assert "--seed 1 --keep-head --lr 0.0005 --out DIR`" in card
+    assert "--seed 1 --keep-head --lr 0.0005 --timbre-share 0.5 --out DIR`" in card
+    assert report["augmentation"]["timbre_share"] == 0.5  # the run's own augmentation is recorded
+    assert "speed 0.9–1.1× (30 %), a random equaliser of up to ±6 dB a band (50 %), noise" in card
 
 
 @pytest.mark.parametrize(
