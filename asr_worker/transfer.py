@@ -29,7 +29,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ from asr_worker.training import (
     normalize_text,
     perturb,
 )
-from lidroute.corpus import CorpusError, Example, read_examples, synth_command
+from lidroute.corpus import CorpusError, Example, json_tuples, read_examples, synth_command
 from lidroute.synth import HIGH_RESOURCE, phonemize
 from lidroute.training import Budget
 
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
 log = logging.getLogger(__name__)
+RecipeT = TypeVar("RecipeT", CtcRecipe, Perturbation)
 
 #: The backbone's architecture and optimisation: the from-scratch recipe, on more languages.
 BACKBONE_RECIPE = CtcRecipe()
@@ -515,14 +516,6 @@ class FinetuneRecipe:
     #: everything trains: gradients from a random head would otherwise scramble the
     #: backbone's features in the first updates ("linear probing, then fine-tuning").
     head_share: float = 0.15
-    #: Share of clips through a random equaliser (`Perturbation.timbre_share`); 0 leaves the
-    #: augmentation, and its random draws, as the bundled models had them.
-    timbre_share: float = 0.0
-
-    @property
-    def perturbation(self) -> Perturbation | None:
-        """The augmentation this recipe trains with (None: `augment` is off)."""
-        return replace(PERTURBATION, timbre_share=self.timbre_share) if self.augment else None
 
 
 def parse_replay(text: str) -> tuple[str, float]:
@@ -535,17 +528,6 @@ def parse_replay(text: str) -> tuple[str, float]:
     if not lang or not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not LANG:SHARE with 0 < SHARE < 1")
     return lang, value
-
-
-def parse_share(text: str) -> float:
-    """A share of clips, 0 to 1: `--timbre-share 0.3`."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
-    return value
 
 
 #: How every fine-tune trains whatever the loaded config says: a mean CTC loss that an impossible
@@ -608,6 +590,7 @@ def finetune(
     random_init: bool = False,
     keep_head: bool = False,
     recipe: FinetuneRecipe = FinetuneRecipe(),
+    augmentation: Perturbation = PERTURBATION,
     eval_splits: Sequence[str] = ("test", "test_hard"),
     n_eval: int = 100,
     device: str = "cpu",
@@ -684,14 +667,22 @@ def finetune(
             max_steps=max(1, round(max_steps * share)) if max_steps else None,
             max_seconds=max_train_seconds * share if max_train_seconds else None,
         )
-        audio_seconds += fit_ctc(model, processor, clips, budget, recipe, rng, how=recipe.perturbation)
+        how = augmentation if recipe.augment else None
+        audio_seconds += fit_ctc(model, processor, clips, budget, recipe, rng, how=how)
         steps += budget.steps
     train_seconds = time.monotonic() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     word_lm, lm_summary = (
-        add_word_lm(model, processor, out_dir, target_texts, _safe_examples(data, "dev", language)[:50])
+        add_word_lm(
+            model,
+            processor,
+            out_dir,
+            target_texts,
+            _safe_examples(data, "dev", language)[:50],
+            heard=augmentation,
+        )
         if lm
         else (None, None)
     )
@@ -719,7 +710,7 @@ def finetune(
         "epochs": round(audio_seconds / max(1e-9, seconds_of(clips)), 2),
         "params": sum(p.numel() for p in model.parameters()),
         "recipe": asdict(recipe),
-        "augmentation": asdict(recipe.perturbation) if recipe.perturbation else None,
+        "augmentation": asdict(augmentation) if recipe.augment else None,
         "vocab": vocab,
         "alphabet": asdict(report_alphabet),
         "data": str(data),
@@ -826,11 +817,14 @@ def _finetune_flags(report: Mapping[str, Any]) -> str:
         flags.append("--freeze-feature-encoder")
     if not report["recipe"]["augment"]:
         flags.append("--no-augment")
-    for field_name in ("lr", "head_share", "timbre_share"):  # reports before the equaliser lack its share
-        if report["recipe"].get(field_name, getattr(FinetuneRecipe, field_name)) != getattr(
-            FinetuneRecipe, field_name
-        ):
+    for field_name in ("lr", "head_share"):
+        if report["recipe"][field_name] != getattr(FinetuneRecipe, field_name):
             flags.append(f"--{field_name.replace('_', '-')} {report['recipe'][field_name]}")
+    usual = asdict(PERTURBATION)
+    for name, value in (report.get("augmentation") or {}).items():
+        if name in usual and json_tuples(value) != usual[name]:
+            text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+            flags.append(f"--augmentation {name}={text}")
     return " ".join(flags)
 
 
@@ -971,8 +965,9 @@ def _run(parser: argparse.ArgumentParser, fn: Callable[[], object]) -> None:
         parser.exit(2, f"{parser.prog}: {exc.args[0] if exc.args else exc}\n")
 
 
-def recipe_with(recipe: CtcRecipe, overrides: Sequence[str]) -> CtcRecipe:
-    """`["hidden_size=256", "conv_dim=64,64,64,64,64"]` applied to a recipe, typed like its fields."""
+def recipe_with(recipe: RecipeT, overrides: Sequence[str]) -> RecipeT:
+    """`["hidden_size=256", "conv_dim=64,64,64,64,64"]` applied to a recipe (a `CtcRecipe`, a
+    `Perturbation`), typed like its fields."""
     changes: dict[str, Any] = {}
     for item in overrides:
         name, sep, value = item.partition("=")
@@ -1067,10 +1062,12 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
         "--no-augment", action="store_true", help="no speed, telephone-channel and noise augmentation"
     )
     parser.add_argument(
-        "--timbre-share",
-        type=parse_share,
-        default=FinetuneRecipe.timbre_share,
-        help="share of training clips through a random equaliser (another voice's colour)",
+        "--augmentation",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a field of the training augmentation (Perturbation), e.g. timbre_share=0.3 or "
+        "speed=0.8,1.25 (repeatable)",
     )
     parser.add_argument(
         "--no-lm", action="store_true", help="no word LM beside the model: the worker decodes greedily"
@@ -1079,6 +1076,10 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--register", action="store_true", help="register the model for --language")
     add_setting_flags(parser, CommonSettings)
     args = parser.parse_args(argv)
+    try:
+        augmentation = recipe_with(PERTURBATION, args.augmentation)
+    except ValueError as exc:
+        parser.error(str(exc))
     configure(getattr(args, "log_level", "INFO"), fmt="text", service="asr-finetune")
     settings = settings_from_namespace(CommonSettings, args, parser) if args.register else None
 
@@ -1102,8 +1103,8 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
                 freeze_feature_encoder=args.freeze_feature_encoder,
                 augment=not args.no_augment,
                 head_share=args.head_share,
-                timbre_share=args.timbre_share,
             ),
+            augmentation=augmentation,
             n_eval=args.eval_utterances,
             device=args.device,
             lm=not args.no_lm,

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ from asr_worker.transfer import (
     finetune_main,
     lm_main,
     parse_replay,
-    parse_share,
     pretrain_backbone,
     recipe_with,
     take_clips,
@@ -94,13 +93,6 @@ def test_replay_flag_is_language_and_share() -> None:
             parse_replay(bad)
 
 
-def test_timbre_share_flag_is_a_share_of_clips() -> None:
-    assert parse_share("0.3") == 0.3 and parse_share("0") == 0.0
-    for bad, message in (("1.5", "between 0 and 1"), ("-0.1", "between 0 and 1"), ("x", "not a number")):
-        with pytest.raises(argparse.ArgumentTypeError, match=message):
-            parse_share(bad)
-
-
 def test_recipe_overrides_are_typed_and_unknown_fields_rejected() -> None:
     recipe = recipe_with(CtcRecipe(), ["hidden_size=96", "conv_dim=32,32,32,32,32", "lr=0.001"])
     assert recipe.hidden_size == 96 and recipe.conv_dim == (32,) * 5 and recipe.lr == 0.001
@@ -108,6 +100,8 @@ def test_recipe_overrides_are_typed_and_unknown_fields_rejected() -> None:
         recipe_with(CtcRecipe(), ["depth=3"])
     with pytest.raises(ValueError, match="not a int"):
         recipe_with(CtcRecipe(), ["hidden_size=big"])
+    augmentation = recipe_with(PERTURBATION, ["speed=0.8,1.25", "timbre_share=0.3"])
+    assert augmentation.speed == (0.8, 1.25) and augmentation.timbre_share == 0.3
 
 
 @needs_espeak
@@ -223,7 +217,8 @@ def test_keep_head_trains_a_recognizer_further_and_its_card_gives_both_runs(
         keep_head=True,
         n_eval=1,
         lm=False,
-        recipe=FinetuneRecipe(lr=5e-4, timbre_share=0.5),
+        recipe=FinetuneRecipe(lr=5e-4),
+        augmentation=replace(PERTURBATION, timbre_share=0.5, speed=(0.8, 1.25)),
     )
     assert (report["init"], report["vocab"], report["steps"]) == ("recognizer", "backbone", 2)
     assert report["continues"]["steps"] == 4 and report["continues"]["init"] == "backbone"
@@ -245,9 +240,9 @@ def test_keep_head_trains_a_recognizer_further_and_its_card_gives_both_runs(
         f"then `python -m asr_worker finetune --backbone {first} --data {data} --language sw --steps 2"
         in card
     )
-    assert "--seed 1 --keep-head --lr 0.0005 --timbre-share 0.5 --out DIR`" in card
-    assert report["augmentation"]["timbre_share"] == 0.5  # the run's own augmentation is recorded
-    assert "speed 0.9–1.1× (30 %), a random equaliser of up to ±6 dB a band (50 %), noise" in card
+    flags = "--seed 1 --keep-head --lr 0.0005 --augmentation speed=0.8,1.25 --augmentation timbre_share=0.5"
+    assert f"{flags} --out DIR`" in card  # the run's own augmentation is recorded and restated
+    assert "speed 0.8–1.25× (30 %), a random equaliser of up to ±6 dB a band (50 %), noise" in card
 
 
 @pytest.mark.parametrize(
@@ -259,6 +254,10 @@ def test_keep_head_trains_a_recognizer_further_and_its_card_gives_both_runs(
         ),
         (["--backbone", "ES", "--keep-head"], "ES recognises es, not sw"),
         (["--backbone", "ES", "--keep-head", "--random-init"], "keep_head trains a recognizer further"),
+        (
+            ["--backbone", "ES", "--augmentation", "colour=1"],
+            "'colour=1': not FIELD=VALUE with a field of pause,",
+        ),
     ],
 )
 def test_keep_head_refuses_what_is_not_a_recognizer_of_the_language(
