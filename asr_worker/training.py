@@ -170,10 +170,9 @@ class Perturbation:
 
     A random equaliser (`change_timbre`, `timbre_share` of clips) is off by default, and then not
     drawn at all, so the models trained before it existed are reproduced draw for draw. It was
-    tried for the two held-out voices that cost the recognizers most on `test_hard` (espeak-ng's
-    `david` and `steph`, whose formants and spectral tilt no training voice has): at half the
-    clips it moved nothing measurable in 800 further updates of the German model
-    (docs/models.md). Real microphones and rooms colour speech more than espeak-ng's voices do,
+    tried for the voices that cost the recognizers most on `test_hard` (low voices with unusual
+    spectra, docs/models.md): at half the clips it moved nothing measurable in 800 further
+    updates of the German model. Real microphones and rooms colour speech more than espeak-ng's voices do,
     so it stays an option for real data.
     """
 
