@@ -438,7 +438,12 @@ def test_models_build_shares_the_cores_and_memory_among_trainings(monkeypatch: p
 def test_models_build_gives_some_languages_more_updates_and_starts_them_first() -> None:
     from lidroute.cli import BuildPlan
 
-    plan = BuildPlan(asr_languages=("sw", "fr", "de"), asr_steps=100, asr_steps_by_language=(("fr", 300),))
+    plan = BuildPlan(
+        asr_languages=("sw", "fr", "de"),
+        asr_steps=100,
+        asr_steps_by_language=(("fr", 300),),
+        asr_continue_by_language=(),  # no second runs: the default's would count too
+    )
     assert [plan.steps(lang) for lang in ("sw", "fr", "de")] == [100, 300, 100]
     assert plan.finetune_order() == ["fr", "sw", "de"]
     # A language trained further in a second run counts both runs' updates.
