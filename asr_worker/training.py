@@ -18,7 +18,7 @@ import time
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -172,8 +172,8 @@ class Perturbation:
     drawn at all, so the models trained before it existed are reproduced draw for draw. It was
     tried for the voices that cost the recognizers most on `test_hard` (low voices with unusual
     spectra, docs/models.md): at half the clips it moved nothing measurable in 800 further
-    updates of the German model. Real microphones and rooms colour speech more than espeak-ng's voices do,
-    so it stays an option for real data.
+    updates of the German model. Real microphones and rooms colour speech more than espeak-ng's
+    voices do, so it stays an option for real data.
     """
 
     pause: tuple[float, float] = (0.3, 2.5)
@@ -187,6 +187,17 @@ class Perturbation:
     telephone_share: float = 0.3
     timbre_share: float = 0.0
     timbre_db: float = 6.0
+
+    def __post_init__(self) -> None:
+        """A share outside 0–1 or a range upside down would train on something else than asked,
+        silently; `--augmentation` reads these from the command line."""
+        for name, value in asdict(self).items():
+            if name.endswith("_share") and not 0 <= value <= 1:
+                raise ValueError(f"{name} is a share of clips between 0 and 1, not {value}")
+            if isinstance(value, tuple) and (len(value) != 2 or value[0] > value[1]):
+                raise ValueError(f"{name} is a range LOW,HIGH with LOW <= HIGH, not {value}")
+        if min(self.tempo[0], self.speed[0]) <= 0 or self.pause[0] < 0 or self.timbre_db < 0:
+            raise ValueError("tempo and speed factors are positive, pauses and timbre_db not negative")
 
     @staticmethod
     def describe(fields: Mapping[str, Any]) -> str:

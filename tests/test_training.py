@@ -6,6 +6,7 @@ import itertools
 import re
 import subprocess
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -207,11 +208,26 @@ def test_the_equaliser_is_drawn_only_when_asked_so_earlier_models_reproduce_draw
     assert np.array_equal(perturb(clip, rng, nothing), clip)
     reference.random(5)  # the five other shares' coin flips, nothing else
     assert rng.random() == reference.random()
-    timbre_only = Perturbation(**{**nothing.__dict__, "timbre_share": 1.0})
+    timbre_only = replace(nothing, timbre_share=1.0)
     coloured = perturb(clip, np.random.default_rng(0), timbre_only)
     assert len(coloured) == len(clip) and not np.allclose(coloured, clip)
-    assert "a random equaliser of up to ±6 dB a band (100 %)" in Perturbation.describe(timbre_only.__dict__)
-    assert "equaliser" not in Perturbation.describe(Perturbation().__dict__)
+    assert "a random equaliser of up to ±6 dB a band (100 %)" in Perturbation.describe(asdict(timbre_only))
+    assert "equaliser" not in Perturbation.describe(asdict(Perturbation()))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"timbre_share": 1.5}, "timbre_share is a share of clips between 0 and 1"),
+        ({"noise_share": -0.1}, "noise_share is a share"),
+        ({"speed": (1.2, 0.8)}, "speed is a range LOW,HIGH"),
+        ({"tempo": (0.0, 1.4)}, "tempo and speed factors are positive"),
+        ({"timbre_db": -3.0}, "timbre_db not negative"),
+    ],
+)
+def test_an_augmentation_that_cannot_be_meant_is_refused(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Perturbation(**change)  # type: ignore[arg-type]
 
 
 def _share_above(audio: np.ndarray, hz: float) -> float:

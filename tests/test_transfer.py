@@ -258,6 +258,10 @@ def test_keep_head_trains_a_recognizer_further_and_its_card_gives_both_runs(
             ["--backbone", "ES", "--augmentation", "colour=1"],
             "'colour=1': not FIELD=VALUE with a field of pause,",
         ),
+        (
+            ["--backbone", "ES", "--augmentation", "timbre_share=2"],
+            "timbre_share is a share of clips between 0 and 1",
+        ),
     ],
 )
 def test_keep_head_refuses_what_is_not_a_recognizer_of_the_language(
