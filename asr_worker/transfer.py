@@ -656,6 +656,7 @@ def finetune(
     # A random body has nothing to protect: the baseline trains everything from the first update,
     # and a trained head gives the body no random gradients to protect it from.
     head_share = 0.0 if random_init or keep_head else recipe.head_share
+    how = augmentation if recipe.augment else None
     started = time.monotonic()
     audio_seconds = 0.0
     steps = 0
@@ -667,7 +668,6 @@ def finetune(
             max_steps=max(1, round(max_steps * share)) if max_steps else None,
             max_seconds=max_train_seconds * share if max_train_seconds else None,
         )
-        how = augmentation if recipe.augment else None
         audio_seconds += fit_ctc(model, processor, clips, budget, recipe, rng, how=how)
         steps += budget.steps
     train_seconds = time.monotonic() - started
@@ -710,7 +710,7 @@ def finetune(
         "epochs": round(audio_seconds / max(1e-9, seconds_of(clips)), 2),
         "params": sum(p.numel() for p in model.parameters()),
         "recipe": asdict(recipe),
-        "augmentation": asdict(augmentation) if recipe.augment else None,
+        "augmentation": asdict(how) if how else None,
         "vocab": vocab,
         "alphabet": asdict(report_alphabet),
         "data": str(data),
