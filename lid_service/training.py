@@ -18,7 +18,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import torch
 from lidroute.audio import speech_bounds
 from lidroute.corpus import telephone
 from lidroute.synth import EXTRA_VARIANTS, LANGUAGES, VARIANTS, Utterance, get_language, synth_utterances
-from lidroute.training import Budget
+from lidroute.training import Budget, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,14 @@ def _corpus(
     voices: list[str] = []
     for index, lang in enumerate(languages):
         utterances: list[Utterance] = synth_utterances(
-            lang, n, seed=seed, variants=variants, speeds=(120, 200), pitches=(20, 80), max_words=max_words
+            lang,
+            n,
+            seed=seed,
+            variants=variants,
+            speeds=(120, 200),
+            pitches=(20, 80),
+            max_words=max_words,
+            workers=max(4, usable_cores()),
         )
         audio.extend(_trim(u.audio) for u in utterances)
         labels.extend([index] * len(utterances))
@@ -191,6 +198,63 @@ def _batch(wavs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, torch.tensor([len(w) / longest for w in wavs])
 
 
+_Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _batches(
+    train: _Corpus, crop_seconds: tuple[float, float], rng: np.random.Generator, recipe: _Recipe
+) -> Iterator[_Batch]:
+    """Endless training batches (waveforms, relative lengths, labels), all of one crop length."""
+    while True:
+        length = _crop_length(crop_seconds, rng, recipe)
+        picks = rng.integers(0, len(train.audio), size=recipe.batch_size)
+        wavs = [_augment(_crop(_warp(train.audio[i], rng, recipe), length, rng), rng, recipe) for i in picks]
+        x, lens = _batch(wavs)
+        yield x, lens, torch.from_numpy(train.labels[picks]).unsqueeze(1)
+
+
+class _BatchStream(torch.utils.data.IterableDataset):
+    """`_batches` in loader worker processes, each drawing from its own generator.
+
+    A GPU takes an update in milliseconds, far less than one CPU core needs to warp, crop and
+    noise a batch, so on a GPU the batches are made by every other core at once. Each worker's
+    generator is seeded by (seed, worker), so a run's data depends on its seed and worker count.
+    """
+
+    def __init__(self, train: _Corpus, crop_seconds: tuple[float, float], seed: int, recipe: _Recipe) -> None:
+        super().__init__()
+        self.train, self.crop_seconds, self.seed, self.recipe = train, crop_seconds, seed, recipe
+
+    def __iter__(self) -> Iterator[_Batch]:
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info is not None else 0])
+        return _batches(self.train, self.crop_seconds, rng, self.recipe)
+
+
+def _batch_stream(
+    train: _Corpus,
+    crop_seconds: tuple[float, float],
+    rng: np.random.Generator,
+    seed: int,
+    recipe: _Recipe,
+    device: torch.device,
+) -> Iterator[_Batch]:
+    """Batches made in this process from `rng` on the CPU (the draws of the bundled recipe, one
+    after another), or by a pool of loader workers when the updates run on a GPU."""
+    if device.type == "cpu":
+        return _batches(train, crop_seconds, rng, recipe)
+    workers = max(1, usable_cores() - 1)
+    loader = torch.utils.data.DataLoader(
+        _BatchStream(train, crop_seconds, seed, recipe),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=True,
+        prefetch_factor=4,
+    )
+    log.info("making batches in loader workers", extra={"workers": workers})
+    return iter(loader)
+
+
 # --------------------------------------------------------------------------- model
 
 
@@ -230,12 +294,13 @@ def _spec_mask(feats: torch.Tensor) -> torch.Tensor:
 
 
 def _cosines(model: _Lid, wavs: Sequence[np.ndarray], batch_size: int = 64) -> torch.Tensor:
+    device = next(model.parameters()).device
     model.eval()
     outs = []
     with torch.inference_mode():
         for i in range(0, len(wavs), batch_size):
             x, lens = _batch(wavs[i : i + batch_size])
-            outs.append(model(x, lens).squeeze(1))
+            outs.append(model(x.to(device), lens.to(device)).squeeze(1).cpu())
     model.train()
     return torch.cat(outs)
 
@@ -341,17 +406,24 @@ def _export(out_dir: Path, model: _Lid, labels: Sequence[str], scale: float, rec
         ),
         encoding="utf-8",
     )
-    torch.save(model.embedding_model.state_dict(), out_dir / "embedding_model.ckpt")
+    torch.save(_half(model.embedding_model.state_dict()), out_dir / "embedding_model.ckpt")
     head = torch.nn.Sequential(model.classifier, torch.nn.Linear(n, n, bias=False))
     with torch.no_grad():
         head[1].weight.copy_(torch.eye(n) * scale)
     # The yaml's Sequential also holds the (parameter-free) log-softmax as item 2.
-    torch.save(head.state_dict(), out_dir / "classifier.ckpt")
+    torch.save(_half(head.state_dict()), out_dir / "classifier.ckpt")
     encoder = CategoricalEncoder()
     encoder.update_from_iterable(labels)
     encoder.expect_len(n)
     encoder.save(out_dir / "label_encoder.txt")
     shutil.copyfile(out_dir / "label_encoder.txt", out_dir / "label_encoder.ckpt")
+
+
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating tensors in half precision, on the CPU: half the bytes of the bundle, and
+    `load_state_dict` copies them into the float32 model that `from_hparams` builds. The scores
+    on the card are measured on the written files, so they include the rounding."""
+    return {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in state.items()}
 
 
 def _evaluate_export(out_dir: Path, corpus: _Corpus) -> dict[str, float]:
@@ -392,6 +464,9 @@ def _model_card(
     crop_seconds: tuple[float, float],
     channels: int | None,
     extra_voices: bool,
+    batch_size: int | None,
+    device: str,
+    hardware: str,
     train_variants: Sequence[str],
     params: int,
     steps: int,
@@ -411,6 +486,10 @@ def _model_card(
         options.append(f"channels={channels}")
     if extra_voices:
         options.append("extra_voices=True")
+    if batch_size is not None:
+        options.append(f"batch_size={batch_size}")
+    if device != "cpu":
+        options.append(f"device={device!r}")
     call = f"train_lid(out_dir, {list(languages)!r}, {', '.join(options)})"
     text = f"""# Small spoken-language identification model (synthetic speech)
 
@@ -436,7 +515,7 @@ log-posteriors over the languages below.
   over the training budget), batches of {recipe.batch_size} random crops of
   {crop_seconds[0]}–{crop_seconds[1]} s with gain, spectral tilt, noise (SNR 5–40 dB) and, for
   {100 * recipe.telephone_probability:.0f} % of them, an 8 kHz telephone channel:
-  {steps} steps in {metrics["train_seconds"]:.0f} s on the CPU.
+  {steps} steps in {metrics["train_seconds"]:.0f} s on {hardware}.
 - Posteriors: cosine scores times {scale:.1f} (temperature fitted on voices {", ".join(CALIBRATION_VARIANTS)},
   unseen in training), then log-softmax.
 
@@ -472,11 +551,15 @@ def train_lid(
     crop_seconds: tuple[float, float] = (0.25, 2.0),
     channels: int | None = None,
     extra_voices: bool = False,
+    batch_size: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, float]:
     """Trains, calibrates, exports and evaluates a language-ID model; returns accuracies per window.
 
     `channels` widens (or narrows) the four TDNN blocks, the last layer keeping three times their
     width as ECAPA does; the compute per update grows about linearly with it on the CPU.
+    `batch_size` is the number of crops per update (default 32). On `device` "cuda" the updates
+    run on the GPU and the other CPU cores make the batches (`_batch_stream`).
     `extra_voices` adds the rest of espeak-ng's speaking variants (`EXTRA_VARIANTS`) to the
     training voices: the same number of utterances, spread over more timbres.
 
@@ -491,7 +574,14 @@ def train_lid(
     out_dir = Path(out_dir)
     if channels is not None and channels < 8:
         raise ValueError(f"channels={channels}: need at least 8")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: need at least 1")
+    where = torch.device(device)
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r}: this machine has no CUDA GPU that torch can use")
     recipe = RECIPE if channels is None else replace(RECIPE, channels=(channels,) * 4 + (3 * channels,))
+    if batch_size is not None:
+        recipe = replace(recipe, batch_size=batch_size)
     torch.manual_seed(seed)
     torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
     rng = np.random.default_rng(seed)
@@ -507,10 +597,13 @@ def train_lid(
 
     from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-    model = _Lid(len(languages), recipe)
+    model = _Lid(len(languages), recipe).to(where)
     model.train()
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if where.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # crop lengths lie on a grid: few shapes, each tuned once
+    batches = _batch_stream(train, crop_seconds, rng, seed, recipe, where)
 
     budget = Budget(max_steps=max_steps, max_seconds=max_train_seconds)
     while not budget.done:
@@ -520,11 +613,7 @@ def train_lid(
         # plateau for most of a short budget (seen here: loss stuck near its initial value).
         margin = recipe.margin * min(1.0, budget.progress / recipe.margin_warmup_fraction)
         loss_fn = LogSoftmaxWrapper(AdditiveAngularMargin(margin=margin, scale=recipe.scale))
-        length = _crop_length(crop_seconds, rng, recipe)
-        picks = rng.integers(0, len(train.audio), size=recipe.batch_size)
-        wavs = [_augment(_crop(_warp(train.audio[i], rng, recipe), length, rng), rng, recipe) for i in picks]
-        x, lens = _batch(wavs)
-        targets = torch.from_numpy(train.labels[picks]).unsqueeze(1)
+        x, lens, targets = (t.to(where, non_blocking=True) for t in next(batches))
         loss = loss_fn(model(x, lens, spec_mask=recipe.spec_mask), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -538,6 +627,7 @@ def train_lid(
             )
     train_seconds = budget.elapsed
     steps = budget.steps
+    del batches  # ends the loader workers, if any
 
     calibration_wavs, calibration_labels = [], []
     for seconds in EVAL_CROPS:
@@ -547,6 +637,7 @@ def train_lid(
         _cosines(model, calibration_wavs), torch.from_numpy(np.concatenate(calibration_labels))
     )
 
+    model.cpu()
     labels = [language_label(code) for code in languages]
     _export(out_dir, model, labels, scale, recipe)
     metrics = _evaluate_export(out_dir, evaluation)
@@ -568,6 +659,9 @@ def train_lid(
         crop_seconds=crop_seconds,
         channels=channels,
         extra_voices=extra_voices,
+        batch_size=batch_size,
+        device=device,
+        hardware=torch.cuda.get_device_name(where) if where.type == "cuda" else "the CPU",
         train_variants=train_variants,
         params=params,
         steps=steps,
@@ -605,6 +699,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="train on all of espeak-ng's speaking voice variants, not only the corpus's",
     )
+    parser.add_argument("--batch-size", type=int, help=f"crops per update (default {RECIPE.batch_size})")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the updates run: cpu, or cuda (the other CPU cores then make the batches)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
@@ -625,6 +725,8 @@ def main(argv: list[str] | None = None) -> None:
             crop_seconds=(low, high),
             channels=args.channels,
             extra_voices=args.extra_voices,
+            batch_size=args.batch_size,
+            device=args.device,
         )
     except (KeyError, ValueError, RuntimeError) as exc:
         parser.exit(2, f"lid_service train: {exc.args[0] if exc.args else exc}\n")

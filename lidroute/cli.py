@@ -213,7 +213,8 @@ class BuildPlan:
         ("de", 8000),
     )
     asr_continue_lr: float = 5e-4
-    #: Where the backbone and the fine-tunes train (the LID model trains on the CPU).
+    #: Where the models train: language ID, the backbone and the fine-tunes (on a GPU, language
+    #: ID's batches are made by loader workers, so its draws differ from the CPU's).
     device: str = "cpu"
     #: Trainings at once (0: one per CPU core on the CPU, one on a GPU).
     jobs: int = 0
@@ -317,6 +318,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
             max_train_seconds=plan.lid_seconds,
             crop_seconds=plan.lid_crops,
             channels=plan.lid_channels,
+            device=plan.device,
         )
         stage(f"synthesising the corpus ({', '.join(plan.corpus_languages())}) into {work / 'corpus'}...")
         sizes = dict(zip(SPLITS, plan.corpus_sizes, strict=True))
@@ -628,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backbone-steps", type=int, help=f"backbone updates (default: {BuildPlan.backbone_steps})"
     )
     build.add_argument(
-        "--device", default="cpu", help="where the backbone and the fine-tunes train (cpu, cuda)"
+        "--device", default="cpu", help="where language ID, the backbone and the fine-tunes train (cpu, cuda)"
     )
     build.add_argument(
         "--jobs",

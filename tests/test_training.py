@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from asr_worker.model import CtcModel
 from asr_worker.training import (
@@ -63,15 +64,56 @@ def test_a_short_lid_run_of_a_chosen_width_on_every_voice_writes_what_the_servic
         max_steps=2,
         channels=16,
         extra_voices=True,
+        batch_size=4,
     )
     assert metrics["steps"] == 2 and 0.0 <= metrics["acc_1.0"] <= 1.0
     assert "channels: [16, 16, 16, 16, 48]" in (out / "hyperparams.yaml").read_text()
     card = (out / "README.md").read_text()
-    assert "channels=16, extra_voices=True)" in card
+    assert "channels=16, extra_voices=True, batch_size=4)" in card and "batches of 4 random crops" in card
+    # Stored in half precision (the card's scores are measured on these files), loaded as float32.
+    stored = torch.load(out / "embedding_model.ckpt")
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
     voices = len({*VARIANTS, *EXTRA_VARIANTS} - {*EVAL_VARIANTS, *CALIBRATION_VARIANTS})
     assert f"{voices} espeak-ng voice variants" in card
     lid = LanguageIdModel(str(out), savedir=tmp_path / "loaded")
     assert set(lid.codes) == {"en", "sw"}
+
+
+def test_lid_batches_made_by_loader_workers_differ_between_workers_and_repeat_with_the_seed() -> None:
+    from lid_service.training import RECIPE, _BatchStream, _corpus
+    from lidroute.synth import VARIANTS
+
+    corpus = _corpus(["en", "sw"], 6, 0, VARIANTS[:3])
+
+    def first_batches(seed: int) -> list[torch.Tensor]:
+        stream = _BatchStream(corpus, (0.25, 1.0), seed, RECIPE)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+        batches = iter(loader)
+        return [next(batches)[0] for _ in range(2)]  # one from each worker, in turn
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return a.shape == b.shape and torch.equal(a, b)
+
+    one, again, other = first_batches(3), first_batches(3), first_batches(4)
+    assert all(same(a, b) for a, b in zip(one, again, strict=True))
+    assert not same(one[0], one[1])
+    assert not any(same(a, b) for a, b in zip(one, other, strict=True))
+
+
+def test_lid_training_refuses_a_gpu_it_does_not_have_and_an_empty_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lid_service.training import main, train_lid
+
+    with pytest.raises(ValueError, match="batch_size=0"):
+        train_lid(tmp_path / "lid", ["en", "sw"], batch_size=0)
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "lid"), "--languages", "en,sw", "--device", "cuda"])
+    assert stop.value.code == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "lid").exists()
 
 
 def test_the_models_in_use_load_as_the_services_load_them_and_have_cards(
