@@ -232,17 +232,12 @@ class _BatchStream(torch.utils.data.IterableDataset):
 
 
 def _batch_stream(
-    train: _Corpus,
-    crop_seconds: tuple[float, float],
-    rng: np.random.Generator,
-    seed: int,
-    recipe: _Recipe,
-    device: torch.device,
+    train: _Corpus, crop_seconds: tuple[float, float], seed: int, recipe: _Recipe, device: torch.device
 ) -> Iterator[_Batch]:
-    """Batches made in this process from `rng` on the CPU (the draws of the bundled recipe, one
-    after another), or by a pool of loader workers when the updates run on a GPU."""
+    """Batches made in this process from one generator of `seed` on the CPU (the draws of the
+    bundled recipe, one after another), or by a pool of loader workers when the updates run on a GPU."""
     if device.type == "cpu":
-        return _batches(train, crop_seconds, rng, recipe)
+        return _batches(train, crop_seconds, np.random.default_rng(seed), recipe)
     workers = max(1, usable_cores() - 1)
     loader = torch.utils.data.DataLoader(
         _BatchStream(train, crop_seconds, seed, recipe),
@@ -466,7 +461,6 @@ def _model_card(
     extra_voices: bool,
     batch_size: int | None,
     device: str,
-    hardware: str,
     train_variants: Sequence[str],
     params: int,
     steps: int,
@@ -491,6 +485,7 @@ def _model_card(
     if device != "cpu":
         options.append(f"device={device!r}")
     call = f"train_lid(out_dir, {list(languages)!r}, {', '.join(options)})"
+    hardware = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "the CPU"
     text = f"""# Small spoken-language identification model (synthetic speech)
 
 A SpeechBrain ECAPA-TDNN language-ID model in the layout of `speechbrain/lang-id-voxlingua107-ecapa`,
@@ -584,7 +579,6 @@ def train_lid(
         recipe = replace(recipe, batch_size=batch_size)
     torch.manual_seed(seed)
     torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
-    rng = np.random.default_rng(seed)
 
     held_out = set(EVAL_VARIANTS) | set(CALIBRATION_VARIANTS)
     train_variants = [v for v in (*VARIANTS, *(EXTRA_VARIANTS if extra_voices else ())) if v not in held_out]
@@ -603,7 +597,7 @@ def train_lid(
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     if where.type == "cuda":
         torch.backends.cudnn.benchmark = True  # crop lengths lie on a grid: few shapes, each tuned once
-    batches = _batch_stream(train, crop_seconds, rng, seed, recipe, where)
+    batches = _batch_stream(train, crop_seconds, seed, recipe, where)
 
     budget = Budget(max_steps=max_steps, max_seconds=max_train_seconds)
     while not budget.done:
@@ -661,7 +655,6 @@ def train_lid(
         extra_voices=extra_voices,
         batch_size=batch_size,
         device=device,
-        hardware=torch.cuda.get_device_name(where) if where.type == "cuda" else "the CPU",
         train_variants=train_variants,
         params=params,
         steps=steps,
