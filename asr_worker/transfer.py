@@ -758,7 +758,7 @@ def _finetune_card(out_dir: Path, report: Mapping[str, Any], alphabet: AlphabetR
     seconds = f"{report['train_seconds']:.0f} s {_where(report)}"
     trained = f"{report['steps']} updates ({report['epochs']} epochs) in {seconds}"
     if earlier:
-        trained += f", after the {earlier['steps']} updates that made it"
+        trained += f", after the {_updates(earlier)} updates that made it"
     text = f"""# {name} CTC speech recognizer (cross-lingual transfer)
 
 A `transformers` `Wav2Vec2ForCTC` ({report["params"]:,} parameters) fine-tuned from {init}, on
@@ -780,6 +780,11 @@ Made by {_made_by(report)}.{_provenance(report)}
 training, 10-20 dB noise and telephone-band audio (see `lidroute corpus synth`).
 """
     (out_dir / "README.md").write_text(text, encoding="utf-8")
+
+
+def _updates(report: Mapping[str, Any] | None) -> int:
+    """Updates of the run a report describes and of every run it continues."""
+    return report["steps"] + _updates(report.get("continues")) if report else 0
 
 
 def _made_by(report: Mapping[str, Any]) -> str:

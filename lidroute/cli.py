@@ -200,8 +200,9 @@ class BuildPlan:
     asr_steps_by_language: tuple[tuple[str, int], ...] = ()
     #: Languages trained further once their first run is done: the updates of a second run from
     #: the first's saved model, head and alphabet kept (`asr_worker finetune --keep-head`), its
-    #: schedule warming up again to `asr_continue_lr`. Two runs rather than one longer one, so
-    #: that no single training outlasts a working session on the CPU here. English, French,
+    #: schedule warming up again to `asr_continue_lr`; a language listed twice gets a third run
+    #: from the second's model, and so on. Several runs rather than one longer one, so that no
+    #: single training outlasts a working session on the CPU here. English, French,
     #: Marathi, German, Spanish and Turkish, furthest from the targets: 8,000 more updates took
     #: greedy CER on 300 + 300 new utterances from 22.4 / 35.8 to 19.7 / 32.5 % (en), 16.3 / 26.0
     #: to 14.3 / 22.8 % (fr), 13.5 / 29.2 to 11.0 / 25.6 % (mr), 11.5 / 23.7 to 9.3 / 20.2 % (de),
@@ -228,14 +229,16 @@ class BuildPlan:
     def steps(self, language: str) -> int:
         return dict(self.asr_steps_by_language).get(language, self.asr_steps)
 
-    def continuation(self, language: str) -> int:
-        """Updates of the second run that trains the language's model further (0: none)."""
-        return dict(self.asr_continue_by_language).get(language, 0)
+    def continuations(self, language: str) -> tuple[int, ...]:
+        """Updates of each further run that trains the language's model on, in order (none: one run)."""
+        return tuple(n for lang, n in self.asr_continue_by_language if lang == language)
 
     def finetune_order(self) -> list[str]:
         """The longest fine-tunes first, so that no long one starts last while the other processes idle."""
         return sorted(
-            self.asr_languages, key=lambda lang: self.steps(lang) + self.continuation(lang), reverse=True
+            self.asr_languages,
+            key=lambda lang: self.steps(lang) + sum(self.continuations(lang)),
+            reverse=True,
         )
 
     def workers(self) -> tuple[int, int]:
@@ -342,25 +345,30 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         ).result()
         stage(f"backbone: mean phone error rate {report['mean_cer']:.3f}")
         updates = ", ".join(
-            f"{lang} {plan.steps(lang)}" + (f" + {n}" if (n := plan.continuation(lang)) else "")
+            f"{lang} {plan.steps(lang)}" + "".join(f" + {n}" for n in plan.continuations(lang))
             for lang in plan.finetune_order()
         )
         stage(f"fine-tuning it to each language (updates: {updates})...")
-        # A language trained further has its first run written to the work folder, without the
-        # word LM that only the model it continues into ships with.
-        first_runs = work / "first-runs"
-        tunes: dict[Future[dict], str] = {
+
+        # A language trained further has its earlier runs written to the work folder, without the
+        # word LM that only its last run's model ships with.
+        def run_dir(lang: str, run: int) -> Path:
+            last = run == len(plan.continuations(lang))
+            return out / "asr" / lang if last else work / "earlier-runs" / lang / str(run + 1)
+
+        # Each fine-tune's language and its run: 0 the first, from the backbone; k the k-th further.
+        tunes: dict[Future[dict], tuple[str, int]] = {
             pool.submit(
                 finetune,
                 str(out / "backbone"),
                 work / "corpus",
                 lang,
-                first_runs / lang if plan.continuation(lang) else out / "asr" / lang,
+                run_dir(lang, 0),
                 max_steps=plan.steps(lang),
                 seed=plan.seed,
                 device=plan.device,
-                lm=not plan.continuation(lang),
-            ): lang
+                lm=not plan.continuations(lang),
+            ): (lang, 0)
             for lang in plan.finetune_order()
         }
         pending: set[Future] = {lid, *tunes}
@@ -371,9 +379,10 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
                     scores = lid.result()
                     stage(f"language ID: {json.dumps({k: round(v, 3) for k, v in scores.items()})}")
                     continue
-                lang, report = tunes[done], done.result()
+                (lang, run), report = tunes[done], done.result()
                 cer = {s: round(v["cer"], 3) for s, v in report["scores"].items()}
-                more = plan.continuation(lang) if report["init"] == "backbone" else 0
+                further_runs = plan.continuations(lang)
+                more = further_runs[run] if run < len(further_runs) else 0
                 stage(
                     f"{lang}: {json.dumps(cer)} CER"
                     + (f"; training it {more} updates further..." if more else "")
@@ -381,18 +390,19 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
                 if more:
                     further = pool.submit(
                         finetune,
-                        str(first_runs / lang),
+                        str(run_dir(lang, run)),
                         work / "corpus",
                         lang,
-                        out / "asr" / lang,
+                        run_dir(lang, run + 1),
                         max_steps=more,
-                        # New draws of augmentation and batch order, not the first run's again.
-                        seed=plan.seed + 1,
+                        # New draws of augmentation and batch order, not an earlier run's again.
+                        seed=plan.seed + run + 1,
                         device=plan.device,
                         keep_head=True,
                         recipe=FinetuneRecipe(lr=plan.asr_continue_lr),
+                        lm=run + 1 == len(further_runs),
                     )
-                    tunes[further] = lang
+                    tunes[further] = (lang, run + 1)
                     pending.add(further)
     except BaseException:
         # Trainings not yet started would otherwise run for an hour after the failure is known.
@@ -626,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"updates per fine-tuned CTC model, for every language (default: {BuildPlan.asr_steps}"
         + "".join(f", {lang} {n}" for lang, n in BuildPlan.asr_steps_by_language)
-        + "".join(f", {lang} +{n} in a second run" for lang, n in BuildPlan.asr_continue_by_language)
+        + "".join(f", {lang} +{n} in a further run" for lang, n in BuildPlan.asr_continue_by_language)
         + ")",
     )
     build.add_argument(

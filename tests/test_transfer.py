@@ -450,10 +450,14 @@ def test_models_build_gives_some_languages_more_updates_and_starts_them_first() 
     )
     assert [plan.steps(lang) for lang in ("sw", "fr", "de")] == [100, 300, 100]
     assert plan.finetune_order() == ["fr", "sw", "de"]
-    # A language trained further in a second run counts both runs' updates.
-    plan = BuildPlan(asr_languages=("sw", "fr", "de"), asr_steps=100, asr_continue_by_language=(("de", 50),))
-    assert [plan.continuation(lang) for lang in ("sw", "fr", "de")] == [0, 0, 50]
-    assert plan.finetune_order() == ["de", "sw", "fr"]
+    # A language trained further counts every run's updates; one listed twice has a third run.
+    plan = BuildPlan(
+        asr_languages=("sw", "fr", "de"),
+        asr_steps=100,
+        asr_continue_by_language=(("de", 50), ("fr", 30), ("fr", 40)),
+    )
+    assert [plan.continuations(lang) for lang in ("sw", "fr", "de")] == [(), (30, 40), (50,)]
+    assert plan.finetune_order() == ["fr", "de", "sw"]
 
 
 def test_models_build_asr_steps_flag_is_one_budget_for_every_language(
@@ -475,10 +479,10 @@ def test_models_build_asr_steps_flag_is_one_budget_for_every_language(
     monkeypatch.setattr(cli, "BuildPlan", EnglishLonger)
     cli.main(["models", "build", "--out", "x", "--asr-steps", "50"])
     cli.main(["models", "build", "--out", "x"])
-    assert plans[0].steps("en") == plans[0].steps("sw") == 50 and plans[0].continuation("en") == 0
+    assert plans[0].steps("en") == plans[0].steps("sw") == 50 and plans[0].continuations("en") == ()
     # Without the flag the plan's own budgets, longer for some languages, reach the build.
     assert plans[1].steps("en") == 300 and plans[1].steps("sw") == default.asr_steps
-    assert plans[1].continuation("en") == 100
+    assert plans[1].continuations("en") == (100,)
 
 
 @needs_espeak
@@ -490,7 +494,7 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
     plan = BuildPlan(
         lid_languages=("es", "sw"),
         asr_languages=("sw", "es"),
-        asr_continue_by_language=(("es", 2),),
+        asr_continue_by_language=(("es", 2), ("es", 1)),
         lid_steps=2,
         lid_utterances=4,
         corpus_sizes=(6, 0, 2, 0),
@@ -503,8 +507,8 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
     out = tmp_path / "models"
     build_models(out, plan, work=tmp_path / "work")
     printed = capsys.readouterr().out
-    assert "2 training process(es)" in printed and "(updates: es 2 + 2, sw 2)" in printed
-    assert "es: " in printed and "; training it 2 updates further..." in printed
+    assert "2 training process(es)" in printed and "(updates: es 2 + 2 + 1, sw 2)" in printed
+    assert "; training it 2 updates further..." in printed and "; training it 1 updates further..." in printed
 
     assert has_models(out)
     lid, asr = model_dirs(out)
@@ -517,13 +521,25 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
         "backbone",
         str(out / "backbone"),
     )
-    # Spanish, trained further, continues its first run, which stays in the work folder without an LM.
-    further = json.loads((asr["es"] / REPORT_FILE).read_text())
-    first_run = tmp_path / "work" / "first-runs" / "es"
-    assert (further["init"], further["backbone"], further["seed"]) == ("recognizer", str(first_run), 1)
-    assert further["steps"] == 2 and further["recipe"]["lr"] == plan.asr_continue_lr
-    assert further["continues"]["backbone"] == str(out / "backbone")
-    assert WordLM.load(asr["es"]) is not None and WordLM.load(first_run) is None
+    # Spanish, trained on in two further runs, each from the run before it with a seed of its own;
+    # the earlier runs stay in the work folder without an LM.
+    first_run, second_run = (tmp_path / "work" / "earlier-runs" / "es" / k for k in ("1", "2"))
+    second = json.loads((second_run / REPORT_FILE).read_text())
+    assert (second["init"], second["backbone"], second["seed"]) == ("recognizer", str(first_run), 1)
+    assert second["steps"] == 2 and second["recipe"]["lr"] == plan.asr_continue_lr
+    assert second["continues"]["backbone"] == str(out / "backbone")
+    third = json.loads((asr["es"] / REPORT_FILE).read_text())
+    assert (third["init"], third["backbone"], third["seed"], third["steps"]) == (
+        "recognizer",
+        str(second_run),
+        2,
+        1,
+    )
+    assert WordLM.load(asr["es"]) is not None
+    assert WordLM.load(first_run) is None and WordLM.load(second_run) is None
+    card = (asr["es"] / "README.md").read_text()
+    first = json.loads((first_run / REPORT_FILE).read_text())
+    assert f"after the {first['steps'] + 2} updates that made it" in card and "3 runs: " in card
     assert sorted(p.name for p in (tmp_path / "work" / "corpus" / "train").iterdir()) == ["es", "sw"]
     speech = corpus.read_examples(tmp_path / "work" / "corpus", split="test", language="sw")[0].audio()
     assert isinstance(CtcModel("sw", ModelSpec(uri=str(asr["sw"]))).transcribe(speech).text, str)
