@@ -352,9 +352,11 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
 
         # A language trained further has its earlier runs written to the work folder, without the
         # word LM that only its last run's model ships with.
+        def last(lang: str, run: int) -> bool:
+            return run == len(plan.continuations(lang))
+
         def run_dir(lang: str, run: int) -> Path:
-            last = run == len(plan.continuations(lang))
-            return out / "asr" / lang if last else work / "earlier-runs" / lang / str(run + 1)
+            return out / "asr" / lang if last(lang, run) else work / "earlier-runs" / lang / str(run + 1)
 
         # Each fine-tune's language and its run: 0 the first, from the backbone; k the k-th further.
         tunes: dict[Future[dict], tuple[str, int]] = {
@@ -367,7 +369,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
                 max_steps=plan.steps(lang),
                 seed=plan.seed,
                 device=plan.device,
-                lm=not plan.continuations(lang),
+                lm=last(lang, 0),
             ): (lang, 0)
             for lang in plan.finetune_order()
         }
@@ -381,8 +383,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
                     continue
                 (lang, run), report = tunes[done], done.result()
                 cer = {s: round(v["cer"], 3) for s, v in report["scores"].items()}
-                further_runs = plan.continuations(lang)
-                more = further_runs[run] if run < len(further_runs) else 0
+                more = 0 if last(lang, run) else plan.continuations(lang)[run]
                 stage(
                     f"{lang}: {json.dumps(cer)} CER"
                     + (f"; training it {more} updates further..." if more else "")
@@ -400,7 +401,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
                         device=plan.device,
                         keep_head=True,
                         recipe=FinetuneRecipe(lr=plan.asr_continue_lr),
-                        lm=run + 1 == len(further_runs),
+                        lm=last(lang, run + 1),
                     )
                     tunes[further] = (lang, run + 1)
                     pending.add(further)
