@@ -266,6 +266,7 @@ def add_word_lm(
     heard: Perturbation = PERTURBATION,
     copies: int = 2,
     grid: Mapping[str, Sequence[float]] | None = None,
+    splits: Sequence[str] = ("dev",),
 ) -> tuple[WordLM, dict[str, Any]]:
     """Trains the word LM of a recognizer on `texts`, tunes its fusion weights on `dev`, saves it.
 
@@ -278,8 +279,8 @@ def add_word_lm(
     speech, and 50 clean utterances are too few to choose well (a Turkish recognizer: 1.8 % /
     12.3 % CER on `test` / `test_hard` tuned on clean dev, 1.3 % / 11.8 % tuned this way).
     `grid` narrows `tune`'s (its `weights`, `bonuses`, `oov_penalties`) where a few minutes of
-    search are too many, as in tests. Returns the LM and what it did: vocabulary size, dev CER
-    greedy and with the LM, dev WER.
+    search are too many, as in tests. `splits` names the splits `dev` came from, for the card.
+    Returns the LM and what it did: vocabulary size, dev CER greedy and with the LM, dev WER.
     """
     if copies < 0:
         raise ValueError(f"copies must not be negative, got {copies}")
@@ -287,6 +288,7 @@ def add_word_lm(
     summary: dict[str, Any] = {
         "words": lm.vocabulary_size,
         "tuned_on": len(dev),
+        "tuned_splits": list(splits),
         "heard_copies": copies,
         "beam": DEFAULT_BEAM,
         "tolerance": TUNING_TOLERANCE,
@@ -434,8 +436,10 @@ def _decoding_line(report: Mapping[str, Any]) -> str:
         goal, wer = ", for the lowest CER + WER", f", WER {100 * lm['dev_wer']:.1f} %"
     if "tolerance" in lm:
         goal = f", the lightest LM within {100 * lm['tolerance']:g} % of the lowest CER + WER"
+    # Reports from before the `tune` split tuned on dev alone.
+    splits = " and ".join(f"`{split}`" for split in lm.get("tuned_splits", ["dev"]))
     tuned = (
-        f"tuned on {lm['tuned_on']} dev utterances{heard}{goal} (dev CER"
+        f"tuned on {lm['tuned_on']} held-out utterances ({splits}){heard}{goal} (dev CER"
         f" {100 * lm['dev_cer_greedy']:.1f} % greedy, {100 * lm['dev_cer']:.1f} % with the LM{wer})"
         if lm.get("tuned_on")
         else "the defaults (no dev split to tune them on)"
@@ -1139,7 +1143,14 @@ def lm_main(argv: Sequence[str] | None = None) -> None:
         "--data", required=True, help="corpus folder, .jsonl manifest, Common Voice folder or HF dataset"
     )
     parser.add_argument("--language", required=True)
-    parser.add_argument("--dev-utterances", type=int, default=50, help="held-out utterances to tune on")
+    parser.add_argument(
+        "--dev-splits",
+        default="dev",
+        help="comma-separated held-out splits to tune on (`lidroute corpus tune` adds `tune`)",
+    )
+    parser.add_argument(
+        "--dev-utterances", type=int, help="at most this many utterances of each split (default: all)"
+    )
     parser.add_argument(
         "--heard-copies",
         type=int,
@@ -1158,8 +1169,15 @@ def lm_main(argv: Sequence[str] | None = None) -> None:
         model = Wav2Vec2ForCTC.from_pretrained(out_dir).eval().to(args.device)
         processor = Wav2Vec2Processor.from_pretrained(out_dir)
         texts = [e.text for e in _examples(args.data, "train", args.language)]
-        dev = _safe_examples(args.data, "dev", args.language)[: args.dev_utterances]
-        lm, summary = add_word_lm(model, processor, out_dir, texts, dev, copies=args.heard_copies)
+        splits = [split.strip() for split in args.dev_splits.split(",") if split.strip()]
+        dev = [
+            e
+            for split in splits
+            for e in _safe_examples(args.data, split, args.language)[: args.dev_utterances]
+        ]
+        lm, summary = add_word_lm(
+            model, processor, out_dir, texts, dev, copies=args.heard_copies, splits=splits
+        )
         report_file = out_dir / REPORT_FILE
         report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else {}
         if report.get("kind") == "finetuned":

@@ -175,6 +175,30 @@ def test_condition_splits_change_one_thing_each_on_the_test_sentences(
     assert "not a corpus made by" in capsys.readouterr().err
 
 
+def test_a_tune_split_adds_new_sentences_spoken_as_dev_and_leaves_the_corpus_as_it_was(
+    made: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = shutil.copytree(made, tmp_path / "corpus")
+    before = {split: (folder / f"{split}.jsonl").read_bytes() for split in corpus.SPLITS}
+    assert lidroute_main(["corpus", "tune", str(folder), "--per-language", "3", "--workers", "2"]) == 0
+    assert "--dev-splits dev,tune" in capsys.readouterr().out
+    assert {split: (folder / f"{split}.jsonl").read_bytes() for split in corpus.SPLITS} == before
+    rows = _rows(folder / "tune.jsonl")
+    assert sorted(r["language"] for r in rows) == ["en"] * 3 + ["sw"] * 3
+    had = {(r["language"], r["text"]) for split in corpus.SPLITS for r in _rows(folder / f"{split}.jsonl")}
+    assert not had & {(r["language"], r["text"]) for r in rows}
+    recipe = json.loads((folder / "corpus.json").read_text())
+    low, high = corpus.SynthPlan().speeds
+    for row in rows:
+        assert row["voice"] in recipe["voices"]["train_dev_test"] and low <= int(row["speed"]) <= high  # type: ignore[call-overload]
+        assert not row["telephone"] and len(corpus.read_audio(folder / str(row["audio"]))) > 8000
+    assert recipe["tune"] == {"languages": ["en", "sw"], "per_language": 3}
+    assert lidroute_main(["corpus", "tune", str(folder), "--languages", "fr"]) == 2
+    assert "the corpus has no fr" in capsys.readouterr().err
+    assert lidroute_main(["corpus", "tune", str(tmp_path / "nothing")]) == 2
+    assert "not a corpus made by" in capsys.readouterr().err
+
+
 def test_a_pause_shorter_than_one_sample_is_empty_in_both_noise_colours() -> None:
     # Seeds 2 and 3 draw the pink colour, whose inverse FFT cannot take zero points.
     for seed in range(4):

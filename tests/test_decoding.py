@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from asr_worker import decoding
 from asr_worker.decoding import DEFAULT_BEAM, LM_FILE, BeamSettings, CtcTokens, WordLM, beam_search, tune
 
 TOKENS = CtcTokens(["<pad>", "|", "c", "a", "o", "t", "d", "g", "s"], blank=0, delimiter=1)
@@ -162,6 +163,41 @@ def test_tuning_raises_the_unseen_word_penalty_when_dev_speech_leans_to_a_made_u
     tuned.save(tmp_path)
     loaded = WordLM.load(tmp_path)
     assert loaded is not None and loaded.oov_letter_penalty == 1.0
+
+
+CLEAR_CAT = _frames({"c": 0.99}, {"<pad>": 0.99}, {"a": 0.99}, {"<pad>": 0.99}, {"t": 0.99})
+LEANING_COT = _frames({"c": 0.99}, {"<pad>": 0.99}, {"o": 0.52, "a": 0.46}, {"<pad>": 0.99}, {"t": 0.99})
+
+
+def test_raced_tuning_reads_the_rest_only_with_the_settings_the_first_round_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every other utterance makes the first round; without the LM 'cat' is read 'cot' there, so
+    weight 0 is dropped and never searches the other half."""
+    lm = WordLM.train(["the cat sat", "a cat", "cat"])
+    searched: list[float] = []
+
+    def counting(
+        frames: np.ndarray, tokens: CtcTokens, word_lm: WordLM, settings: BeamSettings
+    ) -> decoding.Decoded:
+        searched.append(settings.lm_weight)
+        return beam_search(frames, tokens, word_lm, settings)
+
+    monkeypatch.setattr(decoding, "beam_search", counting)
+    frames = [LEANING_COT, CLEAR_CAT] * 2
+    grid = {"weights": (0.0, 1.0), "bonuses": (0.0,), "oov_penalties": (1.0,)}
+    tuned, cer, _ = tune(lm, frames, ["cat"] * 4, TOKENS, race=2, **grid)  # type: ignore[arg-type]
+    assert (tuned.lm_weight, cer) == (1.0, 0.0)
+    assert (searched.count(0.0), searched.count(1.0)) == (2, 4)
+
+
+def test_raced_tuning_chooses_on_every_utterance_among_the_settings_kept() -> None:
+    """Both weights read the first round's clear speech right; the other half leans to 'cot',
+    which only the LM corrects, so the heavier weight wins though the lighter tied at first."""
+    lm = WordLM.train(["the cat sat", "a cat", "cat"])
+    frames = [CLEAR_CAT, LEANING_COT] * 2
+    tuned, cer, _ = tune(lm, frames, ["cat"] * 4, TOKENS, weights=(0.0, 1.0), bonuses=(0.0,), race=2)
+    assert (tuned.lm_weight, cer) == (1.0, 0.0)
 
 
 def test_tuning_weighs_words_as_well_as_letters() -> None:
