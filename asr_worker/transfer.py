@@ -48,7 +48,7 @@ from asr_worker.training import (
     normalize_text,
     perturb,
 )
-from lidroute.corpus import CorpusError, Example, json_tuples, read_examples, synth_command
+from lidroute.corpus import CorpusError, Example, json_tuples, read_examples, synth_command, tune_command
 from lidroute.synth import HIGH_RESOURCE, phonemize
 from lidroute.training import Budget
 
@@ -438,6 +438,8 @@ def _decoding_line(report: Mapping[str, Any]) -> str:
         goal = f", the lightest LM within {100 * lm['tolerance']:g} % of the lowest CER + WER"
     # Reports from before the `tune` split tuned on dev alone.
     splits = " and ".join(f"`{split}`" for split in lm.get("tuned_splits", ["dev"]))
+    made = tune_command(report["data"]) if "tune" in lm.get("tuned_splits", []) else None
+    splits += f", the `tune` split made by `{made}`" if made else ""
     tuned = (
         f"tuned on {lm['tuned_on']} held-out utterances ({splits}){heard}{goal} (dev CER"
         f" {100 * lm['dev_cer_greedy']:.1f} % greedy, {100 * lm['dev_cer']:.1f} % with the LM{wer})"
@@ -599,12 +601,14 @@ def finetune(
     n_eval: int = 100,
     device: str = "cpu",
     lm: bool = True,
+    lm_splits: Sequence[str] = ("dev",),
+    lm_utterances: int = 50,
 ) -> dict[str, Any]:
     """The transfer recipe end to end; writes a `save_pretrained` directory and returns its report.
 
     With `lm`, a word LM of the training transcripts goes beside the model (`add_word_lm`, tuned
-    on the dev split when there is one) and the scores are the worker's beam search with it;
-    the greedy scores are reported too.
+    on up to `lm_utterances` of the `lm_splits`, where the data has them) and the scores are the
+    worker's beam search with it; the greedy scores are reported too.
 
     `vocab` is "train" (the characters of the training transcripts, the usual choice),
     "backbone" (reuse the old head's alphabet, which shows the alphabet mismatch), or a
@@ -684,8 +688,9 @@ def finetune(
             processor,
             out_dir,
             target_texts,
-            _safe_examples(data, "dev", language)[:50],
+            [e for split in lm_splits for e in _safe_examples(data, split, language)][:lm_utterances],
             heard=augmentation,
+            splits=lm_splits,
         )
         if lm
         else (None, None)
@@ -826,6 +831,9 @@ def _finetune_flags(report: Mapping[str, Any]) -> str:
         flags.append("--freeze-feature-encoder")
     if not report["recipe"]["augment"]:
         flags.append("--no-augment")
+    lm = report.get("lm") or {}
+    if lm.get("tuned_splits", ["dev"]) != ["dev"]:
+        flags.append(f"--lm-dev-splits {','.join(lm['tuned_splits'])} --lm-dev-utterances {lm['tuned_on']}")
     for field_name in ("lr", "head_share"):
         if report["recipe"][field_name] != getattr(FinetuneRecipe, field_name):
             flags.append(f"--{field_name.replace('_', '-')} {report['recipe'][field_name]}")
@@ -1081,6 +1089,14 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--no-lm", action="store_true", help="no word LM beside the model: the worker decodes greedily"
     )
+    parser.add_argument(
+        "--lm-dev-splits",
+        default="dev",
+        help="comma-separated held-out splits the LM fusion is tuned on (`lidroute corpus tune` adds `tune`)",
+    )
+    parser.add_argument(
+        "--lm-dev-utterances", type=int, default=50, help="at most this many of their utterances"
+    )
     parser.add_argument("--eval-utterances", type=int, default=100)
     parser.add_argument("--register", action="store_true", help="register the model for --language")
     add_setting_flags(parser, CommonSettings)
@@ -1117,6 +1133,8 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
             n_eval=args.eval_utterances,
             device=args.device,
             lm=not args.no_lm,
+            lm_splits=[split.strip() for split in args.lm_dev_splits.split(",") if split.strip()],
+            lm_utterances=args.lm_dev_utterances,
         )
         if settings is not None:
             register(args.language, Path(args.out), settings.redis_url, settings.key_prefix)
@@ -1149,7 +1167,7 @@ def lm_main(argv: Sequence[str] | None = None) -> None:
         help="comma-separated held-out splits to tune on (`lidroute corpus tune` adds `tune`)",
     )
     parser.add_argument(
-        "--dev-utterances", type=int, help="at most this many utterances of each split (default: all)"
+        "--dev-utterances", type=int, help="at most this many of their utterances (default: all)"
     )
     parser.add_argument(
         "--heard-copies",
@@ -1170,11 +1188,8 @@ def lm_main(argv: Sequence[str] | None = None) -> None:
         processor = Wav2Vec2Processor.from_pretrained(out_dir)
         texts = [e.text for e in _examples(args.data, "train", args.language)]
         splits = [split.strip() for split in args.dev_splits.split(",") if split.strip()]
-        dev = [
-            e
-            for split in splits
-            for e in _safe_examples(args.data, split, args.language)[: args.dev_utterances]
-        ]
+        dev = [e for split in splits for e in _safe_examples(args.data, split, args.language)]
+        dev = dev[: args.dev_utterances]
         lm, summary = add_word_lm(
             model, processor, out_dir, texts, dev, copies=args.heard_copies, splits=splits
         )

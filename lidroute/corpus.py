@@ -997,6 +997,17 @@ def synth_command(folder: str | Path) -> str | None:
     return "lidroute corpus synth " + " ".join(flags)
 
 
+def tune_command(folder: str | Path) -> str | None:
+    """The `lidroute corpus tune` call that made `folder`'s `tune` split, for model cards; None
+    when it has none."""
+    try:
+        tune = json.loads((Path(folder) / "corpus.json").read_text(encoding="utf-8"))["tune"]
+    except (OSError, ValueError, KeyError):
+        return None
+    languages = ",".join(tune["languages"])
+    return f"lidroute corpus tune {folder} --languages {languages} --per-language {tune['per_language']}"
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
     unknown = [lang for lang in languages if lang not in synth.LANGUAGES]

@@ -7,6 +7,7 @@ commands do and write, not how well they learn; the transfer table in docs/model
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import redis
 import torch
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from asr_worker import transfer
 from asr_worker.decoding import DEFAULT_BEAM, WordLM
 from asr_worker.model import CtcModel
 from asr_worker.training import PERTURBATION, CtcRecipe, Perturbation, normalize_text
@@ -293,7 +295,7 @@ def test_keep_head_refuses_what_is_not_a_recognizer_of_the_language(
 
 @needs_espeak
 def test_lm_command_gives_a_model_without_one_a_word_lm_and_rescores_it(
-    data: Path, backbone: Path, tmp_path: Path
+    data: Path, backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "sw"
     report = finetune(str(backbone), data, "sw", out, max_steps=1, n_eval=2, lm=False)
@@ -310,6 +312,15 @@ def test_lm_command_gives_a_model_without_one_a_word_lm_and_rescores_it(
     assert {split: s["cer"] for split, s in rescored["scores_greedy"].items()} == cer
     assert set(rescored["scores"]) == set(cer)
     assert "| greedy CER | greedy WER |" in (out / "README.md").read_text()
+    # Tuned on other held-out splits, at most as many utterances as asked, and the card says which
+    # (over a narrow grid: a search over a one-update model's frames is slow and its choice moot).
+    narrow = functools.partial(transfer.tune, weights=(1.0,), bonuses=(4.0,), oov_penalties=(1.0,))
+    monkeypatch.setattr(transfer, "tune", narrow)
+    argv = ["--model", str(out), "--data", str(data), "--language", "sw", "--log-level", "WARNING"]
+    lm_main([*argv, "--dev-splits", "test,test_hard", "--dev-utterances", "3", "--heard-copies", "0"])
+    retuned = json.loads((out / REPORT_FILE).read_text())["lm"]
+    assert (retuned["tuned_splits"], retuned["tuned_on"]) == (["test", "test_hard"], 3)
+    assert "tuned on 3 held-out utterances (`test` and `test_hard`)" in (out / "README.md").read_text()
 
 
 @needs_espeak
@@ -498,6 +509,7 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
         lid_steps=2,
         lid_utterances=4,
         corpus_sizes=(6, 0, 2, 0),
+        tune_sentences=2,
         backbone_languages=("es",),
         backbone_steps=2,
         backbone_utterances=6,
@@ -537,9 +549,16 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
     )
     assert WordLM.load(asr["es"]) is not None
     assert WordLM.load(first_run) is None and WordLM.load(second_run) is None
+    # The LMs are tuned on the tune split the build adds (there is no dev split here).
+    assert (third["lm"]["tuned_splits"], third["lm"]["tuned_on"]) == (["dev", "tune"], 2)
     card = (asr["es"] / "README.md").read_text()
     first = json.loads((first_run / REPORT_FILE).read_text())
     assert f"after the {first['steps'] + 2} updates that made it" in card and "3 runs: " in card
+    assert "--lm-dev-splits dev,tune --lm-dev-utterances 2 --out DIR" in card
+    assert (
+        f"the `tune` split made by `lidroute corpus tune {tmp_path / 'work' / 'corpus'} --languages sw,es"
+        in card
+    )
     assert sorted(p.name for p in (tmp_path / "work" / "corpus" / "train").iterdir()) == ["es", "sw"]
     speech = corpus.read_examples(tmp_path / "work" / "corpus", split="test", language="sw")[0].audio()
     assert isinstance(CtcModel("sw", ModelSpec(uri=str(asr["sw"]))).transcribe(speech).text, str)
