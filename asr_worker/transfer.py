@@ -603,12 +603,13 @@ def finetune(
     lm: bool = True,
     lm_splits: Sequence[str] = ("dev",),
     lm_utterances: int = 50,
+    lm_grid: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """The transfer recipe end to end; writes a `save_pretrained` directory and returns its report.
 
     With `lm`, a word LM of the training transcripts goes beside the model (`add_word_lm`, tuned
-    on up to `lm_utterances` of the `lm_splits`, where the data has them) and the scores are the
-    worker's beam search with it; the greedy scores are reported too.
+    on up to `lm_utterances` of the `lm_splits`, where the data has them, over `lm_grid` if given)
+    and the scores are the worker's beam search with it; the greedy scores are reported too.
 
     `vocab` is "train" (the characters of the training transcripts, the usual choice),
     "backbone" (reuse the old head's alphabet, which shows the alphabet mismatch), or a
@@ -690,6 +691,7 @@ def finetune(
             target_texts,
             [e for split in lm_splits for e in _safe_examples(data, split, language)][:lm_utterances],
             heard=augmentation,
+            grid=lm_grid,
             splits=lm_splits,
         )
         if lm
