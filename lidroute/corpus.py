@@ -841,11 +841,12 @@ def tuning_split(
     every split is cut from one pool of sentences whose draws depend on the total, so a corpus
     with a larger dev split has other training sentences, and every model trained on it
     changes. This split is drawn apart (its own seed) and leaves out every sentence the corpus
-    already has, so the corpus's splits, and the models trained on them, stay as they are.
+    already has, so the corpus's splits, and the models trained on them, stay as they are. An
+    earlier `tune` split is replaced, whichever languages it had.
     """
     folder = Path(folder)
     recipe, plan = _recipe(folder)
-    seed = int(recipe["seed"])
+    seed = recipe["seed"]
     languages = list(languages or recipe["languages"])
     unknown = [lang for lang in languages if lang not in recipe["languages"]]
     if unknown:
@@ -961,7 +962,8 @@ def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     cond.set_defaults(corpus_handler=cmd_conditions)
     tune = csub.add_parser(
         "tune",
-        help="add a split of new held-out sentences, spoken as dev is, to tune decoders on",
+        help="add a split of new held-out sentences, spoken as dev is, to tune decoders on"
+        " (replaces an earlier one)",
     )
     tune.add_argument("folder", help="a corpus made by `lidroute corpus synth`")
     tune.add_argument("--languages", help="comma-separated codes (default: the corpus's)")
