@@ -48,7 +48,16 @@ from asr_worker.training import (
     normalize_text,
     perturb,
 )
-from lidroute.corpus import CorpusError, Example, json_tuples, read_examples, synth_command, tune_command
+from lidroute.corpus import (
+    TUNE_SPLIT,
+    CorpusError,
+    Example,
+    json_tuples,
+    read_examples,
+    synth_command,
+    tune_command,
+)
+from lidroute.settings import comma_list
 from lidroute.synth import HIGH_RESOURCE, phonemize
 from lidroute.training import Budget
 
@@ -438,7 +447,7 @@ def _decoding_line(report: Mapping[str, Any]) -> str:
         goal = f", the lightest LM within {100 * lm['tolerance']:g} % of the lowest CER + WER"
     # Reports from before the `tune` split tuned on dev alone.
     splits = " and ".join(f"`{split}`" for split in lm.get("tuned_splits", ["dev"]))
-    made = tune_command(report["data"]) if "tune" in lm.get("tuned_splits", []) else None
+    made = tune_command(report["data"]) if TUNE_SPLIT in lm.get("tuned_splits", []) else None
     splits += f", the `tune` split made by `{made}`" if made else ""
     tuned = (
         f"tuned on {lm['tuned_on']} held-out utterances ({splits}){heard}{goal} (dev CER"
@@ -689,7 +698,7 @@ def finetune(
             processor,
             out_dir,
             target_texts,
-            [e for split in lm_splits for e in _safe_examples(data, split, language)][:lm_utterances],
+            _held_out(data, lm_splits, language, lm_utterances),
             heard=augmentation,
             grid=lm_grid,
             splits=lm_splits,
@@ -749,6 +758,12 @@ def _safe_examples(data: str | Path, split: str, language: str) -> list[Example]
         return _examples(data, split, language)
     except CorpusError:
         return []
+
+
+def _held_out(data: str | Path, splits: Sequence[str], language: str, limit: int | None) -> list[Example]:
+    """Up to `limit` utterances of the language from `splits` in order, for tuning the LM fusion;
+    a split the data lacks gives none."""
+    return [e for split in splits for e in _safe_examples(data, split, language)][:limit]
 
 
 def _finetune_card(out_dir: Path, report: Mapping[str, Any], alphabet: AlphabetReport) -> None:
@@ -1135,7 +1150,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
             n_eval=args.eval_utterances,
             device=args.device,
             lm=not args.no_lm,
-            lm_splits=[split.strip() for split in args.lm_dev_splits.split(",") if split.strip()],
+            lm_splits=comma_list(args.lm_dev_splits),
             lm_utterances=args.lm_dev_utterances,
         )
         if settings is not None:
@@ -1189,9 +1204,8 @@ def lm_main(argv: Sequence[str] | None = None) -> None:
         model = Wav2Vec2ForCTC.from_pretrained(out_dir).eval().to(args.device)
         processor = Wav2Vec2Processor.from_pretrained(out_dir)
         texts = [e.text for e in _examples(args.data, "train", args.language)]
-        splits = [split.strip() for split in args.dev_splits.split(",") if split.strip()]
-        dev = [e for split in splits for e in _safe_examples(args.data, split, args.language)]
-        dev = dev[: args.dev_utterances]
+        splits = comma_list(args.dev_splits)
+        dev = _held_out(args.data, splits, args.language, args.dev_utterances)
         lm, summary = add_word_lm(
             model, processor, out_dir, texts, dev, copies=args.heard_copies, splits=splits
         )

@@ -27,6 +27,7 @@ import torch
 
 from lidroute.audio import speech_bounds
 from lidroute.corpus import telephone
+from lidroute.settings import comma_list
 from lidroute.synth import EXTRA_VARIANTS, LANGUAGES, VARIANTS, Utterance, get_language, synth_utterances
 from lidroute.training import Budget, usable_cores
 
@@ -710,7 +711,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         metrics = train_lid(
             Path(args.out),
-            [code.strip() for code in args.languages.split(",") if code.strip()],
+            comma_list(args.languages),
             seed=args.seed,
             utterances_per_language=args.utterances,
             max_train_seconds=args.seconds,

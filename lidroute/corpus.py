@@ -30,6 +30,7 @@ import soxr
 
 from lidroute import synth
 from lidroute.audio import TARGET_RATE, frame_power, resample, rms, to_mono
+from lidroute.settings import comma_list
 from lidroute.training import usable_cores
 
 SPLITS = ("train", "dev", "test", "test_hard")
@@ -757,7 +758,7 @@ def condition_splits(
     """
     folder = Path(folder)
     recipe, plan = _recipe(folder)
-    seed = int(recipe["seed"])
+    seed = recipe["seed"]
     seen_voices, hard_voices = recipe["voices"]["train_dev_test"], recipe["voices"]["test_hard"]
     test = read_manifest(folder / "test.jsonl")
     languages = list(languages or recipe["languages"])
@@ -859,6 +860,7 @@ def tuning_split(
             for example in read_manifest(folder / f"{split}.jsonl"):
                 have[example.language].add(example.text)
     workers = workers or usable_cores()
+    voices = recipe["voices"]["train_dev_test"]
     rows: list[dict[str, Any]] = []
     for lang in languages:
         vocab = _vocab_subset(lang, recipe.get("vocab_words"), seed)
@@ -866,7 +868,6 @@ def tuning_split(
         pool = corpus_sentences(lang, wanted, seed=_split_seed(seed, TUNE_SPLIT), plan=plan, vocab=vocab)
         items = [item for item in pool[TUNE_SPLIT] if item[0] not in have[lang]][:per_language]
         texts = [text for text, _ in items]
-        voices = recipe["voices"]["train_dev_test"]
         utterances = _speak(lang, TUNE_SPLIT, texts, seed, voices, (plan.speeds,), plan.pitches, workers)
         rows += _write_spoken(
             folder,
@@ -1011,7 +1012,7 @@ def tune_command(folder: str | Path) -> str | None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
+    languages = comma_list(args.languages)
     unknown = [lang for lang in languages if lang not in synth.LANGUAGES]
     if unknown:
         print(
@@ -1040,7 +1041,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_conditions(args: argparse.Namespace) -> int:
-    languages = [lang.strip() for lang in (args.languages or "").split(",") if lang.strip()]
+    languages = comma_list(args.languages)
     started = time.monotonic()
     try:
         manifests = condition_splits(
@@ -1057,7 +1058,7 @@ def cmd_conditions(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    languages = [lang.strip() for lang in (args.languages or "").split(",") if lang.strip()]
+    languages = comma_list(args.languages)
     started = time.monotonic()
     try:
         tuning_split(

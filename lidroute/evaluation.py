@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lidroute.corpus import CorpusError, Example, read_examples
+from lidroute.settings import comma_list
 
 if TYPE_CHECKING:
     from asr_worker.model import CtcModel
@@ -823,9 +824,7 @@ def _progress_line(result: UtteranceResult) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from lidroute.cli import default_models_dir
 
-    languages = (
-        [lang.strip() for lang in args.languages.split(",") if lang.strip()] if args.languages else None
-    )
+    languages = comma_list(args.languages) if args.languages else None
     try:
         examples = read_examples(
             args.data,

@@ -21,10 +21,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ENV_PREFIX = "LIDROUTE_"
 
 
+def comma_list(text: str | None) -> list[str]:
+    """The items of a comma-separated flag or variable ("en, fr," is ["en", "fr"]; None is [])."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
 def _split_commas(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
+    return comma_list(value) if isinstance(value, str) else value
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
