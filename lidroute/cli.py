@@ -672,7 +672,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"updates per fine-tuned CTC model, for every language (default: {BuildPlan.asr_steps}"
         + "".join(f", {lang} {n}" for lang, n in BuildPlan.asr_steps_by_language)
-        + "".join(f", {lang} +{n} in a further run" for lang, n in BuildPlan.asr_continue_by_language)
+        + "; further runs: "
+        + ", ".join(
+            f"{lang} " + " ".join(f"+{n}" for n in BuildPlan().continuations(lang))
+            for lang in dict.fromkeys(lang for lang, _ in BuildPlan.asr_continue_by_language)
+        )
         + ")",
     )
     build.add_argument(
