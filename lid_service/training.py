@@ -9,12 +9,16 @@ the same `EncoderClassifier.from_hparams(source=...)` call as the real hub model
 What buys accuracy on short windows is variety, not epochs (a model trained long on three voices
 overfits them): every batch draws a crop length, many espeak-ng voice variants, speeds and pitches,
 additive noise and a random spectral tilt. Evaluation uses voice variants that training never heard.
+
+A run can start from a model an earlier run wrote (`init`) and train it further on new sentences,
+so that a budget longer than one working session on the CPU is spent in several runs.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
 import tempfile
 import time
@@ -387,6 +391,72 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 
+def _recipe_of(model_dir: Path) -> _Recipe:
+    """The network settings of a directory `_export` wrote, read from its hyperparams.yaml.
+
+    The yaml's `!new:`/`!ref` tags build objects in SpeechBrain's loader; here they are read as
+    the plain mappings and strings they are written as, so nothing is built just to be measured.
+    """
+    import yaml
+
+    class _Plain(yaml.SafeLoader):
+        pass
+
+    def plain(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> object:
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_scalar(node)
+
+    _Plain.add_multi_constructor("!", plain)
+    path = model_dir / "hyperparams.yaml"
+    try:
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Plain)
+        ecapa = doc["embedding_model"]
+        return replace(
+            RECIPE,
+            n_mels=int(doc["n_mels"]),
+            hop_ms=float(doc["compute_features"]["hop_length"]),
+            channels=tuple(int(c) for c in ecapa["channels"]),
+            kernel_sizes=tuple(int(k) for k in ecapa["kernel_sizes"]),
+            dilations=tuple(int(d) for d in ecapa["dilations"]),
+            attention_channels=int(ecapa["attention_channels"]),
+            se_channels=int(ecapa["se_channels"]),
+            lin_neurons=int(doc["emb_dim"]),
+        )
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a language-ID model written by `lid_service train` ({exc})") from exc
+
+
+def _load_init(model: _Lid, model_dir: Path, labels: Sequence[str]) -> None:
+    """Copies an earlier run's weights into `model`, whose languages must be the earlier model's, in order."""
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    encoder = CategoricalEncoder()
+    try:
+        encoder.load(model_dir / "label_encoder.txt")
+        embedding = torch.load(model_dir / "embedding_model.ckpt", map_location="cpu")
+        head = torch.load(model_dir / "classifier.ckpt", map_location="cpu")
+    except OSError as exc:
+        raise ValueError(f"{model_dir}: cannot read the earlier model ({exc})") from exc
+    known = [encoder.ind2lab[i] for i in range(len(encoder))]
+    if known != list(labels):
+        raise ValueError(
+            f"{model_dir} knows {known}; this run asks for {list(labels)} (same languages, same order)"
+        )
+    model.embedding_model.load_state_dict(embedding)
+    # The exported head is (cosine classifier, temperature); training goes on from the cosines.
+    model.classifier.load_state_dict({k.removeprefix("0."): v for k, v in head.items() if k.startswith("0.")})
+
+
+def _earlier_calls(model_dir: Path) -> list[str]:
+    """The `train_lid(...)` calls on an earlier model's card, so a further run's card lists every run."""
+    card = model_dir / "README.md"
+    text = card.read_text(encoding="utf-8") if card.exists() else ""
+    return re.findall(r"^`lid_service\.training\.(train_lid\(.*\))`$", text, flags=re.MULTILINE)
+
+
 def _export(out_dir: Path, model: _Lid, labels: Sequence[str], scale: float, recipe: _Recipe) -> None:
     from speechbrain.dataio.encoder import CategoricalEncoder
 
@@ -463,6 +533,8 @@ def _model_card(
     batch_size: int | None,
     device: str,
     train_variants: Sequence[str],
+    init: Path | None,
+    lr: float | None,
     params: int,
     steps: int,
     scale: float,
@@ -485,7 +557,18 @@ def _model_card(
         options.append(f"batch_size={batch_size}")
     if device != "cpu":
         options.append(f"device={device!r}")
+    if init is not None:
+        options.append(f"init={str(init)!r}")
+    if lr is not None:
+        options.append(f"lr={lr}")
     call = f"train_lid(out_dir, {list(languages)!r}, {', '.join(options)})"
+    calls = [*(_earlier_calls(init) if init is not None else []), call]
+    runs = "\n\n".join(f"`lid_service.training.{c}`" for c in calls)
+    if len(calls) > 1:
+        runs += (
+            f"\n\n{len(calls)} runs, each from the model the one before it wrote (`init`);"
+            " the scores below are the last run's."
+        )
     hardware = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "the CPU"
     text = f"""# Small spoken-language identification model (synthetic speech)
 
@@ -498,7 +581,7 @@ log-posteriors over the languages below.
 
 ## How it was made
 
-`lid_service.training.{call}`
+{runs}
 
 - Speech: espeak-ng speaking random sequences of real words of each language, read at run time
   from Babel's CLDR data (names of territories, languages, currencies, months...); no recorded
@@ -549,6 +632,8 @@ def train_lid(
     extra_voices: bool = False,
     batch_size: int | None = None,
     device: str = "cpu",
+    init: Path | None = None,
+    lr: float | None = None,
 ) -> dict[str, float]:
     """Trains, calibrates, exports and evaluates a language-ID model; returns accuracies per window.
 
@@ -558,6 +643,10 @@ def train_lid(
     run on the GPU and the other CPU cores make the batches (`_batch_stream`).
     `extra_voices` adds the rest of espeak-ng's speaking variants (`EXTRA_VARIANTS`) to the
     training voices: the same number of utterances, spread over more timbres.
+    `init` names a directory an earlier run wrote, to train further from (same languages, its
+    width): the margin is full from the first update, and the schedule warms up again to `lr`
+    (default the recipe's 3e-3; a further run does better with less, see docs/models.md §2). Give
+    it another `seed` than the earlier run's, so that it hears new sentences.
 
     Returns `{"acc_0.25", "acc_0.5", "acc_1.0", "train_seconds", ...}`, the accuracies measured by
     loading the written directory with `EncoderClassifier`, on voices that training never heard.
@@ -575,11 +664,25 @@ def train_lid(
     where = torch.device(device)
     if where.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r}: this machine has no CUDA GPU that torch can use")
-    recipe = RECIPE if channels is None else replace(RECIPE, channels=(channels,) * 4 + (3 * channels,))
+    if lr is not None and not lr > 0:
+        raise ValueError(f"lr={lr}: need a positive learning rate")
+    labels = [language_label(code) for code in languages]
+    if init is not None:
+        init = Path(init)
+        recipe = _recipe_of(init)
+        if channels is not None and channels != recipe.channels[0]:
+            raise ValueError(f"channels={channels}: {init} has width {recipe.channels[0]}")
+    else:
+        recipe = RECIPE if channels is None else replace(RECIPE, channels=(channels,) * 4 + (3 * channels,))
+    if lr is not None:
+        recipe = replace(recipe, lr=lr)
     if batch_size is not None:
         recipe = replace(recipe, batch_size=batch_size)
     torch.manual_seed(seed)
     torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
+    model = _Lid(len(languages), recipe)
+    if init is not None:  # before the minutes of synthesis, so that a wrong model fails at once
+        _load_init(model, init, labels)
 
     held_out = set(EVAL_VARIANTS) | set(CALIBRATION_VARIANTS)
     train_variants = [v for v in (*VARIANTS, *(EXTRA_VARIANTS if extra_voices else ())) if v not in held_out]
@@ -592,8 +695,7 @@ def train_lid(
 
     from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-    model = _Lid(len(languages), recipe).to(where)
-    model.train()
+    model.to(where).train()
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     if where.type == "cuda":
@@ -606,7 +708,8 @@ def train_lid(
             group["lr"] = recipe.lr * budget.lr_factor(recipe.warmup_fraction)
         # The margin grows from 0: a full margin on random embeddings can leave training on a
         # plateau for most of a short budget (seen here: loss stuck near its initial value).
-        margin = recipe.margin * min(1.0, budget.progress / recipe.margin_warmup_fraction)
+        # A model from an earlier run has its embeddings already: full margin from the start.
+        margin = recipe.margin * (1.0 if init else min(1.0, budget.progress / recipe.margin_warmup_fraction))
         loss_fn = LogSoftmaxWrapper(AdditiveAngularMargin(margin=margin, scale=recipe.scale))
         x, lens, targets = (t.to(where, non_blocking=True) for t in next(batches))
         loss = loss_fn(model(x, lens, spec_mask=recipe.spec_mask), targets)
@@ -633,7 +736,6 @@ def train_lid(
     )
 
     model.cpu()
-    labels = [language_label(code) for code in languages]
     _export(out_dir, model, labels, scale, recipe)
     metrics = _evaluate_export(out_dir, evaluation)
     metrics.update(
@@ -657,6 +759,8 @@ def train_lid(
         batch_size=batch_size,
         device=device,
         train_variants=train_variants,
+        init=init,
+        lr=lr,
         params=params,
         steps=steps,
         scale=scale,
@@ -699,6 +803,11 @@ def main(argv: list[str] | None = None) -> None:
         default="cpu",
         help="where the updates run: cpu, or cuda (the other CPU cores then make the batches)",
     )
+    parser.add_argument(
+        "--init",
+        help="train further from the model an earlier run wrote to this directory (same languages)",
+    )
+    parser.add_argument("--lr", type=float, help=f"peak learning rate (default {RECIPE.lr})")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
@@ -721,6 +830,8 @@ def main(argv: list[str] | None = None) -> None:
             extra_voices=args.extra_voices,
             batch_size=args.batch_size,
             device=args.device,
+            init=Path(args.init) if args.init else None,
+            lr=args.lr,
         )
     except (KeyError, ValueError, RuntimeError) as exc:
         parser.exit(2, f"lid_service train: {exc.args[0] if exc.args else exc}\n")

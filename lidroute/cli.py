@@ -176,6 +176,11 @@ class BuildPlan:
     #: read 70.6 / 91.2 / 99.2 %: two to three points on 0.5 s in every evaluation, 1 s moved by at
     #: most 0.6 points either way (docs/models.md, §2).
     lid_steps: int = 16000
+    #: Updates of each further language-ID run, from the model the run before it wrote (`lid_service
+    #: train --init`), on new sentences (the next seed) with its schedule warming up again to
+    #: `lid_continue_lr`: a longer budget than one working session holds, in parts.
+    lid_continue_steps: tuple[int, ...] = ()
+    lid_continue_lr: float = 1e-3
     #: A wall-clock cap above what the updates take, so that on a busy machine the update budget,
     #: not the clock, ends the training: 92 minutes alone on the 2 cores here with both threads,
     #: about 2 h 10 min estimated on the one thread `make models` gives it (not timed).
@@ -342,19 +347,33 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         initargs=(threads,),
     )
     try:
-        stage(f"training language ID over {', '.join(plan.lid_languages)} ({plan.lid_steps} updates)...")
-        lid = pool.submit(
-            train_lid,
-            out / "lid",
-            plan.lid_languages,
-            seed=plan.seed,
-            utterances_per_language=plan.lid_utterances,
-            max_steps=plan.lid_steps,
-            max_train_seconds=plan.lid_seconds,
-            crop_seconds=plan.lid_crops,
-            channels=plan.lid_channels,
-            device=plan.device,
+        lid_runs = (plan.lid_steps, *plan.lid_continue_steps)
+
+        def lid_dir(run: int) -> Path:
+            last = run == len(lid_runs) - 1
+            return out / "lid" if last else work / "earlier-runs" / "language-id" / str(run + 1)
+
+        def train_lid_run(run: int) -> Future[dict]:
+            further = {"init": lid_dir(run - 1), "lr": plan.lid_continue_lr} if run else {}
+            return pool.submit(
+                train_lid,
+                lid_dir(run),
+                plan.lid_languages,
+                seed=plan.seed + run,  # a further run hears new sentences
+                utterances_per_language=plan.lid_utterances,
+                max_steps=lid_runs[run],
+                max_train_seconds=plan.lid_seconds,
+                crop_seconds=plan.lid_crops,
+                channels=plan.lid_channels,
+                device=plan.device,
+                **further,
+            )
+
+        stage(
+            f"training language ID over {', '.join(plan.lid_languages)}"
+            f" ({' + '.join(map(str, lid_runs))} updates)..."
         )
+        lids: dict[Future[dict], int] = {train_lid_run(0): 0}
         stage(f"synthesising the corpus ({', '.join(plan.corpus_languages())}) into {work / 'corpus'}...")
         sizes = dict(zip(SPLITS, plan.corpus_sizes, strict=True))
         synth_corpus(work / "corpus", plan.corpus_languages(), seed=plan.seed, **sizes)
@@ -407,13 +426,21 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
             ): (lang, 0)
             for lang in plan.finetune_order()
         }
-        pending: set[Future] = {lid, *tunes}
+        pending: set[Future] = {*lids, *tunes}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for done in finished:
-                if done is lid:
-                    scores = lid.result()
-                    stage(f"language ID: {json.dumps({k: round(v, 3) for k, v in scores.items()})}")
+                if done in lids:
+                    run, scores = lids[done], done.result()
+                    more = run + 1 < len(lid_runs)
+                    stage(
+                        f"language ID: {json.dumps({k: round(v, 3) for k, v in scores.items()})}"
+                        + (f"; training it {lid_runs[run + 1]} updates further..." if more else "")
+                    )
+                    if more:
+                        further = train_lid_run(run + 1)
+                        lids[further] = run + 1
+                        pending.add(further)
                     continue
                 (lang, run), report = tunes[done], done.result()
                 cer = {s: round(v["cer"], 3) for s, v in report["scores"].items()}
@@ -457,6 +484,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             asr_languages=tuple(args.languages.split(",")) if args.languages else plan.asr_languages,
             seed=args.seed,
             lid_steps=args.lid_steps or plan.lid_steps,
+            lid_continue_steps=() if args.lid_steps else plan.lid_continue_steps,
             backbone_steps=args.backbone_steps or plan.backbone_steps,
             asr_steps=args.asr_steps or plan.asr_steps,
             # One number on the command line is one budget for every language, in one run each.
@@ -666,7 +694,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--lid-languages", help="languages the LID model knows (default: all 12)")
     build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--lid-steps", type=int, help=f"LID updates (default: {BuildPlan.lid_steps})")
+    build.add_argument(
+        "--lid-steps",
+        type=int,
+        help="LID updates, in one run (default: "
+        + " + ".join(map(str, (BuildPlan.lid_steps, *BuildPlan.lid_continue_steps)))
+        + ")",
+    )
     build.add_argument(
         "--asr-steps",
         type=int,

@@ -79,6 +79,36 @@ def test_a_short_lid_run_of_a_chosen_width_on_every_voice_writes_what_the_servic
     assert set(lid.codes) == {"en", "sw"}
 
 
+def test_a_further_lid_run_starts_from_the_earlier_model_at_its_width_and_its_card_lists_both_runs(
+    tmp_path: Path,
+) -> None:
+    from lid_service.training import train_lid
+
+    tiny = {"utterances_per_language": 4, "max_train_seconds": None, "max_steps": 1, "batch_size": 4}
+    first, further = tmp_path / "first", tmp_path / "further"
+    train_lid(first, ["en", "sw"], channels=16, **tiny)
+    # At a vanishing learning rate the further run's weights are the earlier ones: it started there.
+    train_lid(further, ["en", "sw"], seed=1, init=first, lr=1e-9, **tiny)
+    assert "channels: [16, 16, 16, 16, 48]" in (further / "hyperparams.yaml").read_text()
+    for name in ("embedding_model.ckpt", "classifier.ckpt"):
+        before, after = torch.load(first / name), torch.load(further / name)
+        # Batch-norm statistics move in any training pass, and the temperature is fitted again.
+        kept = [k for k in before if "running_" not in k and "num_batches" not in k and k != "1.weight"]
+        assert kept and all(torch.equal(before[k], after[k]) for k in kept)
+    card = (further / "README.md").read_text()
+    assert card.count("`lid_service.training.train_lid(") == 2 and "2 runs, each from the model" in card
+    assert "seed=1, utterances_per_language=4, max_train_seconds=None, max_steps=1" in card
+    assert f"init={str(first)!r}, lr=1e-09)" in card
+    lid = LanguageIdModel(str(further), savedir=tmp_path / "loaded")
+    assert set(lid.codes) == {"en", "sw"}
+
+    with pytest.raises(ValueError, match=r"knows \['en: English', 'sw: Swahili'\]"):
+        train_lid(tmp_path / "other", ["sw", "en"], init=first, **tiny)
+    with pytest.raises(ValueError, match="has width 16"):
+        train_lid(tmp_path / "other", ["en", "sw"], init=first, channels=32, **tiny)
+    assert not (tmp_path / "other").exists()
+
+
 def test_lid_batches_made_by_loader_workers_differ_between_workers_and_repeat_with_the_seed() -> None:
     from lid_service.training import RECIPE, _BatchStream, _corpus
     from lidroute.synth import VARIANTS
@@ -200,6 +230,8 @@ def test_batched_transcription_is_each_utterance_transcribed_alone(models_dir: P
         ("lid_service", ["train", "--out", "x", "--crops", "3,1"], "need 0 < shortest <= longest"),
         ("lid_service", ["train", "--out", "x", "--crops", "short"], "give two numbers"),
         ("lid_service", ["train", "--out", "x", "--channels", "4"], "need at least 8"),
+        ("lid_service", ["train", "--out", "x", "--lr", "0"], "need a positive learning rate"),
+        ("lid_service", ["train", "--out", "x", "--init", "nowhere"], "not a language-ID model written by"),
         ("asr_worker", ["pretrain", "--data", "x", "--out", "y", "--recipe", "depth=2"], "not FIELD=VALUE"),
         (
             "asr_worker",

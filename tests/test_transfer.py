@@ -507,6 +507,7 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
         asr_languages=("sw", "es"),
         asr_continue_by_language=(("es", 2), ("es", 1)),
         lid_steps=2,
+        lid_continue_steps=(1,),
         lid_utterances=4,
         corpus_sizes=(6, 0, 2, 0),
         lm_tune_languages=("es",),
@@ -524,10 +525,17 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
     printed = capsys.readouterr().out
     assert "2 training process(es)" in printed and "(updates: es 2 + 2 + 1, sw 2)" in printed
     assert "; training it 2 updates further..." in printed and "; training it 1 updates further..." in printed
+    assert "(2 + 1 updates)" in printed
 
     assert has_models(out)
     lid, asr = model_dirs(out)
     assert (lid / "hyperparams.yaml").exists() and set(asr) == {"sw", "es"}
+    # Language ID trained on in a further run from the first run's model, on the next seed.
+    earlier_lid = tmp_path / "work" / "earlier-runs" / "language-id" / "1"
+    card = (lid / "README.md").read_text()
+    assert (earlier_lid / "hyperparams.yaml").exists() and "2 runs, each from the model" in card
+    assert "seed=1, utterances_per_language=4, max_train_seconds=10800, max_steps=1" in card
+    assert f"init={str(earlier_lid)!r}, lr={plan.lid_continue_lr})" in card
     backbone = json.loads((out / "backbone" / REPORT_FILE).read_text())
     assert (backbone["kind"], backbone["targets"], backbone["languages"]) == ("backbone", "phonemes", ["es"])
     report = json.loads((asr["sw"] / REPORT_FILE).read_text())
