@@ -471,7 +471,7 @@ def test_models_build_gives_some_languages_more_updates_and_starts_them_first() 
     assert plan.finetune_order() == ["fr", "de", "sw"]
 
 
-def test_models_build_asr_steps_flag_is_one_budget_for_every_language(
+def test_models_build_step_flags_are_one_budget_in_one_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from lidroute import cli
@@ -494,6 +494,10 @@ def test_models_build_asr_steps_flag_is_one_budget_for_every_language(
     # Without the flag the plan's own budgets, longer for some languages, reach the build.
     assert plans[1].steps("en") == 300 and plans[1].steps("sw") == default.asr_steps
     assert plans[1].continuations("en") == (100,)
+    # So with language ID: one number is one run; without it, the plan's further runs stay.
+    cli.main(["models", "build", "--out", "x", "--lid-steps", "5"])
+    assert (plans[2].lid_steps, plans[2].lid_continue_steps) == (5, ())
+    assert plans[1].lid_continue_steps == default.lid_continue_steps
 
 
 @needs_espeak
