@@ -349,12 +349,17 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         initializer=_training_process,
         initargs=(threads,),
     )
+
+    def run_folder(final: Path, name: str, run: int, last: bool) -> Path:
+        """Where run `run` (0 the first) of a model trained in several runs writes: the last one
+        its folder in `out`, the earlier ones the work folder, numbered from 1."""
+        return final if last else work / "earlier-runs" / name / str(run + 1)
+
     try:
         lid_runs = (plan.lid_steps, *plan.lid_continue_steps)
 
         def lid_dir(run: int) -> Path:
-            last = run == len(lid_runs) - 1
-            return out / "lid" if last else work / "earlier-runs" / "language-id" / str(run + 1)
+            return run_folder(out / "lid", "language-id", run, run == len(lid_runs) - 1)
 
         def train_lid_run(run: int) -> Future[dict]:
             further = {"init": lid_dir(run - 1), "lr": plan.lid_continue_lr} if run else {}
@@ -411,7 +416,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
             return run == len(plan.continuations(lang))
 
         def run_dir(lang: str, run: int) -> Path:
-            return out / "asr" / lang if last(lang, run) else work / "earlier-runs" / lang / str(run + 1)
+            return run_folder(out / "asr" / lang, lang, run, last(lang, run))
 
         # Each fine-tune's language and its run: 0 the first, from the backbone; k the k-th further.
         tunes: dict[Future[dict], tuple[str, int]] = {
