@@ -508,7 +508,7 @@ def _evaluate_export(out_dir: Path, corpus: _Corpus) -> dict[str, float]:
                 for i in range(0, len(wavs), 64):
                     x, lens = _batch(wavs[i : i + 64])
                     predicted.append(classifier.classify_batch(x, lens)[2].reshape(-1))
-            hits = torch.cat(predicted).numpy() == corpus.labels
+            hits = torch.cat(predicted).cpu().numpy() == corpus.labels
             scores[f"acc_{seconds}"] = float(hits.mean())
             by_voice = {
                 v: round(float(hits[[x == v for x in corpus.variants]].mean()), 3)
@@ -698,8 +698,9 @@ def train_lid(
     model.to(where).train()
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    if where.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # crop lengths lie on a grid: few shapes, each tuned once
+    # No cudnn.benchmark on a GPU: crops come in 45 lengths, and on an H200 its autotuning made
+    # the first 200 updates take 188 s of a 310 s run (two runs sharing the card); without it a
+    # run alone made 33 updates a second from its first.
     batches = _batch_stream(train, crop_seconds, seed, recipe, where)
 
     budget = Budget(max_steps=max_steps, max_seconds=max_train_seconds)
