@@ -35,7 +35,8 @@ class LidSettings(CommonSettings):
     listen_address: str = Field("[::]:50052", description="gRPC listen address")
     lid_model: str = Field(
         "speechbrain/lang-id-voxlingua107-ecapa",
-        description="hub id or local SpeechBrain directory of the LID model",
+        description="hub id or local SpeechBrain directory of the LID model; several, comma-separated,"
+        " are served as one, their log-posteriors averaged (they must know the same languages)",
     )
     lid_savedir: Path = Field(Path.home() / ".cache/lidroute/lid", description="SpeechBrain savedir")
     device: str = Field("cpu", description="torch device (cpu, cuda, cuda:1)")
