@@ -523,7 +523,8 @@ class InProcessEvaluator:
     """The bundled (or any) models loaded as the services load them, run without a network.
 
     `candidates` are the languages language ID chooses among, as a router restricts detection to
-    the languages it serves.
+    the languages it serves. `lid_model`, when given, is loaded instead of `models_dir`/lid, as the
+    LID service's setting of that name is (several sources, comma-separated, served as one).
     """
 
     def __init__(
@@ -537,6 +538,7 @@ class InProcessEvaluator:
         asr: bool = True,
         beam: int | None = None,
         pause_split: float | None = None,
+        lid_model: str | None = None,
     ) -> None:
         import tempfile
 
@@ -552,10 +554,10 @@ class InProcessEvaluator:
         self.device = device
         self.lid: LanguageIdModel | None = None
         if lid:
-            if not (lid_dir / "hyperparams.yaml").is_file():
+            if lid_model is None and not (lid_dir / "hyperparams.yaml").is_file():
                 raise CorpusError(f"no language-ID model in {lid_dir} (give --no-lid to skip language ID)")
             self._savedir = tempfile.TemporaryDirectory(prefix="lidroute-eval-lid-")
-            self.lid = LanguageIdModel(str(lid_dir), Path(self._savedir.name), device)
+            self.lid = LanguageIdModel(lid_model or str(lid_dir), Path(self._savedir.name), device)
         self.vad = VadPool()
         # The router's own policy, read from its settings' defaults so that the two never drift.
         fields = RouterSettings.model_fields
@@ -766,6 +768,12 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         default=list(DEFAULT_WINDOWS),
         help="in-process: seconds of speech after onset to score language ID on (default: 0.5,1,3)",
     )
+    ev.add_argument(
+        "--lid-model",
+        metavar="SOURCE",
+        help="in-process: the language-ID model instead of MODELS_DIR/lid, as the LID service's lid_model"
+        " setting takes it (a folder or hub id, or several comma-separated, served as one)",
+    )
     ev.add_argument("--no-lid", action="store_true", help="in-process: skip language ID")
     ev.add_argument("--no-asr", action="store_true", help="in-process: language ID only")
     ev.add_argument("--confusion", action="store_true", help="print language-ID confusion matrices")
@@ -844,6 +852,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         return 1
     candidates = sorted({ex.language for ex in examples})
+    if args.lid_model and (args.address or args.no_lid):
+        print("--lid-model is for in-process language ID: drop --address/--no-lid", file=sys.stderr)
+        return 1
     alike = None
     if args.lid_twins:
         if args.address or args.no_lid:
@@ -894,6 +905,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 asr=not args.no_asr,
                 beam=args.beam,
                 pause_split=args.pause_split,
+                lid_model=args.lid_model,
             )
         except CorpusError as exc:
             print(exc, file=sys.stderr)
@@ -906,6 +918,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         settings |= {
             "mode": "in-process",
             "models_dir": str(models_dir.resolve()),
+            "lid_model": args.lid_model,
             "lid_windows": [] if args.no_lid else list(args.lid_windows),
             "router_lid_windows": evaluator.router_windows,
             "router_lid_threshold": evaluator.router_threshold,

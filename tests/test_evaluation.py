@@ -252,6 +252,8 @@ def test_the_recorded_command_line_repeats_the_run() -> None:
         "--lid-windows",
         "0.25,1",
         "--no-lid",
+        "--lid-model",
+        "lid,lid-wide",
         "--json",
         "r.json",
     ]
@@ -325,6 +327,34 @@ def test_in_process_run_on_synthetic_speech_prints_a_table_and_writes_json(
         assert set(row["lid_accuracy"]) == {"0.5s", "1s", "router"}
         assert 0.0 < row["rtf"] < 5.0
     assert set(data["metrics"]) == {*languages, "all", "mean"}
+
+
+@pytest.mark.skipif(
+    len(_bundled_languages()) < 2,
+    reason=f"needs the bundled LID model and two ASR models in {BUNDLED_MODELS} (lidroute models build)",
+)
+def test_a_lid_model_named_by_source_replaces_the_models_folders_and_two_alike_decide_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lidroute.corpus import synth_corpus
+
+    languages = _bundled_languages()
+    synth_corpus(tmp_path / "corpus", languages, train=0, dev=0, test=2, test_hard=0, seed=13, workers=1)
+    common = [str(tmp_path / "corpus"), "--no-asr", "--lid-windows", "0.25,0.5", "--quiet", "--json"]
+    lid = str(BUNDLED_MODELS / "lid")
+    assert main(["evaluate", *common, str(tmp_path / "one.json"), "--models-dir", str(BUNDLED_MODELS)]) == 0
+    # The models folder has no lid/: only the named source can have decided.
+    twice = ["--models-dir", str(tmp_path), "--lid-model", f"{lid},{lid}"]
+    assert main(["evaluate", *common, str(tmp_path / "two.json"), *twice]) == 0
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert two["settings"]["lid_model"] == f"{lid},{lid}"
+    assert [u["detected"] for u in two["utterances"]] == [u["detected"] for u in one["utterances"]]
+    capsys.readouterr()
+    assert (
+        main(["evaluate", *common, str(tmp_path / "x.json"), "--address", "localhost:1", "--lid-model", lid])
+        == 1
+    )
+    assert "--lid-model is for in-process language ID" in capsys.readouterr().err
 
 
 def test_confusion_counts_spoken_against_decided_per_window() -> None:
