@@ -23,7 +23,7 @@ from asr_worker.training import (
     training_words,
     transcribe,
 )
-from lid_service.model import LanguageIdModel, LidRequest
+from lid_service.model import LanguageIdModel
 from lidroute.audio import speech_segments
 from lidroute.registry import ModelSpec
 from lidroute.synth import synth_utterances
@@ -107,31 +107,6 @@ def test_a_further_lid_run_starts_from_the_earlier_model_at_its_width_and_its_ca
     with pytest.raises(ValueError, match="has width 16"):
         train_lid(tmp_path / "other", ["en", "sw"], init=first, channels=32, **tiny)
     assert not (tmp_path / "other").exists()
-
-
-def test_several_lid_models_are_served_as_one_whose_log_posteriors_are_their_mean(tmp_path: Path) -> None:
-    from lid_service.training import train_lid
-
-    tiny = {"utterances_per_language": 4, "max_train_seconds": None, "max_steps": 2, "batch_size": 4}
-    a, b, other = tmp_path / "a", tmp_path / "b", tmp_path / "other"
-    train_lid(a, ["en", "sw"], channels=16, **tiny)
-    train_lid(b, ["sw", "en"], seed=1, channels=24, **tiny)  # another order and width
-    train_lid(other, ["en", "es"], seed=2, channels=16, **tiny)
-    alone = [LanguageIdModel(str(m), savedir=tmp_path / f"alone-{m.name}") for m in (a, b)]
-    both = LanguageIdModel(f"{a}, {b}", savedir=tmp_path / "both")
-    assert both.codes == ["en", "sw"] and both.source == f"{a}, {b}"
-
-    audio = synth_utterances("sw", 1, seed=3)[0].audio
-    request = [LidRequest(audio[:16000], ())]
-    singles = [dict(m.identify(request)[0]) for m in alone]
-    assert singles[0] != singles[1]  # two different models, or the test proves nothing
-    geometric = {code: float(np.sqrt(singles[0][code] * singles[1][code])) for code in ("en", "sw")}
-    expected = {code: p / sum(geometric.values()) for code, p in geometric.items()}
-    assert dict(both.identify(request)[0]) == pytest.approx(expected, abs=1e-5)
-    assert both.identify([LidRequest(audio[:16000], ("sw",))])[0] == [("sw", pytest.approx(1.0))]
-
-    with pytest.raises(ValueError, match="must know the same languages"):
-        LanguageIdModel(f"{a},{other}", savedir=tmp_path / "mixed")
 
 
 def test_lid_batches_made_by_loader_workers_differ_between_workers_and_repeat_with_the_seed() -> None:
