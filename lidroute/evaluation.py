@@ -852,14 +852,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         return 1
     candidates = sorted({ex.language for ex in examples})
-    if args.lid_model and (args.address or args.no_lid):
-        print("--lid-model is for in-process language ID: drop --address/--no-lid", file=sys.stderr)
-        return 1
+    for flag, given in (("--lid-model", args.lid_model), ("--lid-twins", args.lid_twins)):
+        if given and (args.address or args.no_lid):
+            print(f"{flag} needs in-process language ID: drop --address/--no-lid", file=sys.stderr)
+            return 1
     alike = None
     if args.lid_twins:
-        if args.address or args.no_lid:
-            print("--lid-twins needs in-process language ID: drop --address/--no-lid", file=sys.stderr)
-            return 1
         from lidroute.training import usable_cores
 
         try:

@@ -288,10 +288,13 @@ def _bundled_languages() -> list[str]:
     return sorted(asr)[:2] if (lid / "hyperparams.yaml").is_file() else []
 
 
-@pytest.mark.skipif(
+needs_bundled = pytest.mark.skipif(
     len(_bundled_languages()) < 2,
     reason=f"needs the bundled LID model and two ASR models in {BUNDLED_MODELS} (lidroute models build)",
 )
+
+
+@needs_bundled
 def test_in_process_run_on_synthetic_speech_prints_a_table_and_writes_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -329,10 +332,7 @@ def test_in_process_run_on_synthetic_speech_prints_a_table_and_writes_json(
     assert set(data["metrics"]) == {*languages, "all", "mean"}
 
 
-@pytest.mark.skipif(
-    len(_bundled_languages()) < 2,
-    reason=f"needs the bundled LID model and two ASR models in {BUNDLED_MODELS} (lidroute models build)",
-)
+@needs_bundled
 def test_a_lid_model_named_by_source_replaces_the_models_folders_and_two_alike_decide_as_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -354,7 +354,7 @@ def test_a_lid_model_named_by_source_replaces_the_models_folders_and_two_alike_d
         main(["evaluate", *common, str(tmp_path / "x.json"), "--address", "localhost:1", "--lid-model", lid])
         == 1
     )
-    assert "--lid-model is for in-process language ID" in capsys.readouterr().err
+    assert "--lid-model needs in-process language ID" in capsys.readouterr().err
 
 
 def test_confusion_counts_spoken_against_decided_per_window() -> None:
@@ -378,10 +378,7 @@ def test_confusion_counts_spoken_against_decided_per_window() -> None:
     ]
 
 
-@pytest.mark.skipif(
-    len(_bundled_languages()) < 2,
-    reason=f"needs the bundled LID model and two ASR models in {BUNDLED_MODELS} (lidroute models build)",
-)
+@needs_bundled
 def test_lid_service_evaluate_prints_accuracy_and_a_confusion_matrix_per_window(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
