@@ -46,11 +46,11 @@ def in_process(models_dir: Path, lang: str, audio: np.ndarray, runs: int) -> lis
     """The same work without serving: one LID window, then the CTC model on the whole clip."""
     from asr_worker.model import CtcModel
     from lid_service.model import LanguageIdModel, LidRequest
-    from lidroute.cli import model_dirs
+    from lidroute.cli import lid_source, model_dirs
     from lidroute.registry import ModelSpec
 
-    lid_dir, asr = model_dirs(models_dir)
-    lid = LanguageIdModel(str(lid_dir), Path(tempfile.mkdtemp()))
+    lid_dirs, asr = model_dirs(models_dir)
+    lid = LanguageIdModel(lid_source(lid_dirs), Path(tempfile.mkdtemp()))
     ctc = CtcModel(lang, ModelSpec(uri=str(asr[lang])))
     window = audio[: TARGET_RATE // 2]
     for _ in range(3):
@@ -162,7 +162,7 @@ async def throughput(address: str, audio: np.ndarray, concurrency: int, requests
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lidroute.cli import build_models, default_models_dir, has_models, model_dirs
+    from lidroute.cli import build_models, default_models_dir, has_models, lid_source, model_dirs
     from lidroute.stack import Stack, StackConfig
 
     parser = argparse.ArgumentParser(prog="lidroute.bench", description=__doc__)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     long_audio = utterance(args.language, args.long_seconds, models_dir, gap=1.0)
     long = long_request(models_dir, args.language, long_audio, args.long_runs)
     config = StackConfig(
-        lid_model=str(lid),
+        lid_model=lid_source(lid),
         models={k: str(v) for k, v in asr.items()},
         extra_env={"LIDROUTE_LOG_LEVEL": "WARNING"},
     )

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,23 +137,62 @@ def cmd_sync(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return asyncio.run(_with_registry(args, parser, run))
 
 
-def model_dirs(root: Path) -> tuple[Path, dict[str, Path]]:
-    """The LID directory and the per-language ASR directories of a models folder."""
+def model_dirs(root: Path) -> tuple[list[Path], dict[str, Path]]:
+    """The LID directories and the per-language ASR directories of a models folder.
+
+    Language ID is `lid/` and then every `lid-*/` in name order: models trained on different
+    crops that the LID service serves as one, averaging their log-posteriors (`lid_source`),
+    because together they read the router's short windows better than any one of them does.
+    """
     asr = (
         {p.name: p for p in sorted((root / "asr").iterdir()) if (p / "config.json").exists()}
         if (root / "asr").is_dir()
         else {}
     )
-    return root / "lid", asr
+    members = sorted(p for p in root.glob("lid-*") if (p / "hyperparams.yaml").is_file())
+    return [root / "lid", *members], asr
+
+
+def lid_source(lid: list[Path]) -> str:
+    """The LID service's `lid_model` for these directories: comma-separated, served as one."""
+    return ",".join(str(p) for p in lid)
 
 
 def has_models(root: Path) -> bool:
     lid, asr = model_dirs(root)
-    return (lid / "hyperparams.yaml").exists() and bool(asr)
+    return (lid[0] / "hyperparams.yaml").exists() and bool(asr)
 
 
 def default_models_dir() -> Path:
     return BUNDLED_MODELS if has_models(BUNDLED_MODELS) else CACHE / "demo-models"
+
+
+@dataclass(frozen=True)
+class LidMember:
+    """A further language-ID model of the build, written to `lid-NAME/` and served with `lid/`.
+
+    The first model's width and utterances; its own crops and sentences (the plan's seed plus
+    `seed`, and one more for each further run, as the first model's runs count up from the plan's).
+    """
+
+    name: str
+    seed: int
+    crops: tuple[float, float]
+    #: Updates of each run, the later ones from the model the run before wrote (`lid_continue_lr`).
+    steps: tuple[int, ...]
+
+
+#: The bundled language ID's further models: two of the first's width trained on crops of 0.25–1 s
+#: only, from random weights on seeds of their own (the first trained on further, as `lid/` is).
+#: Short crops make an update about 0.2 s on the 2 cores, so their updates were what the clock
+#: allowed: 5,700 + 1,750 s and 5,000 s. Alone each reads 0.5 s about as the first does (93.8–94.3
+#: against 92.9 % of 840 `test` windows); the three averaged read 95.2 % there and 96.2 % of a
+#: third corpus's 600, 98.9 and 99.0 % on 1 s, for three times the first's work per window
+#: (docs/models.md, §2).
+LID_MEMBERS: tuple[LidMember, ...] = (
+    LidMember("short-a", 21, (0.25, 1.0), (30338, 9127)),
+    LidMember("short-b", 23, (0.25, 1.0), (22357,)),
+)
 
 
 @dataclass(frozen=True)
@@ -196,6 +235,8 @@ class BuildPlan:
     #: on 0.5 / 1 s where 128 read 88.2 / 96.9 %, for 1.56 M parameters instead of 0.52 M; 384
     #: (3.12 M) read worse, 89.2 / 98.5 % (docs/models.md, §2).
     lid_channels: int = 256
+    #: Language-ID models served with the first one, their log-posteriors averaged (`model_dirs`).
+    lid_members: tuple[LidMember, ...] = LID_MEMBERS
     #: Utterances per language and split of the synthetic corpus (train, dev, test, test_hard).
     corpus_sizes: tuple[int, int, int, int] = (1800, 50, 100, 100)
     #: Languages whose LM fusion is tuned on `tune_sentences` new held-out sentences (`lidroute
@@ -356,32 +397,44 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         return final if last else work / "earlier-runs" / name / str(run + 1)
 
     try:
-        lid_runs = (plan.lid_steps, *plan.lid_continue_steps)
+        # Each language-ID model: the first, `lid/`, then the members served with it.
+        lid_models = [
+            LidMember("", 0, plan.lid_crops, (plan.lid_steps, *plan.lid_continue_steps)),
+            *plan.lid_members,
+        ]
 
-        def lid_dir(run: int) -> Path:
-            return run_folder(out / "lid", "language-id", run, run == len(lid_runs) - 1)
+        def lid_dir(model: int, run: int) -> Path:
+            member, runs = lid_models[model], lid_models[model].steps
+            folder, name = ("lid", "language-id") if not member.name else (f"lid-{member.name}",) * 2
+            return run_folder(out / folder, name, run, run == len(runs) - 1)
 
-        def train_lid_run(run: int) -> Future[dict]:
-            further = {"init": lid_dir(run - 1), "lr": plan.lid_continue_lr} if run else {}
+        def train_lid_run(model: int, run: int) -> Future[dict]:
+            member = lid_models[model]
+            further = {"init": lid_dir(model, run - 1), "lr": plan.lid_continue_lr} if run else {}
             return pool.submit(
                 train_lid,
-                lid_dir(run),
+                lid_dir(model, run),
                 plan.lid_languages,
-                seed=plan.seed + run,  # a further run hears new sentences
+                seed=plan.seed + member.seed + run,  # a further run hears new sentences
                 utterances_per_language=plan.lid_utterances,
-                max_steps=lid_runs[run],
+                max_steps=member.steps[run],
                 max_train_seconds=plan.lid_seconds,
-                crop_seconds=plan.lid_crops,
+                crop_seconds=member.crops,
                 channels=plan.lid_channels,
                 device=plan.device,
                 **further,
             )
 
         stage(
-            f"training language ID over {', '.join(plan.lid_languages)}"
-            f" ({' + '.join(map(str, lid_runs))} updates)..."
+            f"training language ID over {', '.join(plan.lid_languages)} ("
+            + "; ".join(
+                f"{lid_dir(i, len(m.steps) - 1).name}: {' + '.join(map(str, m.steps))}"
+                for i, m in enumerate(lid_models)
+            )
+            + " updates)..."
         )
-        lids: dict[Future[dict], int] = {train_lid_run(0): 0}
+        # The further models queue behind the first, the backbone and the fine-tunes (below).
+        lids: dict[Future[dict], tuple[int, int]] = {train_lid_run(0, 0): (0, 0)}
         stage(f"synthesising the corpus ({', '.join(plan.corpus_languages())}) into {work / 'corpus'}...")
         sizes = dict(zip(SPLITS, plan.corpus_sizes, strict=True))
         synth_corpus(work / "corpus", plan.corpus_languages(), seed=plan.seed, **sizes)
@@ -434,20 +487,23 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
             ): (lang, 0)
             for lang in plan.finetune_order()
         }
+        lids.update({train_lid_run(model, 0): (model, 0) for model in range(1, len(lid_models))})
         pending: set[Future] = {*lids, *tunes}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for done in finished:
                 if done in lids:
-                    run, scores = lids[done], done.result()
-                    more = run + 1 < len(lid_runs)
+                    (model, run), scores = lids[done], done.result()
+                    runs = lid_models[model].steps
+                    more = run + 1 < len(runs)
                     stage(
-                        f"language ID: {json.dumps({k: round(v, 3) for k, v in scores.items()})}"
-                        + (f"; training it {lid_runs[run + 1]} updates further..." if more else "")
+                        f"language ID ({lid_dir(model, len(runs) - 1).name}):"
+                        f" {json.dumps({k: round(v, 3) for k, v in scores.items()})}"
+                        + (f"; training it {runs[run + 1]} updates further..." if more else "")
                     )
                     if more:
-                        further = train_lid_run(run + 1)
-                        lids[further] = run + 1
+                        further = train_lid_run(model, run + 1)
+                        lids[further] = (model, run + 1)
                         pending.add(further)
                     continue
                 (lang, run), report = tunes[done], done.result()
@@ -493,6 +549,9 @@ def cmd_build(args: argparse.Namespace) -> int:
             seed=args.seed,
             lid_steps=args.lid_steps or plan.lid_steps,
             lid_continue_steps=() if args.lid_steps else plan.lid_continue_steps,
+            lid_members=tuple(replace(m, steps=(args.lid_steps,)) for m in plan.lid_members)
+            if args.lid_steps
+            else plan.lid_members,
             backbone_steps=args.backbone_steps or plan.backbone_steps,
             asr_steps=args.asr_steps or plan.asr_steps,
             # One number on the command line is one budget for every language, in one run each.
@@ -515,7 +574,7 @@ def stack_config(models_dir: Path, args: argparse.Namespace):  # type: ignore[no
         raise SystemExit(f"no models in {models_dir}: run `lidroute models build --out {models_dir}` first")
     groups = [g.split(",") for g in args.workers.split(";")] if args.workers else [[]]
     return StackConfig(
-        lid_model=str(lid),
+        lid_model=lid_source(lid),
         models={lang: str(path) for lang, path in asr.items()},
         worker_groups=groups,
         redis_url=args.redis_url,
@@ -705,8 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--lid-steps",
         type=int,
-        help="LID updates, in one run (default: "
+        help="updates of each LID model, in one run (default: "
         + " + ".join(map(str, (BuildPlan.lid_steps, *BuildPlan.lid_continue_steps)))
+        + "".join(f"; lid-{m.name} " + " + ".join(map(str, m.steps)) for m in BuildPlan.lid_members)
         + ")",
     )
     build.add_argument(

@@ -523,7 +523,7 @@ class InProcessEvaluator:
     """The bundled (or any) models loaded as the services load them, run without a network.
 
     `candidates` are the languages language ID chooses among, as a router restricts detection to
-    the languages it serves. `lid_model`, when given, is loaded instead of `models_dir`/lid, as the
+    the languages it serves. `lid_model`, when given, is loaded instead of `models_dir`'s LID, as the
     LID service's setting of that name is (several sources, comma-separated, served as one).
     """
 
@@ -543,21 +543,23 @@ class InProcessEvaluator:
         import tempfile
 
         from lid_service.model import LanguageIdModel
-        from lidroute.cli import model_dirs
+        from lidroute.cli import lid_source, model_dirs
         from router.core import RouterSettings
         from router.detection import VadPool
 
-        lid_dir, asr_dirs = model_dirs(models_dir)
+        lid_dirs, asr_dirs = model_dirs(models_dir)
         self.asr_dirs = asr_dirs if asr else {}
         self.candidates = tuple(candidates)
         self.windows = tuple(windows)
         self.device = device
         self.lid: LanguageIdModel | None = None
         if lid:
-            if lid_model is None and not (lid_dir / "hyperparams.yaml").is_file():
-                raise CorpusError(f"no language-ID model in {lid_dir} (give --no-lid to skip language ID)")
+            if lid_model is None and not (lid_dirs[0] / "hyperparams.yaml").is_file():
+                raise CorpusError(
+                    f"no language-ID model in {lid_dirs[0]} (give --no-lid to skip language ID)"
+                )
             self._savedir = tempfile.TemporaryDirectory(prefix="lidroute-eval-lid-")
-            self.lid = LanguageIdModel(lid_model or str(lid_dir), Path(self._savedir.name), device)
+            self.lid = LanguageIdModel(lid_model or lid_source(lid_dirs), Path(self._savedir.name), device)
         self.vad = VadPool()
         # The router's own policy, read from its settings' defaults so that the two never drift.
         fields = RouterSettings.model_fields
@@ -771,8 +773,8 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     ev.add_argument(
         "--lid-model",
         metavar="SOURCE",
-        help="in-process: the language-ID model instead of MODELS_DIR/lid, as the LID service's lid_model"
-        " setting takes it (a folder or hub id, or several comma-separated, served as one)",
+        help="in-process: the language-ID model instead of MODELS_DIR's (lid, lid-*), as the LID service's"
+        " lid_model setting takes it (a folder or hub id, or several comma-separated, served as one)",
     )
     ev.add_argument("--no-lid", action="store_true", help="in-process: skip language ID")
     ev.add_argument("--no-asr", action="store_true", help="in-process: language ID only")
@@ -916,7 +918,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         settings |= {
             "mode": "in-process",
             "models_dir": str(models_dir.resolve()),
-            "lid_model": args.lid_model,
+            # What was served, the models folder's LID models when no --lid-model was given.
+            "lid_model": evaluator.lid.source if evaluator.lid else None,
             "lid_windows": [] if args.no_lid else list(args.lid_windows),
             "router_lid_windows": evaluator.router_windows,
             "router_lid_threshold": evaluator.router_threshold,

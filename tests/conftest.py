@@ -73,7 +73,7 @@ def models_path() -> Path:
     if os.environ.get("LIDROUTE_TEST_MODELS"):
         return Path(os.environ["LIDROUTE_TEST_MODELS"])
     lid, asr = model_dirs(BUNDLED_MODELS)
-    if (lid / "hyperparams.yaml").exists() and set(TEST_LANGUAGES) <= set(asr):
+    if (lid[0] / "hyperparams.yaml").exists() and set(TEST_LANGUAGES) <= set(asr):
         return BUNDLED_MODELS
     return CACHE / f"test-models-{_models_fingerprint()}"
 
@@ -151,12 +151,12 @@ ROUTER_TEST_ARGS = [
 
 
 def make_stack(models_dir: Path, groups: list[list[str]], **kwargs: object):  # type: ignore[no-untyped-def]
-    from lidroute.cli import model_dirs
+    from lidroute.cli import lid_source, model_dirs
     from lidroute.stack import Stack, StackConfig
 
     lid, asr = model_dirs(models_dir)
     config = StackConfig(
-        lid_model=str(lid),
+        lid_model=lid_source(lid),
         models={lang: str(path) for lang, path in asr.items()},
         worker_groups=groups,
         worker_args=WORKER_TEST_ARGS,

@@ -42,6 +42,7 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pydantic_settings import BaseSettings
 
+from lidroute.cli import BUNDLED_MODELS, lid_source, model_dirs
 from lidroute.cli import build_parser as cli_parser
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.settings import CommonSettings, settings_from_namespace
@@ -302,6 +303,12 @@ def load_settings(service: Service, classes: dict[str, type[BaseSettings]]) -> A
             raise AssertionError(f"{service.where}: the service refuses {service.argv} with its env") from exc
 
 
+def bundled_lid(mount: str) -> str:
+    """The `lid_model` that serves every bundled LID model (`lid`, `lid-*`) from `mount`, as `lidroute
+    up` does: a deploy file naming only some of them would serve a weaker model without a word."""
+    return lid_source([Path(mount) / p.name for p in model_dirs(BUNDLED_MODELS)[0]])
+
+
 def port_of(address: str) -> int:
     return int(address.rpartition(":")[2])
 
@@ -343,6 +350,13 @@ def test_dockerfile_installs_the_torch_pair_that_setup_installs(dockerfile: dict
     assert args["TORCHAUDIO_VERSION"] == audio_pin.group(1)
     assert args["TORCH_VARIANT"] == "cpu", "the default build is the CPU one; CUDA is a build argument"
     assert any("${TORCH_VARIANT}" in run for run in dockerfile["builder"].all("RUN"))
+
+
+def test_lid_image_serves_every_bundled_lid_model_in_the_models_image(dockerfile: dict[str, Stage]) -> None:
+    (copy,) = dockerfile["models"].all("COPY")
+    source, target = copy.split()[-2:]
+    assert source.rstrip("/") == BUNDLED_MODELS.name
+    assert image_env(dockerfile, "lid")["LIDROUTE_LID_MODEL"] == bundled_lid(target.rstrip("/"))
 
 
 @pytest.mark.parametrize("target", ["router", "lid", "worker", "models"])
@@ -478,6 +492,8 @@ def test_compose_wiring_matches_the_ports_addresses_and_keys_the_services_read(
     lid_host, _, lid_port = loaded[router].lid_address.rpartition(":")
     assert lid_host == lid and int(lid_port) == port_of(loaded[lid].listen_address)
     assert config[router]["depends_on"][lid]["condition"] == "service_healthy"
+    (models_mount,) = [v.split(":")[1] for v in config[lid]["volumes"]]
+    assert loaded[lid].lid_model == bundled_lid(models_mount)
 
     redis_services = [n for n, s in config.items() if s.get("image", "").startswith("redis:")]
     assert len(redis_services) == 1
@@ -965,7 +981,7 @@ def test_model_registration_covers_every_pool_language_on_the_mounted_models(
         )
     lid = load_settings(services[f"Deployment/{FULLNAME}-lid"], settings_classes)
     lid_pod = one(docs, "Deployment", f"{FULLNAME}-lid")["spec"]["template"]["spec"]
-    assert str(lid.lid_model).startswith(models_mount(lid_pod) + "/")
+    assert lid.lid_model == bundled_lid(models_mount(lid_pod))
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

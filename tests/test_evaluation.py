@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lidroute.cli import BUNDLED_MODELS, main, model_dirs
+from lidroute.cli import BUNDLED_MODELS, lid_source, main, model_dirs
 from lidroute.corpus import Example
 from lidroute.evaluation import (
     UtteranceResult,
@@ -285,7 +285,7 @@ async def test_a_failed_router_call_counts_as_an_empty_transcript() -> None:
 
 def _bundled_languages() -> list[str]:
     lid, asr = model_dirs(BUNDLED_MODELS)
-    return sorted(asr)[:2] if (lid / "hyperparams.yaml").is_file() else []
+    return sorted(asr)[:2] if (lid[0] / "hyperparams.yaml").is_file() else []
 
 
 needs_bundled = pytest.mark.skipif(
@@ -322,6 +322,8 @@ def test_in_process_run_on_synthetic_speech_prints_a_table_and_writes_json(
     assert data["command"][data["command"].index("--lid-windows") + 1] == "0.5,1"
     assert data["settings"]["mode"] == "in-process"
     assert data["settings"]["languages"] == languages
+    # The JSON names the LID models that decided: all of the folder's, served as one.
+    assert data["settings"]["lid_model"] == lid_source(model_dirs(BUNDLED_MODELS)[0])
     assert len(data["utterances"]) == 4
     for lang in languages:
         row = data["metrics"][lang]
@@ -342,12 +344,14 @@ def test_a_lid_model_named_by_source_replaces_the_models_folders_and_two_alike_d
     synth_corpus(tmp_path / "corpus", languages, train=0, dev=0, test=2, test_hard=0, seed=13, workers=1)
     common = [str(tmp_path / "corpus"), "--no-asr", "--lid-windows", "0.25,0.5", "--quiet", "--json"]
     lid = str(BUNDLED_MODELS / "lid")
-    assert main(["evaluate", *common, str(tmp_path / "one.json"), "--models-dir", str(BUNDLED_MODELS)]) == 0
+    # The bundled folder's own LID models (lid, lid-*) give way to the one named.
+    once = ["--models-dir", str(BUNDLED_MODELS), "--lid-model", lid]
+    assert main(["evaluate", *common, str(tmp_path / "one.json"), *once]) == 0
     # The models folder has no lid/: only the named source can have decided.
     twice = ["--models-dir", str(tmp_path), "--lid-model", f"{lid},{lid}"]
     assert main(["evaluate", *common, str(tmp_path / "two.json"), *twice]) == 0
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
-    assert two["settings"]["lid_model"] == f"{lid},{lid}"
+    assert (one["settings"]["lid_model"], two["settings"]["lid_model"]) == (lid, f"{lid},{lid}")
     assert [u["detected"] for u in two["utterances"]] == [u["detected"] for u in one["utterances"]]
     capsys.readouterr()
     assert (

@@ -498,13 +498,16 @@ def test_models_build_step_flags_are_one_budget_in_one_run(
     cli.main(["models", "build", "--out", "x", "--lid-steps", "5"])
     assert (plans[2].lid_steps, plans[2].lid_continue_steps) == (5, ())
     assert plans[1].lid_continue_steps == default.lid_continue_steps
+    # The LID models served with the first keep their crops and seeds, in one run of that budget too.
+    assert [(m.name, m.steps) for m in plans[2].lid_members] == [(m.name, (5,)) for m in default.lid_members]
+    assert plans[1].lid_members == default.lid_members
 
 
 @needs_espeak
 def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lidroute.cli import BuildPlan, build_models, has_models, model_dirs
+    from lidroute.cli import BuildPlan, LidMember, build_models, has_models, model_dirs
 
     plan = BuildPlan(
         lid_languages=("es", "sw"),
@@ -512,6 +515,7 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
         asr_continue_by_language=(("es", 2), ("es", 1)),
         lid_steps=2,
         lid_continue_steps=(1,),
+        lid_members=(LidMember("short", 7, (0.25, 1.0), (1, 1)),),
         lid_utterances=4,
         corpus_sizes=(6, 0, 2, 0),
         lm_tune_languages=("es",),
@@ -529,11 +533,20 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
     printed = capsys.readouterr().out
     assert "2 training process(es)" in printed and "(updates: es 2 + 2 + 1, sw 2)" in printed
     assert "; training it 2 updates further..." in printed and "; training it 1 updates further..." in printed
-    assert "(2 + 1 updates)" in printed
+    assert "(lid: 2 + 1; lid-short: 1 + 1 updates)" in printed
 
     assert has_models(out)
-    lid, asr = model_dirs(out)
+    (lid, short), asr = model_dirs(out)
     assert (lid / "hyperparams.yaml").exists() and set(asr) == {"sw", "es"}
+    # The further LID model: its own crops and seeds, its earlier run in the work folder.
+    earlier_short = tmp_path / "work" / "earlier-runs" / "lid-short" / "1"
+    card = (short / "README.md").read_text()
+    assert short == out / "lid-short" and (earlier_short / "hyperparams.yaml").exists()
+    assert "seed=7, utterances_per_language=4, max_train_seconds=10800, max_steps=1" in card
+    further = (
+        "seed=8, utterances_per_language=4, max_train_seconds=10800, max_steps=1, crop_seconds=(0.25, 1.0)"
+    )
+    assert f"{further}, channels={plan.lid_channels}, init={str(earlier_short)!r}" in card
     # Language ID trained on in a further run from the first run's model, on the next seed.
     earlier_lid = tmp_path / "work" / "earlier-runs" / "language-id" / "1"
     card = (lid / "README.md").read_text()
