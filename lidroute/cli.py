@@ -185,13 +185,13 @@ class LidMember:
 #: The bundled language ID's further models: two of the first's width trained on crops of 0.25–1 s
 #: only, from random weights on seeds of their own (the first trained on further, as `lid/` is).
 #: Short crops make an update about 0.2 s on the 2 cores, so their updates were what the clock
-#: allowed: 5,700 + 1,750 s and 5,000 s. Alone each reads 0.5 s about as the first does (93.8–94.3
-#: against 92.9 % of 840 `test` windows); the three averaged read 95.2 % there and 96.2 % of a
-#: third corpus's 600, 98.9 and 99.0 % on 1 s, for three times the first's work per window
-#: (docs/models.md, §2).
+#: allowed: 5,700 + 1,750 s and 5,000 + 1,500 s. Alone each reads 0.5 s better than the first
+#: (94.2 and 95.5 against 92.9 % of 840 `test` windows); the three averaged read 95.5 % there and
+#: 96.7 % of a third corpus's 600, 99.0 % on 1 s of both, for three times the first's work per
+#: window (docs/models.md, §2).
 LID_MEMBERS: tuple[LidMember, ...] = (
     LidMember("short-a", 21, (0.25, 1.0), (30338, 9127)),
-    LidMember("short-b", 23, (0.25, 1.0), (22357,)),
+    LidMember("short-b", 23, (0.25, 1.0), (22357, 7689)),
 )
 
 
