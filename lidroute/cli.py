@@ -181,6 +181,11 @@ class LidMember:
     #: Updates of each run, the later ones from the model the run before wrote (`lid_continue_lr`).
     steps: tuple[int, ...]
 
+    @property
+    def folder(self) -> str:
+        """Its folder in a models folder: `lid` for the first model (no name), as `model_dirs` reads."""
+        return f"lid-{self.name}" if self.name else "lid"
+
 
 #: The bundled language ID's further models: two of the first's width trained on crops of 0.25–1 s
 #: only, from random weights on seeds of their own (the first trained on further, as `lid/` is).
@@ -404,9 +409,9 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         ]
 
         def lid_dir(model: int, run: int) -> Path:
-            member, runs = lid_models[model], lid_models[model].steps
-            folder, name = ("lid", "language-id") if not member.name else (f"lid-{member.name}",) * 2
-            return run_folder(out / folder, name, run, run == len(runs) - 1)
+            member = lid_models[model]
+            earlier = member.folder if member.name else "language-id"
+            return run_folder(out / member.folder, earlier, run, run == len(member.steps) - 1)
 
         def train_lid_run(model: int, run: int) -> Future[dict]:
             member = lid_models[model]
@@ -427,10 +432,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
 
         stage(
             f"training language ID over {', '.join(plan.lid_languages)} ("
-            + "; ".join(
-                f"{lid_dir(i, len(m.steps) - 1).name}: {' + '.join(map(str, m.steps))}"
-                for i, m in enumerate(lid_models)
-            )
+            + "; ".join(f"{m.folder}: {' + '.join(map(str, m.steps))}" for m in lid_models)
             + " updates)..."
         )
         # The further models queue behind the first, the backbone and the fine-tunes (below).
@@ -497,7 +499,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
                     runs = lid_models[model].steps
                     more = run + 1 < len(runs)
                     stage(
-                        f"language ID ({lid_dir(model, len(runs) - 1).name}):"
+                        f"language ID ({lid_models[model].folder}):"
                         f" {json.dumps({k: round(v, 3) for k, v in scores.items()})}"
                         + (f"; training it {runs[run + 1]} updates further..." if more else "")
                     )
