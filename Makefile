@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint format proto models transfer bench up clean
+.PHONY: setup demo test lint format proto lock models transfer bench up clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,11 @@ format: setup
 
 proto: setup
 	@$(PY) scripts/gen_proto.py
+
+# requirements/lock.txt and runtime.txt from pyproject.toml and requirements/torch.in, keeping the
+# present pins where they still fit; `make lock UPGRADE=1` takes the newest releases the ranges allow.
+lock: setup
+	@$(PY) scripts/lock.py $(if $(UPGRADE),--upgrade)
 
 models: setup
 	@$(PY) -m lidroute.cli models build --out models

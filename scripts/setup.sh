@@ -39,14 +39,16 @@ if [ -z "$python" ]; then
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 
-# Re-install only when the dependency list changes.
-stamp=".venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+# The Python packages are exactly requirements/lock.txt (`make lock` writes it from pyproject.toml),
+# hash-checked; then lidroute itself, editable, built with the locked setuptools. Re-install only
+# when the lock, pyproject.toml or this script changes.
+stamp=".venv/.installed-$(cat requirements/lock.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: installing Python packages into .venv (first time: several minutes)"
+  echo "setup: installing the locked Python packages into .venv (the first time takes minutes)"
   quiet() { grep -v -e "^WARNING: Location" -e "is ignored: it is neither" || true; }
-  # torch and torchaudio must come as a matching pair that runs on CPU here and on GPUs elsewhere.
-  .venv/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchaudio==2.11.0 2>&1 | quiet
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | quiet
+  pip_install() { .venv/bin/pip install -q --disable-pip-version-check "$@" 2>&1 | quiet; }
+  pip_install --require-hashes -r requirements/lock.txt
+  PYTHONWARNINGS=ignore pip_install --no-deps --no-build-isolation -e .
   .venv/bin/python -c "import torch, torchaudio, speechbrain, transformers, grpc, redis, soundfile, soxr" \
     || { echo "setup: Python packages failed to install" >&2; exit 1; }
   rm -f .venv/.installed-*

@@ -5,7 +5,7 @@ import warnings
 
 from lidroute.v1 import language_id_pb2 as lidroute_dot_v1_dot_language__id__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
