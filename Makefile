@@ -9,16 +9,16 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	@$(PY) -m lidroute.cli demo
+	@$(PY) -m workbench.cli demo
 
 up: setup
-	@$(PY) -m lidroute.cli up
+	@$(PY) -m workbench.cli up
 
 test: setup
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check -q . && $(PY) -m pytest
 
 lint: setup
-	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports --no-logo
 
 format: setup
 	@$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
@@ -32,20 +32,20 @@ lock: setup
 	@$(PY) scripts/lock.py $(if $(UPGRADE),--upgrade)
 
 models: setup
-	@$(PY) -m lidroute.cli models build --out models
+	@$(PY) -m workbench.cli models build --out models
 
 # The transfer table of docs/models.md: corpus, phoneme backbone, then fine-tuning from the backbone
 # and from random initialisation on 10 and 60 minutes of sw and mr (about 80 minutes on 2 cores).
 TRANSFER := build/transfer
 transfer: setup
-	@$(PY) -m lidroute.cli corpus synth --out $(TRANSFER)/corpus --languages en,es,fr,de,pt,it,ru,sw,mr \
+	@$(PY) -m workbench.cli corpus synth --out $(TRANSFER)/corpus --languages en,es,fr,de,pt,it,ru,sw,mr \
 	  --train 1800 --dev 50 --test 100 --test-hard 100 --seed 0
 	@$(PY) -m asr_worker pretrain --data $(TRANSFER)/corpus --out $(TRANSFER)/backbone --utterances 1000 --steps 3000
 	@$(PY) -m asr_worker transfer --backbone $(TRANSFER)/backbone --data $(TRANSFER)/corpus --out $(TRANSFER)/table \
 	  --languages sw,mr --minutes 10,60 --steps 800 --zero-shot models/asr/es
 
 bench: setup
-	@$(PY) -m lidroute.bench
+	@$(PY) -m workbench.bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -6,11 +6,11 @@ from lidroute.settings import run_subcommand
 
 COMMANDS = {
     "serve": "asr_worker.worker",
-    "train": "asr_worker.training",
-    "pretrain": "asr_worker.transfer:pretrain_main",
-    "finetune": "asr_worker.transfer:finetune_main",
-    "lm": "asr_worker.transfer:lm_main",
-    "transfer": "asr_worker.transfer:transfer_main",
+    "train": "asr_worker.recipes.ctc",
+    "pretrain": "asr_worker.recipes.transfer:pretrain_main",
+    "finetune": "asr_worker.recipes.transfer:finetune_main",
+    "lm": "asr_worker.recipes.transfer:lm_main",
+    "transfer": "asr_worker.recipes.transfer:transfer_main",
 }
 
 

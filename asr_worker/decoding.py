@@ -18,8 +18,8 @@ import itertools
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,12 +36,6 @@ LM_FILE = "lm.json"
 #: 12.0 % mean CER (English 27.6 / 25.5 / 24.8 / 24.1 %) for a median 0.004 / 0.008 / 0.016 /
 #: 0.039 of real time spent searching; 64 takes most of the gain at under half the time of 128.
 DEFAULT_BEAM = 64
-#: How far (relative) above the best dev CER + WER a lighter LM may read and still be chosen (`tune`).
-TUNING_TOLERANCE = 0.05
-#: `tune` scores every setting on this many utterances first; beyond it, only those within
-#: `RACE_MARGIN` of that round's best hear the rest.
-RACE_UTTERANCES = 150
-RACE_MARGIN = 0.25
 _BOS = "<s>"
 _EOS = "</s>"
 _NEG_INF = -math.inf
@@ -318,80 +312,3 @@ class CtcTokens:
         tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         delimiter = tokenizer.convert_tokens_to_ids(tokenizer.word_delimiter_token)
         return cls(list(tokens), int(tokenizer.pad_token_id), int(delimiter))
-
-
-def tune(
-    lm: WordLM,
-    log_probs: Sequence[np.ndarray],
-    references: Sequence[str],
-    tokens: CtcTokens,
-    weights: Sequence[float] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
-    bonuses: Sequence[float] = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 17.0, 20.0, 24.0),
-    oov_penalties: Sequence[float] = (1.0, 2.0, 3.0),
-    beam: int = DEFAULT_BEAM,
-    tolerance: float = TUNING_TOLERANCE,
-    race: int = RACE_UTTERANCES,
-    race_margin: float = RACE_MARGIN,
-) -> tuple[WordLM, float, float]:
-    """`lm` with the fusion weights and unseen-word penalty that read held-out speech best.
-
-    The grid reaches far: the recognizers here lose word boundaries, and a large word bonus is
-    what puts them back, so with bonuses up to 10 every bundled model chose 10, the edge. The
-    choice minimises the sum of character and word error rates: by letters alone a bonus that
-    splits words can win on dev by a fraction of a point, and English chose one that read
-    `test_hard` at 68 % WER (28.9 % CER) where the choice by both reads it at 51 % (27.6 %).
-    Of the settings within `tolerance` (relative) of the best sum, the lightest LM is kept: the
-    dev sentences draw on the words the LM was trained on, so dev rewards trusting it more than
-    speech with new words does, and a few per cent is within the noise of 150 utterances. At
-    width 64 English's best on dev (weight 2.5, bonus 17) read "manchu ao" for "manchu wayuu
-    yao", dropping the speech it had no word for, where weight 2 and bonus 14, 4 % behind on
-    dev, read "manchu wayuu".
-
-    The letter penalty of unseen words is tuned with the weights because it is a different
-    trust: the weight says how much the LM's ranking of known words counts, the penalty how
-    little a made-up word is believed. On noisy speech the acoustic model spells fragments
-    between words ("carib eanurapeanfittyecunha"), and at penalty 1 only a heavy weight keeps
-    them out, which also overrules the speech among known words. English, tuned with penalty 1,
-    2 or 3 (choosing weight 2.5 / bonus 17, then 1.5 / 8, then 1 / 4), read 300 + 300 new
-    utterances at 8.4 / 7.5 / 7.5 % CER on `test` and 21.9 / 20.6 / 20.3 % on `test_hard`;
-    penalty 5 pushed the weight to the grid's floor and read dev worse. "Lightest" orders by
-    penalty first, then weight, then bonus. Each setting costs one beam search over the already
-    computed frames; the 231 settings over 150 utterances made `asr_worker lm` (with its
-    re-scoring) take 26-32 minutes, two such runs beside a training run on 2 cores.
-
-    More held-out speech makes the choice steadier but the grid dearer, so beyond `race`
-    utterances it is raced: every setting reads `race` of them (every k-th, so clean and
-    augmented hearings alike), and only the settings within `race_margin` (relative) of that
-    round's best CER + WER read the rest; the choice is made on all utterances among those. With
-    `race` or fewer utterances every setting reads them all, as before. Returns the tuned LM and
-    its CER and WER.
-    """
-    import jiwer
-
-    refs = list(references)
-    grid = [(p, w, b) for p in oov_penalties for w in weights for b in bonuses]
-
-    def read(setting: tuple[float, float, float], which: Sequence[int]) -> dict[int, str]:
-        penalty, weight, bonus = setting
-        candidate = replace(lm, oov_letter_penalty=penalty)
-        settings = BeamSettings(beam=beam, lm_weight=weight, word_bonus=bonus)
-        return {i: beam_search(log_probs[i], tokens, candidate, settings).text for i in which}
-
-    def errors(hyps: dict[int, str]) -> tuple[float, float]:
-        order = sorted(hyps)
-        truth, said = [refs[i] for i in order], [hyps[i] for i in order]
-        return float(jiwer.cer(truth, said)), float(jiwer.wer(truth, said))
-
-    stride = max(1, math.ceil(len(refs) / race))
-    first = list(range(0, len(refs), stride))
-    heard = {setting: read(setting, first) for setting in grid}
-    rest = sorted(set(range(len(refs))) - set(first))
-    if rest:
-        sums = {setting: sum(errors(hyps)) for setting, hyps in heard.items()}
-        cut = min(sums.values()) * (1 + race_margin) + 1e-12
-        heard = {s: hyps | read(s, rest) for s, hyps in heard.items() if sums[s] <= cut}
-    scored = [(*setting, *errors(hyps)) for setting, hyps in heard.items()]
-    best = min(cer + wer for *_, cer, wer in scored)
-    near = [s for s in scored if s[3] + s[4] <= best * (1 + tolerance) + 1e-12]
-    penalty, weight, bonus, cer, wer = min(near, key=lambda s: s[:3])
-    return replace(lm, oov_letter_penalty=penalty, lm_weight=weight, word_bonus=bonus), cer, wer

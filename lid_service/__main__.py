@@ -1,4 +1,4 @@
-"""`python -m lid_service [serve|train|evaluate] ...`"""
+"""`python -m lid_service [serve|train] ...`"""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from lidroute.settings import run_subcommand
 
 COMMANDS = {
     "serve": "lid_service.server",
-    "train": "lid_service.training",
-    "evaluate": "lid_service.evaluation",
+    "train": "lid_service.recipes.ecapa",
 }
 
 

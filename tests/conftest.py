@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from lidroute.keys import Keys
-from lidroute.stack import RedisServer
+from workbench.stack import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTERNAL_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "")
@@ -45,7 +45,7 @@ TEST_LANGUAGES = ("en", "es", "sw")
 
 def _test_plan():  # type: ignore[no-untyped-def]
     """The bundled models' recipe, restricted to the test languages (used when models/ lacks them)."""
-    from lidroute.cli import BuildPlan
+    from workbench.build import BuildPlan
 
     return BuildPlan(lid_languages=TEST_LANGUAGES, asr_languages=TEST_LANGUAGES)
 
@@ -54,11 +54,11 @@ def _models_fingerprint() -> str:
     """Changes whenever the code or the budget that makes the test models changes."""
     digest = hashlib.sha256()
     for rel in (
-        "lidroute/synth.py",
-        "lidroute/corpus.py",
-        "lid_service/training.py",
-        "asr_worker/training.py",
-        "asr_worker/transfer.py",
+        "lidroute/train/synth.py",
+        "lidroute/train/corpus.py",
+        "lid_service/recipes/ecapa.py",
+        "asr_worker/recipes/ctc.py",
+        "asr_worker/recipes/transfer.py",
     ):
         digest.update((ROOT / rel).read_bytes())
     digest.update(repr(_test_plan()).encode())
@@ -80,7 +80,8 @@ def models_path() -> Path:
 
 def ensure_test_models() -> Path:
     """Small LID and CTC models trained by `lidroute models build`, cached between runs."""
-    from lidroute.cli import build_models, has_models
+    from lidroute.cli import has_models
+    from workbench.build import build_models
 
     path = models_path()
     if not has_models(path):
@@ -152,7 +153,7 @@ ROUTER_TEST_ARGS = [
 
 def make_stack(models_dir: Path, groups: list[list[str]], **kwargs: object):  # type: ignore[no-untyped-def]
     from lidroute.cli import lid_source, model_dirs
-    from lidroute.stack import Stack, StackConfig
+    from workbench.stack import Stack, StackConfig
 
     lid, asr = model_dirs(models_dir)
     config = StackConfig(
@@ -197,8 +198,8 @@ def own_stack(stack):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def speech(models_dir: Path) -> dict[str, list]:
     """Two held-out utterances per language: sentences and voices the models were not trained on."""
-    from lidroute.cli import training_vocabulary
-    from lidroute.synth import synth_utterances
+    from lidroute.train.synth import synth_utterances
+    from workbench.cli import training_vocabulary
 
     return {
         lang: synth_utterances(

@@ -17,11 +17,11 @@ import pytest
 import redis
 import soundfile as sf
 
-from lidroute.cli import main as cli
 from lidroute.keys import WORKER_GROUP, Keys
-from lidroute.stack import RedisServer, free_port
+from workbench.cli import main as cli
+from workbench.stack import RedisServer, free_port
 
-LIDROUTE = [sys.executable, "-m", "lidroute.cli"]
+LIDROUTE = [sys.executable, "-m", "workbench.cli"]
 
 
 def run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lidroute import corpus, synth
 from lidroute.audio import rms
-from lidroute.cli import main as lidroute_main
+from lidroute.train import corpus, synth
+from workbench.cli import main as lidroute_main
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

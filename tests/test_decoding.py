@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from asr_worker import decoding
-from asr_worker.decoding import DEFAULT_BEAM, LM_FILE, BeamSettings, CtcTokens, WordLM, beam_search, tune
+from asr_worker.decoding import DEFAULT_BEAM, LM_FILE, BeamSettings, CtcTokens, WordLM, beam_search
+from asr_worker.recipes import lm as lm_tuning
+from asr_worker.recipes.lm import tune
 
 TOKENS = CtcTokens(["<pad>", "|", "c", "a", "o", "t", "d", "g", "s"], blank=0, delimiter=1)
 
@@ -183,7 +185,7 @@ def test_raced_tuning_reads_the_rest_only_with_the_settings_the_first_round_kept
         searched.append(settings.lm_weight)
         return beam_search(frames, tokens, word_lm, settings)
 
-    monkeypatch.setattr(decoding, "beam_search", counting)
+    monkeypatch.setattr(lm_tuning, "beam_search", counting)
     frames = [LEANING_COT, CLEAR_CAT] * 2
     grid = {"weights": (0.0, 1.0), "bonuses": (0.0,), "oov_penalties": (1.0,)}
     tuned, cer, _ = tune(lm, frames, ["cat"] * 4, TOKENS, race=2, **grid)  # type: ignore[arg-type]

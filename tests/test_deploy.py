@@ -43,9 +43,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pydantic_settings import BaseSettings
 
 from lidroute.cli import BUNDLED_MODELS, lid_source, model_dirs
-from lidroute.cli import build_parser as cli_parser
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.settings import CommonSettings, settings_from_namespace
+from workbench.cli import build_parser as cli_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "k8s" / "lidroute"
@@ -1269,6 +1269,6 @@ def test_health_check_passes_only_while_the_server_is_serving(
 
 
 def test_health_check_fails_when_nothing_listens() -> None:
-    from lidroute.stack import free_port
+    from workbench.stack import free_port
 
     assert healthcheck.main(["LIDROUTE_UNSET_FOR_TEST", f"[::]:{free_port()}"]) == 1

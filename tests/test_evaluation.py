@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lidroute.cli import BUNDLED_MODELS, lid_source, main, model_dirs
-from lidroute.corpus import Example
-from lidroute.evaluation import (
+from lidroute.cli import BUNDLED_MODELS, lid_source, model_dirs
+from lidroute.train.corpus import Example
+from workbench.cli import main
+from workbench.evaluation import (
     UtteranceResult,
     confusion,
     error_counts,
@@ -104,8 +105,8 @@ _SPOKEN = {"voice": "m1", "speed": 160, "pitch": 50}
 
 
 def test_windows_that_hindi_and_marathi_voices_speak_identically_are_found() -> None:
-    from lidroute.evaluation import find_alike
-    from lidroute.synth import synthesize, vocabulary
+    from lidroute.train.synth import synthesize, vocabulary
+    from workbench.evaluation import find_alike
 
     shared = sorted(set(vocabulary("hi")) & set(vocabulary("mr")))[:12]
     examples = [_example("hi", i, word, **_SPOKEN) for i, word in enumerate(shared)]
@@ -128,15 +129,15 @@ def test_windows_that_hindi_and_marathi_voices_speak_identically_are_found() -> 
 
 
 def test_windows_spoken_alike_need_a_synthetic_corpus_row() -> None:
-    from lidroute.corpus import CorpusError
-    from lidroute.evaluation import find_alike
+    from lidroute.train.corpus import CorpusError
+    from workbench.evaluation import find_alike
 
     with pytest.raises(CorpusError, match=r"no voice, speed and pitch.*synthetic corpus"):
         find_alike([_example("hi", 1)], ["hi", "mr"], (0.5,))
 
 
 def test_a_window_spoken_alike_is_a_coin_toss_in_the_ceiling_and_left_out_of_the_rest() -> None:
-    from lidroute.evaluation import format_alike
+    from workbench.evaluation import format_alike
 
     results = [
         UtteranceResult(
@@ -241,8 +242,8 @@ def test_json_report_holds_settings_command_metrics_and_utterances() -> None:
 
 
 def test_the_recorded_command_line_repeats_the_run() -> None:
-    from lidroute.cli import build_parser
-    from lidroute.evaluation import command_line
+    from workbench.cli import build_parser
+    from workbench.evaluation import command_line
 
     argv = [
         "evaluate",
@@ -298,7 +299,7 @@ needs_bundled = pytest.mark.skipif(
 def test_in_process_run_on_synthetic_speech_prints_a_table_and_writes_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lidroute.corpus import synth_corpus
+    from lidroute.train.corpus import synth_corpus
 
     languages = _bundled_languages()
     synth_corpus(tmp_path / "corpus", languages, train=0, dev=0, test=2, test_hard=0, seed=11, workers=1)
@@ -338,7 +339,7 @@ def test_in_process_run_on_synthetic_speech_prints_a_table_and_writes_json(
 def test_a_lid_model_named_by_source_replaces_the_models_folders_and_two_alike_decide_as_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lidroute.corpus import synth_corpus
+    from lidroute.train.corpus import synth_corpus
 
     languages = _bundled_languages()
     synth_corpus(tmp_path / "corpus", languages, train=0, dev=0, test=2, test_hard=0, seed=13, workers=1)
@@ -383,17 +384,22 @@ def test_confusion_counts_spoken_against_decided_per_window() -> None:
 
 
 @needs_bundled
-def test_lid_service_evaluate_prints_accuracy_and_a_confusion_matrix_per_window(
+def test_evaluate_without_asr_prints_lid_accuracy_and_a_confusion_matrix_per_window(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lid_service.evaluation import main as lid_evaluate
-    from lidroute.corpus import synth_corpus
+    from lidroute.train.corpus import synth_corpus
 
     languages = _bundled_languages()
     synth_corpus(tmp_path / "corpus", languages, train=0, dev=0, test=2, test_hard=0, seed=12, workers=1)
-    with pytest.raises(SystemExit) as done:
-        lid_evaluate([str(tmp_path / "corpus"), "--models-dir", str(BUNDLED_MODELS), "--quiet"])
-    assert done.value.code == 0
+    argv = [
+        str(tmp_path / "corpus"),
+        "--models-dir",
+        str(BUNDLED_MODELS),
+        "--quiet",
+        "--no-asr",
+        "--confusion",
+    ]
+    assert main(["evaluate", *argv, "--lid-windows", "0.25,0.5,1,3"]) == 0
     out = capsys.readouterr().out
     for label in ("0.25s", "0.5s", "1s", "3s", "router"):
         assert f"LID@{label}" in out

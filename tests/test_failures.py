@@ -75,7 +75,7 @@ async def job_owner(redis_of: aioredis.Redis) -> str:
 async def test_a_registry_change_reloads_the_model_without_restart(
     fault_stack, client: Client, speech, tmp_path: Path
 ) -> None:
-    from lidroute.cli import main as cli
+    from workbench.cli import main as cli
 
     original = fault_stack.config.models["es"]
     copy = tmp_path / "es-v2"

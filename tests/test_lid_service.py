@@ -13,16 +13,16 @@ import pytest
 
 from lid_service.model import LanguageIdModel, LidRequest
 from lidroute.audio import float_to_pcm16
-from lidroute.stack import free_port, wait_serving
-from lidroute.synth import synth_utterances
+from lidroute.train.synth import synth_utterances
 from lidroute.v1 import language_id_pb2 as pb
 from lidroute.v1 import language_id_pb2_grpc as pb_grpc
+from workbench.stack import free_port, wait_serving
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """Two models of English and Swahili (in other orders and widths) and one of English and Spanish."""
-    from lid_service.training import train_lid
+    from lid_service.recipes.ecapa import train_lid
 
     root = tmp_path_factory.mktemp("lid-models")
     tiny = {"utterances_per_language": 4, "max_train_seconds": None, "max_steps": 2, "batch_size": 4}

@@ -21,10 +21,10 @@ from lidroute.errors import LanguageNotFound, LanguageNotServed, Unavailable
 from lidroute.jobs import Event, JobQueue
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.registry import ModelSpec, Registry
-from lidroute.stack import RedisServer
 from lidroute.v1 import language_id_pb2 as lid_pb
 from lidroute.v1 import transcriber_pb2 as pb
 from router.core import Router, RouterSettings
+from workbench.stack import RedisServer
 
 Encoding = pb.RecognitionConfig.AudioEncoding
 MakeRouter = Callable[..., Router]

@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from lidroute.audio import float_to_pcm16
 from lidroute.client import Client
 from lidroute.keys import WORKER_GROUP, Keys
-from lidroute.stack import free_port
 from tests.conftest import EXTERNAL_ROUTER, ROUTER_TEST_ARGS, make_stack
+from workbench.stack import free_port
 
 pytestmark = [
     pytest.mark.integration,

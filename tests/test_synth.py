@@ -8,7 +8,7 @@ import unicodedata
 import numpy as np
 import pytest
 
-from lidroute import synth
+from lidroute.train import synth
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from asr_worker.model import CtcModel
-from asr_worker.training import (
+from asr_worker.recipes.ctc import (
     TRAINING_WORDS,
     Perturbation,
     error_rate,
@@ -26,7 +26,7 @@ from asr_worker.training import (
 from lid_service.model import LanguageIdModel
 from lidroute.audio import speech_segments
 from lidroute.registry import ModelSpec
-from lidroute.synth import synth_utterances
+from lidroute.train.synth import synth_utterances
 
 
 def test_error_rate_is_corpus_level() -> None:
@@ -52,8 +52,8 @@ def test_a_short_ctc_run_writes_a_directory_the_worker_loads(tmp_path: Path) -> 
 def test_a_short_lid_run_of_a_chosen_width_on_every_voice_writes_what_the_service_loads(
     tmp_path: Path,
 ) -> None:
-    from lid_service.training import CALIBRATION_VARIANTS, EVAL_VARIANTS, train_lid
-    from lidroute.synth import EXTRA_VARIANTS, VARIANTS
+    from lid_service.recipes.ecapa import CALIBRATION_VARIANTS, EVAL_VARIANTS, train_lid
+    from lidroute.train.synth import EXTRA_VARIANTS, VARIANTS
 
     out = tmp_path / "lid"
     metrics = train_lid(
@@ -82,7 +82,7 @@ def test_a_short_lid_run_of_a_chosen_width_on_every_voice_writes_what_the_servic
 def test_a_further_lid_run_starts_from_the_earlier_model_at_its_width_and_its_card_lists_both_runs(
     tmp_path: Path,
 ) -> None:
-    from lid_service.training import train_lid
+    from lid_service.recipes.ecapa import train_lid
 
     tiny = {"utterances_per_language": 4, "max_train_seconds": None, "max_steps": 1, "batch_size": 4}
     first, further = tmp_path / "first", tmp_path / "further"
@@ -96,7 +96,7 @@ def test_a_further_lid_run_starts_from_the_earlier_model_at_its_width_and_its_ca
         kept = [k for k in before if "running_" not in k and "num_batches" not in k and k != "1.weight"]
         assert kept and all(torch.equal(before[k], after[k]) for k in kept)
     card = (further / "README.md").read_text()
-    assert card.count("`lid_service.training.train_lid(") == 2 and "2 runs, each from the model" in card
+    assert card.count("`lid_service.recipes.ecapa.train_lid(") == 2 and "2 runs, each from the model" in card
     assert "seed=1, utterances_per_language=4, max_train_seconds=None, max_steps=1" in card
     assert f"init={str(first)!r}, lr=1e-09)" in card
     lid = LanguageIdModel(str(further), savedir=tmp_path / "loaded")
@@ -110,8 +110,8 @@ def test_a_further_lid_run_starts_from_the_earlier_model_at_its_width_and_its_ca
 
 
 def test_lid_batches_made_by_loader_workers_differ_between_workers_and_repeat_with_the_seed() -> None:
-    from lid_service.training import RECIPE, _BatchStream, _corpus
-    from lidroute.synth import VARIANTS
+    from lid_service.recipes.ecapa import RECIPE, _BatchStream, _corpus
+    from lidroute.train.synth import VARIANTS
 
     corpus = _corpus(["en", "sw"], 6, 0, VARIANTS[:3])
 
@@ -133,7 +133,7 @@ def test_lid_batches_made_by_loader_workers_differ_between_workers_and_repeat_wi
 def test_lid_training_refuses_a_gpu_it_does_not_have_and_an_empty_batch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lid_service.training import main, train_lid
+    from lid_service.recipes.ecapa import main, train_lid
 
     with pytest.raises(ValueError, match="batch_size=0"):
         train_lid(tmp_path / "lid", ["en", "sw"], batch_size=0)

@@ -189,7 +189,7 @@ async def test_a_hint_for_an_unregistered_language_is_not_found_and_lists_the_se
 async def test_a_registered_language_without_workers_is_failed_precondition(
     own_stack, client: Client, speech
 ) -> None:
-    from lidroute.cli import main as cli
+    from workbench.cli import main as cli
 
     env = {"LIDROUTE_REDIS_URL": own_stack.redis_url}
     with pytest.MonkeyPatch.context() as mp:

@@ -23,11 +23,11 @@ import redis
 import torch
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
-from asr_worker import transfer
 from asr_worker.decoding import DEFAULT_BEAM, WordLM
 from asr_worker.model import CtcModel
-from asr_worker.training import PERTURBATION, CtcRecipe, Perturbation, normalize_text
-from asr_worker.transfer import (
+from asr_worker.recipes import transfer
+from asr_worker.recipes.ctc import PERTURBATION, CtcRecipe, Perturbation, normalize_text
+from asr_worker.recipes.transfer import (
     REPORT_FILE,
     FinetuneRecipe,
     _decoding_line,
@@ -42,11 +42,11 @@ from asr_worker.transfer import (
     take_clips,
     transfer_table,
 )
-from lidroute import corpus
 from lidroute.cli import model_dirs
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.registry import ModelSpec
-from lidroute.synth import phonemize
+from lidroute.train import corpus
+from lidroute.train.synth import phonemize
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 TINY = CtcRecipe(hidden_size=32, num_layers=1, num_heads=2, conv_dim=(16, 16, 16, 16, 16), batch_seconds=8.0)
@@ -434,24 +434,24 @@ def test_finetune_rejects_a_language_the_data_lacks(tmp_path: Path) -> None:
 
 
 def test_models_build_shares_the_cores_and_memory_among_trainings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lidroute import cli
-    from lidroute.cli import TRAINING_MEMORY, BuildPlan
+    from workbench import build
+    from workbench.build import TRAINING_MEMORY, BuildPlan
 
     eight = ("en", "es", "fr", "de", "sw", "tr", "mr", "qu")
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(16)))
-    monkeypatch.setattr(cli, "_available_memory", lambda: 100 * TRAINING_MEMORY)
+    monkeypatch.setattr(build, "_available_memory", lambda: 100 * TRAINING_MEMORY)
     assert BuildPlan(asr_languages=eight).workers() == (8, 2)  # no more processes than fine-tunes
     assert BuildPlan(asr_languages=eight, jobs=4).workers() == (4, 4)
     # One fine-tune still leaves language ID to train beside the backbone; a GPU takes one at a time.
     assert BuildPlan(asr_languages=("sw",)).workers() == (2, 8)
     assert BuildPlan(asr_languages=eight, device="cuda").workers() == (1, 16)
-    monkeypatch.setattr(cli, "_available_memory", lambda: 3 * TRAINING_MEMORY + 1)
+    monkeypatch.setattr(build, "_available_memory", lambda: 3 * TRAINING_MEMORY + 1)
     assert BuildPlan(asr_languages=eight).workers() == (3, 5)  # as many as the memory holds
     assert BuildPlan(asr_languages=eight, jobs=6).workers() == (6, 2)  # unless told
 
 
 def test_models_build_gives_some_languages_more_updates_and_starts_them_first() -> None:
-    from lidroute.cli import BuildPlan
+    from workbench.build import BuildPlan
 
     plan = BuildPlan(
         asr_languages=("sw", "fr", "de"),
@@ -474,20 +474,20 @@ def test_models_build_gives_some_languages_more_updates_and_starts_them_first() 
 def test_models_build_step_flags_are_one_budget_in_one_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lidroute import cli
+    from workbench import build, cli
 
-    plans: list[cli.BuildPlan] = []
-    monkeypatch.setattr(cli, "build_models", lambda out, plan, work=None: plans.append(plan))
-    default = cli.BuildPlan()
+    plans: list[build.BuildPlan] = []
+    monkeypatch.setattr(build, "build_models", lambda out, plan, work=None: plans.append(plan))
+    default = build.BuildPlan()
 
     @dataclass(frozen=True)
-    class EnglishLonger(cli.BuildPlan):
+    class EnglishLonger(build.BuildPlan):
         """A plan whose English budget differs from the others' and has a second run, as a plan may give."""
 
         asr_steps_by_language: tuple[tuple[str, int], ...] = (("en", 300),)
         asr_continue_by_language: tuple[tuple[str, int], ...] = (("en", 100),)
 
-    monkeypatch.setattr(cli, "BuildPlan", EnglishLonger)
+    monkeypatch.setattr(build, "BuildPlan", EnglishLonger)
     cli.main(["models", "build", "--out", "x", "--asr-steps", "50"])
     cli.main(["models", "build", "--out", "x"])
     assert plans[0].steps("en") == plans[0].steps("sw") == 50 and plans[0].continuations("en") == ()
@@ -507,7 +507,8 @@ def test_models_build_step_flags_are_one_budget_in_one_run(
 def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lidroute.cli import BuildPlan, LidMember, build_models, has_models, model_dirs
+    from lidroute.cli import has_models, model_dirs
+    from workbench.build import BuildPlan, LidMember, build_models
 
     plan = BuildPlan(
         lid_languages=("es", "sw"),

@@ -30,10 +30,17 @@ import numpy as np
 import torch
 
 from lidroute.audio import speech_bounds
-from lidroute.corpus import telephone
 from lidroute.settings import comma_list
-from lidroute.synth import EXTRA_VARIANTS, LANGUAGES, VARIANTS, Utterance, get_language, synth_utterances
-from lidroute.training import Budget, usable_cores
+from lidroute.train.budget import Budget, usable_cores
+from lidroute.train.corpus import telephone
+from lidroute.train.synth import (
+    EXTRA_VARIANTS,
+    LANGUAGES,
+    VARIANTS,
+    Utterance,
+    get_language,
+    synth_utterances,
+)
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +329,7 @@ def _calibrate_scale(cosines: torch.Tensor, labels: torch.Tensor) -> float:
 _HYPERPARAMS = """\
 # ############################################################################
 # Model: small ECAPA-TDNN spoken-language identification, trained on synthetic speech
-# Made by lidroute (lid_service/training.py); layout of speechbrain/lang-id-voxlingua107-ecapa.
+# Made by lidroute (lid_service/recipes/ecapa.py); layout of speechbrain/lang-id-voxlingua107-ecapa.
 # Load with EncoderClassifier.from_hparams(source=<this directory or a hub id>).
 # classify_batch returns log-posteriors: the classifier ends in a log-softmax over
 # temperature-scaled cosine scores (the Linear holds the calibrated scale times identity).
@@ -454,7 +461,9 @@ def _earlier_calls(model_dir: Path) -> list[str]:
     """The `train_lid(...)` calls on an earlier model's card, so a further run's card lists every run."""
     card = model_dir / "README.md"
     text = card.read_text(encoding="utf-8") if card.exists() else ""
-    return re.findall(r"^`lid_service\.training\.(train_lid\(.*\))`$", text, flags=re.MULTILINE)
+    # Cards made before the recipes moved name the module `lid_service.training`.
+    pattern = r"^`lid_service\.(?:recipes\.ecapa|training)\.(train_lid\(.*\))`$"
+    return re.findall(pattern, text, flags=re.MULTILINE)
 
 
 def _export(out_dir: Path, model: _Lid, labels: Sequence[str], scale: float, recipe: _Recipe) -> None:
@@ -563,7 +572,7 @@ def _model_card(
         options.append(f"lr={lr}")
     call = f"train_lid(out_dir, {list(languages)!r}, {', '.join(options)})"
     calls = [*(_earlier_calls(init) if init is not None else []), call]
-    runs = "\n\n".join(f"`lid_service.training.{c}`" for c in calls)
+    runs = "\n\n".join(f"`lid_service.recipes.ecapa.{c}`" for c in calls)
     if len(calls) > 1:
         runs += (
             f"\n\n{len(calls)} runs, each from the model the one before it wrote (`init`);"

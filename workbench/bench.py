@@ -25,8 +25,8 @@ OUT = Path("bench-results")
 
 def utterance(lang: str, seconds: float, models_dir: Path, gap: float = 0.2) -> np.ndarray:
     """`seconds` of sentences of the model's vocabulary with `gap` s of silence after each."""
-    from lidroute.cli import training_vocabulary
-    from lidroute.synth import synth_utterances
+    from lidroute.train.synth import synth_utterances
+    from workbench.cli import training_vocabulary
 
     pieces, total, seed = [], 0, 100
     silence = np.zeros(round(gap * TARGET_RATE), np.float32)
@@ -162,10 +162,11 @@ async def throughput(address: str, audio: np.ndarray, concurrency: int, requests
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lidroute.cli import build_models, default_models_dir, has_models, lid_source, model_dirs
-    from lidroute.stack import Stack, StackConfig
+    from lidroute.cli import default_models_dir, has_models, lid_source, model_dirs
+    from workbench.build import build_models
+    from workbench.stack import Stack, StackConfig
 
-    parser = argparse.ArgumentParser(prog="lidroute.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="workbench.bench", description=__doc__)
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument("--language", default="es")
     parser.add_argument("--seconds", type=float, default=5.0)

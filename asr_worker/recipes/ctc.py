@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from asr_worker.decoding import CtcTokens, WordLM, beam_search
-from lidroute.corpus import (
+from lidroute.train.budget import Budget
+from lidroute.train.corpus import (
     add_noise,
     add_pauses,
     change_speed,
@@ -35,7 +36,7 @@ from lidroute.corpus import (
     json_tuples,
     telephone,
 )
-from lidroute.synth import (
+from lidroute.train.synth import (
     VARIANTS,
     get_language,
     make_sentences,
@@ -43,7 +44,6 @@ from lidroute.synth import (
     synth_utterances,
     vocabulary,
 )
-from lidroute.training import Budget
 
 if TYPE_CHECKING:
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
@@ -399,7 +399,7 @@ and `processor.batch_decode(ids, output_word_offsets=True)` give words with fram
 
 ## How it was made
 
-`asr_worker.training.train_ctc(out_dir, {language!r}, {call})`
+`asr_worker.recipes.ctc.train_ctc(out_dir, {language!r}, {call})`
 
 - Speech: espeak-ng voice `{spec.espeak_voice}` with random voice variants (not {", ".join(EVAL_VARIANTS)}),
   speeds and pitches, speed, telephone-channel and noise perturbation, speaking random sequences of
@@ -503,7 +503,7 @@ def train_ctc(
     """Trains, saves and evaluates a CTC model; returns `{"cer", "train_seconds", "params", ...}`.
 
     Training stops after `max_steps` updates or `max_train_seconds` of wall-clock time (synthesis
-    not counted), whichever comes first; see `lidroute.training.Budget`.
+    not counted), whichever comes first; see `lidroute.train.budget.Budget`.
     """
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 

@@ -8,7 +8,7 @@ is reachable, or the one `asr_worker pretrain` makes here by supervised multilin
 en, es, fr, de, pt, it and ru (no hub is reachable on the machines this project is built on).
 
 Commands (`python -m asr_worker ...`):
-- `pretrain`: the multilingual backbone, from any corpus `lidroute.corpus.read_examples` reads.
+- `pretrain`: the multilingual backbone, from any corpus `lidroute.train.corpus.read_examples` reads.
 - `finetune`: the transfer recipe, with the alphabet report, optional feature-encoder freezing,
   replay of another language against forgetting, augmentation, evaluation and `--register`.
 - `transfer`: the transfer table (backbone vs random initialisation vs zero-shot, per budget).
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
-from asr_worker.decoding import DEFAULT_BEAM, TUNING_TOLERANCE, CtcTokens, WordLM, tune
-from asr_worker.training import (
+from asr_worker.decoding import DEFAULT_BEAM, CtcTokens, WordLM
+from asr_worker.recipes.ctc import (
     PERTURBATION,
     CtcRecipe,
     Perturbation,
@@ -48,7 +48,10 @@ from asr_worker.training import (
     normalize_text,
     perturb,
 )
-from lidroute.corpus import (
+from asr_worker.recipes.lm import TUNING_TOLERANCE, tune
+from lidroute.settings import comma_list
+from lidroute.train.budget import Budget
+from lidroute.train.corpus import (
     TUNE_SPLIT,
     CorpusError,
     Example,
@@ -57,9 +60,7 @@ from lidroute.corpus import (
     synth_command,
     tune_command,
 )
-from lidroute.settings import comma_list
-from lidroute.synth import HIGH_RESOURCE, phonemize
-from lidroute.training import Budget
+from lidroute.train.synth import HIGH_RESOURCE, phonemize
 
 if TYPE_CHECKING:
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
@@ -767,7 +768,7 @@ def _held_out(data: str | Path, splits: Sequence[str], language: str, limit: int
 
 
 def _finetune_card(out_dir: Path, report: Mapping[str, Any], alphabet: AlphabetReport) -> None:
-    from lidroute.synth import LANGUAGES
+    from lidroute.train.synth import LANGUAGES
 
     spec = LANGUAGES.get(report["language"])
     name = spec.name if spec else report["language"]

@@ -16,14 +16,14 @@ One command measures the models the way they are used, on any data source `read_
 Metrics are corpus-level (jiwer: total edits over total reference length) per language, pooled
 over all utterances (`all`), and averaged over languages (`mean`, the figure the issue's
 targets are stated in). Text is normalised as the recognizers are trained
-(`asr_worker.training.normalize_text`: NFC, lowercase, single spaces).
+(`asr_worker.recipes.ctc.normalize_text`: NFC, lowercase, single spaces).
 
 **Micro-WER** is the word error rate restricted to the reference words that carry a number or a
 name, the words a transcript is most often read for and that a recognizer trained on common
 words gets wrong:
 
 * *number words*: a token with a digit, or a word that num2words produces when spelling numbers
-  in the language (`lidroute.synth.number_words`, over 0-1000 and the thousands up to a million,
+  in the language (`lidroute.train.synth.number_words`, over 0-1000 and the thousands up to a million,
   the range `make_number_sentences` draws from), or a concatenation of such words (German,
   Italian and Turkish write 43 211 as one word). A word that only ever joins the parts of a
   spelled number ("and", "y", "et", "e") counts only between two number words;
@@ -66,8 +66,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lidroute.corpus import CorpusError, Example, read_examples
 from lidroute.settings import comma_list
+from lidroute.train.corpus import CorpusError, Example, read_examples
 
 if TYPE_CHECKING:
     from asr_worker.model import CtcModel
@@ -89,7 +89,7 @@ _SENTENCE_END = (".", "!", "?", "…")
 
 def normalize(text: str) -> str:
     """The recognizers' training form of a transcript (lazy import: it pulls in torch)."""
-    from asr_worker.training import normalize_text
+    from asr_worker.recipes.ctc import normalize_text
 
     return normalize_text(text)
 
@@ -101,7 +101,7 @@ def number_vocabulary(lang: str) -> tuple[frozenset[str], frozenset[str]]:
     A connective is a word that appears in spellings only between two other words ("one hundred
     *and* five"), never at an end: alone it is an ordinary word, so it counts only inside a number.
     """
-    from lidroute import synth
+    from lidroute.train import synth
 
     if lang not in synth.LANGUAGES or not synth.supports_numbers(lang):
         return frozenset(), frozenset()
@@ -467,8 +467,8 @@ def alike_windows(example: Example, others: Sequence[str], windows: Sequence[flo
     give or take a frame) is alike when no sample in it differs. Noise and channel effects of a
     hard split do not depend on the language, so the clean speech decides.
     """
-    from lidroute import synth
     from lidroute.audio import TARGET_RATE, speech_bounds
+    from lidroute.train import synth
 
     try:
         spoken = {
@@ -502,7 +502,7 @@ def find_alike(
     voice reading another script spells letters out or says nothing, so it cannot match)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from lidroute import synth
+    from lidroute.train import synth
 
     def script(lang: str) -> str | None:
         return synth.LANGUAGES[lang].script if lang in synth.LANGUAGES else None
@@ -860,7 +860,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             return 1
     alike = None
     if args.lid_twins:
-        from lidroute.training import usable_cores
+        from lidroute.train.budget import usable_cores
 
         try:
             alike = find_alike(examples, candidates, args.lid_windows, workers=usable_cores())

@@ -12,11 +12,9 @@ the manifest, which `datasets.load_dataset("json", data_files=...)` also reads.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,10 +26,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from lidroute import synth
 from lidroute.audio import TARGET_RATE, frame_power, resample, rms, to_mono
-from lidroute.settings import comma_list
-from lidroute.training import usable_cores
+from lidroute.train import synth
+from lidroute.train.budget import usable_cores
 
 SPLITS = ("train", "dev", "test", "test_hard")
 #: Fields every manifest line has; anything else on the line is kept as metadata.
@@ -922,59 +919,7 @@ def format_stats(stats: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- command line
-
-
-def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Adds `lidroute corpus synth|conditions|stats`; each parser carries its handler in `corpus_handler`."""
-    corpus = sub.add_parser("corpus", help="make the synthetic corpus; summarise a corpus")
-    csub = corpus.add_subparsers(dest="corpus_command", required=True)
-    make = csub.add_parser(
-        "synth", help="speak a multilingual corpus with espeak-ng (train/dev/test/test_hard)"
-    )
-    make.add_argument("--out", required=True, help="folder for SPLIT.jsonl manifests and FLAC audio")
-    make.add_argument(
-        "--languages", default=",".join(synth.LANGUAGES), help="comma-separated codes (default: all 12)"
-    )
-    make.add_argument("--train", type=int, default=400, help="utterances per language")
-    make.add_argument("--dev", type=int, default=50, help="utterances per language")
-    make.add_argument("--test", type=int, default=100, help="utterances per language")
-    make.add_argument("--test-hard", type=int, help="utterances per language (default: as --test)")
-    make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--noise", action="store_true", help="add noise to part of train/dev/test")
-    make.add_argument("--level", action="store_true", help="random peak levels")
-    make.add_argument("--vocab-words", type=int, help="draw sentences from only this many words per language")
-    make.add_argument(
-        "--numbers",
-        type=float,
-        default=SynthPlan.numbers,
-        help="share of sentences with a spelled-out number",
-    )
-    make.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
-    make.set_defaults(corpus_handler=cmd_synth)
-    cond = csub.add_parser(
-        "conditions",
-        help="add splits that apply test_hard's voices, speeds, noise and channel one at a time",
-    )
-    cond.add_argument("folder", help="a corpus made by `lidroute corpus synth`")
-    cond.add_argument("--languages", help="comma-separated codes (default: the corpus's)")
-    cond.add_argument("--per-language", type=int, default=50, help="test sentences per language")
-    cond.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
-    cond.set_defaults(corpus_handler=cmd_conditions)
-    tune = csub.add_parser(
-        "tune",
-        help="add a split of new held-out sentences, spoken as dev is, to tune decoders on"
-        " (replaces an earlier one)",
-    )
-    tune.add_argument("folder", help="a corpus made by `lidroute corpus synth`")
-    tune.add_argument("--languages", help="comma-separated codes (default: the corpus's)")
-    tune.add_argument("--per-language", type=int, default=200, help="sentences per language")
-    tune.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
-    tune.set_defaults(corpus_handler=cmd_tune)
-    stats = csub.add_parser("stats", help="hours and utterances per split and language")
-    stats.add_argument("folder")
-    stats.add_argument("--json", action="store_true")
-    stats.set_defaults(corpus_handler=cmd_stats)
+# --------------------------------------------------------------------------- for model cards
 
 
 def synth_command(folder: str | Path) -> str | None:
@@ -1009,79 +954,6 @@ def tune_command(folder: str | Path) -> str | None:
         return None
     languages = ",".join(tune["languages"])
     return f"lidroute corpus tune {folder} --languages {languages} --per-language {tune['per_language']}"
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    languages = comma_list(args.languages)
-    unknown = [lang for lang in languages if lang not in synth.LANGUAGES]
-    if unknown:
-        print(
-            f"unknown language(s) {', '.join(unknown)}; known: {', '.join(synth.LANGUAGES)}", file=sys.stderr
-        )
-        return 2
-    started = time.monotonic()
-    synth_corpus(
-        args.out,
-        languages,
-        train=args.train,
-        dev=args.dev,
-        test=args.test,
-        test_hard=args.test_hard,
-        seed=args.seed,
-        noise=args.noise,
-        level=args.level,
-        vocab_words=args.vocab_words,
-        plan=SynthPlan(numbers=args.numbers),
-        workers=args.workers,
-        progress=lambda line: print(line, flush=True),
-    )
-    print(format_stats(corpus_stats(args.out)))
-    print(f"corpus written to {args.out} in {time.monotonic() - started:.0f} s")
-    return 0
-
-
-def cmd_conditions(args: argparse.Namespace) -> int:
-    languages = comma_list(args.languages)
-    started = time.monotonic()
-    try:
-        manifests = condition_splits(
-            args.folder, languages=languages or None, per_language=args.per_language, workers=args.workers
-        )
-    except CorpusError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    stats = corpus_stats(args.folder)
-    print(format_stats({cond: stats[cond] for cond in manifests}))
-    print(f"condition splits written to {args.folder} in {time.monotonic() - started:.0f} s; score one with")
-    print(f"  lidroute evaluate {args.folder} --split cond_noise_telephone --models-dir models")
-    return 0
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    languages = comma_list(args.languages)
-    started = time.monotonic()
-    try:
-        tuning_split(
-            args.folder, languages=languages or None, per_language=args.per_language, workers=args.workers
-        )
-    except CorpusError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    print(format_stats({TUNE_SPLIT: corpus_stats(args.folder)[TUNE_SPLIT]}))
-    seconds = time.monotonic() - started
-    print(f"{TUNE_SPLIT} split written to {args.folder} in {seconds:.0f} s; tune an LM on it with")
-    print(f"  python -m asr_worker lm --model DIR --data {args.folder} --language xx --dev-splits dev,tune")
-    return 0
-
-
-def cmd_stats(args: argparse.Namespace) -> int:
-    try:
-        stats = corpus_stats(args.folder)
-    except CorpusError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
-    return 0
 
 
 __all__ = [

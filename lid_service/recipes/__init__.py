@@ -1,0 +1,1 @@
+"""Training recipes of the LID service: they make the models it serves, and it never imports them."""

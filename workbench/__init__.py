@@ -1,0 +1,1 @@
+"""Above the services: the `lidroute` command, the local stack, evaluation, benchmarks, model building."""
