@@ -33,7 +33,7 @@ from lidroute.jobs import Delivery, Event, JobQueue
 from lidroute.keys import Keys
 from lidroute.registry import Registry
 from lidroute.server import GrpcServer, start_metrics
-from lidroute.settings import CommaList, CommonSettings
+from lidroute.settings import CommaList, QueueSettings
 from lidroute.v1 import transcriber_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ ACTIVE = Gauge("lidroute_worker_active_jobs", "Jobs in progress")
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-class WorkerSettings(CommonSettings):
+class WorkerSettings(QueueSettings):
     """ASR worker: serves the listed languages, or every registered one when none is listed."""
 
     languages: CommaList = Field(
@@ -73,10 +73,8 @@ class WorkerSettings(CommonSettings):
     reclaim_interval_seconds: float = Field(2.0, gt=0, description="how often to look for such jobs")
     max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead stream")
     heartbeat_seconds: float = Field(2.0, gt=0, description="heartbeat period")
-    worker_ttl_seconds: float = Field(10.0, gt=0, description="a worker silent this long is not live")
     interim_interval_seconds: float = Field(1.0, gt=0, description="audio between two interim results")
     audio_idle_timeout_seconds: float = Field(30.0, gt=0, description="give up when audio stops arriving")
-    stream_ttl_seconds: int = Field(900, ge=10, description="TTL of per-job audio and event streams")
     grace_seconds: float = Field(30.0, ge=0, description="time to finish jobs in progress on SIGTERM")
     model_cache: Path = Field(Path.home() / ".cache/lidroute/hub", description="hub download cache")
 

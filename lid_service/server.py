@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 import grpc
 import torch
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 from pydantic import Field
 
 from lid_service.model import MIN_SECONDS, LanguageIdModel, LidRequest
 from lidroute import logs
 from lidroute.audio import TARGET_RATE, pcm16_to_float
 from lidroute.batching import MicroBatcher
-from lidroute.errors import InvalidArgument, LimitExceeded, Unavailable, grpc_errors
+from lidroute.errors import InvalidArgument, LimitExceeded, Unavailable
 from lidroute.server import GrpcServer, start_metrics
 from lidroute.settings import CommonSettings
 from lidroute.v1 import language_id_pb2 as pb
@@ -24,9 +23,7 @@ from lidroute.v1 import language_id_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-REQUESTS = Counter("lidroute_lid_requests_total", "Identify calls", ["status"])
 BATCH_SIZE = Histogram("lidroute_lid_batch_size", "Windows per model call", buckets=(1, 2, 4, 8, 16, 32, 64))
-LATENCY = Histogram("lidroute_lid_seconds", "Identify latency")
 
 
 class LidSettings(CommonSettings):
@@ -72,37 +69,28 @@ class LanguageIdentifierServicer(pb_grpc.LanguageIdentifierServicer):
     async def Identify(
         self, request: pb.IdentifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.IdentifyResponse:
-        started = time.perf_counter()
-        status = "error"
-        try:
-            async with grpc_errors(context):
-                audio = pcm16_to_float(request.audio_content[: len(request.audio_content) // 2 * 2])
-                if len(audio) < MIN_SECONDS * TARGET_RATE:
-                    raise InvalidArgument(f"a window needs at least {MIN_SECONDS} s of 16 kHz audio")
-                if len(audio) > self.max_samples:
-                    raise LimitExceeded(
-                        f"window longer than {self.max_samples / TARGET_RATE:g} s (max_window_seconds)"
-                    )
-                candidates = tuple(request.candidate_language_codes)
-                self.model.resolve_candidates(candidates)  # fail fast, outside the batch
-                assert self._batcher is not None
-                scores = await self._batcher.submit(LidRequest(audio, candidates))
-                if request.top_k > 0:
-                    scores = scores[: request.top_k]
-                status = "ok"
-                return pb.IdentifyResponse(
-                    languages=[pb.LanguageScore(language_code=c, probability=p) for c, p in scores],
-                    model=self.model.source,
-                )
-        finally:
-            REQUESTS.labels(status).inc()
-            LATENCY.observe(time.perf_counter() - started)
+        audio = pcm16_to_float(request.audio_content[: len(request.audio_content) // 2 * 2])
+        if len(audio) < MIN_SECONDS * TARGET_RATE:
+            raise InvalidArgument(f"a window needs at least {MIN_SECONDS} s of 16 kHz audio")
+        if len(audio) > self.max_samples:
+            raise LimitExceeded(
+                f"window longer than {self.max_samples / TARGET_RATE:g} s (max_window_seconds)"
+            )
+        candidates = tuple(request.candidate_language_codes)
+        self.model.resolve_candidates(candidates)  # fail fast, outside the batch
+        assert self._batcher is not None
+        scores = await self._batcher.submit(LidRequest(audio, candidates))
+        if request.top_k > 0:
+            scores = scores[: request.top_k]
+        return pb.IdentifyResponse(
+            languages=[pb.LanguageScore(language_code=c, probability=p) for c, p in scores],
+            model=self.model.source,
+        )
 
     async def ListModelLanguages(
         self, request: pb.ListModelLanguagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelLanguagesResponse:
-        async with grpc_errors(context):
-            return pb.ListModelLanguagesResponse(language_codes=self.model.codes, model=self.model.source)
+        return pb.ListModelLanguagesResponse(language_codes=self.model.codes, model=self.model.source)
 
 
 async def serve(settings: LidSettings) -> None:

@@ -27,6 +27,7 @@ from lidroute.settings import CommonSettings, add_setting_flags, settings_from_n
 DEFAULT_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "localhost:50051")
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
 CACHE = Path(os.environ.get("LIDROUTE_CACHE", Path.home() / ".cache/lidroute"))
+DESCRIPTION = "Multilingual speech recognition with automatic language routing."
 #: The commands (and `models` subcommands) this module serves alone.
 MODELS_COMMANDS = ("register", "remove", "list", "sync")
 COMMANDS = ("models", "transcribe", "languages")
@@ -279,7 +280,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lidroute", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lidroute", description=DESCRIPTION)
     add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
 

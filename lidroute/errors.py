@@ -1,6 +1,7 @@
 """Domain errors and the one place that maps them to gRPC status codes.
 
-Core logic raises these; servicers only translate (see `grpc_errors`). A client therefore
+Core logic raises these; servicers only translate, and the servers' interceptor
+(`lidroute.server`) turns them into a status with `grpc_errors`. A client therefore
 gets the same status for the same problem whichever code path found it.
 """
 

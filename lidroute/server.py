@@ -1,9 +1,10 @@
-"""What every lidroute gRPC server shares: health, reflection, metrics, graceful shutdown.
+"""What every lidroute gRPC server shares: health, reflection, errors, metrics, graceful shutdown.
 
 A server reports NOT_SERVING until its models are loaded and again while it drains, so that
 load balancers and Kubernetes readiness probes send traffic only where it can be served.
 SIGTERM and SIGINT start a graceful stop: health flips first, in-flight calls get `grace`
-seconds, then the server stops.
+seconds, then the server stops. One interceptor turns every method's exceptions into a status
+(`lidroute.errors`) and counts and times every call, so servicers only translate messages.
 """
 
 from __future__ import annotations
@@ -11,16 +12,112 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from prometheus_client import Counter, Histogram, start_http_server
+
+from lidroute.errors import grpc_errors, status_of
 
 log = logging.getLogger(__name__)
 
 OVERALL = ""  # the health service name that means "the whole server"
+
+HANDLED = Counter(
+    "lidroute_grpc_server_handled_total",
+    "RPCs completed, by service, method and status code",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+HANDLING = Histogram(
+    "lidroute_grpc_server_handling_seconds",
+    "Time to complete an RPC, by service and method",
+    ["grpc_service", "grpc_method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+)
+#: Probes and tooling: not the traffic the metrics are about.
+UNOBSERVED = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
+
+
+class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Every method of the server: exceptions become a status, each call is counted and timed."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        service, _, method = details.method.lstrip("/").rpartition("/")
+        if handler is None or service in UNOBSERVED:
+            return handler
+        behavior = (
+            handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
+        )
+        wrap = _streaming if handler.response_streaming else _unary
+        make = _HANDLER_FACTORIES[handler.request_streaming, handler.response_streaming]
+        return make(
+            wrap(behavior, service, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+#: (request streaming, response streaming) -> the factory of such a handler.
+_HANDLER_FACTORIES = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _code(context: grpc.aio.ServicerContext, exc: BaseException) -> grpc.StatusCode:
+    """The status the client got: the one the handler set or aborted with, else the error map's."""
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    return context.code() or status_of(exc)[0]
+
+
+def _observe(service: str, method: str, code: grpc.StatusCode, started: float) -> None:
+    HANDLED.labels(service, method, code.name).inc()
+    HANDLING.labels(service, method).observe(time.perf_counter() - started)
+
+
+def _unary(
+    behavior: Callable[..., Awaitable[Any]], service: str, method: str
+) -> Callable[..., Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started, code = time.perf_counter(), grpc.StatusCode.OK
+        try:
+            async with grpc_errors(context, method=method):
+                return await behavior(request, context)
+        except BaseException as exc:
+            code = _code(context, exc)
+            raise
+        finally:
+            _observe(service, method, code, started)
+
+    return handle
+
+
+def _streaming(behavior: Callable[..., AsyncIterator[Any]], service: str, method: str) -> Callable[..., Any]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        started, code = time.perf_counter(), grpc.StatusCode.OK
+        try:
+            async with grpc_errors(context, method=method):
+                async for response in behavior(request, context):
+                    yield response
+        except BaseException as exc:
+            code = _code(context, exc)
+            raise
+        finally:
+            _observe(service, method, code, started)
+
+    return handle
 
 
 def server_options(max_message_bytes: int, max_connection_age_s: float) -> list[tuple[str, int]]:
@@ -52,7 +149,10 @@ class GrpcServer:
         self.listen = listen
         self.service_names = list(service_names)
         self.grace_s = grace_s
-        self.server = grpc.aio.server(options=server_options(max_message_bytes, max_connection_age_s))
+        self.server = grpc.aio.server(
+            options=server_options(max_message_bytes, max_connection_age_s),
+            interceptors=[ServingInterceptor()],
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -56,6 +56,13 @@ class CommonSettings(BaseSettings):
         return settings_from_namespace(cls, args, parser)
 
 
+class QueueSettings(CommonSettings):
+    """What the router and the workers must agree on about the queue in Redis, declared once."""
+
+    stream_ttl_seconds: int = Field(900, ge=10, description="TTL of per-job audio and event streams")
+    worker_ttl_seconds: float = Field(10.0, gt=0, description="a worker silent this long is not live")
+
+
 def _is_bool(annotation: Any) -> bool:
     return annotation is bool
 

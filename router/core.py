@@ -38,7 +38,7 @@ from lidroute.errors import (
 from lidroute.jobs import Job, JobQueue
 from lidroute.keys import Keys
 from lidroute.registry import Registry, check_language_code
-from lidroute.settings import CommonSettings, FloatList
+from lidroute.settings import FloatList, QueueSettings
 from lidroute.v1 import language_id_pb2 as lid_pb
 from lidroute.v1 import language_id_pb2_grpc as lid_grpc
 from lidroute.v1 import transcriber_pb2 as pb
@@ -58,7 +58,7 @@ LID_WINDOW = Histogram(
 )
 
 
-class RouterSettings(CommonSettings):
+class RouterSettings(QueueSettings):
     """Router: the public Transcriber API."""
 
     listen_address: str = Field("[::]:50051", description="gRPC listen address")
@@ -80,8 +80,6 @@ class RouterSettings(CommonSettings):
         description="serve every registered language even with no live worker: queue its jobs and wait "
         "queue_timeout_seconds for a worker to start (for worker pools autoscaled from zero)",
     )
-    stream_ttl_seconds: int = Field(900, ge=10, description="TTL of per-job audio and event streams")
-    worker_ttl_seconds: float = Field(10.0, gt=0, description="a worker silent this long is not live")
     max_connection_age_seconds: float = Field(300.0, ge=0, description="rebalance clients (0: never)")
     grace_seconds: float = Field(10.0, ge=0, description="drain time on SIGTERM")
 

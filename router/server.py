@@ -8,24 +8,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 import redis.asyncio as aioredis
-from prometheus_client import Counter, Histogram
 
 from lidroute import logs
-from lidroute.errors import InvalidArgument, grpc_errors, status_of
+from lidroute.errors import InvalidArgument
 from lidroute.server import GrpcServer, start_metrics
 from lidroute.v1 import transcriber_pb2 as pb
 from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
 from router.core import Router, RouterSettings
 
 log = logging.getLogger(__name__)
-
-REQUESTS = Counter("lidroute_router_requests_total", "Requests by method and status", ["method", "status"])
-LATENCY = Histogram(
-    "lidroute_router_request_seconds",
-    "Request latency",
-    ["method"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
-)
 
 
 async def _audio_after_config(requests: AsyncIterator[pb.TranscribeRequest]) -> AsyncIterator[bytes]:
@@ -36,57 +27,35 @@ async def _audio_after_config(requests: AsyncIterator[pb.TranscribeRequest]) -> 
 
 
 class TranscriberServicer(pb_grpc.TranscriberServicer):
+    """Messages in, messages out: errors, metrics and logs are the server's interceptor's."""
+
     def __init__(self, router: Router) -> None:
         self.router = router
 
     async def Transcribe(
         self, request_iterator: AsyncIterator[pb.TranscribeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TranscribeResponse]:
-        with LATENCY.labels("Transcribe").time():
-            status = "OK"
-            try:
-                async with grpc_errors(context, method="Transcribe"):
-                    requests = aiter(request_iterator)
-                    try:
-                        first = await anext(requests)
-                    except StopAsyncIteration:
-                        raise InvalidArgument(
-                            "empty stream: the first message must carry streaming_config"
-                        ) from None
-                    if not first.HasField("streaming_config"):
-                        raise InvalidArgument("the first message must carry streaming_config, not audio")
-                    async for response in self.router.transcribe(
-                        first.streaming_config, _audio_after_config(requests), context.time_remaining()
-                    ):
-                        yield response
-            except asyncio.CancelledError:
-                status = "CANCELLED"
-                raise
-            except BaseException as exc:
-                status = context.code().name if context.code() else status_of(exc)[0].name
-                raise
-            finally:
-                REQUESTS.labels("Transcribe", status).inc()
+        requests = aiter(request_iterator)
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            raise InvalidArgument("empty stream: the first message must carry streaming_config") from None
+        if not first.HasField("streaming_config"):
+            raise InvalidArgument("the first message must carry streaming_config, not audio")
+        async for response in self.router.transcribe(
+            first.streaming_config, _audio_after_config(requests), context.time_remaining()
+        ):
+            yield response
 
     async def Recognize(
         self, request: pb.RecognizeRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecognizeResponse:
-        with LATENCY.labels("Recognize").time():
-            status = "OK"
-            try:
-                async with grpc_errors(context, method="Recognize"):
-                    return await self.router.recognize(request, context.time_remaining())
-            except BaseException as exc:
-                status = context.code().name if context.code() else status_of(exc)[0].name
-                raise
-            finally:
-                REQUESTS.labels("Recognize", status).inc()
+        return await self.router.recognize(request, context.time_remaining())
 
     async def ListLanguages(
         self, request: pb.ListLanguagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListLanguagesResponse:
-        async with grpc_errors(context, method="ListLanguages"):
-            return await self.router.list_languages()
+        return await self.router.list_languages()
 
 
 async def serve(settings: RouterSettings) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lidroute import cli as serving
-from lidroute.cli import default_models_dir, has_models, lid_source, model_dirs
+from lidroute.cli import DESCRIPTION, default_models_dir, has_models, lid_source, model_dirs
 
 
 # ---------------------------------------------------------------------- the stack
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench.corpus import add_corpus_commands
     from workbench.evaluation import add_evaluate_commands
 
-    parser = argparse.ArgumentParser(prog="lidroute", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lidroute", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     add_build_command(serving.add_commands(sub))
     up = sub.add_parser("up", help="start Redis (unless --redis-url), LID service, workers and router")
