@@ -27,12 +27,11 @@ from pydantic import Field
 
 from asr_worker.decoding import DEFAULT_BEAM
 from asr_worker.model import CtcModel, Part, Transcript
-from lidroute import logs
 from lidroute.audio import TARGET_RATE, duration, pcm16_to_float
 from lidroute.jobs import Delivery, Event, JobQueue
 from lidroute.keys import Keys
 from lidroute.registry import Registry
-from lidroute.server import GrpcServer, start_metrics
+from lidroute.server import GrpcServer, run_service, start_metrics
 from lidroute.settings import CommaList, QueueSettings
 from lidroute.v1 import transcriber_pb2 as pb
 
@@ -399,6 +398,4 @@ async def serve(settings: WorkerSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = WorkerSettings.from_args(argv, prog="asr_worker serve")
-    logs.configure(settings.log_level, settings.log_format, service="asr_worker")
-    asyncio.run(serve(settings))
+    run_service(serve, WorkerSettings, argv, prog="asr_worker serve", service="asr_worker")

@@ -12,11 +12,10 @@ from prometheus_client import Histogram
 from pydantic import Field
 
 from lid_service.model import MIN_SECONDS, LanguageIdModel, LidRequest
-from lidroute import logs
 from lidroute.audio import TARGET_RATE, pcm16_to_float
 from lidroute.batching import MicroBatcher
 from lidroute.errors import InvalidArgument, LimitExceeded, Unavailable
-from lidroute.server import GrpcServer, start_metrics
+from lidroute.server import GrpcServer, run_service, start_metrics
 from lidroute.settings import CommonSettings
 from lidroute.v1 import language_id_pb2 as pb
 from lidroute.v1 import language_id_pb2_grpc as pb_grpc
@@ -127,6 +126,4 @@ async def serve(settings: LidSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = LidSettings.from_args(argv, prog="lid_service serve")
-    logs.configure(settings.log_level, settings.log_format, service="lid_service")
-    asyncio.run(serve(settings))
+    run_service(serve, LidSettings, argv, prog="lid_service serve", service="lid_service")

@@ -19,7 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class LidrouteError(Exception):
+    """An error whose status a client should see; each kind names its code where it is declared."""
+
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init_subclass__(cls, code: grpc.StatusCode | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
 
     @classmethod
     def from_status(cls, code_name: str, message: str) -> LidrouteError:
@@ -29,46 +36,36 @@ class LidrouteError(Exception):
         return error
 
 
-class InvalidArgument(LidrouteError):
+class InvalidArgument(LidrouteError, code=grpc.StatusCode.INVALID_ARGUMENT):
     """Bad config or audio from the client; retrying the same request cannot succeed."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class LimitExceeded(InvalidArgument):
     """The request is over a configured limit; the message names the limit."""
 
 
-class LanguageNotFound(LidrouteError):
+class LanguageNotFound(LidrouteError, code=grpc.StatusCode.NOT_FOUND):
     """No model is registered for the language."""
 
-    code = grpc.StatusCode.NOT_FOUND
 
-
-class LanguageNotServed(LidrouteError):
+class LanguageNotServed(LidrouteError, code=grpc.StatusCode.FAILED_PRECONDITION):
     """A model is registered but no live worker serves it, or the request allows none that is served."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
 
-
-class Unavailable(LidrouteError):
+class Unavailable(LidrouteError, code=grpc.StatusCode.UNAVAILABLE):
     """A backend (Redis, the language-ID service, the workers) cannot be reached; retry later."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+
+class DeadlineExceeded(LidrouteError, code=grpc.StatusCode.DEADLINE_EXCEEDED):
+    """The request's deadline (the client's, or max_request_seconds) passed before its result."""
 
 
-class DeadlineExceeded(LidrouteError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class JobFailed(LidrouteError):
+class JobFailed(LidrouteError, code=grpc.StatusCode.ABORTED):
     """A worker gave up on the job (e.g. after too many deliveries)."""
 
-    code = grpc.StatusCode.ABORTED
 
-
-class Cancelled(LidrouteError):
-    code = grpc.StatusCode.CANCELLED
+class Cancelled(LidrouteError, code=grpc.StatusCode.CANCELLED):
+    """The client went away; its job is stopped."""
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:

@@ -13,18 +13,22 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
+from lidroute import logs
 from lidroute.errors import grpc_errors, status_of
+from lidroute.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 OVERALL = ""  # the health service name that means "the whole server"
 
 HANDLED = Counter(
@@ -82,40 +86,34 @@ def _code(context: grpc.aio.ServicerContext, exc: BaseException) -> grpc.StatusC
     return context.code() or status_of(exc)[0]
 
 
-def _observe(service: str, method: str, code: grpc.StatusCode, started: float) -> None:
-    HANDLED.labels(service, method, code.name).inc()
-    HANDLING.labels(service, method).observe(time.perf_counter() - started)
+@asynccontextmanager
+async def _served(context: grpc.aio.ServicerContext, service: str, method: str) -> AsyncIterator[None]:
+    """One call: its errors mapped to a status (`grpc_errors`), then counted by that status and timed."""
+    started, code = time.perf_counter(), grpc.StatusCode.OK
+    try:
+        async with grpc_errors(context, method=method):
+            yield
+    except BaseException as exc:
+        code = _code(context, exc)
+        raise
+    finally:
+        HANDLED.labels(service, method, code.name).inc()
+        HANDLING.labels(service, method).observe(time.perf_counter() - started)
 
 
-def _unary(
-    behavior: Callable[..., Awaitable[Any]], service: str, method: str
-) -> Callable[..., Awaitable[Any]]:
+def _unary(behavior: Callable[..., Awaitable[Any]], service: str, method: str) -> Callable[..., Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started, code = time.perf_counter(), grpc.StatusCode.OK
-        try:
-            async with grpc_errors(context, method=method):
-                return await behavior(request, context)
-        except BaseException as exc:
-            code = _code(context, exc)
-            raise
-        finally:
-            _observe(service, method, code, started)
+        async with _served(context, service, method):
+            return await behavior(request, context)
 
     return handle
 
 
 def _streaming(behavior: Callable[..., AsyncIterator[Any]], service: str, method: str) -> Callable[..., Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        started, code = time.perf_counter(), grpc.StatusCode.OK
-        try:
-            async with grpc_errors(context, method=method):
-                async for response in behavior(request, context):
-                    yield response
-        except BaseException as exc:
-            code = _code(context, exc)
-            raise
-        finally:
-            _observe(service, method, code, started)
+        async with _served(context, service, method):
+            async for response in behavior(request, context):
+                yield response
 
     return handle
 
@@ -191,6 +189,20 @@ class GrpcServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace_s)
         log.info("stopped")
+
+
+def run_service(
+    serve: Callable[[SettingsT], Awaitable[None]],
+    settings_type: type[SettingsT],
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    service: str,
+) -> None:
+    """A service process: its settings from flags over the environment, structured logs, then `serve`."""
+    settings = settings_type.from_args(argv, prog=prog)
+    logs.configure(settings.log_level, settings.log_format, service=service)
+    asyncio.run(serve(settings))
 
 
 def start_metrics(port: int) -> None:

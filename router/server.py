@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 import grpc
 import redis.asyncio as aioredis
 
-from lidroute import logs
 from lidroute.errors import InvalidArgument
-from lidroute.server import GrpcServer, start_metrics
+from lidroute.server import GrpcServer, run_service, start_metrics
 from lidroute.v1 import transcriber_pb2 as pb
 from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
 from router.core import Router, RouterSettings
@@ -83,6 +81,4 @@ async def serve(settings: RouterSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = RouterSettings.from_args(argv, prog="router")
-    logs.configure(settings.log_level, settings.log_format, service="router")
-    asyncio.run(serve(settings))
+    run_service(serve, RouterSettings, argv, prog="router", service="router")
