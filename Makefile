@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint format proto lock models transfer bench up clean
+.PHONY: setup demo test lint format proto lock models transfer bench eval-real up clean
 
 setup:
 	@bash scripts/setup.sh
@@ -46,6 +46,13 @@ transfer: setup
 
 bench: setup
 	@$(PY) -m workbench.bench
+
+# The yardstick: recorded human speech (FLEURS and Picovoice clips), the bundled models beside Whisper
+# base on the same clips, windows and candidate languages; every number in build/eval-real.json.
+REAL_SPEECH ?= ../shared/eval/real-speech
+eval-real: setup
+	@mkdir -p build && $(PY) -m workbench.cli evaluate $(REAL_SPEECH) --models-dir models --candidates model \
+	  --anchor whisper-base --quiet --json build/eval-real.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

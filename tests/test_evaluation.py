@@ -405,3 +405,100 @@ def test_evaluate_without_asr_prints_lid_accuracy_and_a_confusion_matrix_per_win
         assert f"LID@{label}" in out
         assert f"language ID at {label} (rows: spoken, columns: decided)" in out
     assert "CER" in out and " - " in out  # no recognizer ran: error rates are empty
+
+
+# --------------------------------------------------------------------------- recorded speech as shipped
+
+
+def _clip(path: Path, seconds: float = 1.0) -> None:
+    import soundfile as sf
+
+    sf.write(path, np.zeros(int(16000 * seconds), np.float32), 16000)
+
+
+def test_transcript_tables_are_read_from_a_folder_and_from_each_of_its_subfolders(tmp_path: Path) -> None:
+    from lidroute.train.corpus import read_examples
+
+    (tmp_path / "fleurs").mkdir()
+    (tmp_path / "leopard").mkdir()
+    _clip(tmp_path / "fleurs" / "a.wav")
+    _clip(tmp_path / "leopard" / "b.wav", 2.0)
+    (tmp_path / "fleurs" / "manifest.tsv").write_text(
+        "file\tlang\tduration_s\ttranscript\na.wav\tde\t1.0\tfür die besten aussichten\n", encoding="utf-8"
+    )
+    (tmp_path / "leopard" / "transcripts.tsv").write_text(
+        'file\tlang\ttranscript\nb.wav\ten\tMr. Quilter is "the" apostle.\n', encoding="utf-8"
+    )
+    both = read_examples(tmp_path, split="test")
+    assert [(e.id, e.language, e.text, e.duration) for e in both] == [
+        ("fleurs/a", "de", "für die besten aussichten", 1.0),
+        ("leopard/b", "en", 'Mr. Quilter is "the" apostle.', None),
+    ]
+    assert len(both[1].audio()) == 32000
+    one = read_examples(tmp_path / "leopard")
+    assert [e.id for e in one] == ["b"]
+
+
+def test_a_transcript_table_that_lacks_a_column_or_a_clip_is_refused_by_name(tmp_path: Path) -> None:
+    from lidroute.train.corpus import CorpusError, read_transcript_tables
+
+    (tmp_path / "manifest.tsv").write_text("file\ttranscript\na.wav\thello\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="lacks column"):
+        read_transcript_tables(tmp_path)
+    (tmp_path / "manifest.tsv").write_text("file\tlang\ttranscript\na.wav\ten\thello\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"a\.wav not found"):
+        read_transcript_tables(tmp_path)
+    (tmp_path / "manifest.tsv").unlink()
+    with pytest.raises(CorpusError, match=r"no manifest\.tsv or transcripts\.tsv"):
+        read_transcript_tables(tmp_path)
+
+
+def test_normalisation_drops_punctuation_at_word_edges_and_keeps_words_one_for_one() -> None:
+    from workbench.evaluation import normalize
+
+    raw = "Mr. Quilter, côte d’ivoire — guinea-bissau. ¿Qué? पॉलिनेशिया।"
+    assert normalize(raw) == "mr quilter côte d’ivoire — guinea-bissau qué पॉलिनेशिया"
+    assert len(normalize(raw).split()) == len(raw.split()) == len(key_words(raw, "en"))
+    # Sentence punctuation no CTC model writes costs nothing; a wrong word still does.
+    assert error_counts([normalize("Hello, world.")], [normalize("hello world")]).cer == 0.0
+
+
+def test_the_side_by_side_table_pairs_two_systems_per_language_and_overall() -> None:
+    from workbench.evaluation import format_side_by_side
+
+    def result(lang: str, heard: str, decided: str) -> UtteranceResult:
+        return UtteranceResult(lang, lang, "a b", heard, 1.0, 0.1, {"1s": decided, "router": decided})
+
+    ours = summarize([result("en", "a b", "en"), result("de", "a", "en")])
+    theirs = summarize([result("en", "a b", "en"), result("de", "a b", "de")])
+    lines = format_side_by_side(ours, theirs, ("lidroute", "whisper-base")).splitlines()
+    assert lines[0] == "lidroute | whisper-base, side by side"
+    assert lines[1].split() == ["lang", "LID@1s", "LID@router", "CER", "WER", "RTF"]
+    de = next(line for line in lines if line.startswith("de "))
+    assert "0.0% | 100.0%" in de and "50.0% | 0.0%" in de  # LID, then WER: one of two words missed
+    assert [line.split()[0] for line in lines[3:]] == ["de", "en", "all", "mean"]
+
+
+@needs_bundled
+def test_candidates_model_chooses_among_the_lid_model_s_languages_and_leaves_out_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lidroute.train.corpus import synth_corpus
+
+    lang = _bundled_languages()[0]
+    synth_corpus(tmp_path / "corpus", [lang], train=0, dev=0, test=1, test_hard=0, seed=5, workers=1)
+    row = json.loads((tmp_path / "corpus" / "test.jsonl").read_text().splitlines()[0])
+    (tmp_path / "real").mkdir()
+    for name in ("spoken.flac", "other.flac"):
+        (tmp_path / "real" / name).write_bytes((tmp_path / "corpus" / row["audio"]).read_bytes())
+    (tmp_path / "real" / "manifest.tsv").write_text(
+        f"file\tlang\ttranscript\nspoken.flac\t{lang}\t{row['text']}\nother.flac\tja\t-\n", encoding="utf-8"
+    )
+    report_path = tmp_path / "report.json"
+    argv = ["evaluate", str(tmp_path / "real"), "--models-dir", str(BUNDLED_MODELS), "--quiet", "--no-asr"]
+    assert main([*argv, "--candidates", "model", "--json", str(report_path)]) == 0
+    assert "left out (no candidate language): ja (1)" in capsys.readouterr().err
+    written = json.loads(report_path.read_text())
+    lid_languages = set(written["settings"]["languages"])
+    assert lang in lid_languages and "ja" not in lid_languages and len(lid_languages) > 2
+    assert [u["id"] for u in written["utterances"]] == ["spoken"]

@@ -56,6 +56,7 @@ import json
 import re
 import sys
 import time
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -88,10 +89,19 @@ _SENTENCE_END = (".", "!", "?", "…")
 
 
 def normalize(text: str) -> str:
-    """The recognizers' training form of a transcript (lazy import: it pulls in torch)."""
+    """The recognizers' training form of a transcript (lazy import: it pulls in torch), without the
+    punctuation at the edges of words: real transcripts and other systems' output carry sentence
+    punctuation ("Mr. Quilter ... gospel.") that no CTC recognizer here writes. Apostrophes and
+    hyphens inside words stay, and a token of punctuation alone stays, so that the words of the
+    normalised text are the raw text's whitespace tokens one for one (`key_words`)."""
     from asr_worker.recipes.ctc import normalize_text
 
-    return normalize_text(text)
+    return normalize_text(" ".join(_strip_punctuation(token) for token in text.split()))
+
+
+def _strip_punctuation(token: str) -> str:
+    edges = "".join({c for c in token if unicodedata.category(c).startswith("P")})
+    return token.strip(edges) or token
 
 
 @cache
@@ -139,8 +149,9 @@ def is_number_word(word: str, lang: str) -> bool:
 def key_words(raw_reference: str, lang: str) -> list[bool]:
     """For each word of the normalised reference: does micro-WER count it (number or name)?
 
-    Normalisation only changes case and spacing, so the raw reference's whitespace tokens are the
-    normalised reference's words, one for one; capitalisation is read from the raw tokens.
+    Normalisation changes case, spacing and punctuation at word edges, so the raw reference's
+    whitespace tokens are the normalised reference's words, one for one; capitalisation is read
+    from the raw tokens.
     """
     import unicodedata
 
@@ -366,6 +377,30 @@ def format_table(rows: Mapping[str, GroupMetrics]) -> str:
     return "\n".join(lines)
 
 
+def format_side_by_side(
+    first: Mapping[str, GroupMetrics], second: Mapping[str, GroupMetrics], names: tuple[str, str]
+) -> str:
+    """Two systems on the same utterances: each cell is `first | second`, per language, `all`, `mean`."""
+    labels = sorted(
+        {label for m in [*first.values(), *second.values()] for label in m.lid_accuracy}, key=_window_order
+    )
+    columns = [*(f"LID@{label}" for label in labels), "CER", "WER", "RTF"]
+
+    def cells(m: GroupMetrics | None) -> list[str]:
+        if m is None:
+            return ["-"] * len(columns)
+        rtf = "-" if m.rtf is None else f"{m.rtf:.3f}"
+        return [*(_pct(m.lid_accuracy.get(label)) for label in labels), _pct(m.cer), _pct(m.wer), rtf]
+
+    width = 17
+    head = f"{'lang':6}" + "".join(f" {c:>{width}}" for c in columns)
+    lines = [f"{names[0]} | {names[1]}, side by side", head, "-" * len(head)]
+    for name in [*first, *(n for n in second if n not in first)]:
+        pairs = zip(cells(first.get(name)), cells(second.get(name)), strict=True)
+        lines.append(f"{name:6}" + "".join(f" {f'{a} | {b}':>{width}}" for a, b in pairs))
+    return "\n".join(lines)
+
+
 def format_alike(rows: Mapping[str, GroupMetrics]) -> str:
     """`--lid-twins`' table: per window, the windows another candidate speaks alike, the accuracy
     no model can beat, the accuracy measured, and the accuracy on the other windows. Languages
@@ -418,10 +453,14 @@ def format_confusion(results: Sequence[UtteranceResult]) -> str:
 
 
 def report(
-    results: Sequence[UtteranceResult], settings: Mapping[str, Any], command: Sequence[str] = ()
+    results: Sequence[UtteranceResult],
+    settings: Mapping[str, Any],
+    command: Sequence[str] = (),
+    anchored: Sequence[UtteranceResult] = (),
 ) -> dict[str, Any]:
-    """Everything `--json` writes: the command, the settings, the metrics and every utterance."""
-    return {
+    """Everything `--json` writes: the command, the settings, the metrics and every utterance, and
+    the anchor's metrics and utterances when one ran beside."""
+    document = {
         "command": list(command),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": dict(settings),
@@ -430,6 +469,12 @@ def report(
         "metrics": {name: asdict(m) for name, m in summarize(results).items()},
         "utterances": [asdict(r) for r in results],
     }
+    if anchored:
+        document["anchor"] = {
+            "metrics": {name: asdict(m) for name, m in summarize(anchored).items()},
+            "utterances": [asdict(r) for r in anchored],
+        }
+    return document
 
 
 # --------------------------------------------------------------------------- choosing examples
@@ -519,7 +564,99 @@ def find_alike(
 # --------------------------------------------------------------------------- in-process
 
 
-class InProcessEvaluator:
+class Evaluator:
+    """What every system under evaluation is scored by: the router's onset, windows and policy.
+
+    A system supplies `identify` (language ID of one window, among the candidates) and
+    `transcribe` (one utterance in its known language); the windows start at the speech onset the
+    router's VAD finds, and the router's growing-window policy runs with the system's `identify`,
+    so two systems are compared on exactly the same audio.
+    """
+
+    #: Shown above the system's table.
+    name = "lidroute"
+
+    def __init__(self, candidates: Sequence[str], windows: Sequence[float], identifies: bool) -> None:
+        from router.core import RouterSettings
+        from router.detection import VadPool
+
+        self.candidates = tuple(candidates)
+        self.windows = tuple(windows)
+        self.identifies = identifies
+        self.vad = VadPool()
+        # The router's own policy, read from its settings' defaults so that the two never drift.
+        fields = RouterSettings.model_fields
+        self.router_windows: list[float] = list(fields["lid_windows"].default)
+        self.router_threshold: float = fields["lid_threshold"].default
+        self.max_onset_search: float = fields["max_onset_search_seconds"].default
+        self.vad_threshold: float = fields["vad_threshold"].default
+
+    async def identify(self, audio: np.ndarray, candidates: Sequence[str]) -> list[tuple[str, float]]:
+        """(language, probability) of one window, best first."""
+        raise NotImplementedError
+
+    def can_transcribe(self, lang: str) -> bool:
+        """Whether the system recognizes `lang`; loads (and warms) its recognizer, off the clock."""
+        raise NotImplementedError
+
+    def transcribe(self, lang: str, audio: np.ndarray) -> str:
+        """The transcript of an utterance in `lang`, one `can_transcribe` said yes to."""
+        raise NotImplementedError
+
+    async def detect(self, audio: np.ndarray) -> dict[str, str]:
+        """The router's decision on this audio, per fixed window and with its growing-window policy.
+
+        The whole utterance is in the buffer, as if the client had sent it at once; the onset is
+        found once and shared by every decision.
+        """
+        from router.detection import AudioBuffer, OnsetDetector, detect_language
+
+        buffer = AudioBuffer()
+        buffer.append(audio)
+        buffer.end()
+        detector = OnsetDetector(self.vad, threshold=self.vad_threshold)
+        policies = [(window_label(w), [w], 1.0) for w in self.windows]
+        policies.append((ROUTER, self.router_windows, self.router_threshold))
+        decided = {}
+        for label, windows, threshold in policies:
+            decision = await detect_language(
+                buffer,
+                self.candidates,
+                self.identify,
+                detector,
+                windows=windows,
+                threshold=threshold,
+                max_onset_search=self.max_onset_search,
+            )
+            decided[label] = decision.language
+        return decided
+
+    async def evaluate(self, example: Example) -> UtteranceResult:
+        from lidroute.audio import TARGET_RATE
+
+        audio = example.audio()
+        result = UtteranceResult(
+            id=example.id,
+            language=example.language,
+            reference=example.text,
+            hypothesis=None,
+            audio_seconds=len(audio) / TARGET_RATE,
+        )
+        if self.can_transcribe(example.language):
+            started = time.perf_counter()
+            result.hypothesis = self.transcribe(example.language, audio)
+            result.processing_seconds = time.perf_counter() - started
+        if self.identifies:
+            started = time.perf_counter()
+            try:
+                result.detected = await self.detect(audio)
+            except Exception as exc:  # too short to identify, say: recorded, not fatal
+                result.error = f"language ID: {exc}"
+            result.lid_seconds = time.perf_counter() - started
+        return result
+
+
+class InProcessEvaluator(Evaluator):
     """The bundled (or any) models loaded as the services load them, run without a network.
 
     `candidates` are the languages language ID chooses among, as a router restricts detection to
@@ -542,15 +679,13 @@ class InProcessEvaluator:
     ) -> None:
         import tempfile
 
+        from asr_worker.worker import WorkerSettings
         from lid_service.model import LanguageIdModel
         from lidroute.cli import lid_source, model_dirs
-        from router.core import RouterSettings
-        from router.detection import VadPool
 
+        super().__init__(candidates, windows, identifies=lid)
         lid_dirs, asr_dirs = model_dirs(models_dir)
         self.asr_dirs = asr_dirs if asr else {}
-        self.candidates = tuple(candidates)
-        self.windows = tuple(windows)
         self.device = device
         self.lid: LanguageIdModel | None = None
         if lid:
@@ -560,15 +695,6 @@ class InProcessEvaluator:
                 )
             self._savedir = tempfile.TemporaryDirectory(prefix="lidroute-eval-lid-")
             self.lid = LanguageIdModel(lid_model or lid_source(lid_dirs), Path(self._savedir.name), device)
-        self.vad = VadPool()
-        # The router's own policy, read from its settings' defaults so that the two never drift.
-        fields = RouterSettings.model_fields
-        self.router_windows: list[float] = list(fields["lid_windows"].default)
-        self.router_threshold: float = fields["lid_threshold"].default
-        self.max_onset_search: float = fields["max_onset_search_seconds"].default
-        self.vad_threshold: float = fields["vad_threshold"].default
-        from asr_worker.worker import WorkerSettings
-
         defaults = WorkerSettings.model_fields
         self.beam: int = defaults["beam"].default if beam is None else beam
         split = defaults["pause_split_seconds"].default if pause_split is None else pause_split
@@ -591,69 +717,24 @@ class InProcessEvaluator:
             self._asr[lang] = model
         return self._asr[lang]
 
-    async def _identify(self, audio: np.ndarray, candidates: Sequence[str]) -> list[tuple[str, float]]:
+    def can_transcribe(self, lang: str) -> bool:
+        return self.recognizer(lang) is not None
+
+    def transcribe(self, lang: str, audio: np.ndarray) -> str:
+        model = self.recognizer(lang)
+        assert model is not None
+        return model.transcribe(audio).text
+
+    async def identify(self, audio: np.ndarray, candidates: Sequence[str]) -> list[tuple[str, float]]:
         from lid_service.model import LidRequest
 
         assert self.lid is not None
         return self.lid.identify([LidRequest(audio, tuple(candidates))])[0]
 
-    async def detect(self, audio: np.ndarray) -> dict[str, str]:
-        """The router's decision on this audio, per fixed window and with its growing-window policy.
-
-        The whole utterance is in the buffer, as if the client had sent it at once; the onset is
-        found once and shared by every decision.
-        """
-        from router.detection import AudioBuffer, OnsetDetector, detect_language
-
-        buffer = AudioBuffer()
-        buffer.append(audio)
-        buffer.end()
-        detector = OnsetDetector(self.vad, threshold=self.vad_threshold)
-        policies = [(window_label(w), [w], 1.0) for w in self.windows]
-        policies.append((ROUTER, self.router_windows, self.router_threshold))
-        decided = {}
-        for label, windows, threshold in policies:
-            decision = await detect_language(
-                buffer,
-                self.candidates,
-                self._identify,
-                detector,
-                windows=windows,
-                threshold=threshold,
-                max_onset_search=self.max_onset_search,
-            )
-            decided[label] = decision.language
-        return decided
-
-    async def evaluate(self, example: Example) -> UtteranceResult:
-        from lidroute.audio import TARGET_RATE
-
-        audio = example.audio()
-        result = UtteranceResult(
-            id=example.id,
-            language=example.language,
-            reference=example.text,
-            hypothesis=None,
-            audio_seconds=len(audio) / TARGET_RATE,
-        )
-        model = self.recognizer(example.language)
-        if model is not None:
-            started = time.perf_counter()
-            result.hypothesis = model.transcribe(audio).text
-            result.processing_seconds = time.perf_counter() - started
-        if self.lid is not None:
-            started = time.perf_counter()
-            try:
-                result.detected = await self.detect(audio)
-            except Exception as exc:  # too short to identify, say: recorded, not fatal
-                result.error = f"language ID: {exc}"
-            result.lid_seconds = time.perf_counter() - started
-        return result
-
 
 async def evaluate_in_process(
     examples: Sequence[Example],
-    evaluator: InProcessEvaluator,
+    evaluator: Evaluator,
     progress: Callable[[UtteranceResult], None] | None = None,
 ) -> list[UtteranceResult]:
     results = []
@@ -776,6 +857,18 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         help="in-process: the language-ID model instead of MODELS_DIR's (lid, lid-*), as the LID service's"
         " lid_model setting takes it (a folder or hub id, or several comma-separated, served as one)",
     )
+    ev.add_argument(
+        "--candidates",
+        default="data",
+        help="languages language ID chooses among: data (those in the data), model (every language the"
+        " in-process LID model knows; utterances in others are left out), or a comma-separated list",
+    )
+    ev.add_argument(
+        "--anchor",
+        choices=["whisper-base"],
+        help="in-process: also score Whisper base (faster-whisper) on the same utterances, windows and"
+        " candidates, and print the two side by side",
+    )
     ev.add_argument("--no-lid", action="store_true", help="in-process: skip language ID")
     ev.add_argument("--no-asr", action="store_true", help="in-process: language ID only")
     ev.add_argument("--confusion", action="store_true", help="print language-ID confusion matrices")
@@ -831,6 +924,32 @@ def _progress_line(result: UtteranceResult) -> None:
     )
 
 
+def _known(examples: Sequence[Example], candidates: Sequence[str]) -> tuple[list[Example], str]:
+    """The examples in a candidate language, and a note on the languages left out (with counts)."""
+    kept = [ex for ex in examples if ex.language in candidates]
+    out = defaultdict(int)
+    for ex in examples:
+        if ex.language not in candidates:
+            out[ex.language] += 1
+    return kept, ", ".join(f"{lang} ({n})" for lang, n in sorted(out.items()))
+
+
+def _anchor(args: argparse.Namespace, candidates: Sequence[str]) -> Evaluator:
+    """The system `--anchor` names, scored as the models under evaluation are."""
+    from lidroute.cli import CACHE
+    from lidroute.train.budget import usable_cores
+    from workbench.anchor import WhisperEvaluator
+
+    return WhisperEvaluator(
+        candidates,
+        CACHE,
+        windows=args.lid_windows,
+        threads=usable_cores(),
+        lid=not args.no_lid,
+        asr=not args.no_asr,
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from lidroute.cli import default_models_dir
 
@@ -854,7 +973,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         return 1
     candidates = sorted({ex.language for ex in examples})
-    for flag, given in (("--lid-model", args.lid_model), ("--lid-twins", args.lid_twins)):
+    if args.candidates not in ("data", "model"):
+        candidates = comma_list(args.candidates)
+    for flag, given in (
+        ("--lid-model", args.lid_model),
+        ("--lid-twins", args.lid_twins),
+        ("--anchor", args.anchor),
+        ("--candidates model", args.candidates == "model"),
+    ):
         if given and (args.address or args.no_lid):
             print(f"{flag} needs in-process language ID: drop --address/--no-lid", file=sys.stderr)
             return 1
@@ -875,6 +1001,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "limit": args.limit,
     }
     started = time.monotonic()
+    anchored: list[UtteranceResult] = []
     if args.address:
         settings |= {
             "mode": "router",
@@ -910,7 +1037,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except CorpusError as exc:
             print(exc, file=sys.stderr)
             return 1
-        missing = [lang for lang in candidates if lang not in evaluator.asr_dirs]
+        if args.candidates == "model":
+            assert evaluator.lid is not None
+            candidates = list(evaluator.lid.codes)
+            evaluator.candidates = tuple(candidates)
+        examples, left_out = _known(examples, candidates)
+        if left_out:
+            print(f"left out (no candidate language): {left_out}", file=sys.stderr)
+        settings["languages"] = candidates
+        missing = [
+            lang for lang in sorted({ex.language for ex in examples}) if lang not in evaluator.asr_dirs
+        ]
         if missing and not args.no_asr:
             print(
                 f"no recognizer in {models_dir} for {', '.join(missing)}: language ID only", file=sys.stderr
@@ -928,19 +1065,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "pause_split_seconds": evaluator.pause_split,
         }
         results = asyncio.run(evaluate_in_process(examples, evaluator, progress))
+        if args.anchor:
+            anchor_started = time.monotonic()
+            try:
+                anchor = _anchor(args, candidates)
+            except CorpusError as exc:
+                print(exc, file=sys.stderr)
+                return 1
+            anchored = asyncio.run(evaluate_in_process(examples, anchor, progress))
+            settings["anchor"] = {
+                "name": anchor.name,
+                "elapsed_seconds": round(time.monotonic() - anchor_started, 2),
+            }
     settings["elapsed_seconds"] = round(time.monotonic() - started, 2)
     if alike is not None:
         for result, windows in zip(results, alike, strict=True):
             result.alike = windows
     rows = summarize(results)
+    if anchored:
+        print(f"{Evaluator.name} ({settings['models_dir']})")
     print(format_table(rows))
+    if anchored:
+        print(f"\n{anchor.name}\n{format_table(summarize(anchored))}")
+        print(f"\n{format_side_by_side(rows, summarize(anchored), (Evaluator.name, args.anchor))}")
     if alike is not None:
         print("\n" + format_alike(rows))
     if args.confusion:
         print("\n" + format_confusion(results))
     if args.json_path:
         Path(args.json_path).write_text(
-            json.dumps(report(results, settings, command_line(args)), indent=2, ensure_ascii=False) + "\n",
+            json.dumps(report(results, settings, command_line(args), anchored), indent=2, ensure_ascii=False)
+            + "\n",
             encoding="utf-8",
         )
         print(f"wrote {args.json_path}")

@@ -277,6 +277,51 @@ def _hf_audio(value: Any) -> np.ndarray:
     raise CorpusError(f"cannot read audio from a dataset value of type {type(value).__name__}")
 
 
+#: A folder of clips with one table of transcripts: `file`, `lang`, `transcript` (tab-separated).
+TRANSCRIPT_TABLES = ("manifest.tsv", "transcripts.tsv")
+
+
+def _transcript_table(folder: Path) -> Path | None:
+    return next((folder / name for name in TRANSCRIPT_TABLES if (folder / name).is_file()), None)
+
+
+def read_transcript_tables(folder: str | Path, *, split: str = "test") -> list[Example]:
+    """Clips listed in a transcript table (`manifest.tsv` or `transcripts.tsv`: `file`, `lang`,
+    `transcript`, optionally `duration_s`), in `folder` or in each of its subfolders, as recorded
+    speech is often shipped: one folder per source. An id is `SUBFOLDER/FILE-STEM`."""
+    root = Path(folder)
+    tables = [t for t in [_transcript_table(root)] if t] or [
+        t for sub in sorted(p for p in root.iterdir() if p.is_dir()) if (t := _transcript_table(sub))
+    ]
+    if not tables:
+        raise CorpusError(f"{root}: no {' or '.join(TRANSCRIPT_TABLES)} in it or in its subfolders")
+    examples = []
+    for table in tables:
+        with table.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+        missing = {"file", "lang", "transcript"} - set(rows[0] if rows else {})
+        if missing:
+            raise CorpusError(f"{table} lacks column(s) {', '.join(sorted(missing))}")
+        prefix = "" if table.parent == root else f"{table.parent.name}/"
+        for row in rows:
+            audio = table.parent / row["file"]
+            if not audio.is_file():
+                raise CorpusError(f"{table}: {row['file']} not found")
+            duration = row.get("duration_s")
+            examples.append(
+                Example(
+                    text=row["transcript"],
+                    language=row["lang"],
+                    split=split,
+                    audio_path=audio,
+                    duration=float(duration) if duration else None,
+                    id=prefix + Path(row["file"]).stem,
+                    meta={"source": table.parent.name},
+                )
+            )
+    return examples
+
+
 def read_examples(
     source: str | Path,
     *,
@@ -286,7 +331,8 @@ def read_examples(
     text_column: str = "text",
 ) -> list[Example]:
     """Any source by its look: a `.jsonl` manifest, a corpus folder of manifests (`SPLIT.jsonl`),
-    a Common Voice folder (`clips/`), or a Hugging Face dataset (a saved folder or a hub name).
+    a Common Voice folder (`clips/`), folders of clips with a transcript table (`manifest.tsv`,
+    `transcripts.tsv`), or a Hugging Face dataset (a saved folder or a hub name).
 
     This is what training and evaluation commands take, so one `--data` flag reads them all.
     """
@@ -300,6 +346,10 @@ def read_examples(
         return read_manifest(path / f"{split}.jsonl", split=split)
     if path.is_dir() and (path / "clips").is_dir():
         return read_common_voice(path, splits=[split], language=language)
+    if path.is_dir() and (
+        _transcript_table(path) or any(_transcript_table(p) for p in path.iterdir() if p.is_dir())
+    ):
+        return read_transcript_tables(path, split=split)
     if path.exists() and not path.is_dir():
         raise CorpusError(f"{path}: not a .jsonl manifest, a corpus folder or a dataset")
     return read_hf_dataset(
@@ -968,6 +1018,7 @@ __all__ = [
     "read_examples",
     "read_hf_dataset",
     "read_manifest",
+    "read_transcript_tables",
     "synth_corpus",
     "tuning_split",
 ]

