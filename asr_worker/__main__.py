@@ -7,10 +7,10 @@ from lidroute.settings import run_subcommand
 COMMANDS = {
     "serve": "asr_worker.worker",
     "train": "asr_worker.recipes.ctc",
-    "pretrain": "asr_worker.recipes.transfer:pretrain_main",
-    "finetune": "asr_worker.recipes.transfer:finetune_main",
-    "lm": "asr_worker.recipes.transfer:lm_main",
-    "transfer": "asr_worker.recipes.transfer:transfer_main",
+    "pretrain": "asr_worker.recipes.commands:pretrain_main",
+    "finetune": "asr_worker.recipes.commands:finetune_main",
+    "lm": "asr_worker.recipes.commands:lm_main",
+    "transfer": "asr_worker.recipes.commands:transfer_main",
 }
 
 

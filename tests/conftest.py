@@ -53,14 +53,14 @@ def _test_plan():  # type: ignore[no-untyped-def]
 def _models_fingerprint() -> str:
     """Changes whenever the code or the budget that makes the test models changes."""
     digest = hashlib.sha256()
-    for rel in (
-        "lidroute/train/synth.py",
-        "lidroute/train/corpus.py",
-        "lid_service/recipes/ecapa.py",
-        "asr_worker/recipes/ctc.py",
-        "asr_worker/recipes/transfer.py",
+    for path in sorted(
+        [
+            *(ROOT / "lidroute" / "train").glob("*.py"),
+            *ROOT.glob("*/recipes/*.py"),
+            ROOT / "workbench" / "build.py",
+        ]
     ):
-        digest.update((ROOT / rel).read_bytes())
+        digest.update(path.read_bytes())
     digest.update(repr(_test_plan()).encode())
     return digest.hexdigest()[:12]
 

@@ -25,23 +25,16 @@ from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
 from asr_worker.decoding import DEFAULT_BEAM, WordLM
 from asr_worker.model import CtcModel
-from asr_worker.recipes import transfer
+from asr_worker.recipes import lm as word_lm
+from asr_worker.recipes.alphabet import alphabet_report
+from asr_worker.recipes.backbone import pretrain_backbone
+from asr_worker.recipes.cards import REPORT_FILE, _decoding_line
+from asr_worker.recipes.clips import take_clips
+from asr_worker.recipes.commands import finetune_main, lm_main, recipe_with
 from asr_worker.recipes.ctc import PERTURBATION, CtcRecipe, Perturbation, normalize_text
-from asr_worker.recipes.transfer import (
-    REPORT_FILE,
-    FinetuneRecipe,
-    _decoding_line,
-    add_word_lm,
-    alphabet_report,
-    finetune,
-    finetune_main,
-    lm_main,
-    parse_replay,
-    pretrain_backbone,
-    recipe_with,
-    take_clips,
-    transfer_table,
-)
+from asr_worker.recipes.finetune import FinetuneRecipe, finetune, parse_replay
+from asr_worker.recipes.lm import add_word_lm
+from asr_worker.recipes.transfer import transfer_table
 from lidroute.cli import model_dirs
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.registry import ModelSpec
@@ -314,8 +307,8 @@ def test_lm_command_gives_a_model_without_one_a_word_lm_and_rescores_it(
     assert "| greedy CER | greedy WER |" in (out / "README.md").read_text()
     # Tuned on other held-out splits, at most as many utterances as asked, and the card says which
     # (over a narrow grid: a search over a one-update model's frames is slow and its choice moot).
-    narrow = functools.partial(transfer.tune, weights=(1.0,), bonuses=(4.0,), oov_penalties=(1.0,))
-    monkeypatch.setattr(transfer, "tune", narrow)
+    narrow = functools.partial(word_lm.tune, weights=(1.0,), bonuses=(4.0,), oov_penalties=(1.0,))
+    monkeypatch.setattr(word_lm, "tune", narrow)
     argv = ["--model", str(out), "--data", str(data), "--language", "sw", "--log-level", "WARNING"]
     lm_main([*argv, "--dev-splits", "test,test_hard", "--dev-utterances", "3", "--heard-copies", "0"])
     retuned = json.loads((out / REPORT_FILE).read_text())["lm"]

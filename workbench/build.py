@@ -230,7 +230,8 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
     run in `plan.workers()` processes: language ID beside the corpus and the backbone, then the
     fine-tunes side by side, as each depends only on the backbone.
     """
-    from asr_worker.recipes.transfer import FinetuneRecipe, finetune, pretrain_backbone
+    from asr_worker.recipes.backbone import pretrain_backbone
+    from asr_worker.recipes.finetune import FinetuneRecipe, finetune
     from lid_service.recipes.ecapa import train_lid
     from lidroute.train.corpus import SPLITS, synth_corpus, tuning_split
 

@@ -1,0 +1,323 @@
+"""The recipes' command lines (`python -m asr_worker ...`).
+
+- `pretrain`: the multilingual backbone, from any corpus `lidroute.train.corpus.read_examples` reads.
+- `finetune`: the transfer recipe, with the alphabet report, optional feature-encoder freezing,
+  replay of another language against forgetting, augmentation, evaluation and `--register`.
+- `lm`: a word LM for beam-search decoding, its weights tuned on held-out speech.
+- `transfer`: the transfer table (backbone vs random initialisation vs zero-shot, per budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from asr_worker.recipes.alphabet import AlphabetReport
+from asr_worker.recipes.backbone import BACKBONE_RECIPE, pretrain_backbone
+from asr_worker.recipes.cards import REPORT_FILE, finetune_card, write_report
+from asr_worker.recipes.clips import held_out, language_examples
+from asr_worker.recipes.ctc import (
+    PERTURBATION,
+    CtcRecipe,
+    Perturbation,
+)
+from asr_worker.recipes.finetune import FinetuneRecipe, finetune, parse_replay, register
+from asr_worker.recipes.lm import add_word_lm
+from asr_worker.recipes.scoring import evaluate_splits
+from asr_worker.recipes.transfer import transfer_table
+from lidroute.settings import comma_list
+from lidroute.train.corpus import (
+    CorpusError,
+)
+from lidroute.train.synth import HIGH_RESOURCE
+
+if TYPE_CHECKING:
+    pass
+
+
+log = logging.getLogger(__name__)
+
+
+RecipeT = TypeVar("RecipeT", CtcRecipe, Perturbation)
+
+
+def _common(parser: argparse.ArgumentParser, *, log_level: bool = True) -> None:
+    parser.add_argument(
+        "--data", required=True, help="corpus folder, .jsonl manifest, Common Voice folder or HF dataset"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, help="updates (the reproducible budget)")
+    parser.add_argument("--seconds", type=float, help="wall-clock cap on training")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    if log_level:  # else it comes with the settings flags
+        parser.add_argument("--log-level", default="INFO")
+
+
+def _run(parser: argparse.ArgumentParser, fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except (CorpusError, KeyError, ValueError, OSError) as exc:
+        parser.exit(2, f"{parser.prog}: {exc.args[0] if exc.args else exc}\n")
+
+
+def recipe_with(recipe: RecipeT, overrides: Sequence[str]) -> RecipeT:
+    """`["hidden_size=256", "conv_dim=64,64,64,64,64"]` applied to a recipe (a `CtcRecipe`, a
+    `Perturbation`), typed like its fields."""
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        current = getattr(recipe, name, None)
+        if not sep or current is None:
+            raise ValueError(f"{item!r}: not FIELD=VALUE with a field of {', '.join(asdict(recipe))}")
+        try:
+            if isinstance(current, tuple):
+                changes[name] = tuple(type(current[0])(v) for v in value.split(","))
+            else:
+                changes[name] = type(current)(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: {value!r} is not a {type(current).__name__}") from None
+    return replace(recipe, **changes)
+
+
+def pretrain_main(argv: Sequence[str] | None = None) -> None:
+    """`python -m asr_worker pretrain --data CORPUS --out DIR`: the multilingual backbone."""
+    from lidroute.logs import configure
+
+    parser = argparse.ArgumentParser(prog="asr_worker pretrain", description=pretrain_backbone.__doc__)
+    _common(parser)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--languages", default=",".join(HIGH_RESOURCE))
+    parser.add_argument("--utterances", type=int, default=1000, help="training utterances per language")
+    parser.add_argument("--targets", choices=("phonemes", "letters"), default="phonemes")
+    parser.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a CtcRecipe field, e.g. hidden_size=256 (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        recipe = recipe_with(BACKBONE_RECIPE, args.recipe)
+    except ValueError as exc:
+        parser.error(str(exc))
+    configure(args.log_level, fmt="text", service="asr-pretrain")
+
+    def run() -> None:
+        report = pretrain_backbone(
+            args.data,
+            Path(args.out),
+            args.languages.split(","),
+            utterances_per_language=args.utterances,
+            max_steps=args.steps or (None if args.seconds else 3000),
+            max_train_seconds=args.seconds,
+            seed=args.seed,
+            recipe=recipe,
+            targets=args.targets,
+            device=args.device,
+        )
+        print(json.dumps({k: report[k] for k in ("steps", "train_seconds", "mean_cer")}))
+
+    _run(parser, run)
+
+
+def finetune_main(argv: Sequence[str] | None = None) -> None:
+    """`python -m asr_worker finetune --backbone B --data D --language xx --out DIR`."""
+    from lidroute.logs import configure
+    from lidroute.settings import CommonSettings, add_setting_flags, settings_from_namespace
+
+    parser = argparse.ArgumentParser(prog="asr_worker finetune", description=finetune.__doc__)
+    _common(parser, log_level=False)
+    parser.add_argument("--backbone", required=True, help="hub id or local directory (from_pretrained)")
+    parser.add_argument("--language", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--minutes", type=float, help="use at most this much target speech")
+    parser.add_argument(
+        "--replay", type=parse_replay, action="append", default=[], help="LANG:SHARE, e.g. en:0.1"
+    )
+    parser.add_argument("--replay-data", help="where replay speech comes from (default: --data)")
+    parser.add_argument("--vocab", default="train", help="train | backbone | path to a vocab.json")
+    parser.add_argument(
+        "--random-init", action="store_true", help="baseline: the backbone's architecture only"
+    )
+    parser.add_argument(
+        "--keep-head",
+        action="store_true",
+        help="--backbone is a recognizer of --language: train it further, its head and alphabet kept",
+    )
+    parser.add_argument("--freeze-feature-encoder", action="store_true")
+    parser.add_argument("--lr", type=float, default=FinetuneRecipe.lr)
+    parser.add_argument(
+        "--head-share",
+        type=float,
+        default=FinetuneRecipe.head_share,
+        help="share of the updates that train the new head alone first",
+    )
+    parser.add_argument(
+        "--no-augment", action="store_true", help="no speed, telephone-channel and noise augmentation"
+    )
+    parser.add_argument(
+        "--augmentation",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a field of the training augmentation (Perturbation), e.g. timbre_share=0.3 or "
+        "speed=0.8,1.25 (repeatable)",
+    )
+    parser.add_argument(
+        "--no-lm", action="store_true", help="no word LM beside the model: the worker decodes greedily"
+    )
+    parser.add_argument(
+        "--lm-dev-splits",
+        default="dev",
+        help="comma-separated held-out splits the LM fusion is tuned on (`lidroute corpus tune` adds `tune`)",
+    )
+    parser.add_argument(
+        "--lm-dev-utterances", type=int, default=50, help="at most this many of their utterances"
+    )
+    parser.add_argument("--eval-utterances", type=int, default=100)
+    parser.add_argument("--register", action="store_true", help="register the model for --language")
+    add_setting_flags(parser, CommonSettings)
+    args = parser.parse_args(argv)
+    try:
+        augmentation = recipe_with(PERTURBATION, args.augmentation)
+    except ValueError as exc:
+        parser.error(str(exc))
+    configure(getattr(args, "log_level", "INFO"), fmt="text", service="asr-finetune")
+    settings = settings_from_namespace(CommonSettings, args, parser) if args.register else None
+
+    def run() -> None:
+        report = finetune(
+            args.backbone,
+            args.data,
+            args.language,
+            Path(args.out),
+            minutes=args.minutes,
+            max_steps=args.steps or (None if args.seconds else 800),
+            max_train_seconds=args.seconds,
+            seed=args.seed,
+            replay=args.replay,
+            replay_data=args.replay_data,
+            vocab=args.vocab,
+            random_init=args.random_init,
+            keep_head=args.keep_head,
+            recipe=FinetuneRecipe(
+                lr=args.lr,
+                freeze_feature_encoder=args.freeze_feature_encoder,
+                augment=not args.no_augment,
+                head_share=args.head_share,
+            ),
+            augmentation=augmentation,
+            n_eval=args.eval_utterances,
+            device=args.device,
+            lm=not args.no_lm,
+            lm_splits=comma_list(args.lm_dev_splits),
+            lm_utterances=args.lm_dev_utterances,
+        )
+        if settings is not None:
+            register(args.language, Path(args.out), settings.redis_url, settings.key_prefix)
+            print(f"registered {args.language} -> {Path(args.out).resolve()}", flush=True)
+        print(json.dumps({"scores": report["scores"], "train_seconds": report["train_seconds"]}))
+
+    _run(parser, run)
+
+
+def lm_main(argv: Sequence[str] | None = None) -> None:
+    """`python -m asr_worker lm --model DIR --data D --language xx`: a word LM for a recognizer.
+
+    For any `save_pretrained` CTC recognizer, a fine-tuned hub checkpoint too: the LM learns the
+    transcripts of the data's train split and is tuned on its dev split. A model made by
+    `asr_worker finetune` is re-scored with and without it, and its report and card rewritten.
+    """
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    from lidroute.logs import configure
+
+    parser = argparse.ArgumentParser(prog="asr_worker lm", description=lm_main.__doc__)
+    parser.add_argument("--model", required=True, help="the recognizer's directory; lm.json goes there")
+    parser.add_argument(
+        "--data", required=True, help="corpus folder, .jsonl manifest, Common Voice folder or HF dataset"
+    )
+    parser.add_argument("--language", required=True)
+    parser.add_argument(
+        "--dev-splits",
+        default="dev",
+        help="comma-separated held-out splits to tune on (`lidroute corpus tune` adds `tune`)",
+    )
+    parser.add_argument(
+        "--dev-utterances", type=int, help="at most this many of their utterances (default: all)"
+    )
+    parser.add_argument(
+        "--heard-copies",
+        type=int,
+        default=2,
+        help="times the dev speech is also heard through the training augmentation (0: clean only)",
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    configure(args.log_level, fmt="text", service="asr-lm")
+
+    def run() -> None:
+        out_dir = Path(args.model)
+        if not (out_dir / "config.json").is_file():
+            raise ValueError(f"{out_dir} is not a save_pretrained model directory")
+        model = Wav2Vec2ForCTC.from_pretrained(out_dir).eval().to(args.device)
+        processor = Wav2Vec2Processor.from_pretrained(out_dir)
+        texts = [e.text for e in language_examples(args.data, "train", args.language)]
+        splits = comma_list(args.dev_splits)
+        dev = held_out(args.data, splits, args.language, args.dev_utterances)
+        lm, summary = add_word_lm(
+            model, processor, out_dir, texts, dev, copies=args.heard_copies, splits=splits
+        )
+        report_file = out_dir / REPORT_FILE
+        report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else {}
+        if report.get("kind") == "finetuned":
+            splits = list(report["scores"])
+            n_eval = max(int(s["utterances"]) for s in report["scores"].values())
+            report["lm"] = summary
+            report["scores_greedy"], report["scores"] = evaluate_splits(
+                model, processor, args.data, args.language, splits, n_eval, lms=(None, lm)
+            )
+            write_report(out_dir, report)
+            finetune_card(out_dir, report, AlphabetReport(**report["alphabet"]))
+            summary["scores"] = {k: round(v["cer"], 4) for k, v in report["scores"].items()}
+        print(json.dumps(summary))
+
+    _run(parser, run)
+
+
+def transfer_main(argv: Sequence[str] | None = None) -> None:
+    """`python -m asr_worker transfer --backbone B --data D --out DIR`: the transfer table."""
+    from lidroute.logs import configure
+
+    parser = argparse.ArgumentParser(prog="asr_worker transfer", description=transfer_table.__doc__)
+    _common(parser)
+    parser.add_argument("--backbone", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--languages", default="sw,mr")
+    parser.add_argument("--minutes", default="10,60", help="target-speech budgets, comma-separated")
+    parser.add_argument(
+        "--zero-shot", help="high-resource recognizer applied unchanged (default: the backbone)"
+    )
+    args = parser.parse_args(argv)
+    configure(args.log_level, fmt="text", service="asr-transfer")
+    _run(
+        parser,
+        lambda: transfer_table(
+            args.backbone,
+            args.data,
+            Path(args.out),
+            languages=args.languages.split(","),
+            minutes=[float(m) for m in args.minutes.split(",")],
+            max_steps=args.steps or 800,
+            seed=args.seed,
+            zero_shot_model=args.zero_shot,
+            device=args.device,
+        ),
+    )
