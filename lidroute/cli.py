@@ -194,10 +194,10 @@ async def _transcribe_files(args: argparse.Namespace) -> int:
                 else:
                     for partial in result.partials:
                         tqdm.write(f"{path}: ... {partial}")
-                    tqdm.write(
-                        f"{path}: [{result.language} p={result.probability:.2f} {result.source.lower()}] "
-                        f"{result.transcript}"
-                    )
+                    heard = f"{result.language} p={result.probability:.2f} {result.source.lower()}"
+                    if result.source == "NO_SPEECH":
+                        heard = "no speech"
+                    tqdm.write(f"{path}: [{heard}] {result.transcript}")
             bar.update(1)
         bar.close()
     return 1 if failures else 0

@@ -42,7 +42,7 @@ from lidroute.settings import FloatList, QueueSettings
 from lidroute.v1 import language_id_pb2 as lid_pb
 from lidroute.v1 import language_id_pb2_grpc as lid_grpc
 from lidroute.v1 import transcriber_pb2 as pb
-from router.detection import AudioBuffer, Decision, OnsetDetector, VadPool, detect_language
+from router.detection import AudioBuffer, Decision, NoSpeech, OnsetDetector, VadPool, detect_language
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,23 @@ class Router:
                     detection_window=duration(decision.window / TARGET_RATE),
                 ),
             )
+            if source == Source.NO_SPEECH:
+                # Nothing to recognise: the final result comes from here, and no worker is woken.
+                yield pb.TranscribeResponse(
+                    request_id=request_id,
+                    result=pb.RecognitionResult(
+                        alternatives=[pb.SpeechRecognitionAlternative(transcript="")],
+                        is_final=True,
+                        result_end_offset=duration(buffer.size / TARGET_RATE),
+                        timing=pb.Timing(
+                            audio_seconds=buffer.size / TARGET_RATE,
+                            language_id_seconds=lid_seconds,
+                            total_seconds=time.monotonic() - started,
+                        ),
+                    ),
+                )
+                finished = True
+                return
             job = Job(
                 job_id=request_id,
                 language=decision.language,
@@ -324,6 +341,8 @@ class Router:
             )
             try:
                 decision = await self._unless_pump_fails(detection, pump, deadline)
+            except NoSpeech:
+                return Decision("", 0.0, [], buffer.size, 0), Source.NO_SPEECH
             finally:
                 detection.cancel()
         LID_WINDOW.observe(decision.window / TARGET_RATE)

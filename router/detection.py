@@ -137,6 +137,10 @@ class OnsetDetector:
             self._window_pos, self._window_speech_end = 0, None
 
 
+class NoSpeech(Exception):
+    """The request ended, every frame of it scanned, and the VAD heard no speech in it."""
+
+
 @dataclass(frozen=True)
 class Decision:
     language: str
@@ -201,6 +205,7 @@ async def detect_language(
     search_limit = int(max_onset_search * TARGET_RATE)
     try:
         onset = None
+        heard_nothing = False
         while onset is None:
             await buffer.wait_for(detector.scanned + VAD_FRAME)
             onset = await asyncio.to_thread(detector.feed, buffer.array())
@@ -209,12 +214,17 @@ async def detect_language(
             scanned_all = buffer.ended and detector.scanned + VAD_FRAME > buffer.size
             if onset is None and (scanned_all or detector.scanned >= search_limit):
                 onset = 0
+                heard_nothing = scanned_all
         detector.close()  # the onset search's VAD state, free for the window scan
         if buffer.ended and buffer.size < MIN_WINDOW:
             raise InvalidArgument(
                 f"{buffer.size / TARGET_RATE:.3f} s of audio is too short to identify its language "
                 f"(at least {MIN_WINDOW / TARGET_RATE} s, or pass language_code)"
             )
+        # A stream that goes on past the search limit without speech is classified from its
+        # start (speech may come later); one that ended with none in it has no language.
+        if heard_nothing:
+            raise NoSpeech(f"no speech in {buffer.size / TARGET_RATE:.2f} s of audio")
         best: list[tuple[str, float]] = []
         used = 0
         for i, seconds in enumerate(windows):

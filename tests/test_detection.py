@@ -12,7 +12,7 @@ import pytest
 
 from lid_service.model import LanguageIdModel, LidRequest
 from lidroute.errors import InvalidArgument
-from router.detection import AudioBuffer, OnsetDetector, VadPool, detect_language
+from router.detection import AudioBuffer, NoSpeech, OnsetDetector, VadPool, detect_language
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +166,21 @@ async def test_too_little_audio_is_an_error(lid: LanguageIdModel) -> None:
             threshold=0.5,
             max_onset_search=5.0,
         )
+
+
+async def test_a_request_of_silence_alone_has_no_speech_and_no_language(lid: LanguageIdModel) -> None:
+    buffer = AudioBuffer()
+    buffer.append(silence(2.0))
+    buffer.end()
+    calls: list[float] = []
+    with pytest.raises(NoSpeech, match=r"no speech in 2\.00 s"):
+        await detect(buffer, lid, calls, ["en", "es"], [0.5, 1.0])
+    assert calls == []  # the language-ID model is never asked
+
+
+async def test_too_short_a_request_is_refused_as_too_short_not_as_silence(lid: LanguageIdModel) -> None:
+    buffer = AudioBuffer()
+    buffer.append(silence(0.05))
+    buffer.end()
+    with pytest.raises(InvalidArgument, match="too short"):
+        await detect(buffer, lid, [], ["en", "es"], [0.5])

@@ -385,3 +385,25 @@ async def test_client_deadline_propagates(own_stack, client: Client, speech) -> 
         return await _pending(own_stack, "es") == 0
 
     await _eventually(released)
+
+
+@pytest.mark.parametrize("unary", [False, True])
+async def test_silence_gets_no_speech_and_an_empty_final_result_without_a_worker(
+    client: Client, unary: bool
+) -> None:
+    """Not a language picked from noise: NO_SPEECH, an empty transcript, and no worker woken."""
+    silent = pcm(np.zeros(16000 * 2, np.float32))
+    config = pb.RecognitionConfig(encoding=Encoding.LINEAR16, sample_rate_hertz=16000)
+    if unary:
+        reply = await client.stub.Recognize(
+            pb.RecognizeRequest(config=config, audio_content=silent), timeout=30
+        )
+        detected, final = reply.language_detected, reply.result
+    else:
+        events = [e async for e in client.stream(config, [silent], timeout=30)]
+        assert [e.WhichOneof("event") for e in events] == ["language_detected", "result"]
+        detected, final = events[0].language_detected, events[1].result
+    assert detected.source == pb.LanguageDetected.NO_SPEECH and detected.language_code == ""
+    assert final.is_final and final.alternatives[0].transcript == ""
+    assert not final.worker_id and not final.model.uri  # the router answered: no job was queued
+    assert final.timing.audio_seconds == 2.0

@@ -70,10 +70,12 @@ class LanguageDetected(_message.Message):
         HINT: _ClassVar[LanguageDetected.Source]
         DETECTED: _ClassVar[LanguageDetected.Source]
         SINGLE_CANDIDATE: _ClassVar[LanguageDetected.Source]
+        NO_SPEECH: _ClassVar[LanguageDetected.Source]
     SOURCE_UNSPECIFIED: LanguageDetected.Source
     HINT: LanguageDetected.Source
     DETECTED: LanguageDetected.Source
     SINGLE_CANDIDATE: LanguageDetected.Source
+    NO_SPEECH: LanguageDetected.Source
     LANGUAGE_CODE_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
