@@ -52,7 +52,8 @@ def test_a_short_ctc_run_writes_a_directory_the_worker_loads(tmp_path: Path) -> 
 def test_a_short_lid_run_of_a_chosen_width_on_every_voice_writes_what_the_service_loads(
     tmp_path: Path,
 ) -> None:
-    from lid_service.recipes.ecapa import CALIBRATION_VARIANTS, EVAL_VARIANTS, train_lid
+    from lid_service.recipes.ecapa import train_lid
+    from lid_service.recipes.recipe import CALIBRATION_VARIANTS, EVAL_VARIANTS
     from lidroute.train.synth import EXTRA_VARIANTS, VARIANTS
 
     out = tmp_path / "lid"
@@ -110,13 +111,14 @@ def test_a_further_lid_run_starts_from_the_earlier_model_at_its_width_and_its_ca
 
 
 def test_lid_batches_made_by_loader_workers_differ_between_workers_and_repeat_with_the_seed() -> None:
-    from lid_service.recipes.ecapa import RECIPE, _BatchStream, _corpus
+    from lid_service.recipes.data import BatchStream, make_corpus
+    from lid_service.recipes.recipe import RECIPE
     from lidroute.train.synth import VARIANTS
 
-    corpus = _corpus(["en", "sw"], 6, 0, VARIANTS[:3])
+    corpus = make_corpus(["en", "sw"], 6, 0, VARIANTS[:3])
 
     def first_batches(seed: int) -> list[torch.Tensor]:
-        stream = _BatchStream(corpus, (0.25, 1.0), seed, RECIPE)
+        stream = BatchStream(corpus, (0.25, 1.0), seed, RECIPE)
         loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
         batches = iter(loader)
         return [next(batches)[0] for _ in range(2)]  # one from each worker, in turn
