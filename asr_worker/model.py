@@ -16,12 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+from transformers.utils import logging as hf_logging
 
 from asr_worker.decoding import DEFAULT_BEAM, CtcTokens, WordLM, beam_search
 from lidroute.audio import TARGET_RATE, speech_segments
 from lidroute.registry import ModelSpec
 
 log = logging.getLogger(__name__)
+# A worker's stderr is its structured log: no progress bar of every model load in it.
+hf_logging.disable_progress_bar()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -43,7 +44,11 @@ class VadPool:
                 return model
         from silero_vad import load_silero_vad
 
-        return load_silero_vad()
+        # silero-vad ships TorchScript; torch's deprecation notice of its loader says nothing to
+        # whoever reads the router's log.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.load", category=FutureWarning)
+            return load_silero_vad()
 
     def release(self, model: torch.nn.Module) -> None:
         with self._lock:
