@@ -18,6 +18,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 
 import grpc
 import numpy as np
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 Source = pb.LanguageDetected.Source
 Encoding = pb.RecognitionConfig.AudioEncoding
+Undetermined = pb.RecognitionConfig.UndeterminedAction
 
 DETECTIONS = Counter("lidroute_router_detections_total", "Language decisions", ["language", "source"])
 LID_LATENCY = Histogram("lidroute_router_language_id_seconds", "Time to decide the language")
@@ -66,6 +68,13 @@ class RouterSettings(QueueSettings):
     lid_timeout_seconds: float = Field(5.0, gt=0, description="timeout of one language-ID call")
     lid_windows: FloatList = Field([0.5, 1.0], description="growing windows of speech (s)")
     lid_threshold: float = Field(0.9, ge=0, le=1, description="probability that ends detection early")
+    lid_min_probability: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="a detection less probable than this is UNDETERMINED (0: off; set it from the"
+        " calibration of the LID model on real speech)",
+    )
     max_onset_search_seconds: float = Field(5.0, gt=0, description="how long to look for speech")
     vad_threshold: float = Field(0.5, gt=0, lt=1, description="VAD speech probability threshold")
     max_audio_seconds: float = Field(120.0, gt=0, description="longest audio accepted")
@@ -185,6 +194,50 @@ class Router:
             candidates = known
         return None, candidates
 
+    async def detection_candidates(self, config: pb.RecognitionConfig) -> list[str]:
+        """What language ID chooses among: every language it knows that the request allows, served or
+        not, so that speech in a language nobody serves is said to be so rather than mistaken."""
+        allowed = {check_language_code(c) for c in config.alternative_language_codes}
+        return sorted(lang for lang in await self.detectable_languages() if not allowed or lang in allowed)
+
+    @staticmethod
+    def check_undetermined_action(config: pb.RecognitionConfig, candidates: Sequence[str]) -> None:
+        """Refuses, before any audio is read, an on_undetermined that could not be carried out."""
+        action, fallback = config.on_undetermined, config.fallback_language_code
+        if action not in Undetermined.values():
+            raise InvalidArgument(f"on_undetermined {action} is not one of {', '.join(Undetermined.keys())}")
+        if action == Undetermined.FALLBACK:
+            if not fallback:
+                raise InvalidArgument("on_undetermined FALLBACK needs fallback_language_code")
+            if check_language_code(fallback) not in candidates:
+                raise InvalidArgument(
+                    f"fallback_language_code {fallback!r} is not served; served: {_langs(candidates)}"
+                )
+        elif fallback:
+            raise InvalidArgument("fallback_language_code is used only with on_undetermined FALLBACK")
+
+    def undetermined(
+        self, decision: Decision, served: Sequence[str], config: pb.RecognitionConfig
+    ) -> Decision:
+        """What the request asked for when language ID could not decide; the candidates stay."""
+        best, p = decision.language, decision.probability
+        floor = self.settings.lid_min_probability
+        why = (
+            f"its best language, {best!r} (p={p:.2f}), is not served"
+            if best not in served
+            else f"its best language, {best!r}, has p={p:.2f}, under lid_min_probability {floor:g}"
+        )
+        if config.on_undetermined == Undetermined.FAIL:
+            top = ", ".join(f"{c} {q:.2f}" for c, q in decision.alternatives[:3])
+            raise LanguageNotServed(
+                f"language ID could not decide: {why} (best: {top}); served: {_langs(served)}"
+            )
+        if config.on_undetermined == Undetermined.FALLBACK:
+            lang = config.fallback_language_code
+        else:
+            lang = next((c for c, _ in decision.alternatives if c in served), served[0])
+        return replace(decision, language=lang, probability=dict(decision.alternatives).get(lang, 0.0))
+
     # ------------------------------------------------------------------ language ID calls
     async def _call_lid(self, method, request, deadline: float | None):  # type: ignore[no-untyped-def]
         timeout = self.settings.lid_timeout_seconds
@@ -244,13 +297,14 @@ class Router:
         deadline = time.time() + (min(time_remaining, budget) if time_remaining is not None else budget)
         decoder = self.decoder(config)
         hint, candidates = await self.plan(config)
+        self.check_undetermined_action(config, candidates)
         buffer = AudioBuffer()
         pump = asyncio.create_task(self._pump(chunks, decoder, buffer), name=f"pump-{request_id}")
         forward: asyncio.Task[None] | None = None
         job: Job | None = None
         finished = False
         try:
-            decision, source = await self._decide(hint, candidates, buffer, pump, deadline)
+            decision, source = await self._decide(hint, candidates, config, buffer, pump, deadline)
             lid_seconds = time.monotonic() - started
             DETECTIONS.labels(decision.language, Source.Name(source)).inc()
             yield pb.TranscribeResponse(
@@ -318,6 +372,7 @@ class Router:
         self,
         hint: str | None,
         candidates: list[str],
+        config: pb.RecognitionConfig,
         buffer: AudioBuffer,
         pump: asyncio.Task[None],
         deadline: float,
@@ -331,7 +386,7 @@ class Router:
             detection = asyncio.create_task(
                 detect_language(
                     buffer,
-                    candidates,
+                    await self.detection_candidates(config),
                     lambda audio, cands: self.identify(audio, cands, deadline),
                     detector,
                     windows=self.settings.lid_windows,
@@ -346,6 +401,8 @@ class Router:
             finally:
                 detection.cancel()
         LID_WINDOW.observe(decision.window / TARGET_RATE)
+        if decision.language not in candidates or decision.probability < self.settings.lid_min_probability:
+            return self.undetermined(decision, candidates, config), Source.UNDETERMINED
         return decision, Source.DETECTED
 
     @staticmethod

@@ -407,3 +407,66 @@ async def test_silence_gets_no_speech_and_an_empty_final_result_without_a_worker
     assert final.is_final and final.alternatives[0].transcript == ""
     assert not final.worker_id and not final.model.uri  # the router answered: no job was queued
     assert final.timing.audio_seconds == 2.0
+
+
+# ---------------------------------------------------------------------- when language ID cannot decide
+@pytest.fixture(scope="module")
+def french() -> bytes:
+    """French: known to the language-ID model, but no worker of the test stack serves it."""
+    from lidroute.train.synth import synth_utterances
+
+    (utt,) = synth_utterances("fr", 1, seed=31, min_words=4, max_words=6)
+    return pcm(pad(utt.audio, lead=0.3))
+
+
+def undetermined_config(action: str = "BEST_SERVED", fallback: str = "") -> pb.RecognitionConfig:
+    return pb.RecognitionConfig(
+        encoding=Encoding.LINEAR16,
+        sample_rate_hertz=16000,
+        on_undetermined=pb.RecognitionConfig.UndeterminedAction.Value(action),
+        fallback_language_code=fallback,
+    )
+
+
+async def test_speech_in_a_language_nobody_serves_is_undetermined_not_mistaken(
+    client: Client, french: bytes
+) -> None:
+    reply = await client.stub.Recognize(
+        pb.RecognizeRequest(config=undetermined_config(), audio_content=french)
+    )
+    detected = reply.language_detected
+    assert detected.source == pb.LanguageDetected.UNDETERMINED
+    assert detected.alternatives[0].language_code == "fr"  # what was heard, first
+    # By default the request goes on with the most probable served language.
+    served = [a.language_code for a in detected.alternatives if a.language_code in ("en", "es", "sw")]
+    assert detected.language_code == served[0] and reply.result.language_code == served[0]
+
+
+async def test_undetermined_detection_does_what_the_request_asked(client: Client, french: bytes) -> None:
+    request = pb.RecognizeRequest(config=undetermined_config("FALLBACK", "sw"), audio_content=french)
+    reply = await client.stub.Recognize(request, timeout=60)
+    assert (reply.language_detected.source, reply.language_detected.language_code) == (
+        pb.LanguageDetected.UNDETERMINED,
+        "sw",
+    )
+    assert reply.result.is_final and reply.result.language_code == "sw"
+    failing = pb.RecognizeRequest(config=undetermined_config("FAIL"), audio_content=french)
+    details = await expect_status(
+        client.stub.Recognize(failing), grpc.StatusCode.FAILED_PRECONDITION, "not served"
+    )
+    assert "'fr'" in details and "served: en, es, sw" in details
+
+
+@pytest.mark.parametrize(
+    ("action", "fallback", "match"),
+    [
+        ("FALLBACK", "", "needs fallback_language_code"),
+        ("FALLBACK", "fr", "'fr' is not served"),
+        ("BEST_SERVED", "sw", "only with on_undetermined FALLBACK"),
+    ],
+)
+async def test_an_on_undetermined_that_cannot_be_carried_out_is_refused_before_detection(
+    client: Client, french: bytes, action: str, fallback: str, match: str
+) -> None:
+    request = pb.RecognizeRequest(config=undetermined_config(action, fallback), audio_content=french)
+    await expect_status(client.stub.Recognize(request, timeout=30), grpc.StatusCode.INVALID_ARGUMENT, match)

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecognitionConfig(_message.Message):
-    __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count", "language_code", "alternative_language_codes", "enable_word_time_offsets", "enable_word_confidence")
+    __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count", "language_code", "alternative_language_codes", "enable_word_time_offsets", "enable_word_confidence", "on_undetermined", "fallback_language_code")
     class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ENCODING_UNSPECIFIED: _ClassVar[RecognitionConfig.AudioEncoding]
@@ -22,6 +22,14 @@ class RecognitionConfig(_message.Message):
     LINEAR16: RecognitionConfig.AudioEncoding
     FLAC: RecognitionConfig.AudioEncoding
     OGG_OPUS: RecognitionConfig.AudioEncoding
+    class UndeterminedAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        BEST_SERVED: _ClassVar[RecognitionConfig.UndeterminedAction]
+        FALLBACK: _ClassVar[RecognitionConfig.UndeterminedAction]
+        FAIL: _ClassVar[RecognitionConfig.UndeterminedAction]
+    BEST_SERVED: RecognitionConfig.UndeterminedAction
+    FALLBACK: RecognitionConfig.UndeterminedAction
+    FAIL: RecognitionConfig.UndeterminedAction
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
     AUDIO_CHANNEL_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +37,8 @@ class RecognitionConfig(_message.Message):
     ALTERNATIVE_LANGUAGE_CODES_FIELD_NUMBER: _ClassVar[int]
     ENABLE_WORD_TIME_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     ENABLE_WORD_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ON_UNDETERMINED_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_LANGUAGE_CODE_FIELD_NUMBER: _ClassVar[int]
     encoding: RecognitionConfig.AudioEncoding
     sample_rate_hertz: int
     audio_channel_count: int
@@ -36,7 +46,9 @@ class RecognitionConfig(_message.Message):
     alternative_language_codes: _containers.RepeatedScalarFieldContainer[str]
     enable_word_time_offsets: bool
     enable_word_confidence: bool
-    def __init__(self, encoding: _Optional[_Union[RecognitionConfig.AudioEncoding, str]] = ..., sample_rate_hertz: _Optional[int] = ..., audio_channel_count: _Optional[int] = ..., language_code: _Optional[str] = ..., alternative_language_codes: _Optional[_Iterable[str]] = ..., enable_word_time_offsets: _Optional[bool] = ..., enable_word_confidence: _Optional[bool] = ...) -> None: ...
+    on_undetermined: RecognitionConfig.UndeterminedAction
+    fallback_language_code: str
+    def __init__(self, encoding: _Optional[_Union[RecognitionConfig.AudioEncoding, str]] = ..., sample_rate_hertz: _Optional[int] = ..., audio_channel_count: _Optional[int] = ..., language_code: _Optional[str] = ..., alternative_language_codes: _Optional[_Iterable[str]] = ..., enable_word_time_offsets: _Optional[bool] = ..., enable_word_confidence: _Optional[bool] = ..., on_undetermined: _Optional[_Union[RecognitionConfig.UndeterminedAction, str]] = ..., fallback_language_code: _Optional[str] = ...) -> None: ...
 
 class StreamingRecognitionConfig(_message.Message):
     __slots__ = ("config", "interim_results")
@@ -71,11 +83,13 @@ class LanguageDetected(_message.Message):
         DETECTED: _ClassVar[LanguageDetected.Source]
         SINGLE_CANDIDATE: _ClassVar[LanguageDetected.Source]
         NO_SPEECH: _ClassVar[LanguageDetected.Source]
+        UNDETERMINED: _ClassVar[LanguageDetected.Source]
     SOURCE_UNSPECIFIED: LanguageDetected.Source
     HINT: LanguageDetected.Source
     DETECTED: LanguageDetected.Source
     SINGLE_CANDIDATE: LanguageDetected.Source
     NO_SPEECH: LanguageDetected.Source
+    UNDETERMINED: LanguageDetected.Source
     LANGUAGE_CODE_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
