@@ -1,7 +1,8 @@
 """`lidroute evaluate`: error rates, a numbers-and-names micro-WER, language-ID accuracy and speed.
 
 One command measures the models the way they are used, on any data source `read_examples` reads
-(the synthetic corpus's manifests, a Common Voice folder, a Hugging Face dataset):
+(the synthetic corpus's manifests, recorded clips with a transcript table, a Common Voice folder,
+a Hugging Face dataset), and, with `--anchor`, Whisper base beside them (`workbench.anchor`):
 
 * **in-process**: the models of a models folder (`lid/`, `asr/LANG/`) are loaded by the same
   classes and calls the services use (`LanguageIdModel`, `CtcModel` with a `ModelSpec`). Each
@@ -829,7 +830,11 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         help="CER, WER, numbers-and-names micro-WER, language-ID accuracy and RTF on a data set",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    ev.add_argument("data", help="a .jsonl manifest, a corpus folder, a Common Voice folder, or a HF dataset")
+    ev.add_argument(
+        "data",
+        help="a .jsonl manifest, a corpus folder, a Common Voice folder, folders of clips with a"
+        " manifest.tsv/transcripts.tsv (recorded speech as shipped), or a HF dataset",
+    )
     ev.add_argument("--split", default="test", help="split to read (default: test)")
     ev.add_argument("--languages", help="comma-separated codes to evaluate (default: all in the data)")
     ev.add_argument("--limit", type=int, help="at most this many utterances per language")
