@@ -13,17 +13,16 @@ import pytest
 from lidroute.cli import BUNDLED_MODELS, lid_source, model_dirs
 from lidroute.train.corpus import Example
 from workbench.cli import main
-from workbench.evaluation import (
+from workbench.evaluation import evaluate_through_router, select_examples
+from workbench.scoring import (
     UtteranceResult,
     confusion,
     error_counts,
-    evaluate_through_router,
     format_confusion,
     format_table,
     is_number_word,
     key_words,
     report,
-    select_examples,
     summarize,
 )
 
@@ -137,7 +136,7 @@ def test_windows_spoken_alike_need_a_synthetic_corpus_row() -> None:
 
 
 def test_a_window_spoken_alike_is_a_coin_toss_in_the_ceiling_and_left_out_of_the_rest() -> None:
-    from workbench.evaluation import format_alike
+    from workbench.scoring import format_alike
 
     results = [
         UtteranceResult(
@@ -454,7 +453,7 @@ def test_a_transcript_table_that_lacks_a_column_or_a_clip_is_refused_by_name(tmp
 
 
 def test_normalisation_drops_punctuation_at_word_edges_and_keeps_words_one_for_one() -> None:
-    from workbench.evaluation import normalize
+    from workbench.scoring import normalize
 
     raw = "Mr. Quilter, côte d’ivoire — guinea-bissau. ¿Qué? पॉलिनेशिया।"
     assert normalize(raw) == "mr quilter côte d’ivoire — guinea-bissau qué पॉलिनेशिया"
@@ -464,7 +463,7 @@ def test_normalisation_drops_punctuation_at_word_edges_and_keeps_words_one_for_o
 
 
 def test_the_side_by_side_table_pairs_two_systems_per_language_and_overall() -> None:
-    from workbench.evaluation import format_side_by_side
+    from workbench.scoring import format_side_by_side
 
     def result(lang: str, heard: str, decided: str) -> UtteranceResult:
         return UtteranceResult(lang, lang, "a b", heard, 1.0, 0.1, {"1s": decided, "router": decided})

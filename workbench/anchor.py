@@ -22,7 +22,8 @@ import numpy as np
 
 from lidroute.audio import TARGET_RATE
 from lidroute.train.corpus import CorpusError
-from workbench.evaluation import DEFAULT_WINDOWS, Evaluator
+from workbench.evaluation import Evaluator
+from workbench.scoring import DEFAULT_WINDOWS
 
 NAME = "whisper-base"
 #: The packages holding the parts, in order; the second also holds the tokenizer and configs.

@@ -79,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from lidroute.client import Client
     from lidroute.train.synth import synth_utterances
     from workbench.build import build_models
-    from workbench.evaluation import error_counts, normalize
+    from workbench.scoring import error_counts, normalize
     from workbench.stack import Stack
 
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
