@@ -501,3 +501,23 @@ def test_candidates_model_chooses_among_the_lid_model_s_languages_and_leaves_out
     lid_languages = set(written["settings"]["languages"])
     assert lang in lid_languages and "ja" not in lid_languages and len(lid_languages) > 2
     assert [u["id"] for u in written["utterances"]] == ["spoken"]
+
+
+def test_calibration_counts_the_sure_decisions_and_how_often_they_were_right() -> None:
+    from workbench.scoring import format_calibration
+
+    def decided(lang: str, said: str, p: float) -> UtteranceResult:
+        return UtteranceResult(lang, lang, "a", "a", 1.0, 0.1, {"1s": said}, {"1s": p})
+
+    rows = summarize(
+        [
+            decided("en", "en", 0.95),
+            decided("en", "de", 0.99),
+            decided("de", "de", 0.5),
+            decided("de", "de", 0.91),
+        ]
+    )
+    assert rows["all"].lid_confident_share == {"1s": 0.75}  # three of four decisions were sure
+    assert rows["all"].lid_confident_accuracy == {"1s": pytest.approx(2 / 3)}  # one of them wrong
+    assert rows["mean"].lid_confident_accuracy == rows["all"].lid_confident_accuracy
+    assert format_calibration(rows, "lidroute").splitlines()[1].split() == ["LID@1s", "75.0%", "66.7%"]

@@ -48,6 +48,7 @@ from workbench.scoring import (
     ROUTER,
     UtteranceResult,
     format_alike,
+    format_calibration,
     format_confusion,
     format_side_by_side,
     format_table,
@@ -174,7 +175,7 @@ class Evaluator:
         """The transcript of an utterance in `lang`, one `can_transcribe` said yes to."""
         raise NotImplementedError
 
-    async def detect(self, audio: np.ndarray) -> dict[str, str]:
+    async def detect(self, audio: np.ndarray) -> dict[str, tuple[str, float]]:
         """The router's decision on this audio, per fixed window and with its growing-window policy.
 
         The whole utterance is in the buffer, as if the client had sent it at once; the onset is
@@ -199,7 +200,7 @@ class Evaluator:
                 threshold=threshold,
                 max_onset_search=self.max_onset_search,
             )
-            decided[label] = decision.language
+            decided[label] = (decision.language, decision.probability)
         return decided
 
     async def evaluate(self, example: Example) -> UtteranceResult:
@@ -220,7 +221,9 @@ class Evaluator:
         if self.identifies:
             started = time.perf_counter()
             try:
-                result.detected = await self.detect(audio)
+                decided = await self.detect(audio)
+                result.detected = {label: lang for label, (lang, _) in decided.items()}
+                result.probability = {label: p for label, (_, p) in decided.items()}
             except Exception as exc:  # too short to identify, say: recorded, not fatal
                 result.error = f"language ID: {exc}"
             result.lid_seconds = time.perf_counter() - started
@@ -366,6 +369,7 @@ async def evaluate_through_router(
                 result.lid_seconds = reply.timing.get("language_id", 0.0)
                 if not hint:
                     result.detected = {ROUTER: reply.language}
+                    result.probability = {ROUTER: reply.probability}
             result.processing_seconds = time.perf_counter() - started
         if progress:
             progress(result)
@@ -657,6 +661,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if anchored:
         print(f"\n{anchor.name}\n{format_table(summarize(anchored))}")
         print(f"\n{format_side_by_side(rows, summarize(anchored), (Evaluator.name, args.anchor))}")
+    systems = [(Evaluator.name, rows), *([(args.anchor, summarize(anchored))] if anchored else [])]
+    for name, lid_rows in systems:
+        if any(m.lid_confident_share for m in lid_rows.values()):
+            print("\n" + format_calibration(lid_rows, name))
     if alike is not None:
         print("\n" + format_alike(rows))
     if args.confusion:

@@ -202,6 +202,8 @@ class UtteranceResult:
     processing_seconds: float = 0.0
     #: Language decided per window label (`0.5s`, ..., `router`).
     detected: dict[str, str] = field(default_factory=dict)
+    #: Per window label, the probability the language-ID model gave the language it decided.
+    probability: dict[str, float] = field(default_factory=dict)
     lid_seconds: float = 0.0
     error: str = ""
     #: Per window label, the other candidate languages whose voice speaks that window exactly as
@@ -230,6 +232,14 @@ class GroupMetrics:
     lid_alike: dict[str, int] = field(default_factory=dict)
     lid_ceiling: dict[str, float] = field(default_factory=dict)
     lid_accuracy_rest: dict[str, float] = field(default_factory=dict)
+    #: Calibration, per window label: the share of decisions made with p >= CONFIDENT, and how
+    #: many of those were right. A calibrated model is right on about CONFIDENT of them.
+    lid_confident_share: dict[str, float] = field(default_factory=dict)
+    lid_confident_accuracy: dict[str, float] = field(default_factory=dict)
+
+
+#: A decision this probable claims to be right 9 times in 10 (the calibration target).
+CONFIDENT = 0.9
 
 
 def group_metrics(results: Sequence[UtteranceResult]) -> GroupMetrics:
@@ -243,6 +253,11 @@ def group_metrics(results: Sequence[UtteranceResult]) -> GroupMetrics:
     for r in results:
         for label, lang in r.detected.items():
             windows[label].append(lang == r.language)
+    confident: dict[str, list[bool]] = defaultdict(list)
+    for r in results:
+        for label, p in r.probability.items():
+            if p >= CONFIDENT and label in r.detected:
+                confident[label].append(r.detected[label] == r.language)
     audio = sum(r.audio_seconds for r in done)
     alike: dict[str, int] = defaultdict(int)
     ceiling: dict[str, list[float]] = defaultdict(list)
@@ -268,6 +283,8 @@ def group_metrics(results: Sequence[UtteranceResult]) -> GroupMetrics:
         lid_alike=dict(alike),
         lid_ceiling={label: sum(v) / len(v) for label, v in ceiling.items()},
         lid_accuracy_rest={label: sum(v) / len(v) for label, v in rest.items() if v},
+        lid_confident_share={label: len(confident[label]) / len(hits) for label, hits in windows.items()},
+        lid_confident_accuracy={label: sum(v) / len(v) for label, v in confident.items() if v},
     )
 
 
@@ -304,6 +321,9 @@ def summarize(results: Sequence[UtteranceResult]) -> dict[str, GroupMetrics]:
             lid_alike=rows["all"].lid_alike,
             lid_ceiling=_means([m.lid_ceiling for m in langs]),
             lid_accuracy_rest=_means([m.lid_accuracy_rest for m in langs]),
+            # Calibration is a property of the decisions, not of a language: pooled, as `all`.
+            lid_confident_share=rows["all"].lid_confident_share,
+            lid_confident_accuracy=rows["all"].lid_confident_accuracy,
         )
     return rows
 
@@ -367,6 +387,16 @@ def format_side_by_side(
     for name in [*first, *(n for n in second if n not in first)]:
         pairs = zip(cells(first.get(name)), cells(second.get(name)), strict=True)
         lines.append(f"{name:6}" + "".join(f" {f'{a} | {b}':>{width}}" for a, b in pairs))
+    return "\n".join(lines)
+
+
+def format_calibration(rows: Mapping[str, GroupMetrics], name: str) -> str:
+    """One line per window label: how often the model was sure (p >= CONFIDENT), and how often right then."""
+    pooled = rows.get("all") or next(iter(rows.values()))
+    lines = [f"{name}: decisions with p >= {CONFIDENT:g} (share of all, right among them)"]
+    for label in sorted(pooled.lid_confident_share, key=window_order):
+        right = pooled.lid_confident_accuracy.get(label)
+        lines.append(f"  LID@{label:<7} {pct(pooled.lid_confident_share[label]):>7} {pct(right):>7}")
     return "\n".join(lines)
 
 
