@@ -109,6 +109,11 @@ class RouterSettings(QueueSettings):
         )
 
 
+def _allowed(config: pb.RecognitionConfig) -> list[str]:
+    """The languages the request restricts detection to (none: any), each checked to be a code."""
+    return [check_language_code(c) for c in config.alternative_language_codes]
+
+
 def _langs(codes: Sequence[str]) -> str:
     return ", ".join(codes) if codes else "none"
 
@@ -174,7 +179,7 @@ class Router:
             if lang not in served:
                 raise LanguageNotServed(f"no live worker serves {lang!r} right now; served: {_langs(served)}")
             return lang, [lang]
-        allowed = [check_language_code(c) for c in config.alternative_language_codes]
+        allowed = _allowed(config)
         if not served:
             if not models:
                 raise LanguageNotServed("no language is served: no model is registered")
@@ -197,7 +202,7 @@ class Router:
     async def detection_candidates(self, config: pb.RecognitionConfig) -> list[str]:
         """What language ID chooses among: every language it knows that the request allows, served or
         not, so that speech in a language nobody serves is said to be so rather than mistaken."""
-        allowed = {check_language_code(c) for c in config.alternative_language_codes}
+        allowed = _allowed(config)
         return sorted(lang for lang in await self.detectable_languages() if not allowed or lang in allowed)
 
     @staticmethod

@@ -56,7 +56,9 @@ def whisper_base_dir(cache: Path) -> Path:
                     shutil.copyfileobj(piece, whole, 1 << 24)
         joining.replace(model)
     for name in SIDE_FILES:
-        shutil.copyfile(parts[-1].with_name(name), out / name)
+        source, copy = parts[-1].with_name(name), out / name
+        if not copy.is_file() or copy.stat().st_size != source.stat().st_size:
+            shutil.copyfile(source, copy)
     return out
 
 

@@ -30,7 +30,7 @@ import asyncio
 import json
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -500,10 +500,7 @@ def _progress_line(result: UtteranceResult) -> None:
 def _known(examples: Sequence[Example], candidates: Sequence[str]) -> tuple[list[Example], str]:
     """The examples in a candidate language, and a note on the languages left out (with counts)."""
     kept = [ex for ex in examples if ex.language in candidates]
-    out = defaultdict(int)
-    for ex in examples:
-        if ex.language not in candidates:
-            out[ex.language] += 1
+    out = Counter(ex.language for ex in examples if ex.language not in candidates)
     return kept, ", ".join(f"{lang} ({n})" for lang, n in sorted(out.items()))
 
 
