@@ -49,10 +49,12 @@ bench: setup
 
 # The yardstick: recorded human speech (FLEURS and Picovoice clips), the bundled models beside Whisper
 # base on the same clips, windows and candidate languages; every number in build/eval-real.json.
+# `make eval-real LID=models/whisper-lid` scores that language ID instead of the default.
 REAL_SPEECH ?= ../shared/eval/real-speech
+LID ?=
 eval-real: setup
 	@mkdir -p build && $(PY) -m workbench.cli evaluate $(REAL_SPEECH) --models-dir models --candidates model \
-	  --anchor whisper-base --quiet --json build/eval-real.json
+	  $(if $(LID),--lid-model $(LID)) --anchor whisper-base --quiet --json build/eval-real.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

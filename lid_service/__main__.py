@@ -1,4 +1,4 @@
-"""`python -m lid_service [serve|train] ...`"""
+"""`python -m lid_service [serve|train|whisper] ...`"""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from lidroute.settings import run_subcommand
 COMMANDS = {
     "serve": "lid_service.server",
     "train": "lid_service.recipes.ecapa",
+    "whisper": "lid_service.recipes.whisper",
 }
 
 

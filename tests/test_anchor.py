@@ -8,16 +8,15 @@ from pathlib import Path
 import pytest
 
 from lidroute.cli import BUNDLED_MODELS, model_dirs
-from workbench.anchor import PARTS, whisper_base_dir
+from lidroute.whisper import part_paths
+from workbench.anchor import whisper_base_dir
 from workbench.cli import main
 
 
 def test_whisper_base_is_joined_once_from_the_two_installed_parts(tmp_path: Path) -> None:
-    from importlib.resources import files
-
     folder = whisper_base_dir(tmp_path)
     model = folder / "model.bin"
-    parts = [Path(str(files(package) / "data" / name)) for package, name in PARTS]
+    parts = part_paths()
     assert model.stat().st_size == sum(p.stat().st_size for p in parts)
     with model.open("rb") as whole, parts[1].open("rb") as second:
         whole.seek(parts[0].stat().st_size)

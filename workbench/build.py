@@ -16,6 +16,8 @@ from lidroute.train.budget import usable_cores
 from lidroute.train.corpus import TUNE_SPLIT
 from lidroute.train.synth import HIGH_RESOURCE
 
+#: The recorded speech that calibrates the Whisper language ID, beside the repository.
+DEFAULT_PACK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real-speech"
 #: Languages with synthetic speech, all known to the bundled LID model.
 ALL_LANGUAGES = ("en", "es", "fr", "de", "pt", "it", "ru", "hi", "sw", "tr", "mr", "qu")
 BUNDLED_ASR_LANGUAGES = ("en", "es", "fr", "de", "sw", "tr", "mr", "qu")
@@ -68,6 +70,13 @@ class BuildPlan:
     """
 
     lid_languages: tuple[str, ...] = ALL_LANGUAGES
+    #: A second language-ID model, written to this folder of the output (none when empty): Whisper
+    #: base's language token over the `lid_languages` Whisper knows, calibrated on the recorded
+    #: clips of `lid_pack` (`python -m lid_service whisper`). It hears recorded speech far better
+    #: than the ECAPA models and synthetic speech (and Swahili, Marathi, Quechua) far worse, so it
+    #: is served on request (`lidroute up --lid-model`), not by default.
+    whisper_lid: str = "whisper-lid"
+    lid_pack: str = str(DEFAULT_PACK)
     asr_languages: tuple[str, ...] = BUNDLED_ASR_LANGUAGES
     seed: int = 0
     #: Updates: 16,000 read held-out voices at 73.2 / 93.1 / 99.0 % on 0.25 / 0.5 / 1 s where 8,000
@@ -292,6 +301,16 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         )
         # The further models queue behind the first, the backbone and the fine-tunes (below).
         lids: dict[Future[dict], tuple[int, int]] = {train_lid_run(0, 0): (0, 0)}
+        whisper = None
+        if plan.whisper_lid:
+            from lid_service.recipes.whisper import WHISPER_LANGUAGES, WhisperLidRecipe, calibrate
+
+            languages = tuple(lang for lang in plan.lid_languages if lang in WHISPER_LANGUAGES)
+            stage(
+                f"language ID on Whisper base over {', '.join(languages)}, calibrating on {plan.lid_pack}..."
+            )
+            recipe = WhisperLidRecipe(languages=languages, seed=plan.seed)
+            whisper = pool.submit(calibrate, out / plan.whisper_lid, Path(plan.lid_pack), recipe)
         stage(f"synthesising the corpus ({', '.join(plan.corpus_languages())}) into {work / 'corpus'}...")
         sizes = dict(zip(SPLITS, plan.corpus_sizes, strict=True))
         synth_corpus(work / "corpus", plan.corpus_languages(), seed=plan.seed, **sizes)
@@ -388,6 +407,9 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
                     )
                     tunes[further] = (lang, run + 1)
                     pending.add(further)
+        if whisper is not None:
+            scores = {k: round(v, 3) for k, v in whisper.result().items()}
+            stage(f"language ID on Whisper base ({plan.whisper_lid}): {json.dumps(scores)}")
     except BaseException:
         # Trainings not yet started would otherwise run for an hour after the failure is known.
         pool.shutdown(cancel_futures=True)

@@ -29,7 +29,7 @@ def stack_config(models_dir: Path, args: argparse.Namespace):  # type: ignore[no
         raise SystemExit(f"no models in {models_dir}: run `lidroute models build --out {models_dir}` first")
     groups = [g.split(",") for g in args.workers.split(";")] if args.workers else [[]]
     return StackConfig(
-        lid_model=lid_source(lid),
+        lid_model=args.lid_model or lid_source(lid),
         models={lang: str(path) for lang, path in asr.items()},
         worker_groups=groups,
         redis_url=args.redis_url,
@@ -96,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         path = samples_dir / f"{lang}.wav"
         sf.write(path, utt.audio, 16000)
         samples.append((path, lang, utt.text))
-    args.redis_url, args.port, args.log_dir, args.workers = None, 0, None, None
+    args.redis_url, args.port, args.log_dir, args.workers, args.lid_model = None, 0, None, None, None
     with Stack(stack_config(models_dir, args)) as stack:
         print(f"stack up: router at {stack.router_address}\n")
 
@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=50051, help="router port")
     up.add_argument("--workers", help='worker groups, e.g. "en,es;sw,de" (default: one worker for all)')
     up.add_argument("--log-dir", help="where service logs go (default: a temporary folder)")
+    up.add_argument(
+        "--lid-model",
+        metavar="SOURCE",
+        help="language ID to serve instead of the models folder's lid/ (and lid-*/): a folder or hub id,"
+        " e.g. models/whisper-lid, Whisper base's language token, for recorded speech",
+    )
     add_corpus_commands(sub)
     add_evaluate_commands(sub)
     return parser

