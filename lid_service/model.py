@@ -8,7 +8,7 @@ Several sources, comma-separated, are served as one model whose log-posteriors a
 theirs (a product of experts). Two differently built models err on different windows: the
 bundled model and a wider one trained on a GPU, each alone at 92.9 and 94.4 % on 0.5 s of the
 12-language test corpora, read 94.9 % together, and 99.2 % on 1 s where each read 98.7 and
-98.3 % (docs/models.md, section 2).
+98.3 % (the history of docs/models.md).
 """
 
 from __future__ import annotations

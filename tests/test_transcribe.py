@@ -25,8 +25,8 @@ Encoding = pb.RecognitionConfig.AudioEncoding
 # sentences scores 0.71 or more against it). The sentences draw on the whole CLDR word list, so
 # they hold words the recognizers' LMs never saw: the bundled English model reads one of its two
 # at 0.44 ("manchu wayuu yao" as "manchu uae") though it reads 300 + 300 held-out utterances
-# better than the model before it, which read that one at 0.25 in-process (docs/models.md, "The
-# bundled recognizers").
+# better than the model before it, which read that one at 0.25 in-process (the history of
+# docs/models.md, "The bundled recognizers").
 MAX_CER = 0.5
 
 

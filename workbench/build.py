@@ -49,7 +49,7 @@ class LidMember:
 #: allowed: 5,700 + 1,750 s and 5,000 + 1,500 s. Alone each reads 0.5 s better than the first
 #: (94.2 and 95.5 against 92.9 % of 840 `test` windows); the three averaged read 95.5 % there and
 #: 96.7 % of a third corpus's 600, 99.0 % on 1 s of both, for three times the first's work per
-#: window (docs/models.md, §2).
+#: window (the history of docs/models.md).
 LID_MEMBERS: tuple[LidMember, ...] = (
     LidMember("short-a", 21, (0.25, 1.0), (30338, 9127)),
     LidMember("short-b", 23, (0.25, 1.0), (22357, 7689)),
@@ -81,14 +81,14 @@ class BuildPlan:
     seed: int = 0
     #: Updates: 16,000 read held-out voices at 73.2 / 93.1 / 99.0 % on 0.25 / 0.5 / 1 s where 8,000
     #: read 70.6 / 91.2 / 99.2 %: two to three points on 0.5 s in every evaluation, 1 s moved by at
-    #: most 0.6 points either way (docs/models.md, §2).
+    #: most 0.6 points either way (the history of docs/models.md).
     lid_steps: int = 16000
     #: Updates of each further language-ID run, from the model the run before it wrote (`lid_service
     #: train --init`), on new sentences (the next seed) with its schedule warming up again to
     #: `lid_continue_lr`: a longer budget than one working session holds, in parts. 10,000 more
     #: took the two 12-language corpora's 840 `test` windows from 91.1 to 93.2 % on 0.5 s and 97.7
     #: to 98.0 % on 1 s; 6,000 more again held 0.5 s (92.9 %) and took 1 s to 98.7 %, the router's
-    #: policy from 97.4 to 97.6 to 98.5 % (docs/models.md, §2).
+    #: policy from 97.4 to 97.6 to 98.5 % (the history of docs/models.md).
     lid_continue_steps: tuple[int, ...] = (10000, 6000)
     lid_continue_lr: float = 1e-3
     #: A wall-clock cap above what the updates take, so that on a busy machine the update budget,
@@ -101,7 +101,7 @@ class BuildPlan:
     lid_crops: tuple[float, float] = (0.25, 3.0)
     #: Width of the TDNN blocks: at the same 8,000 updates, 256 read held-out voices at 91.2 / 99.2 %
     #: on 0.5 / 1 s where 128 read 88.2 / 96.9 %, for 1.56 M parameters instead of 0.52 M; 384
-    #: (3.12 M) read worse, 89.2 / 98.5 % (docs/models.md, §2).
+    #: (3.12 M) read worse, 89.2 / 98.5 % (the history of docs/models.md).
     lid_channels: int = 256
     #: Language-ID models served with the first one, their log-posteriors averaged (`model_dirs`).
     lid_members: tuple[LidMember, ...] = LID_MEMBERS
@@ -110,7 +110,7 @@ class BuildPlan:
     #: Languages whose LM fusion is tuned on `tune_sentences` new held-out sentences (`lidroute
     #: corpus tune`) beside dev's 50: on those alone English's third run chose a fusion that lost
     #: its acoustic gain (20.5 % CER on 300 new `test_hard` utterances); tuned on 300 it reads
-    #: 19.0 %, where the second run reads 20.3 % (docs/models.md, "The bundled recognizers"). A
+    #: 19.0 %, where the second run reads 20.3 % (the history of docs/models.md). A
     #: split of its own, so the corpus's other splits, and every model trained on them, stay as
     #: they were. German's and Marathi's third runs were tuned on it from the start; the other
     #: languages' LMs were tuned on dev alone, before the split existed.
@@ -137,7 +137,7 @@ class BuildPlan:
     #: greedy CER on 300 + 300 new utterances from 22.4 / 35.8 to 19.7 / 32.5 % (en), 16.3 / 26.0
     #: to 14.3 / 22.8 % (fr), 13.5 / 29.2 to 11.0 / 25.6 % (mr), 11.5 / 23.7 to 9.3 / 20.2 % (de),
     #: 11.7 / 24.2 to 10.3 / 21.7 % (es) and 9.0 / 20.8 to 6.9 / 17.6 % (tr) on `test` /
-    #: `test_hard` (docs/models.md, "The bundled recognizers"). English has a third run: 19.7 /
+    #: `test_hard` (the history of docs/models.md). English has a third run: 19.7 /
     #: 32.5 to 18.3 / 30.2 % greedy, and with its LM tuned on `lm_tune_languages`' larger split
     #: 20.3 to 19.0 % on `test_hard`. German and Marathi have a third run of 6,000 updates (what
     #: fitted in a working session with the LM tuning): 11.3 to 9.2 % and 10.9 to 8.9 % on

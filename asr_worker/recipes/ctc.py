@@ -171,7 +171,7 @@ class Perturbation:
     A random equaliser (`change_timbre`, `timbre_share` of clips) is off by default, and then not
     drawn at all, so the models trained before it existed are reproduced draw for draw. It was
     tried for the voices that cost the recognizers most on `test_hard` (low voices with unusual
-    spectra, docs/models.md): at half the clips it moved nothing measurable in 800 further
+    spectra, the history of docs/models.md): at half the clips it moved nothing measurable in 800 further
     updates of the German model. Real microphones and rooms colour speech more than espeak-ng's
     voices do, so it stays an option for real data.
     """

@@ -74,7 +74,7 @@ def train_lid(
     training voices: the same number of utterances, spread over more timbres.
     `init` names a directory an earlier run wrote, to train further from (same languages, its
     width): the margin is full from the first update, and the schedule warms up again to `lr`
-    (default the recipe's 3e-3; the bundled model's further runs used 1e-3, docs/models.md §2).
+    (default the recipe's 3e-3; the bundled model's further runs used 1e-3, the history of docs/models.md).
     Give it another `seed` than the earlier run's, so that it hears new sentences.
 
     Returns `{"acc_0.25", "acc_0.5", "acc_1.0", "train_seconds", ...}`, the accuracies measured by

@@ -287,8 +287,8 @@ after calibration:
 |---|---|---|---|
 {rows}
 
-The pack is mostly single words by few speakers, harder than read sentences; `docs/models.md`
-gives what the model reads on the evaluation clips (`make eval-real`).
+The pack is mostly single words by few speakers, harder than read sentences. What it reads on
+the evaluation clips: `make eval-real LID=<this folder>`.
 """
     (out_dir / "README.md").write_text(text, encoding="utf-8")
 
