@@ -66,9 +66,11 @@ compute_features: !new:lidroute.whisper.LogMel
 
 mean_var_norm: !new:lid_service.whisper_lid.Unchanged
 
+# precision auto: bfloat16 on a CPU with native bfloat16 arithmetic, else float32.
 embedding_model: !new:lid_service.whisper_lid.WhisperLanguageLogits
     languages: !ref <languages>
     min_seconds: !ref <min_seconds>
+    precision: auto
 
 classifier: !new:lid_service.whisper_lid.Calibration
     languages: !ref <out_n_neurons>
