@@ -493,3 +493,15 @@ def test_change_timbre_colours_the_spectrum_but_keeps_length_level_and_is_seeded
     other = corpus.change_timbre(clip, np.random.default_rng(1), max_db=6.0)
     assert np.array_equal(coloured, again) and not np.allclose(coloured, other)
     assert len(corpus.change_timbre(np.zeros(0, np.float32), np.random.default_rng(0))) == 0
+
+
+def test_a_share_of_the_corpus_is_spoken_by_kokoro_voices_and_none_by_default(tmp_path: Path) -> None:
+    from lidroute.train.corpus import SynthPlan, synth_corpus
+
+    def voices(plan: SynthPlan, out: Path) -> list[str]:
+        synth_corpus(out, ["sw"], train=6, dev=0, test=0, test_hard=0, seed=1, plan=plan, workers=1)
+        return [json.loads(line)["voice"] for line in (out / "train.jsonl").read_text().splitlines()]
+
+    mixed = voices(SynthPlan(kokoro=0.5), tmp_path / "mixed")
+    assert 0 < sum(v.startswith("kokoro[") for v in mixed) < len(mixed)
+    assert not any(v.startswith("kokoro[") for v in voices(SynthPlan(), tmp_path / "plain"))

@@ -121,3 +121,31 @@ def test_missing_espeak_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(synth.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="espeak-ng is not installed"):
         synth.synthesize("hello", "en")
+
+
+# ---------------------------------------------------------------------- Kokoro's neural voices
+def test_phonemize_keeps_stress_marks_for_a_synthesizer_only() -> None:
+    plain, stressed = (
+        synth.phonemize(["hermoso"], "es")[0],
+        synth.phonemize(["hermoso"], "es", stress=True)[0],
+    )
+    assert "ˈ" in stressed and "ˈ" not in plain and stressed.replace("ˈ", "") == plain
+
+
+def test_kokoro_speaks_every_language_in_new_voices_drawn_from_the_seed() -> None:
+    """One Kokoro voice per utterance, blended anew; the same seed gives the same speech."""
+    from lidroute.train.kokoro import Kokoro, kokoro_utterances
+
+    kokoro = Kokoro()
+    spoken = {lang: kokoro_utterances(lang, 2, seed=3, kokoro=kokoro) for lang in ("sw", "mr")}
+    for lang, utterances in spoken.items():
+        texts = synth.make_sentences(lang, 2, seed=3)
+        assert [u.text for u in utterances] == texts  # the same sentences espeak-ng would speak
+        for u in utterances:
+            seconds = len(u.audio) / 16000
+            assert u.audio.dtype == np.float32 and 0.3 < seconds < 15 and np.abs(u.audio).max() > 0.05
+            assert u.variant.startswith("kokoro[") and 80 <= u.speed <= 125
+        assert utterances[0].variant != utterances[1].variant
+    again = kokoro_utterances("sw", 2, seed=3, kokoro=kokoro)
+    assert [u.variant for u in again] == [u.variant for u in spoken["sw"]]
+    np.testing.assert_array_equal(again[0].audio, spoken["sw"][0].audio)

@@ -46,6 +46,12 @@ def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
         default=SynthPlan.numbers,
         help="share of sentences with a spelled-out number",
     )
+    make.add_argument(
+        "--kokoro",
+        type=float,
+        default=SynthPlan.kokoro,
+        help="share of each split spoken by Kokoro-82M's neural voices (a new speaker each), not espeak-ng",
+    )
     make.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
     make.set_defaults(corpus_handler=cmd_synth)
     cond = csub.add_parser(
@@ -93,7 +99,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         noise=args.noise,
         level=args.level,
         vocab_words=args.vocab_words,
-        plan=SynthPlan(numbers=args.numbers),
+        plan=SynthPlan(numbers=args.numbers, kokoro=args.kokoro),
         workers=args.workers,
         progress=lambda line: print(line, flush=True),
     )

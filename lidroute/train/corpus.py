@@ -387,6 +387,10 @@ class SynthPlan:
     level_db: tuple[float, float] = (-24.0, -1.0)
     hard_snr_db: tuple[float, float] = (10.0, 20.0)
     telephone_rate: int = 8000
+    #: Share of every split's utterances spoken by Kokoro-82M's neural voices, a new speaker each
+    #: (`lidroute.train.kokoro`), instead of espeak-ng: speech of a second, more natural kind.
+    kokoro: float = 0.0
+    kokoro_speeds: tuple[float, float] = (0.8, 1.25)
 
 
 def split_voices(seed: int, share: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -700,10 +704,32 @@ def _speak_split(
     hard_voices: Sequence[str],
     workers: int,
 ) -> list[synth.Utterance]:
-    """Speaks one split; `test_hard` alternates between a slow and a fast speed range outside training's."""
+    """Speaks one split; `test_hard` alternates between a slow and a fast speed range outside
+    training's. A `plan.kokoro` share of the utterances, drawn from the seed, Kokoro speaks."""
+    draw = np.random.default_rng(
+        [_split_seed(seed, split), synth.stable_hash(lang), synth.stable_hash("kokoro")]
+    )
+    neural = {int(i) for i in np.flatnonzero(draw.random(len(texts)) < plan.kokoro)}
+    rest = [text for i, text in enumerate(texts) if i not in neural]
     if split != "test_hard":
-        return _speak(lang, split, texts, seed, seen_voices, (plan.speeds,), plan.pitches, workers)
-    return _speak(lang, split, texts, seed, hard_voices, plan.hard_speeds, plan.hard_pitches, workers)
+        spoken = _speak(lang, split, rest, seed, seen_voices, (plan.speeds,), plan.pitches, workers)
+    else:
+        spoken = _speak(lang, split, rest, seed, hard_voices, plan.hard_speeds, plan.hard_pitches, workers)
+    if not neural:
+        return spoken
+    from lidroute.train.kokoro import Kokoro, speak_with_kokoro
+
+    by_kokoro = iter(
+        speak_with_kokoro(
+            [texts[i] for i in sorted(neural)],
+            lang,
+            seed=_split_seed(seed, split),
+            speeds=plan.kokoro_speeds,
+            kokoro=Kokoro(threads=workers),
+        )
+    )
+    by_espeak = iter(spoken)
+    return [next(by_kokoro) if i in neural else next(by_espeak) for i in range(len(texts))]
 
 
 def _speak(

@@ -355,9 +355,9 @@ def synthesize(
 _STRESS = str.maketrans("", "", "ˈˌ")
 
 
-def phonemize(texts: Sequence[str], lang: str) -> list[str]:
+def phonemize(texts: Sequence[str], lang: str, *, stress: bool = False) -> list[str]:
     """IPA transcripts of `texts` by espeak-ng's own letter-to-sound rules, one per text, words
-    kept apart by spaces and stress marks dropped.
+    kept apart by spaces and stress marks dropped (kept with `stress`, for a synthesizer).
 
     This is what makes a phoneme-target backbone trainable on any labelled speech (real
     transcripts too): espeak-ng knows the spelling rules of about a hundred languages. A
@@ -373,8 +373,11 @@ def phonemize(texts: Sequence[str], lang: str) -> list[str]:
         raise RuntimeError(f"espeak-ng cannot phonemize {lang!r} (voice {voice!r}): {message}")
     if len(output) != len(lines):
         # espeak-ng split or merged a line (a clause break inside it): phonemize one by one.
-        output = [phonemize([line], lang)[0] if len(lines) > 1 else " ".join(output) for line in lines]
-    return [" ".join(line.translate(_STRESS).split()) for line in output]
+        output = [
+            phonemize([line], lang, stress=stress)[0] if len(lines) > 1 else " ".join(output)
+            for line in lines
+        ]
+    return [" ".join((line if stress else line.translate(_STRESS)).split()) for line in output]
 
 
 @dataclass
