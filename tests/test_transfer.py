@@ -521,10 +521,13 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
         backbone_utterances=6,
         asr_steps=2,
         jobs=2,
+        # No recorded speech to calibrate whisper-lid on (tests/test_whisper.py calibrates one).
+        lid_pack=str(tmp_path / "no-pack"),
     )
     out = tmp_path / "models"
     build_models(out, plan, work=tmp_path / "work")
     printed = capsys.readouterr().out
+    assert f"no real-speech pack at {tmp_path / 'no-pack'}: whisper-lid/ left as it is" in printed
     assert "2 training process(es)" in printed and "(updates: es 2 + 2 + 1, sw 2)" in printed
     assert "; training it 2 updates further..." in printed and "; training it 1 updates further..." in printed
     assert "(lid: 2 + 1; lid-short: 1 + 1 updates)" in printed

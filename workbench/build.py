@@ -302,7 +302,9 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         # The further models queue behind the first, the backbone and the fine-tunes (below).
         lids: dict[Future[dict], tuple[int, int]] = {train_lid_run(0, 0): (0, 0)}
         whisper = None
-        if plan.whisper_lid:
+        if plan.whisper_lid and not (Path(plan.lid_pack) / "manifest.jsonl").is_file():
+            stage(f"no real-speech pack at {plan.lid_pack}: {plan.whisper_lid}/ left as it is")
+        elif plan.whisper_lid:
             from lid_service.recipes.whisper import WHISPER_LANGUAGES, WhisperLidRecipe, calibrate
 
             languages = tuple(lang for lang in plan.lid_languages if lang in WHISPER_LANGUAGES)
@@ -438,6 +440,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             asr_continue_by_language=() if args.asr_steps else plan.asr_continue_by_language,
             device=args.device,
             jobs=args.jobs,
+            lid_pack=args.lid_pack,
         ),
         Path(args.work) if args.work else None,
     )
@@ -488,3 +491,9 @@ def add_build_command(msub: argparse._SubParsersAction) -> None:  # type: ignore
         help="trainings at once (default: one per CPU core on the CPU, one with --device cuda)",
     )
     build.add_argument("--work", help=f"where the corpus is synthesised (default: {CACHE / 'models-build'})")
+    build.add_argument(
+        "--lid-pack",
+        default=BuildPlan.lid_pack,
+        help="recorded speech (a folder with manifest.jsonl) that calibrates whisper-lid"
+        " (default: %(default)s); without one whisper-lid is left out",
+    )
