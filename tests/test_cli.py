@@ -189,3 +189,17 @@ def test_up_serves_transcribe_prints_results_and_ctrl_c_stops_everything(
     assert "stopping" in out
     leftovers = subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True, text=True).stdout
     assert not leftovers.strip(), "services still running after Ctrl-C"
+
+
+def test_up_serves_the_language_id_it_is_given_instead_of_the_models_folders(models_dir: Path) -> None:
+    import argparse
+
+    from lidroute.cli import lid_source, model_dirs
+    from workbench.cli import build_parser, stack_config
+
+    def config(*flags: str) -> str:
+        args: argparse.Namespace = build_parser().parse_args(["up", "--models-dir", str(models_dir), *flags])
+        return stack_config(models_dir, args).lid_model
+
+    assert config() == lid_source(model_dirs(models_dir)[0])
+    assert config("--lid-model", "models/whisper-lid") == "models/whisper-lid"
