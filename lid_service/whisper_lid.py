@@ -4,7 +4,7 @@ A model folder's `hyperparams.yaml` names these modules, so `EncoderClassifier.f
 loads it like `speechbrain/lang-id-voxlingua107-ecapa` and the service serves it the same way.
 The folder holds no pretrained weight: the embedding module reads Whisper's encoder and decoder
 from the installed packages (`lidroute.whisper`) and stores nothing; the classifier holds the
-calibration fitted on held-out real speech (a temperature; a bias per language, zero unless fitted).
+calibration chosen on held-out real speech, one softmax temperature.
 
 Whisper decides a language on 30 s windows, speech then silence, and reads a short window best
 padded with silence (on 1 s of FLEURS speech: 40 % alone, 64 % padded to 3 s, 78 % to 30 s).
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lidroute.whisper import HOP, SAMPLE_RATE, LanguageToken, load_encoder
+from lidroute.whisper import HOP, SAMPLE_RATE, LanguageToken, load_encoder, read_weights
 
 
 class Unchanged(nn.Module):
@@ -48,8 +48,9 @@ class WhisperLanguageLogits(nn.Module):
         self.bfloat16 = precision == "bfloat16" or (
             precision == "auto" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         )
-        self.encoder = load_encoder()
-        self.token = LanguageToken(self.languages)
+        weights = read_weights()  # once for both; what neither keeps is freed with it
+        self.encoder = load_encoder(weights=weights)
+        self.token = LanguageToken(self.languages, weights=weights)
 
     def state_dict(self, *args: object, **kwargs: object) -> dict:  # type: ignore[override]
         """Nothing to store: every weight is Whisper's and comes from the installed packages."""
@@ -72,18 +73,17 @@ class WhisperLanguageLogits(nn.Module):
         lower = self.bfloat16 and features.device.type == "cpu"
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=lower):
             encoded = self.encoder(features)
-            logits = self.token(self.token.keys_values(encoded))
+            logits = self.token(encoded)
         return logits.float().unsqueeze(1)
 
 
 class Calibration(nn.Module):
-    """Language logits -> log-posteriors: a temperature and a bias per language, fitted on
-    held-out real speech so that a probability says how often such decisions are right."""
+    """Language logits -> log-posteriors at a temperature chosen on held-out real speech, so that
+    a probability says how often such decisions are right."""
 
-    def __init__(self, languages: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.log_temperature = nn.Parameter(torch.zeros(()))
-        self.bias = nn.Parameter(torch.zeros(languages))
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(logits / self.log_temperature.exp() + self.bias, dim=-1)
+        return torch.log_softmax(logits / self.log_temperature.exp(), dim=-1)

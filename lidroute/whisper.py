@@ -155,11 +155,6 @@ class LogMel(nn.Module):
         return (torch.maximum(mel, peak - 8.0) + 4.0) / 4.0
 
 
-def encoded_padding(frames: torch.Tensor, length: int) -> torch.Tensor:
-    """Which of `length` encoder outputs lie past each row's `frames` mel frames (True: padding)."""
-    return torch.arange(length, device=frames.device)[None] >= ((frames + 1) // 2)[:, None]
-
-
 class WhisperEncoder(nn.Module):
     """Whisper's audio encoder: two convolutions (the second halves the frame rate to 50 Hz),
     sinusoidal positions, pre-norm Transformer layers, a final layer norm.
@@ -202,7 +197,8 @@ class WhisperEncoder(nn.Module):
             outside = torch.arange(mel.shape[-1], device=mel.device)[None, None] >= frames[:, None, None]
             x = nn.functional.gelu(self.conv1(mel.masked_fill(outside, 0.0))).masked_fill(outside, 0.0)
             x = nn.functional.gelu(self.conv2(x)).transpose(1, 2)
-            padding = encoded_padding(frames, x.shape[1])
+            # The outputs past each row's end (the second convolution halves the frame count).
+            padding = torch.arange(x.shape[1], device=x.device)[None] >= ((frames + 1) // 2)[:, None]
         x = x + self.positions[: x.shape[1]]
         if padding is not None:
             x = x.masked_fill(padding[..., None], 0.0)
@@ -251,16 +247,19 @@ class WhisperEncoder(nn.Module):
         self.load_state_dict(state)
 
 
-@functools.cache
-def _variables() -> dict[str, np.ndarray]:
-    """Every weight the encoder and the language token need (the decoder's vocabulary but for
-    the start token and the language tokens is left on disk)."""
+def read_weights() -> dict[str, np.ndarray]:
+    """Every weight of the encoder and the decoder, read from the installed parts. Not kept: a
+    model takes what it needs (`load_encoder`, `LanguageToken`) and the rest goes with the dict."""
     with _Joined(part_paths()) as stream:
         return {
             name: data
             for name, data in read_ctranslate2(io.BufferedReader(stream, 1 << 20))
             if data.ndim and name.split("/")[0] in ("encoder", "decoder")
         }
+
+
+def _layer_count(weights: dict[str, np.ndarray], part: str) -> int:
+    return len({name.split("/")[1] for name in weights if re.match(rf"{part}/layer_\d+/", name)})
 
 
 @functools.cache
@@ -278,14 +277,21 @@ class LanguageToken(nn.Module):
     logits; each must be one of Whisper's 99 (Quechua, for one, is not).
     """
 
-    def __init__(self, languages: tuple[str, ...], width: int = 512, heads: int = 8) -> None:
+    def __init__(
+        self,
+        languages: tuple[str, ...],
+        width: int = 512,
+        heads: int = 8,
+        weights: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """`weights`: what `read_weights` returns, when the caller has read them already."""
         super().__init__()
         tokens = vocabulary()
         unknown = [code for code in languages if f"<|{code}|>" not in tokens]
         if unknown:
             raise ValueError(f"Whisper has no language token for {', '.join(unknown)}")
-        variables = _variables()
-        layers = len({n.split("/")[1] for n in variables if re.match(r"decoder/layer_\d+/", n)})
+        variables = read_weights() if weights is None else weights
+        layers = _layer_count(variables, "decoder")
         self.heads = heads
 
         def take(name: str) -> torch.Tensor:
@@ -345,43 +351,29 @@ class LanguageToken(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def keys_values(self, encoded: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each layer's cross-attention keys and values, (batch, heads, frames, width / heads)."""
-        batch, split = encoded.shape[0], encoded.shape[-1] // self.heads
-        out = []
-        for block in self.blocks:
-            key, value = block["cross_kv"](encoded).chunk(2, dim=-1)
-            out.append(
-                (
-                    key.view(batch, -1, self.heads, split).transpose(1, 2),
-                    value.view(batch, -1, self.heads, split).transpose(1, 2),
-                )
-            )
-        return out
-
-    def forward(
-        self, keys_values: list[tuple[torch.Tensor, torch.Tensor]], padding: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Cross-attention keys and values (`keys_values` of the encoder's outputs) -> (batch,
-        languages) logits; `padding` marks frames to leave out (True), as `encoded_padding` gives."""
-        batch, heads, _, split = keys_values[0][0].shape
-        width = heads * split
+    def forward(self, encoded: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, width) encoder outputs -> (batch, languages) logits."""
+        batch, width = encoded.shape[0], encoded.shape[-1]
+        split = width // self.heads
         x = self.start.expand(batch, width)
-        mask = None if padding is None else ~padding[:, None, None, :]
-        for block, (key, value) in zip(self.blocks, keys_values, strict=True):
+        for block in self.blocks:
             x = x + block["self_out"](block["self_value"](block["self_norm"](x)))
-            query = block["cross_query"](block["cross_norm"](x)).view(batch, heads, 1, split)
-            attended = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+            query = block["cross_query"](block["cross_norm"](x)).view(batch, self.heads, 1, split)
+            key, value = block["cross_kv"](encoded).chunk(2, dim=-1)
+            key = key.view(batch, -1, self.heads, split).transpose(1, 2)
+            value = value.view(batch, -1, self.heads, split).transpose(1, 2)
+            attended = nn.functional.scaled_dot_product_attention(query, key, value)
             x = x + block["cross_out"](attended.reshape(batch, width))
             x = x + block["ffn_out"](nn.functional.gelu(block["ffn_in"](block["ffn_norm"](x))))
         return self.norm(x) @ self.readout.T
 
 
-def load_encoder(layers: int = 6) -> WhisperEncoder:
+def load_encoder(layers: int = 6, weights: dict[str, np.ndarray] | None = None) -> WhisperEncoder:
     """Whisper base's encoder, frozen, in evaluation mode; `layers` keeps only the first ones
-    (a head that reads a middle layer need not pay for the layers above it)."""
-    variables = _variables()
-    total = len({name.split("/")[1] for name in variables if re.match(r"encoder/layer_\d+/", name)})
+    (a head that reads a middle layer need not pay for the layers above it); `weights` as
+    `read_weights` returns them, when the caller has read them already."""
+    variables = read_weights() if weights is None else weights
+    total = _layer_count(variables, "encoder")
     if not 1 <= layers <= total:
         raise ValueError(f"Whisper base's encoder has {total} layers; asked for {layers}")
     encoder = WhisperEncoder(layers=total)

@@ -6,9 +6,11 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,6 +25,9 @@ from lid_service.recipes.recipe import (
     LidRecipe,
     language_label,
 )
+
+if TYPE_CHECKING:
+    from speechbrain.inference.classifiers import EncoderClassifier
 
 log = logging.getLogger(__name__)
 
@@ -218,15 +223,22 @@ def to_half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in state.items()}
 
 
-def evaluate_export(out_dir: Path, corpus: LidCorpus) -> dict[str, float]:
-    """Scores the written directory through `EncoderClassifier`, exactly as the service loads it."""
+@contextmanager
+def loaded(out_dir: Path) -> Iterator[EncoderClassifier]:
+    """The written directory loaded through `EncoderClassifier`, exactly as the service loads it."""
     from speechbrain.inference.classifiers import EncoderClassifier
 
-    scores: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="lid-load-") as savedir:
         classifier = EncoderClassifier.from_hparams(source=str(out_dir.resolve()), savedir=savedir)
         if classifier is None:
             raise RuntimeError(f"EncoderClassifier could not load {out_dir}")
+        yield classifier
+
+
+def evaluate_export(out_dir: Path, corpus: LidCorpus) -> dict[str, float]:
+    """Scores the written directory through `EncoderClassifier`, exactly as the service loads it."""
+    scores: dict[str, float] = {}
+    with loaded(out_dir) as classifier:
         for seconds in EVAL_CROPS:
             wavs = [crop_audio(w, int(seconds * SAMPLE_RATE), None) for w in corpus.audio]
             predicted = []

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from lid_service.recipes.data import collate, crop_audio, trim_edges
-from lid_service.recipes.export import LOADING, write_labels
+from lid_service.recipes.export import LOADING, loaded, write_labels
 from lid_service.recipes.recipe import SAMPLE_RATE, language_label
+
+if TYPE_CHECKING:
+    from speechbrain.inference.classifiers import EncoderClassifier
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,6 @@ embedding_model: !new:lid_service.whisper_lid.WhisperLanguageLogits
     precision: auto
 
 classifier: !new:lid_service.whisper_lid.Calibration
-    languages: !ref <out_n_neurons>
 
 """
     + LOADING
@@ -130,30 +132,26 @@ def write_model(out_dir: Path, recipe: WhisperLidRecipe, temperature: float = 1.
         encoding="utf-8",
     )
     torch.save({}, out_dir / "embedding_model.ckpt")
-    calibration = Calibration(n)
+    calibration = Calibration()
     with torch.no_grad():
         calibration.log_temperature.fill_(float(np.log(temperature)))
     torch.save(calibration.state_dict(), out_dir / "classifier.ckpt")
     write_labels(out_dir, [language_label(code) for code in recipe.languages])
 
 
-def window_logits(out_dir: Path, clips: Sequence[PackClip], seconds: float, batch: int = 16) -> torch.Tensor:
-    """Uncalibrated language logits of each clip's window at speech onset, through the written folder."""
-    from speechbrain.inference.classifiers import EncoderClassifier
-
-    with tempfile.TemporaryDirectory(prefix="lid-load-") as savedir:
-        classifier = EncoderClassifier.from_hparams(source=str(out_dir.resolve()), savedir=savedir)
-        if classifier is None:
-            raise RuntimeError(f"EncoderClassifier could not load {out_dir}")
-        wavs = [crop_audio(c.audio, int(seconds * SAMPLE_RATE), None) for c in clips]
-        # Similar lengths together: a batch pads to its longest window.
-        order = np.argsort([len(w) for w in wavs])
-        out = torch.empty(len(wavs), len(classifier.hparams.label_encoder.ind2lab))
-        with torch.inference_mode():
-            for i in range(0, len(order), batch):
-                rows = order[i : i + batch]
-                x, lens = collate([wavs[j] for j in rows])
-                out[torch.from_numpy(rows)] = classifier.encode_batch(x, lens).reshape(len(rows), -1)
+def window_logits(
+    classifier: EncoderClassifier, clips: Sequence[PackClip], seconds: float, batch: int = 16
+) -> torch.Tensor:
+    """Uncalibrated language logits of each clip's window at speech onset (`encode_batch`)."""
+    wavs = [crop_audio(c.audio, int(seconds * SAMPLE_RATE), None) for c in clips]
+    # Similar lengths together: a batch pads to its longest window.
+    order = np.argsort([len(w) for w in wavs])
+    out = torch.empty(len(wavs), len(classifier.hparams.label_encoder.ind2lab))
+    with torch.inference_mode():
+        for i in range(0, len(order), batch):
+            rows = order[i : i + batch]
+            x, lens = collate([wavs[j] for j in rows])
+            out[torch.from_numpy(rows)] = classifier.encode_batch(x, lens).reshape(len(rows), -1)
     return out
 
 
@@ -209,7 +207,8 @@ def build_whisper_lid(out_dir: Path, pack: Path, recipe: WhisperLidRecipe = Whis
     clips = read_pack(pack, recipe)
     write_model(out_dir, recipe)
     labels = torch.tensor([recipe.languages.index(c.language) for c in clips])
-    logits = {seconds: window_logits(out_dir, clips, seconds) for seconds in recipe.windows}
+    with loaded(out_dir) as classifier:  # through the written folder, as the service loads it
+        logits = {seconds: window_logits(classifier, clips, seconds) for seconds in recipe.windows}
     stacked, repeated = torch.cat(list(logits.values())), labels.repeat(len(recipe.windows))
     temperature = sure_temperature(stacked, repeated)
     write_model(out_dir, recipe, temperature)
