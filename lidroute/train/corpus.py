@@ -13,6 +13,7 @@ the manifest, which `datasets.load_dataset("json", data_files=...)` also reads.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import time
@@ -29,6 +30,7 @@ import soxr
 from lidroute.audio import TARGET_RATE, frame_power, resample, rms, to_mono
 from lidroute.train import synth
 from lidroute.train.budget import usable_cores
+from lidroute.train.kokoro import Kokoro, speak_with_kokoro
 
 SPLITS = ("train", "dev", "test", "test_hard")
 #: Fields every manifest line has; anything else on the line is kept as metadata.
@@ -694,6 +696,12 @@ def _split_seed(seed: int, split: str) -> int:
     return synth.stable_hash(f"{seed}:{split}")
 
 
+@functools.cache
+def _kokoro(threads: int) -> Kokoro:
+    """One Kokoro session for a whole corpus, not one per language and split."""
+    return Kokoro(threads=threads)
+
+
 def _speak_split(
     lang: str,
     split: str,
@@ -706,8 +714,9 @@ def _speak_split(
 ) -> list[synth.Utterance]:
     """Speaks one split; `test_hard` alternates between a slow and a fast speed range outside
     training's. A `plan.kokoro` share of the utterances, drawn from the seed, Kokoro speaks."""
+    # A stream of its own: `speak_with_kokoro` draws the speakers from (split seed, lang, "kokoro").
     draw = np.random.default_rng(
-        [_split_seed(seed, split), synth.stable_hash(lang), synth.stable_hash("kokoro")]
+        [_split_seed(seed, split), synth.stable_hash(lang), synth.stable_hash("kokoro share")]
     )
     neural = {int(i) for i in np.flatnonzero(draw.random(len(texts)) < plan.kokoro)}
     rest = [text for i, text in enumerate(texts) if i not in neural]
@@ -717,15 +726,13 @@ def _speak_split(
         spoken = _speak(lang, split, rest, seed, hard_voices, plan.hard_speeds, plan.hard_pitches, workers)
     if not neural:
         return spoken
-    from lidroute.train.kokoro import Kokoro, speak_with_kokoro
-
     by_kokoro = iter(
         speak_with_kokoro(
             [texts[i] for i in sorted(neural)],
             lang,
             seed=_split_seed(seed, split),
             speeds=plan.kokoro_speeds,
-            kokoro=Kokoro(threads=workers),
+            kokoro=_kokoro(workers),
         )
     )
     by_espeak = iter(spoken)
