@@ -1,4 +1,4 @@
-"""`python -m asr_worker [serve|train|pretrain|finetune|lm|transfer] ...`"""
+"""`python -m asr_worker [serve|train|pretrain|finetune|lm|transfer|head] ...`"""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ COMMANDS = {
     "finetune": "asr_worker.recipes.commands:finetune_main",
     "lm": "asr_worker.recipes.commands:lm_main",
     "transfer": "asr_worker.recipes.commands:transfer_main",
+    "head": "asr_worker.recipes.commands:head_main",
 }
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from transformers import Wav2Vec2Processor
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
 LM_FILE = "lm.json"
 #: Beam width of the worker, `lidroute evaluate` and the LM tuning. Wide because the fusion's large
@@ -307,8 +307,9 @@ class CtcTokens:
     delimiter: int
 
     @classmethod
-    def of(cls, processor: Wav2Vec2Processor) -> CtcTokens:
-        tokenizer = processor.tokenizer
+    def of(cls, processor: Wav2Vec2Processor | Wav2Vec2CTCTokenizer) -> CtcTokens:
+        """From a processor or its tokenizer alone (a head on Whisper's encoder has no feature extractor)."""
+        tokenizer = getattr(processor, "tokenizer", processor)
         tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         delimiter = tokenizer.convert_tokens_to_ids(tokenizer.word_delimiter_token)
         return cls(list(tokens), int(tokenizer.pad_token_id), int(delimiter))

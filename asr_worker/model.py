@@ -12,13 +12,15 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
-from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC, Wav2Vec2Processor
 from transformers.utils import logging as hf_logging
 
 from asr_worker.decoding import DEFAULT_BEAM, CtcTokens, WordLM, beam_search
+from asr_worker.heads import WhisperCtc
 from lidroute.audio import TARGET_RATE, speech_segments
 from lidroute.registry import ModelSpec
 
@@ -58,25 +60,22 @@ class CtcModel:
         pause_split: float = 0.5,
     ) -> None:
         """`beam` 0: greedy even when the model has a word LM; `pause_split` 0: audio decoded in one piece."""
-        revision = spec.revision or None
         self.language = language
         self.spec = spec
-        self.processor = Wav2Vec2Processor.from_pretrained(spec.uri, revision=revision)
-        self.model = Wav2Vec2ForCTC.from_pretrained(spec.uri, revision=revision).eval().to(device)
-        self.device = device
-        self.frame_seconds = self.model.config.inputs_to_logits_ratio / TARGET_RATE
-        # The shortest input the convolutional front end turns into at least one frame.
-        self.min_samples = int(self.model.config.inputs_to_logits_ratio * 1.5)
+        self.acoustic = _acoustic(spec, device)
+        self.tokenizer = self.acoustic.tokenizer
+        self.frame_seconds = self.acoustic.frame_seconds
+        self.min_samples = self.acoustic.min_samples
         self.lm = WordLM.load(spec.uri) if beam and Path(spec.uri).is_dir() else None
         self.beam = beam
         self.pause_split = pause_split
-        self.tokens = CtcTokens.of(self.processor)
+        self.tokens = CtcTokens.of(self.tokenizer)
         log.info(
             "ASR model loaded",
             extra={
                 "language": language,
                 "uri": spec.uri,
-                "params": sum(p.numel() for p in self.model.parameters()),
+                "params": self.acoustic.parameters(),
                 "decoder": f"beam {beam} with a {self.lm.vocabulary_size}-word LM" if self.lm else "greedy",
             },
         )
@@ -115,14 +114,13 @@ class CtcModel:
         """One part's words and the top probabilities of its frames that emit a character."""
         if len(audio) < self.min_samples:
             audio = np.pad(audio, (0, self.min_samples - len(audio)))
-        inputs = self.processor(audio, sampling_rate=TARGET_RATE, return_tensors="pt")
-        logits = self.model(inputs.input_values.to(self.device)).logits[0].float().cpu()
+        logits = self.acoustic.logits(audio).float().cpu()
         log_probs = torch.log_softmax(logits, dim=-1)
         top_prob, ids = log_probs.exp().max(dim=-1)
         if self.lm is not None:
             found = beam_search(log_probs.numpy(), self.tokens, self.lm, self.lm.settings(self.beam)).words
         else:
-            offsets = self.processor.decode(ids, output_word_offsets=True).word_offsets
+            offsets = self.tokenizer.decode(ids, output_word_offsets=True).word_offsets
             found = [(item["word"], int(item["start_offset"]), int(item["end_offset"])) for item in offsets]
         words = [
             WordTiming(
@@ -133,4 +131,57 @@ class CtcModel:
             )
             for word, start, end in found
         ]
-        return words, top_prob[ids != self.processor.tokenizer.pad_token_id]
+        return words, top_prob[ids != self.tokenizer.pad_token_id]
+
+
+class Acoustic(Protocol):
+    """Audio -> CTC logits, and the tokenizer that reads them."""
+
+    tokenizer: Wav2Vec2CTCTokenizer
+    frame_seconds: float
+    min_samples: int
+
+    def logits(self, audio: np.ndarray) -> torch.Tensor: ...
+
+    def parameters(self) -> int: ...
+
+
+class _Wav2Vec2:
+    """A `Wav2Vec2ForCTC` (a hub XLS-R or a folder `asr_worker finetune` wrote) on raw audio."""
+
+    def __init__(self, spec: ModelSpec, device: str) -> None:
+        revision = spec.revision or None
+        self.processor = Wav2Vec2Processor.from_pretrained(spec.uri, revision=revision)
+        self.tokenizer = self.processor.tokenizer
+        self.model = Wav2Vec2ForCTC.from_pretrained(spec.uri, revision=revision).eval().to(device)
+        self.device = device
+        self.frame_seconds = self.model.config.inputs_to_logits_ratio / TARGET_RATE
+        # The shortest input the convolutional front end turns into at least one frame.
+        self.min_samples = int(self.model.config.inputs_to_logits_ratio * 1.5)
+
+    def logits(self, audio: np.ndarray) -> torch.Tensor:
+        inputs = self.processor(audio, sampling_rate=TARGET_RATE, return_tensors="pt")
+        return self.model(inputs.input_values.to(self.device)).logits[0]
+
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+class _WhisperHead:
+    """A CTC head folder on Whisper base's shared, frozen encoder (`asr_worker.heads`); CPU only."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.model = WhisperCtc(Path(spec.uri))
+        self.tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(spec.uri)
+        self.frame_seconds = self.model.frame_seconds
+        self.min_samples = self.model.min_samples
+
+    def logits(self, audio: np.ndarray) -> torch.Tensor:
+        return self.model.logits(audio)
+
+    def parameters(self) -> int:
+        return self.model.parameters()
+
+
+def _acoustic(spec: ModelSpec, device: str) -> Acoustic:
+    return _WhisperHead(spec) if spec.kind == "head" else _Wav2Vec2(spec, device)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lidroute.whisper import HOP, SAMPLE_RATE, LanguageToken, load_encoder, read_weights
+from lidroute.whisper import HOP, SAMPLE_RATE, LanguageToken, load_encoder, native_bfloat16, read_weights
 
 
 class Unchanged(nn.Module):
@@ -38,16 +38,13 @@ class WhisperLanguageLogits(nn.Module):
     """
 
     def __init__(self, languages: Sequence[str], min_seconds: float = 3.0, precision: str = "auto") -> None:
-        """`precision` "auto" computes in bfloat16 on a CPU with native bfloat16 arithmetic (1.8x
-        faster here, logits within 0.2 of float32's) and in float32 elsewhere."""
+        """`precision` "auto": bfloat16 where the CPU computes it natively (`native_bfloat16`)."""
         super().__init__()
         if precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"precision {precision!r}: auto, float32 or bfloat16")
         self.languages = tuple(languages)
         self.min_frames = round(min_seconds * SAMPLE_RATE / HOP)
-        self.bfloat16 = precision == "bfloat16" or (
-            precision == "auto" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        )
+        self.bfloat16 = precision == "bfloat16" or (precision == "auto" and native_bfloat16())
         weights = read_weights()  # once for both; what neither keeps is freed with it
         self.encoder = load_encoder(weights=weights)
         self.token = LanguageToken(self.languages, weights=weights)

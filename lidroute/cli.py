@@ -21,7 +21,7 @@ import redis.exceptions
 
 from lidroute.errors import InvalidArgument
 from lidroute.keys import Keys
-from lidroute.registry import ModelSpec, Registry, check_language_code
+from lidroute.registry import HEAD_FILE, MODEL_KINDS, ModelSpec, Registry, check_language_code, kind_of
 from lidroute.settings import CommonSettings, add_setting_flags, settings_from_namespace
 
 DEFAULT_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "localhost:50051")
@@ -51,7 +51,7 @@ def cmd_models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     async def run(registry: Registry) -> int:
         if args.models_command == "register":
-            await registry.register(args.language, ModelSpec(uri=uri, revision=args.revision, kind=args.kind))
+            await registry.register(args.language, ModelSpec(uri, args.revision, args.kind or kind_of(uri)))
             print(f"registered {args.language} -> {uri}")
         elif args.models_command == "remove":
             if not await registry.remove(args.language):
@@ -141,7 +141,11 @@ def model_dirs(root: Path) -> tuple[list[Path], dict[str, Path]]:
     because together they read the router's short windows better than any one of them does.
     """
     asr = (
-        {p.name: p for p in sorted((root / "asr").iterdir()) if (p / "config.json").exists()}
+        {
+            p.name: p
+            for p in sorted((root / "asr").iterdir())
+            if (p / "config.json").exists() or (p / HEAD_FILE).exists()
+        }
         if (root / "asr").is_dir()
         else {}
     )
@@ -233,7 +237,11 @@ def add_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     reg.add_argument("language")
     reg.add_argument("uri")
     reg.add_argument("--revision", default="")
-    reg.add_argument("--kind", default="ctc", choices=["ctc", "head"])
+    reg.add_argument(
+        "--kind",
+        choices=MODEL_KINDS,
+        help="ctc: a whole CTC model; head: a head on the shared Whisper encoder (default: from the folder)",
+    )
     rem = msub.add_parser("remove", help="stop serving LANG")
     rem.add_argument("language")
     lst = msub.add_parser("list", help="registered models and their live workers")

@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 
 _LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 MODEL_KINDS = ("ctc", "head")
+#: What marks a folder as kind `head`: a per-language head on a shared backbone
+#: (`asr_worker.heads`), not a whole model.
+HEAD_FILE = "head.json"
+
+
+def kind_of(uri: str) -> str:
+    """The kind of the model at `uri`: `head` for a local head folder, else `ctc` (a whole CTC model,
+    local or on a hub)."""
+    return "head" if (Path(uri) / HEAD_FILE).is_file() else "ctc"
 
 
 def check_language_code(code: str) -> str:
@@ -50,6 +60,11 @@ class ModelSpec:
             raise InvalidArgument("model uri is empty")
         if self.kind not in MODEL_KINDS:
             raise InvalidArgument(f"model kind {self.kind!r} is not one of {', '.join(MODEL_KINDS)}")
+
+    @classmethod
+    def at(cls, uri: str, revision: str = "") -> ModelSpec:
+        """The model at `uri`, its kind read from the folder (`kind_of`)."""
+        return cls(uri=uri, revision=revision, kind=kind_of(uri))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -104,7 +119,7 @@ class Registry:
             if lang in current and not force:
                 done[lang] = Registration("kept", current[lang])
             else:
-                spec = ModelSpec(uri=uri)
+                spec = ModelSpec.at(uri)
                 await self.register(lang, spec)
                 done[lang] = Registration("registered", spec)
             await queue.ensure_group(lang)

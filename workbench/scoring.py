@@ -58,19 +58,10 @@ _SENTENCE_END = (".", "!", "?", "…")
 
 
 def normalize(text: str) -> str:
-    """The recognizers' training form of a transcript (lazy import: it pulls in torch), without the
-    punctuation at the edges of words: real transcripts and other systems' output carry sentence
-    punctuation ("Mr. Quilter ... gospel.") that no CTC recognizer here writes. Apostrophes and
-    hyphens inside words stay, and a token of punctuation alone stays, so that the words of the
-    normalised text are the raw text's whitespace tokens one for one (`key_words`)."""
-    from asr_worker.recipes.ctc import normalize_text
+    """`asr_worker.recipes.ctc.normalize_reference` (lazy import: it pulls in torch)."""
+    from asr_worker.recipes.ctc import normalize_reference
 
-    return normalize_text(" ".join(_strip_punctuation(token) for token in text.split()))
-
-
-def _strip_punctuation(token: str) -> str:
-    edges = "".join({c for c in token if unicodedata.category(c).startswith("P")})
-    return token.strip(edges) or token
+    return normalize_reference(text)
 
 
 @cache
@@ -122,7 +113,6 @@ def key_words(raw_reference: str, lang: str) -> list[bool]:
     whitespace tokens are the normalised reference's words, one for one; capitalisation is read
     from the raw tokens.
     """
-    import unicodedata
 
     raw = unicodedata.normalize("NFC", raw_reference).split()
     numbers = [is_number_word(token, lang) for token in raw]

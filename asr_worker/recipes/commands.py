@@ -5,6 +5,7 @@
   replay of another language against forgetting, augmentation, evaluation and `--register`.
 - `lm`: a word LM for beam-search decoding, its weights tuned on held-out speech.
 - `transfer`: the transfer table (backbone vs random initialisation vs zero-shot, per budget).
+- `head`: a recognizer as a CTC head on Whisper base's frozen encoder.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from asr_worker.recipes.ctc import (
     Perturbation,
 )
 from asr_worker.recipes.finetune import FinetuneRecipe, finetune, parse_replay, register
+from asr_worker.recipes.heads import HeadRecipe, train_head
 from asr_worker.recipes.lm import add_word_lm
 from asr_worker.recipes.scoring import evaluate_splits
 from asr_worker.recipes.transfer import transfer_table
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-RecipeT = TypeVar("RecipeT", CtcRecipe, Perturbation)
+RecipeT = TypeVar("RecipeT", CtcRecipe, Perturbation, HeadRecipe)
 
 
 def _common(parser: argparse.ArgumentParser, *, log_level: bool = True) -> None:
@@ -321,3 +323,43 @@ def transfer_main(argv: Sequence[str] | None = None) -> None:
             device=args.device,
         ),
     )
+
+
+def head_main(argv: Sequence[str] | None = None) -> None:
+    """`python -m asr_worker head --language xx --synthetic CORPUS --real MANIFEST --out DIR`."""
+    from lidroute.logs import configure
+
+    parser = argparse.ArgumentParser(prog="asr_worker head", description=train_head.__doc__)
+    parser.add_argument("--language", required=True)
+    parser.add_argument("--out", required=True, help="the head's folder, which the worker loads")
+    parser.add_argument(
+        "--synthetic", action="append", default=[], help="corpus folder (train and dev splits); repeatable"
+    )
+    parser.add_argument(
+        "--real",
+        action="append",
+        default=[],
+        help="JSONL manifest of recorded speech with text, split by speaker; repeatable",
+    )
+    parser.add_argument("--minutes", type=float, help="training time (default: the recipe's)")
+    parser.add_argument("--no-lm", action="store_true", help="no word LM: greedy decoding")
+    parser.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a HeadRecipe field, e.g. copies=2 (repeatable)",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    configure(args.log_level, fmt="text", service="asr-head")
+
+    def run() -> None:
+        recipe = HeadRecipe(args.language, synthetic=tuple(args.synthetic), real=tuple(args.real))
+        recipe = recipe_with(recipe, args.recipe)
+        if args.minutes:
+            recipe = replace(recipe, minutes=args.minutes)
+        report = train_head(recipe, Path(args.out), lm=not args.no_lm)
+        print(json.dumps({"kept_epoch": report["kept_epoch"], **report["history"][report["kept_epoch"] - 1]}))
+
+    _run(parser, run)

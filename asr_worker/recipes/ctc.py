@@ -66,6 +66,20 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).lower().split())
 
 
+def normalize_reference(text: str) -> str:
+    """`normalize_text` without the punctuation at the edges of words: real transcripts and other
+    systems' output carry sentence punctuation ("Mr. Quilter ... gospel.") that no CTC recognizer
+    here writes. Apostrophes and hyphens inside words stay, and a token of punctuation alone
+    stays, so that the words of the normalised text are the raw text's whitespace tokens one for
+    one (`workbench.scoring.key_words`)."""
+    return normalize_text(" ".join(_strip_punctuation(token) for token in text.split()))
+
+
+def _strip_punctuation(token: str) -> str:
+    edges = "".join({c for c in token if unicodedata.category(c).startswith("P")})
+    return token.strip(edges) or token
+
+
 def error_rate(references: Sequence[str], hypotheses: Sequence[str], *, words: bool = False) -> float:
     """Corpus-level CER (or WER) by jiwer: total edits over total reference length."""
     import jiwer

