@@ -47,8 +47,11 @@ def _test_plan():  # type: ignore[no-untyped-def]
     """The bundled models' recipe, restricted to the test languages (used when models/ lacks them)."""
     from workbench.build import BuildPlan
 
-    # The Whisper language ID has tests of its own (tests/test_whisper.py).
-    return BuildPlan(lid_languages=TEST_LANGUAGES, asr_languages=TEST_LANGUAGES, whisper_lid="")
+    # The Whisper language ID and the heads on Whisper's encoder have tests of their own
+    # (tests/test_whisper.py, tests/test_heads.py).
+    return BuildPlan(
+        lid_languages=TEST_LANGUAGES, asr_languages=TEST_LANGUAGES, whisper_lid="", head_languages=()
+    )
 
 
 def _models_fingerprint() -> str:

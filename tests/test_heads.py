@@ -51,7 +51,7 @@ def head(corpus: Path, recorded: Path) -> tuple[Path, dict]:
         "es", synthetic=(str(corpus),), real=(str(recorded),), minutes=0.5, max_epochs=2, copies=1, width=64
     )
     grid = {"weights": (0.5,), "bonuses": (2.0,), "oov_penalties": (2.0,)}
-    return out, train_head(recipe, out, grid=grid)
+    return out, train_head(recipe, out, lm=True, grid=grid)
 
 
 def test_the_recipe_trains_on_synthetic_and_recorded_speech_holding_out_a_speaker(

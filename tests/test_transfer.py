@@ -522,7 +522,7 @@ def test_models_build_makes_lid_a_backbone_and_a_finetune_of_it_per_language(
         asr_steps=2,
         jobs=2,
         # No recorded speech to calibrate whisper-lid on (tests/test_whisper.py calibrates one).
-        lid_pack=str(tmp_path / "no-pack"),
+        pack=str(tmp_path / "no-pack"),
     )
     out = tmp_path / "models"
     build_models(out, plan, work=tmp_path / "work")

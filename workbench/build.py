@@ -6,6 +6,7 @@ import argparse
 import json
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,9 +16,8 @@ from lidroute.cli import CACHE
 from lidroute.train.budget import usable_cores
 from lidroute.train.corpus import TUNE_SPLIT
 from lidroute.train.synth import HIGH_RESOURCE
+from lidroute.train.teacher import DEFAULT_PACK
 
-#: The recorded speech that calibrates the Whisper language ID, beside the repository.
-DEFAULT_PACK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real-speech"
 #: Languages with synthetic speech, all known to the bundled LID model.
 ALL_LANGUAGES = ("en", "es", "fr", "de", "pt", "it", "ru", "hi", "sw", "tr", "mr", "qu")
 BUNDLED_ASR_LANGUAGES = ("en", "es", "fr", "de", "sw", "tr", "mr", "qu")
@@ -72,12 +72,24 @@ class BuildPlan:
     lid_languages: tuple[str, ...] = ALL_LANGUAGES
     #: A second language-ID model, written to this folder of the output (none when empty): Whisper
     #: base's language token over the `lid_languages` Whisper knows, calibrated on the recorded
-    #: clips of `lid_pack` (`python -m lid_service whisper`). It hears recorded speech far better
+    #: clips of `pack` (`python -m lid_service whisper`). It hears recorded speech far better
     #: than the ECAPA models and synthetic speech (and Swahili, Marathi, Quechua) far worse, so it
     #: is served on request (`lidroute up --lid-model`), not by default.
     whisper_lid: str = "whisper-lid"
-    lid_pack: str = str(DEFAULT_PACK)
+    #: Recorded speech (a folder laid out as the real-speech pack) that calibrates `whisper_lid`
+    #: and trains the `head_languages`' recognizers; without it both are left out.
+    pack: str = str(DEFAULT_PACK)
     asr_languages: tuple[str, ...] = BUNDLED_ASR_LANGUAGES
+    #: Of `asr_languages`, those whose recognizer is a CTC head on Whisper base's frozen encoder
+    #: (`python -m asr_worker head`) rather than a fine-tune of the backbone: trained on the
+    #: pack's recordings (with Whisper base's transcripts where they have none, `lidroute corpus
+    #: teach`) and a synthetic corpus a `head_kokoro` share of which Kokoro's voices speak
+    #: (`head_corpus_sizes` utterances of train and dev per language), for `head_minutes` each.
+    #: Without a pack they are fine-tuned as the others are.
+    head_languages: tuple[str, ...] = ("en", "de", "es", "fr")
+    head_corpus_sizes: tuple[int, int] = (1200, 100)
+    head_kokoro: float = 0.5
+    head_minutes: float = 15.0
     seed: int = 0
     #: Updates: 16,000 read held-out voices at 73.2 / 93.1 / 99.0 % on 0.25 / 0.5 / 1 s where 8,000
     #: read 70.6 / 91.2 / 99.2 %: two to three points on 0.5 s in every evaluation, 1 s moved by at
@@ -160,6 +172,15 @@ class BuildPlan:
     #: Trainings at once (0: one per CPU core on the CPU, one on a GPU).
     jobs: int = 0
 
+    def heads(self) -> tuple[str, ...]:
+        """The languages that get a head: none without a pack."""
+        if not (Path(self.pack) / "manifest.jsonl").is_file():
+            return ()
+        return tuple(lang for lang in self.asr_languages if lang in self.head_languages)
+
+    def finetuned(self) -> tuple[str, ...]:
+        return tuple(lang for lang in self.asr_languages if lang not in self.heads())
+
     def corpus_languages(self) -> list[str]:
         return list(dict.fromkeys((*self.backbone_languages, *self.asr_languages)))
 
@@ -182,7 +203,7 @@ class BuildPlan:
     def finetune_order(self) -> list[str]:
         """The longest fine-tunes first, so that no long one starts last while the other processes idle."""
         return sorted(
-            self.asr_languages,
+            self.finetuned(),
             key=lambda lang: self.steps(lang) + sum(self.continuations(lang)),
             reverse=True,
         )
@@ -302,17 +323,15 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         # The further models queue behind the first, the backbone and the fine-tunes (below).
         lids: dict[Future[dict], tuple[int, int]] = {train_lid_run(0, 0): (0, 0)}
         whisper = None
-        if plan.whisper_lid and not (Path(plan.lid_pack) / "manifest.jsonl").is_file():
-            stage(f"no real-speech pack at {plan.lid_pack}: {plan.whisper_lid}/ left as it is")
+        if plan.whisper_lid and not (Path(plan.pack) / "manifest.jsonl").is_file():
+            stage(f"no real-speech pack at {plan.pack}: {plan.whisper_lid}/ left as it is")
         elif plan.whisper_lid:
             from lid_service.recipes.whisper import WHISPER_LANGUAGES, WhisperLidRecipe, calibrate
 
             languages = tuple(lang for lang in plan.lid_languages if lang in WHISPER_LANGUAGES)
-            stage(
-                f"language ID on Whisper base over {', '.join(languages)}, calibrating on {plan.lid_pack}..."
-            )
+            stage(f"language ID on Whisper base over {', '.join(languages)}, calibrating on {plan.pack}...")
             recipe = WhisperLidRecipe(languages=languages, seed=plan.seed)
-            whisper = pool.submit(calibrate, out / plan.whisper_lid, Path(plan.lid_pack), recipe)
+            whisper = pool.submit(calibrate, out / plan.whisper_lid, Path(plan.pack), recipe)
         stage(f"synthesising the corpus ({', '.join(plan.corpus_languages())}) into {work / 'corpus'}...")
         sizes = dict(zip(SPLITS, plan.corpus_sizes, strict=True))
         synth_corpus(work / "corpus", plan.corpus_languages(), seed=plan.seed, **sizes)
@@ -365,8 +384,9 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
             ): (lang, 0)
             for lang in plan.finetune_order()
         }
+        heads = submit_heads(pool, out, plan, work, stage)
         lids.update({train_lid_run(model, 0): (model, 0) for model in range(1, len(lid_models))})
-        pending: set[Future] = {*lids, *tunes}
+        pending: set[Future] = {*lids, *tunes, *heads}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for done in finished:
@@ -383,6 +403,12 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
                         further = train_lid_run(model, run + 1)
                         lids[further] = (model, run + 1)
                         pending.add(further)
+                    continue
+                if done in heads:
+                    report = done.result()
+                    kept = report["history"][report["kept_epoch"] - 1]
+                    cer = kept.get("dev_real_cer", float("nan"))
+                    stage(f"{heads[done]} (head on Whisper's encoder): {cer:.3f} CER on held-out speakers")
                     continue
                 (lang, run), report = tunes[done], done.result()
                 cer = {s: round(v["cer"], 3) for s, v in report["scores"].items()}
@@ -420,6 +446,53 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
     stage(f"models written to {out}")
 
 
+def submit_heads(
+    pool: ProcessPoolExecutor, out: Path, plan: BuildPlan, work: Path, stage: Callable[[str], None]
+) -> dict[Future[dict], str]:
+    """The heads' data, made here (the teacher's transcripts of the pack's untranscribed clips, a
+    corpus half spoken by Kokoro), then each head's training, submitted to `pool`."""
+    from asr_worker.recipes.heads import HeadRecipe, train_head
+    from lidroute.train.corpus import SynthPlan, synth_corpus
+    from lidroute.train.teacher import MANIFEST, transcribe_windows, untranscribed
+
+    languages = plan.heads()
+    if not languages:
+        return {}
+    pack = Path(plan.pack)
+    stage(f"Whisper base transcribing {pack}'s untranscribed clips of {', '.join(languages)}...")
+    for lang in languages:
+        if clips := untranscribed(pack, lang):
+            transcribe_windows(lang, clips, work / "teacher", CACHE, seed=plan.seed)
+    corpus = work / "head-corpus"
+    stage(f"synthesising the heads' corpus ({plan.head_kokoro:.0%} Kokoro) into {corpus}...")
+    train, dev = plan.head_corpus_sizes
+    synth_corpus(
+        corpus,
+        list(languages),
+        train=train,
+        dev=dev,
+        test=0,
+        test_hard=0,
+        seed=plan.seed + 1,
+        noise=True,
+        level=True,
+        plan=replace(SynthPlan(), kokoro=plan.head_kokoro),
+    )
+    real = [str(pack / "manifest.jsonl")]
+    if (work / "teacher" / MANIFEST).is_file():
+        real.append(str(work / "teacher" / MANIFEST))
+    stage(
+        f"training a head on Whisper's encoder for {', '.join(languages)} ({plan.head_minutes:g} min each)..."
+    )
+    futures = {}
+    for lang in languages:
+        recipe = HeadRecipe(
+            lang, synthetic=(str(corpus),), real=tuple(real), minutes=plan.head_minutes, seed=plan.seed
+        )
+        futures[pool.submit(train_head, recipe, out / "asr" / lang)] = lang
+    return futures
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     plan = BuildPlan()
     build_models(
@@ -440,7 +513,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             asr_continue_by_language=() if args.asr_steps else plan.asr_continue_by_language,
             device=args.device,
             jobs=args.jobs,
-            lid_pack=args.lid_pack,
+            pack=args.pack,
         ),
         Path(args.work) if args.work else None,
     )
@@ -492,8 +565,9 @@ def add_build_command(msub: argparse._SubParsersAction) -> None:  # type: ignore
     )
     build.add_argument("--work", help=f"where the corpus is synthesised (default: {CACHE / 'models-build'})")
     build.add_argument(
-        "--lid-pack",
-        default=BuildPlan.lid_pack,
-        help="recorded speech (a folder with manifest.jsonl) that calibrates whisper-lid"
-        " (default: %(default)s); without one whisper-lid is left out",
+        "--pack",
+        default=BuildPlan.pack,
+        help="recorded speech (a folder with manifest.jsonl) that calibrates whisper-lid and trains"
+        " the recognizers on Whisper's encoder (default: %(default)s); without one whisper-lid is"
+        " left out and every recognizer is a fine-tune of the backbone",
     )

@@ -1,4 +1,5 @@
-"""`lidroute corpus synth|conditions|tune|stats`: make a synthetic corpus, and summarise one."""
+"""`lidroute corpus synth|conditions|tune|teach|stats`: make a corpus (synthetic, or a teacher's
+transcripts of recordings), and summarise one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from lidroute.settings import comma_list
 from lidroute.train import synth
@@ -19,6 +21,7 @@ from lidroute.train.corpus import (
     synth_corpus,
     tuning_split,
 )
+from lidroute.train.teacher import DEFAULT_PACK
 
 
 def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -73,6 +76,20 @@ def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     tune.add_argument("--per-language", type=int, default=200, help="sentences per language")
     tune.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
     tune.set_defaults(corpus_handler=cmd_tune)
+    teach = csub.add_parser(
+        "teach",
+        help="transcripts by Whisper base for a pack's untranscribed recordings, joined into windows",
+    )
+    teach.add_argument(
+        "--pack", default=str(DEFAULT_PACK), help="folder with manifest.jsonl (the real-speech pack)"
+    )
+    teach.add_argument("--languages", required=True, help="comma-separated codes")
+    teach.add_argument(
+        "--out", required=True, help="folder for transcribed.jsonl and the windows' FLAC audio"
+    )
+    teach.add_argument("--chunk-seconds", type=float, default=25.0, help="longest window")
+    teach.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    teach.set_defaults(corpus_handler=cmd_teach)
     stats = csub.add_parser("stats", help="hours and utterances per split and language")
     stats.add_argument("folder")
     stats.add_argument("--json", action="store_true")
@@ -139,6 +156,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - started
     print(f"{TUNE_SPLIT} split written to {args.folder} in {seconds:.0f} s; tune an LM on it with")
     print(f"  python -m asr_worker lm --model DIR --data {args.folder} --language xx --dev-splits dev,tune")
+    return 0
+
+
+def cmd_teach(args: argparse.Namespace) -> int:
+    from lidroute.cli import CACHE
+    from lidroute.train.teacher import transcribe_windows, untranscribed
+
+    out, pack = Path(args.out), Path(args.pack)
+    for lang in comma_list(args.languages):
+        clips = untranscribed(pack, lang)
+        if not clips:
+            print(f"{lang}: no untranscribed clips in {pack}", file=sys.stderr)
+            continue
+        started = time.perf_counter()
+        manifest = transcribe_windows(
+            lang, clips, out, CACHE, chunk_seconds=args.chunk_seconds, threads=args.threads
+        )
+        print(f"{lang}: {len(clips)} clips in {time.perf_counter() - started:.0f} s -> {manifest}")
     return 0
 
 

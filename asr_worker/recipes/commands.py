@@ -342,7 +342,7 @@ def head_main(argv: Sequence[str] | None = None) -> None:
         help="JSONL manifest of recorded speech with text, split by speaker; repeatable",
     )
     parser.add_argument("--minutes", type=float, help="training time (default: the recipe's)")
-    parser.add_argument("--no-lm", action="store_true", help="no word LM: greedy decoding")
+    parser.add_argument("--lm", action="store_true", help="a word LM of the training transcripts")
     parser.add_argument(
         "--recipe",
         action="append",
@@ -359,7 +359,7 @@ def head_main(argv: Sequence[str] | None = None) -> None:
         recipe = recipe_with(recipe, args.recipe)
         if args.minutes:
             recipe = replace(recipe, minutes=args.minutes)
-        report = train_head(recipe, Path(args.out), lm=not args.no_lm)
+        report = train_head(recipe, Path(args.out), lm=args.lm)
         print(json.dumps({"kept_epoch": report["kept_epoch"], **report["history"][report["kept_epoch"] - 1]}))
 
     _run(parser, run)

@@ -31,6 +31,8 @@ from lidroute.whisper import WhisperWeightsMissing, part_paths
 
 log = logging.getLogger(__name__)
 
+#: The real-speech pack beside the repository: recordings for training and development.
+DEFAULT_PACK = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-speech"
 NAME = "whisper-base"
 SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 MANIFEST = "transcribed.jsonl"
@@ -67,6 +69,21 @@ class Clip:
     path: Path
     speaker: str
     duration: float
+
+
+def untranscribed(pack: Path, language: str) -> list[Clip]:
+    """The clips of `language` in a pack laid out as the real-speech pack (`manifest.jsonl`) that
+    have no transcript, spoken letters left out (a letter's name is no word to learn)."""
+    manifest = pack / "manifest.jsonl"
+    if not manifest.is_file():
+        raise CorpusError(f"{manifest} not found: a pack has a manifest.jsonl")
+    clips = []
+    with manifest.open(encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            if row["language"] == language and not row.get("text") and row.get("kind") != "letter":
+                clips.append(Clip(pack / row["audio"], str(row.get("speaker", "")), float(row["duration"])))
+    return clips
 
 
 def windows(clips: Iterable[Clip], chunk_seconds: float, gap: float, seed: int) -> list[list[Clip]]:
