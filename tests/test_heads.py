@@ -162,3 +162,44 @@ def test_the_teacher_transcribes_one_speakers_clips_joined_into_windows(corpus: 
     assert {e.language for e in read_manifest(manifest)} == {"es"}
     transcribe_windows("es", clips, out, tmp_path / "cache", chunk_seconds=60.0)  # resumes: nothing new
     assert len(manifest.read_text().splitlines()) == 2
+
+
+@pytest.mark.integration
+def test_a_worker_process_serves_a_head_beside_a_whole_model(
+    head: tuple[Path, dict], models_dir: Path, speech: dict[str, list], tmp_path: Path
+) -> None:
+    """One worker, two languages: en a bundled whole model, es the head; the stack transcribes both."""
+    import subprocess
+    import sys
+
+    from lidroute.cli import model_dirs
+    from tests.conftest import ROUTER_TEST_ARGS, WORKER_TEST_ARGS
+    from workbench.stack import Stack, StackConfig
+
+    lid, asr = model_dirs(models_dir)
+    config = StackConfig(
+        lid_model=",".join(map(str, lid)),
+        models={"en": str(asr["en"]), "es": str(head[0])},
+        worker_groups=[["en", "es"]],
+        worker_args=WORKER_TEST_ARGS,
+        router_args=ROUTER_TEST_ARGS,
+        extra_env={"LIDROUTE_LOG_FORMAT": "text", "LIDROUTE_TORCH_THREADS": "1"},
+    )
+    files = {lang: tmp_path / f"{lang}.wav" for lang in ("en", "es")}
+    for lang, path in files.items():
+        sf.write(path, speech[lang][0].audio, 16000)
+    with Stack(config) as stack:
+        command = [sys.executable, "-m", "workbench.cli", "transcribe", "--address", stack.router_address]
+        results = {
+            lang: subprocess.run(
+                [*command, "--json", "--language", lang, str(path)],
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            for lang, path in files.items()
+        }
+    for lang, result in results.items():
+        assert result.returncode == 0, result
+        answer = json.loads(result.stdout.splitlines()[-1])
+        assert answer["language"] == lang and isinstance(answer["transcript"], str), answer
