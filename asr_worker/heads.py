@@ -109,14 +109,16 @@ class CtcHead(nn.Module):
 
         folder.mkdir(parents=True, exist_ok=True)
         self.config.save(folder)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / HEAD_WEIGHTS))
+        # Half precision on disk (half the bundle); the head computes in float32.
+        weights = {k: v.half().contiguous() for k, v in self.state_dict().items()}
+        save_file(weights, str(folder / HEAD_WEIGHTS))
 
     @classmethod
     def load(cls, folder: Path) -> CtcHead:
         from safetensors.torch import load_file
 
         head = cls(HeadConfig.load(folder))
-        head.load_state_dict(load_file(str(folder / HEAD_WEIGHTS)))
+        head.load_state_dict({k: v.float() for k, v in load_file(str(folder / HEAD_WEIGHTS)).items()})
         return head.eval()
 
 

@@ -1,9 +1,10 @@
-"""wav2vec2 / XLS-R CTC inference with word timings and confidences from the CTC alignment.
+"""CTC inference with word timings and confidences from the CTC alignment.
 
-Models load with `from_pretrained(uri, revision=...)`: a hub id of a fine-tuned XLS-R or a
-local `save_pretrained` directory made by `asr_worker finetune`; nothing else differs. A local
-directory with a word LM beside the weights (`lm.json`, written by `asr_worker finetune` or
-`asr_worker lm`) is decoded by beam search with that LM, anything else greedily.
+Two kinds of model (the registry's `kind`): `ctc`, a whole wav2vec2 / XLS-R model loaded with
+`from_pretrained(uri, revision=...)` (a hub id of a fine-tuned XLS-R or a local directory made
+by `asr_worker finetune`), and `head`, a per-language CTC head on Whisper base's encoder, which
+every head in the process shares (`asr_worker.heads`). A local directory with a word LM beside
+the weights (`lm.json`) is decoded by beam search with that LM, anything else greedily.
 """
 
 from __future__ import annotations
