@@ -38,6 +38,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from lidroute.train import CONFIDENT
+
 #: Window lengths (s of speech after onset) that language ID is scored on in-process.
 DEFAULT_WINDOWS = (0.5, 1.0, 3.0)
 
@@ -226,10 +228,6 @@ class GroupMetrics:
     #: many of those were right. A calibrated model is right on about CONFIDENT of them.
     lid_confident_share: dict[str, float] = field(default_factory=dict)
     lid_confident_accuracy: dict[str, float] = field(default_factory=dict)
-
-
-#: A decision this probable claims to be right 9 times in 10 (the calibration target).
-CONFIDENT = 0.9
 
 
 def group_metrics(results: Sequence[UtteranceResult]) -> GroupMetrics:

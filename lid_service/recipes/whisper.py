@@ -23,6 +23,7 @@ import torch
 from lid_service.recipes.data import collate, crop_audio, trim_edges
 from lid_service.recipes.export import LOADING, loaded, write_labels
 from lid_service.recipes.recipe import SAMPLE_RATE, language_label
+from lidroute.train import CONFIDENT
 
 if TYPE_CHECKING:
     from speechbrain.inference.classifiers import EncoderClassifier
@@ -173,7 +174,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def sure_temperature(
     logits: torch.Tensor, labels: torch.Tensor, right: float = 0.9, least: int = 20
 ) -> float:
-    """The lowest temperature at which decisions made with p >= 0.9 are right at least `right` of
+    """The lowest temperature at which decisions made with p >= CONFIDENT are right at least `right` of
     the time (over at least `least` of them), on a grid from 0.5 to 8.
 
     The log-loss optimum answers a different question (how sure to be on average) and, on data
@@ -189,11 +190,11 @@ def sure_temperature(
 
 
 def scores(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, float]:
-    """Accuracy, and the share and accuracy of decisions with p >= 0.9, at this temperature."""
+    """Accuracy, and the share and accuracy of decisions with p >= CONFIDENT, at this temperature."""
     probs = torch.softmax(logits / temperature, dim=-1)
     confidence, predicted = probs.max(dim=-1)
     right = predicted == labels
-    sure = confidence >= 0.9
+    sure = confidence >= CONFIDENT
     return {
         "accuracy": float(right.float().mean()),
         "confident_share": float(sure.float().mean()),
