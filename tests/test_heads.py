@@ -203,3 +203,18 @@ def test_a_worker_process_serves_a_head_beside_a_whole_model(
         assert result.returncode == 0, result
         answer = json.loads(result.stdout.splitlines()[-1])
         assert answer["language"] == lang and isinstance(answer["transcript"], str), answer
+
+
+def test_the_build_trains_heads_only_where_a_pack_is_and_fine_tunes_the_other_languages(
+    tmp_path: Path,
+) -> None:
+    from workbench.build import BuildPlan
+
+    (tmp_path / "pack").mkdir()
+    (tmp_path / "pack" / "manifest.jsonl").write_text("")
+    plan = BuildPlan(
+        asr_languages=("en", "sw", "de"), head_languages=("en", "de", "fr"), pack=str(tmp_path / "pack")
+    )
+    assert (plan.heads(), plan.finetuned(), plan.finetune_order()) == (("en", "de"), ("sw",), ["sw"])
+    without = BuildPlan(asr_languages=("en", "sw"), pack=str(tmp_path / "nowhere"))
+    assert (without.heads(), without.finetuned()) == ((), ("en", "sw"))
