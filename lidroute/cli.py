@@ -21,7 +21,7 @@ import redis.exceptions
 
 from lidroute.errors import InvalidArgument
 from lidroute.keys import Keys
-from lidroute.registry import HEAD_FILE, MODEL_KINDS, ModelSpec, Registry, check_language_code, kind_of
+from lidroute.registry import HEAD_FILE, MODEL_KINDS, ModelSpec, Registry, check_language_code
 from lidroute.settings import CommonSettings, add_setting_flags, settings_from_namespace
 
 DEFAULT_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "localhost:50051")
@@ -51,7 +51,7 @@ def cmd_models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     async def run(registry: Registry) -> int:
         if args.models_command == "register":
-            await registry.register(args.language, ModelSpec(uri, args.revision, args.kind or kind_of(uri)))
+            await registry.register(args.language, ModelSpec(uri, args.revision, args.kind or ""))
             print(f"registered {args.language} -> {uri}")
         elif args.models_command == "remove":
             if not await registry.remove(args.language):

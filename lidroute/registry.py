@@ -51,20 +51,18 @@ def check_language_code(code: str) -> str:
 class ModelSpec:
     uri: str
     revision: str = ""
-    kind: str = "ctc"
+    #: Empty: read from the folder (`kind_of`), so a head folder is never loaded as a whole model.
+    kind: str = ""
     sample_rate: int = 16000
     metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.uri:
             raise InvalidArgument("model uri is empty")
+        if not self.kind:
+            object.__setattr__(self, "kind", kind_of(self.uri))
         if self.kind not in MODEL_KINDS:
             raise InvalidArgument(f"model kind {self.kind!r} is not one of {', '.join(MODEL_KINDS)}")
-
-    @classmethod
-    def at(cls, uri: str, revision: str = "") -> ModelSpec:
-        """The model at `uri`, its kind read from the folder (`kind_of`)."""
-        return cls(uri=uri, revision=revision, kind=kind_of(uri))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -119,7 +117,7 @@ class Registry:
             if lang in current and not force:
                 done[lang] = Registration("kept", current[lang])
             else:
-                spec = ModelSpec.at(uri)
+                spec = ModelSpec(uri=uri)
                 await self.register(lang, spec)
                 done[lang] = Registration("registered", spec)
             await queue.ensure_group(lang)

@@ -84,7 +84,7 @@ def test_the_worker_loads_a_head_as_kind_head_and_every_head_shares_one_encoder(
     head: tuple[Path, dict],
 ) -> None:
     out, _ = head
-    spec = ModelSpec.at(str(out))
+    spec = ModelSpec(uri=str(out))
     assert spec.kind == "head" and kind_of("facebook/wav2vec2-base") == "ctc"
     beam, greedy = CtcModel("es", spec), CtcModel("es", spec, beam=0)
     assert beam.acoustic.model.states is greedy.acoustic.model.states

@@ -51,7 +51,7 @@ def in_process(models_dir: Path, lang: str, audio: np.ndarray, runs: int) -> lis
 
     lid_dirs, asr = model_dirs(models_dir)
     lid = LanguageIdModel(lid_source(lid_dirs), Path(tempfile.mkdtemp()))
-    ctc = CtcModel(lang, ModelSpec.at(str(asr[lang])))
+    ctc = CtcModel(lang, ModelSpec(uri=str(asr[lang])))
     window = audio[: TARGET_RATE // 2]
     for _ in range(3):
         lid.identify([LidRequest(window, ())])
@@ -73,7 +73,7 @@ def decoders(models_dir: Path, lang: str, audio: np.ndarray, runs: int) -> dict[
     from lidroute.cli import model_dirs
     from lidroute.registry import ModelSpec
 
-    spec = ModelSpec.at(str(model_dirs(models_dir)[1][lang]))
+    spec = ModelSpec(uri=str(model_dirs(models_dir)[1][lang]))
     models = {"greedy": CtcModel(lang, spec, beam=0)}
     for width in (DEFAULT_BEAM // 4, DEFAULT_BEAM):
         model = CtcModel(lang, spec, beam=width)
@@ -97,7 +97,7 @@ def long_request(models_dir: Path, lang: str, audio: np.ndarray, runs: int) -> d
     from lidroute.cli import model_dirs
     from lidroute.registry import ModelSpec
 
-    spec = ModelSpec.at(str(model_dirs(models_dir)[1][lang]))
+    spec = ModelSpec(uri=str(model_dirs(models_dir)[1][lang]))
     whole, split = CtcModel(lang, spec, pause_split=0), CtcModel(lang, spec)
     step = int(WorkerSettings.model_fields["interim_interval_seconds"].default * TARGET_RATE)
 

@@ -287,7 +287,7 @@ class InProcessEvaluator(Evaluator):
             if path is not None:
                 model = CtcModel(
                     lang,
-                    ModelSpec.at(str(path)),
+                    ModelSpec(uri=str(path)),
                     self.device,
                     self.beam,
                     self.pause_split,
