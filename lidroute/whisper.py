@@ -247,13 +247,14 @@ class WhisperEncoder(nn.Module):
         self.load_state_dict(state)
 
 
-def read_weights() -> dict[str, np.ndarray]:
-    """Every weight of the encoder and the decoder, read from the installed parts. Not kept: a
-    model takes what it needs (`load_encoder`, `LanguageToken`) and the rest goes with the dict."""
+def read_weights(prefix: str = "") -> dict[str, np.ndarray]:
+    """Every weight of the encoder and the decoder (or those whose names start with `prefix`,
+    the rest skipped on disk), read from the installed parts. Not kept: a model takes what it
+    needs (`load_encoder`, `LanguageToken`) and the rest goes with the dict."""
     with _Joined(part_paths()) as stream:
         return {
             name: data
-            for name, data in read_ctranslate2(io.BufferedReader(stream, 1 << 20))
+            for name, data in read_ctranslate2(io.BufferedReader(stream, 1 << 20), prefix)
             if data.ndim and name.split("/")[0] in ("encoder", "decoder")
         }
 
@@ -378,7 +379,7 @@ def load_encoder(layers: int = 6, weights: dict[str, np.ndarray] | None = None) 
     """Whisper base's encoder, frozen, in evaluation mode; `layers` keeps only the first ones
     (a head that reads a middle layer need not pay for the layers above it); `weights` as
     `read_weights` returns them, when the caller has read them already."""
-    variables = read_weights() if weights is None else weights
+    variables = read_weights("encoder/") if weights is None else weights
     total = _layer_count(variables, "encoder")
     if not 1 <= layers <= total:
         raise ValueError(f"Whisper base's encoder has {total} layers; asked for {layers}")
