@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from transformers import Wav2Vec2CTCTokenizer
 
 from lidroute.registry import HEAD_FILE
 from lidroute.whisper import (
@@ -32,7 +33,6 @@ from lidroute.whisper import (
     native_bfloat16,
 )
 
-HEAD_CONFIG = HEAD_FILE
 HEAD_WEIGHTS = "head.safetensors"
 #: Whisper's encoder emits one frame per 20 ms.
 FRAME_SECONDS = 2 * HOP / SAMPLE_RATE
@@ -62,13 +62,13 @@ class HeadConfig:
 
     @classmethod
     def load(cls, folder: Path) -> HeadConfig:
-        fields = json.loads((folder / HEAD_CONFIG).read_text(encoding="utf-8"))
+        fields = json.loads((folder / HEAD_FILE).read_text(encoding="utf-8"))
         fields.pop("backbone", None)
         return cls(**fields | {"layers": tuple(fields["layers"])})
 
     def save(self, folder: Path) -> None:
         text = json.dumps({"backbone": "whisper-base encoder"} | asdict(self), indent=1)
-        (folder / HEAD_CONFIG).write_text(text + "\n", encoding="utf-8")
+        (folder / HEAD_FILE).write_text(text + "\n", encoding="utf-8")
 
 
 class _Block(nn.Module):
@@ -161,7 +161,8 @@ def shared_states(layers: tuple[int, ...]) -> HiddenStates:
 
 
 class WhisperCtc:
-    """A head folder as the worker's acoustic model: audio -> CTC logits."""
+    """A head folder as the worker's acoustic model (`asr_worker.model.Acoustic`): audio -> CTC
+    logits, and the tokenizer that reads them. CPU only."""
 
     frame_seconds = FRAME_SECONDS
     #: Shorter audio is padded to two mel frames; nothing is too short.
@@ -170,6 +171,7 @@ class WhisperCtc:
     def __init__(self, folder: Path) -> None:
         self.head = CtcHead.load(folder)
         self.states = shared_states(self.head.config.layers)
+        self.tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(folder))
 
     @torch.inference_mode()
     def logits(self, audio: np.ndarray) -> torch.Tensor:

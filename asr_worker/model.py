@@ -168,21 +168,5 @@ class _Wav2Vec2:
         return sum(p.numel() for p in self.model.parameters())
 
 
-class _WhisperHead:
-    """A CTC head folder on Whisper base's shared, frozen encoder (`asr_worker.heads`); CPU only."""
-
-    def __init__(self, spec: ModelSpec) -> None:
-        self.model = WhisperCtc(Path(spec.uri))
-        self.tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(spec.uri)
-        self.frame_seconds = self.model.frame_seconds
-        self.min_samples = self.model.min_samples
-
-    def logits(self, audio: np.ndarray) -> torch.Tensor:
-        return self.model.logits(audio)
-
-    def parameters(self) -> int:
-        return self.model.parameters()
-
-
 def _acoustic(spec: ModelSpec, device: str) -> Acoustic:
-    return _WhisperHead(spec) if spec.kind == "head" else _Wav2Vec2(spec, device)
+    return WhisperCtc(Path(spec.uri)) if spec.kind == "head" else _Wav2Vec2(spec, device)

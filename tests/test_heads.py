@@ -87,7 +87,7 @@ def test_the_worker_loads_a_head_as_kind_head_and_every_head_shares_one_encoder(
     spec = ModelSpec(uri=str(out))
     assert spec.kind == "head" and kind_of("facebook/wav2vec2-base") == "ctc"
     beam, greedy = CtcModel("es", spec), CtcModel("es", spec, beam=0)
-    assert beam.acoustic.model.states is greedy.acoustic.model.states
+    assert beam.acoustic.states is greedy.acoustic.states
     assert beam.lm is not None and greedy.lm is None
     speech = read_manifest(out.parent / "corpus" / "dev.jsonl")[0].audio()
     for model in (beam, greedy):

@@ -29,10 +29,12 @@ import numpy as np
 import torch
 
 from asr_worker.decoding import CtcTokens, WordLM
-from asr_worker.heads import CtcHead, HeadConfig, HiddenStates, shared_states
+from asr_worker.heads import FRAME_SECONDS, CtcHead, HeadConfig, HiddenStates, shared_states
 from asr_worker.recipes.cards import write_report
 from asr_worker.recipes.ctc import (
     PERTURBATION,
+    UNK,
+    WORD_DELIMITER,
     Perturbation,
     build_processor,
     decode,
@@ -95,7 +97,6 @@ class Utterance:
 
     states: torch.Tensor
     text: str
-    source: str
 
 
 @dataclass
@@ -155,17 +156,17 @@ def gather(recipe: HeadRecipe, states: HiddenStates) -> Data:
         synthetic_train = synthetic_train[: recipe.synthetic_train]
     started = time.perf_counter()
 
-    def hear(examples: Sequence[Example], source: str, copies: int) -> list[Utterance]:
+    def hear(examples: Sequence[Example], copies: int) -> list[Utterance]:
         out = []
         for example in examples:
             audio, text = example.audio(), normalize_reference(example.text)
             for copy in range(1 + copies):
                 heard = perturb(audio, rng, recipe.how) if copy else audio
-                out.append(Utterance(states(heard).half(), text, source))
+                out.append(Utterance(states(heard).half(), text))
         return out
 
-    train = hear(real_train, "real", recipe.copies) + hear(synthetic_train, "synthetic", recipe.copies)
-    dev = {"real": hear(real_dev, "real", 0), "synthetic": hear([e for e in synthetic_dev], "synthetic", 0)}
+    train = hear(real_train, recipe.copies) + hear(synthetic_train, recipe.copies)
+    dev = {"real": hear(real_dev, 0), "synthetic": hear(synthetic_dev, 0)}
     if not train:
         raise CorpusError(f"no {recipe.language} training speech in {recipe.synthetic + recipe.real}")
     summary = {
@@ -173,7 +174,7 @@ def gather(recipe: HeadRecipe, states: HiddenStates) -> Data:
         "train_synthetic": len(synthetic_train),
         "dev_real": len(real_dev),
         "dev_synthetic": len(synthetic_dev),
-        "train_hours": round(sum(len(u.states) for u in train) * 0.02 / 3600, 3),
+        "train_hours": round(sum(len(u.states) for u in train) * FRAME_SECONDS / 3600, 3),
         "encoder_seconds": round(time.perf_counter() - started, 1),
     }
     log.info("heard", extra={"language": recipe.language, **summary})
@@ -187,7 +188,7 @@ def _batches(items: list[Utterance], batch_seconds: float, rng: np.random.Genera
     for i in order:
         current.append(items[i])
         frames = len(items[i].states) * len(current)
-        if frames * 0.02 >= batch_seconds:
+        if frames * FRAME_SECONDS >= batch_seconds:
             batches.append(current)
             current = []
     if current:
@@ -208,7 +209,9 @@ def _masked(states: torch.Tensor, masks: int, rng: np.random.Generator) -> torch
 def _step(head: CtcHead, batch: list[Utterance], ids: dict[str, int], masks: int, rng: np.random.Generator):
     inputs = [_masked(u.states, masks, rng) for u in batch]
     lengths = torch.tensor([len(x) for x in inputs])
-    targets = [torch.tensor([ids.get(c, 1) for c in u.text.replace(" ", "|")]) for u in batch]
+    targets = [
+        torch.tensor([ids.get(c, ids[UNK]) for c in u.text.replace(" ", WORD_DELIMITER)]) for u in batch
+    ]
     log_probs = head(torch.nn.utils.rnn.pad_sequence(inputs, batch_first=True)).log_softmax(-1)
     return torch.nn.functional.ctc_loss(
         log_probs.transpose(0, 1),
