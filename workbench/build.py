@@ -172,9 +172,12 @@ class BuildPlan:
     #: Trainings at once (0: one per CPU core on the CPU, one on a GPU).
     jobs: int = 0
 
+    def has_pack(self) -> bool:
+        return (Path(self.pack) / "manifest.jsonl").is_file()
+
     def heads(self) -> tuple[str, ...]:
         """The languages that get a head: none without a pack."""
-        if not (Path(self.pack) / "manifest.jsonl").is_file():
+        if not self.has_pack():
             return ()
         return tuple(lang for lang in self.asr_languages if lang in self.head_languages)
 
@@ -323,7 +326,7 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         # The further models queue behind the first, the backbone and the fine-tunes (below).
         lids: dict[Future[dict], tuple[int, int]] = {train_lid_run(0, 0): (0, 0)}
         whisper = None
-        if plan.whisper_lid and not (Path(plan.pack) / "manifest.jsonl").is_file():
+        if plan.whisper_lid and not plan.has_pack():
             stage(f"no real-speech pack at {plan.pack}: {plan.whisper_lid}/ left as it is")
         elif plan.whisper_lid:
             from lid_service.recipes.whisper import WHISPER_LANGUAGES, WhisperLidRecipe, calibrate
