@@ -19,7 +19,18 @@ from lidroute.errors import InvalidArgument, LimitExceeded
 
 TARGET_RATE = 16000
 #: soundfile major formats we decode; everything else is refused before it reaches libsndfile's decoders.
-ALLOWED_CONTAINERS = frozenset({"WAV", "WAVEX", "FLAC", "OGG"})
+ALLOWED_CONTAINERS = frozenset({"WAV", "WAVEX", "FLAC", "OGG", "MP3"})
+CONTAINERS = "WAV, FLAC, OGG (Vorbis or Opus) or MP3"
+
+
+def _mulaw_table() -> np.ndarray:
+    """G.711 μ-law byte -> float sample: telephony's 8-bit encoding (Google's MULAW), expanded once."""
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    magnitude = (((u & 0x0F) << 3) + 0x84) << ((u >> 4) & 0x07)
+    return (np.where(u & 0x80, 0x84 - magnitude, magnitude - 0x84) / 32768.0).astype(np.float32)
+
+
+MULAW_TABLE = _mulaw_table()
 
 
 @dataclass(frozen=True)
@@ -158,20 +169,23 @@ def resample(audio: np.ndarray, rate: int) -> np.ndarray:
 
 
 def looks_like_container(data: bytes) -> bool:
-    return data[:4] in (b"RIFF", b"fLaC", b"OggS", b"RF64")
+    return data[:4] in (b"RIFF", b"fLaC", b"OggS", b"RF64") or data[:3] == b"ID3"
 
 
 def decode_container(data: bytes, limits: AudioLimits, expected_rate: int = 0) -> np.ndarray:
-    """Decodes a whole WAV/FLAC/OGG file to 16 kHz mono after checking its header against the limits."""
+    """Decodes a whole audio file to 16 kHz mono after checking its header against the limits."""
     if not data:
         raise InvalidArgument("audio is empty")
     limits.check_total_bytes(len(data))
     try:
         info = sf.info(io.BytesIO(data))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise InvalidArgument(f"could not read the audio file header: {exc}") from None
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        raise InvalidArgument(
+            f"the audio is not a file lidroute reads ({CONTAINERS}) or it is corrupt; raw audio needs "
+            "encoding LINEAR16 (or MULAW) and sample_rate_hertz"
+        ) from None
     if info.format not in ALLOWED_CONTAINERS:
-        raise InvalidArgument(f"audio container {info.format} is not supported (WAV, FLAC or OGG)")
+        raise InvalidArgument(f"audio container {info.format} is not supported ({CONTAINERS})")
     limits.check_rate(info.samplerate)
     limits.check_channels(info.channels)
     if expected_rate and expected_rate != info.samplerate:
@@ -184,7 +198,9 @@ def decode_container(data: bytes, limits: AudioLimits, expected_rate: int = 0) -
     try:
         audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True, frames=max_frames)
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise InvalidArgument(f"could not decode the audio file: {exc}") from None
+        raise InvalidArgument(
+            f"could not decode the audio file: {getattr(exc, 'error_string', exc)}"
+        ) from None
     limits.check_duration(len(audio) / rate)
     if len(audio) == 0:
         raise InvalidArgument("audio file holds no samples")
@@ -200,16 +216,20 @@ def decode_pcm16(data: bytes, rate: int, channels: int, limits: AudioLimits) -> 
 class StreamDecoder:
     """Turns a stream of client audio messages into 16 kHz mono float32 as they arrive.
 
-    Raw LINEAR16 is decoded and resampled chunk by chunk (a chunk may split a sample or a
-    stereo frame: the remainder waits for the next one). A container file cannot be decoded
-    in pieces, so it is buffered and decoded when the stream ends.
+    Raw LINEAR16 (or 8-bit μ-law) is decoded and resampled chunk by chunk (a chunk may split a
+    sample or a stereo frame: the remainder waits for the next one). A container file cannot be
+    decoded in pieces, so it is buffered and decoded when the stream ends.
     """
 
-    def __init__(self, *, rate: int, channels: int, container: bool, limits: AudioLimits) -> None:
+    def __init__(
+        self, *, rate: int, channels: int, container: bool, limits: AudioLimits, mulaw: bool = False
+    ) -> None:
         self.rate = rate
         self.channels = channels
         self.container = container
         self.limits = limits
+        self.mulaw = mulaw
+        self.width = 1 if mulaw else 2
         self.bytes_in = 0
         self.samples_out = 0
         self._pending = b""
@@ -227,8 +247,18 @@ class StreamDecoder:
         return cls(rate=rate, channels=channels, container=False, limits=limits)
 
     @classmethod
+    def mulaw8(cls, rate: int, channels: int, limits: AudioLimits) -> StreamDecoder:
+        limits.check_rate(rate)
+        limits.check_channels(channels)
+        return cls(rate=rate, channels=channels, container=False, limits=limits, mulaw=True)
+
+    @classmethod
     def for_container(cls, limits: AudioLimits, expected_rate: int = 0) -> StreamDecoder:
         return cls(rate=expected_rate, channels=0, container=True, limits=limits)
+
+    @property
+    def encoding(self) -> str:
+        return "MULAW" if self.mulaw else "LINEAR16"
 
     @property
     def seconds(self) -> float:
@@ -243,14 +273,17 @@ class StreamDecoder:
             return np.zeros(0, np.float32)
         if self.bytes_in == len(chunk) and looks_like_container(chunk):
             raise InvalidArgument(
-                "LINEAR16 audio must be raw PCM; this stream starts with a file header "
-                "(use encoding ENCODING_UNSPECIFIED for WAV/FLAC/OGG files)"
+                f"{self.encoding} audio must be raw samples; this stream starts with a file header "
+                "(use encoding ENCODING_UNSPECIFIED for audio files)"
             )
         data = self._pending + chunk
-        frame = 2 * self.channels
+        frame = self.width * self.channels
         usable = len(data) - len(data) % frame
         self._pending = data[usable:]
-        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+        if self.mulaw:
+            samples = MULAW_TABLE[np.frombuffer(data[:usable], dtype=np.uint8)]
+        else:
+            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
         if self.channels > 1:
             samples = samples.reshape(-1, self.channels)
         return self._emit(to_mono(samples), last=False)
@@ -263,8 +296,8 @@ class StreamDecoder:
             return audio
         if self._pending:
             raise InvalidArgument(
-                f"LINEAR16 stream ended inside a sample frame ({len(self._pending)} stray bytes); "
-                f"audio_channel_count {self.channels} needs multiples of {2 * self.channels} bytes"
+                f"{self.encoding} stream ended inside a sample frame ({len(self._pending)} stray bytes); "
+                f"audio_channel_count {self.channels} needs multiples of {self.width * self.channels} bytes"
             )
         return self._emit(np.zeros(0, np.float32), last=True)
 

@@ -44,7 +44,11 @@ class LimitExceeded(InvalidArgument):
     """The request is over a configured limit; the message names the limit."""
 
 
-class LanguageNotFound(LidrouteError, code=grpc.StatusCode.NOT_FOUND):
+class NotFound(LidrouteError, code=grpc.StatusCode.NOT_FOUND):
+    """What the request names does not exist (or no longer)."""
+
+
+class LanguageNotFound(NotFound):
     """No model is registered for the language."""
 
 

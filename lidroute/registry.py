@@ -47,6 +47,13 @@ def check_language_code(code: str) -> str:
     return code
 
 
+def language_of(tag: str) -> str:
+    """The language of a BCP-47 tag, which is what models are registered by ("es-ES" -> "es"); ""
+    for no tag or `und` (undetermined: detect it). Clients of other APIs send regional tags."""
+    code = tag.strip().replace("_", "-").split("-")[0].lower()
+    return "" if code in ("", "und") else code
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     uri: str

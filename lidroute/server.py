@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import Counter, Histogram, start_http_server
 
 from lidroute import logs
@@ -42,8 +42,11 @@ HANDLING = Histogram(
     ["grpc_service", "grpc_method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
 )
+#: gRPC reflection's stable name, which grpcurl, Postman and grpcui ask for first; grpcio-reflection
+#: serves only v1alpha, whose messages are v1's field for field, so one servicer answers both.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 #: Probes and tooling: not the traffic the metrics are about.
-UNOBSERVED = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
+UNOBSERVED = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1})
 
 
 class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -62,7 +65,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
         )
         wrap = _streaming if handler.response_streaming else _unary
-        make = _HANDLER_FACTORIES[handler.request_streaming, handler.response_streaming]
+        make = HANDLER_FACTORIES[handler.request_streaming, handler.response_streaming]
         return make(
             wrap(behavior, service, method),
             request_deserializer=handler.request_deserializer,
@@ -71,7 +74,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 #: (request streaming, response streaming) -> the factory of such a handler.
-_HANDLER_FACTORIES = {
+HANDLER_FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (True, False): grpc.stream_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,
@@ -153,9 +156,18 @@ class GrpcServer:
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        reflecting = reflection.aio.ReflectionServicer(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1]
         )
+        for name in (reflection.SERVICE_NAME, REFLECTION_V1):
+            handler = grpc.stream_stream_rpc_method_handler(
+                reflecting.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+            self.server.add_generic_rpc_handlers(
+                [grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler})]
+            )
         self._stop = asyncio.Event()
         self.port = 0
 

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import grpc
 import numpy as np
@@ -89,6 +90,9 @@ class RouterSettings(QueueSettings):
         description="serve every registered language even with no live worker: queue its jobs and wait "
         "queue_timeout_seconds for a worker to start (for worker pools autoscaled from zero)",
     )
+    operation_ttl_seconds: int = Field(
+        86400, ge=60, description="how long a long-running recognition's result is kept (Google API)"
+    )
     max_connection_age_seconds: float = Field(300.0, ge=0, description="rebalance clients (0: never)")
     grace_seconds: float = Field(10.0, ge=0, description="drain time on SIGTERM")
 
@@ -107,6 +111,29 @@ class RouterSettings(QueueSettings):
             min_sample_rate=self.min_sample_rate,
             max_sample_rate=self.max_sample_rate,
         )
+
+
+async def config_and_audio(requests: AsyncIterator[Any]) -> tuple[Any, AsyncIterator[bytes]]:
+    """A streaming call's first message's `streaming_config`, and the audio of the later ones.
+
+    The native and Google's streaming requests share this shape (a oneof of `streaming_config`
+    and `audio_content`), so both APIs are held to the same rules here.
+    """
+    requests = aiter(requests)
+    try:
+        first = await anext(requests)
+    except StopAsyncIteration:
+        raise InvalidArgument("empty stream: the first message must carry streaming_config") from None
+    if not first.HasField("streaming_config"):
+        raise InvalidArgument("the first message must carry streaming_config, not audio")
+
+    async def audio() -> AsyncIterator[bytes]:
+        async for request in requests:
+            if request.HasField("streaming_config"):
+                raise InvalidArgument("streaming_config may be sent only in the first message")
+            yield request.audio_content
+
+    return first.streaming_config, audio()
 
 
 def _allowed(config: pb.RecognitionConfig) -> list[str]:
@@ -273,20 +300,19 @@ class Router:
     # ------------------------------------------------------------------ requests
     def decoder(self, config: pb.RecognitionConfig) -> StreamDecoder:
         encoding = config.encoding
-        if encoding == Encoding.LINEAR16:
+        if encoding in (Encoding.LINEAR16, Encoding.MULAW):
             if not config.sample_rate_hertz:
-                raise InvalidArgument("sample_rate_hertz is required for LINEAR16 audio")
-            return StreamDecoder.linear16(
-                config.sample_rate_hertz, config.audio_channel_count or 1, self.limits
-            )
-        if encoding in (Encoding.ENCODING_UNSPECIFIED, Encoding.FLAC, Encoding.OGG_OPUS):
+                raise InvalidArgument(f"sample_rate_hertz is required for {Encoding.Name(encoding)} audio")
+            raw = StreamDecoder.linear16 if encoding == Encoding.LINEAR16 else StreamDecoder.mulaw8
+            return raw(config.sample_rate_hertz, config.audio_channel_count or 1, self.limits)
+        if encoding in (Encoding.ENCODING_UNSPECIFIED, Encoding.FLAC, Encoding.OGG_OPUS, Encoding.MP3):
             if config.sample_rate_hertz:
                 self.limits.check_rate(config.sample_rate_hertz)
             return StreamDecoder.for_container(self.limits, config.sample_rate_hertz)
         name = Encoding.Name(encoding) if encoding in Encoding.values() else str(encoding)
         raise InvalidArgument(
             f"encoding {name} is not supported "
-            "(LINEAR16, FLAC, OGG_OPUS, or ENCODING_UNSPECIFIED for WAV/FLAC/OGG files)"
+            "(LINEAR16, MULAW, FLAC, OGG_OPUS, MP3, or ENCODING_UNSPECIFIED for any audio file)"
         )
 
     async def transcribe(
@@ -495,9 +521,9 @@ class Router:
         return f"no worker for {lang!r} picked the job up {waited}"
 
     async def recognize(
-        self, request: pb.RecognizeRequest, time_remaining: float | None
+        self, config: pb.RecognitionConfig, data: bytes, time_remaining: float | None
     ) -> pb.RecognizeResponse:
-        data = request.audio_content
+        """A whole file's recognition: the streaming path fed from memory, its events gathered."""
         if not data:
             raise InvalidArgument("audio_content is empty")
         self.limits.check_total_bytes(len(data))
@@ -508,7 +534,7 @@ class Router:
                 yield data[i : i + step]
 
         response = pb.RecognizeResponse()
-        streaming = pb.StreamingRecognitionConfig(config=request.config)
+        streaming = pb.StreamingRecognitionConfig(config=config)
         async for event in self.transcribe(streaming, pieces(), time_remaining):
             response.request_id = event.request_id
             if event.HasField("language_detected"):

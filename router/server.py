@@ -1,27 +1,23 @@
-"""The router's gRPC servicer (translation only) and its process entry point."""
+"""The router's gRPC servicers (translation only: lidroute's API here, Google's in `router.google`)
+and its process entry point."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 import grpc
 import redis.asyncio as aioredis
 
-from lidroute.errors import InvalidArgument
+from lidroute.keys import Keys
 from lidroute.server import GrpcServer, run_service, start_metrics
 from lidroute.v1 import transcriber_pb2 as pb
 from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
-from router.core import Router, RouterSettings
+from router import google
+from router.core import Router, RouterSettings, config_and_audio
 
 log = logging.getLogger(__name__)
-
-
-async def _audio_after_config(requests: AsyncIterator[pb.TranscribeRequest]) -> AsyncIterator[bytes]:
-    async for request in requests:
-        if request.HasField("streaming_config"):
-            raise InvalidArgument("streaming_config may be sent only in the first message")
-        yield request.audio_content
 
 
 class TranscriberServicer(pb_grpc.TranscriberServicer):
@@ -33,22 +29,14 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
     async def Transcribe(
         self, request_iterator: AsyncIterator[pb.TranscribeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TranscribeResponse]:
-        requests = aiter(request_iterator)
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
-            raise InvalidArgument("empty stream: the first message must carry streaming_config") from None
-        if not first.HasField("streaming_config"):
-            raise InvalidArgument("the first message must carry streaming_config, not audio")
-        async for response in self.router.transcribe(
-            first.streaming_config, _audio_after_config(requests), context.time_remaining()
-        ):
+        streaming_config, audio = await config_and_audio(request_iterator)
+        async for response in self.router.transcribe(streaming_config, audio, context.time_remaining()):
             yield response
 
     async def Recognize(
         self, request: pb.RecognizeRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecognizeResponse:
-        return await self.router.recognize(request, context.time_remaining())
+        return await self.router.recognize(request.config, request.audio_content, context.time_remaining())
 
     async def ListLanguages(
         self, request: pb.ListLanguagesRequest, context: grpc.aio.ServicerContext
@@ -57,9 +45,14 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
 
 
 async def serve(settings: RouterSettings) -> None:
+    google.register_service_descriptor()
     server = GrpcServer(
         settings.listen_address,
-        [pb.DESCRIPTOR.services_by_name["Transcriber"].full_name],
+        [
+            pb.DESCRIPTOR.services_by_name["Transcriber"].full_name,
+            google.SPEECH_SERVICE,
+            google.OPERATIONS_SERVICE,
+        ],
         # Headroom over the audio limit so that an oversize file gets our message naming the limit.
         max_message_bytes=settings.max_audio_bytes + 1024 * 1024,
         max_connection_age_s=settings.max_connection_age_seconds,
@@ -70,11 +63,15 @@ async def serve(settings: RouterSettings) -> None:
     channel = grpc.aio.insecure_channel(settings.lid_address)
     router = Router(settings, client, channel)
     pb_grpc.add_TranscriberServicer_to_server(TranscriberServicer(router), server.server)
+    operations = google.Operations(router, client, Keys(settings.key_prefix), settings.operation_ttl_seconds)
+    google.add_to_server(
+        server.server, google.SpeechServicer(router, operations), google.OperationsServicer(operations)
+    )
     await server.start()
     await server.set_serving(True)
     try:
         await server.wait_for_stop()
-        await server.shutdown()
+        await asyncio.gather(server.shutdown(), operations.close(settings.grace_seconds))
     finally:
         await channel.close()
         await client.aclose()

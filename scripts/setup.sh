@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+command -v curl >/dev/null || missing+=(curl)  # the README's REST examples, and their test
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]} with apt-get"
   sudo_cmd=""

@@ -91,8 +91,8 @@ def test_real_recordings_decode(real_speech_files: list) -> None:
     ("data", "message"),
     [
         (b"", "empty"),
-        (b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk", "header"),
-        (b"this is not audio at all" * 10, "header"),
+        (b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk", "not a file lidroute reads"),
+        (b"this is not audio at all" * 10, "not a file lidroute reads"),
     ],
 )
 def test_corrupt_files_are_invalid_argument(data: bytes, message: str) -> None:

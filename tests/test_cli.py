@@ -145,7 +145,7 @@ def test_up_serves_transcribe_prints_results_and_ctrl_c_stops_everything(
         sf.write(path, np.concatenate([np.zeros(4000, np.float32), speech[lang][0].audio]), 16000)
         files.append(path)
     (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVEnope")
-    port = free_port()
+    port, rest_port = free_port(), free_port()
     up = subprocess.Popen(
         [
             *LIDROUTE,
@@ -154,6 +154,8 @@ def test_up_serves_transcribe_prints_results_and_ctrl_c_stops_everything(
             str(models_dir),
             "--port",
             str(port),
+            "--rest-port",
+            str(rest_port),
             "--log-dir",
             str(tmp_path / "logs"),
             "--workers",  # the languages of the sample files; the demo covers all bundled ones
@@ -166,12 +168,13 @@ def test_up_serves_transcribe_prints_results_and_ctrl_c_stops_everything(
     try:
         deadline = time.monotonic() + 180
         banner = ""
-        while "router listening" not in banner:
+        while "Ctrl-C stops everything" not in banner:
             line = up.stdout.readline()  # type: ignore[union-attr]
             assert line or up.poll() is None, f"lidroute up exited: {banner}"
             banner += line
             assert time.monotonic() < deadline, banner
-        assert f":{port}" in banner
+        assert f"on 127.0.0.1:{port}" in banner and f"http://127.0.0.1:{rest_port}/v1" in banner, banner
+        assert "this machine only" in banner
         result = run(
             ["transcribe", "--address", f"127.0.0.1:{port}", *map(str, files), str(tmp_path / "broken.wav")],
             {},

@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("lidroute", "router", "lid_service", "asr_worker", "workbench")
+PACKAGES = ("lidroute", "router", "lid_service", "asr_worker", "rest_gateway", "workbench")
 #: Not serving code: training, the core's and each service's.
 TRAINING = ("lidroute.train", "lid_service.recipes", "asr_worker.recipes")
 TRAINING_ONLY = (*TRAINING, "workbench.build")

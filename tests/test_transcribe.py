@@ -103,7 +103,12 @@ async def test_detection_skips_leading_silence_and_reports_the_onset(client: Cli
 
 @pytest.mark.parametrize(
     ("lang", "fmt", "subtype", "rate"),
-    [("en", "WAV", "PCM_16", 16000), ("es", "FLAC", None, 44100), ("sw", "OGG", "OPUS", 48000)],
+    [
+        ("en", "WAV", "PCM_16", 16000),
+        ("es", "FLAC", None, 44100),
+        ("sw", "OGG", "OPUS", 48000),
+        ("en", "MP3", None, 24000),
+    ],
 )
 async def test_unary_recognize_takes_whole_files(client: Client, speech, lang, fmt, subtype, rate) -> None:
     import soxr
@@ -230,7 +235,7 @@ def linear16(rate: int = 16000, channels: int = 1, **kw: object) -> pb.Recogniti
         (linear16(rate=4000), "outside the supported range"),
         (linear16(channels=3), "audio_channel_count 3"),
         (pb.RecognitionConfig(encoding=Encoding.LINEAR16), "sample_rate_hertz is required"),
-        (pb.RecognitionConfig(encoding=3, sample_rate_hertz=8000), "not supported"),
+        (pb.RecognitionConfig(encoding=4, sample_rate_hertz=8000), "not supported"),
         (linear16(language_code="Swahili!"), "not a valid language code"),
         (linear16(alternative_language_codes=["e s"]), "not a valid language code"),
     ],
@@ -292,17 +297,19 @@ async def test_audio_too_short_to_identify_says_so(client: Client) -> None:
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        (b"RIFF\x24\x00\x00\x00WAVEfmt garbage garbage", "header"),
-        (b"\x00\x01" * 5000, "header"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt garbage garbage", "not a file lidroute reads"),
+        # Raw PCM sent as a file: the message says what to send instead.
+        (b"\x00\x01" * 5000, "raw audio needs encoding LINEAR16"),
         (wav(np.zeros(8000, np.float32), fmt="AIFF"), "not supported"),
     ],
 )
 async def test_corrupt_or_unsupported_files_are_invalid_argument(
     client: Client, data: bytes, match: str
 ) -> None:
-    await expect_status(
+    details = await expect_status(
         client.recognize(data, pb.RecognitionConfig(), timeout=30), grpc.StatusCode.INVALID_ARGUMENT, match
     )
+    assert "BytesIO" not in details
 
 
 async def test_limits_are_invalid_argument_naming_the_limit(client: Client) -> None:

@@ -34,6 +34,8 @@ def stack_config(models_dir: Path, args: argparse.Namespace):  # type: ignore[no
         worker_groups=groups,
         redis_url=args.redis_url,
         router_port=args.port,
+        host=args.host,
+        rest_port=args.rest_port or None,
         log_dir=Path(args.log_dir) if args.log_dir else None,
     )
 
@@ -46,11 +48,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"starting lidroute with models from {models_dir} ...", flush=True)
     stack = Stack(config)
     stack.start()
-    print(f"router listening on {stack.router_address}  (Redis {stack.redis_url}, logs in {stack.log_dir})")
-    print(
-        f"try: lidroute transcribe --address {stack.router_address} FILE.wav   |   Ctrl-C stops everything",
-        flush=True,
-    )
+    print(f"gRPC (lidroute.v1 and google.cloud.speech.v1) on {stack.router_address}")
+    if stack.rest_url:
+        print(f"REST (OpenAI's /v1/audio/transcriptions) on {stack.rest_url}/v1")
+    if config.host in ("127.0.0.1", "localhost", "::1"):
+        print("listening on this machine only: --host 0.0.0.0 serves other machines too")
+    print(f"Redis {stack.redis_url}, logs in {stack.log_dir}")
+    print(f"try: lidroute transcribe --address {stack.router_address} FILE.wav")
+    if stack.rest_url:
+        print(f"     curl {stack.rest_url}/v1/audio/transcriptions -F file=@FILE.wav -F model=lidroute")
+    print("Ctrl-C stops everything", flush=True)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -97,6 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         sf.write(path, utt.audio, 16000)
         samples.append((path, lang, utt.text))
     args.redis_url, args.port, args.log_dir, args.workers, args.lid_model = None, 0, None, None, None
+    args.host, args.rest_port = "127.0.0.1", 0
     with Stack(stack_config(models_dir, args)) as stack:
         print(f"stack up: router at {stack.router_address}\n")
 
@@ -139,7 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--models-dir", help=f"folder with lid/ and asr/LANG/ (default: {default_models_dir()})"
         )
     up.add_argument("--redis-url", help="use this Redis instead of starting one")
-    up.add_argument("--port", type=int, default=50051, help="router port")
+    up.add_argument("--port", type=int, default=50051, help="router port (gRPC)")
+    up.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: this machine only; 0.0.0.0: all)"
+    )
+    up.add_argument(
+        "--rest-port", type=int, default=8000, help="OpenAI-compatible REST gateway port (0: no gateway)"
+    )
     up.add_argument("--workers", help='worker groups, e.g. "en,es;sw,de" (default: one worker for all)')
     up.add_argument("--log-dir", help="where service logs go (default: a temporary folder)")
     up.add_argument(

@@ -57,6 +57,24 @@ def wait_serving(
             time.sleep(0.1)
 
 
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Blocks until GET `url` answers 200."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}:\n{tail}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1.0) as reply:
+            if reply.status == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout:g} s")
+        time.sleep(0.1)
+
+
 class RedisServer:
     """A private redis-server on a free port, with append-only persistence so a restart keeps data."""
 
@@ -132,6 +150,10 @@ class StackConfig:
     worker_groups: list[list[str]] = field(default_factory=lambda: [[]])
     redis_url: str | None = None
     router_port: int = 0
+    #: where the router (and the REST gateway) listen: loopback unless asked for more
+    host: str = "127.0.0.1"
+    #: the OpenAI-compatible REST gateway's port: None for none, 0 for a free one
+    rest_port: int | None = None
     key_prefix: str = "lidroute:"
     log_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -151,6 +173,7 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.addresses: dict[str, str] = {}
         self.router_address = ""
+        self.rest_url = ""
         self._worker_seq = 0
 
     # ------------------------------------------------------------------ processes
@@ -170,6 +193,8 @@ class Stack:
         return env
 
     def spawn(self, name: str, module: str, args: list[str], health_address: str, timeout: float) -> None:
+        """Starts a service and waits for its health check: gRPC at `health_address`, or HTTP GET
+        when it is a URL."""
         log_path = self.log_dir / f"{name}.log"
         log_file = log_path.open("ab")
         proc = subprocess.Popen(
@@ -182,7 +207,10 @@ class Stack:
         log_file.close()
         self.procs[name] = proc
         self.addresses[name] = health_address
-        wait_serving(health_address, timeout, proc, log_path)
+        if health_address.startswith("http"):
+            wait_http(health_address, timeout, proc, log_path)
+        else:
+            wait_serving(health_address, timeout, proc, log_path)
 
     def add_worker(self, languages: list[str], extra_args: list[str] | None = None) -> str:
         self._worker_seq += 1
@@ -201,6 +229,18 @@ class Stack:
             args += ["--languages", ",".join(languages)]
         self.spawn(name, "asr_worker", args, f"127.0.0.1:{port}", self.config.start_timeout)
         return name
+
+    def start_rest_gateway(self, port: int) -> None:
+        self.rest_url = f"http://{self.config.host}:{port}"
+        args = [
+            "--http-host",
+            self.config.host,
+            "--http-port",
+            str(port),
+            "--router-address",
+            self.router_address,
+        ]
+        self.spawn("rest", "rest_gateway", args, f"{self.rest_url}/healthz", self.config.start_timeout)
 
     def signal(self, name: str, sig: int) -> None:
         proc = self.procs[name]
@@ -249,13 +289,13 @@ class Stack:
             for group in self.config.worker_groups:
                 self.add_worker(group)
             port = self.config.router_port or free_port()
-            self.router_address = f"127.0.0.1:{port}"
+            self.router_address = f"{self.config.host}:{port}"
             self.spawn(
                 "router",
                 "router",
                 [
                     "--listen-address",
-                    f"0.0.0.0:{port}",
+                    self.router_address,
                     "--lid-address",
                     f"127.0.0.1:{lid_port}",
                     *self.config.router_args,
@@ -263,6 +303,8 @@ class Stack:
                 self.router_address,
                 self.config.start_timeout,
             )
+            if self.config.rest_port is not None:
+                self.start_rest_gateway(self.config.rest_port or free_port())
         except BaseException:
             self.stop()
             raise

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlidroute/v1/transcriber.proto\x12\x0blidroute.v1\x1a\x1egoogle/protobuf/duration.proto\"\x84\x04\n\x11RecognitionConfig\x12>\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32,.lidroute.v1.RecognitionConfig.AudioEncoding\x12\x19\n\x11sample_rate_hertz\x18\x02 \x01(\x05\x12\x1b\n\x13\x61udio_channel_count\x18\x03 \x01(\x05\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\"\n\x1a\x61lternative_language_codes\x18\x05 \x03(\t\x12 \n\x18\x65nable_word_time_offsets\x18\x06 \x01(\x08\x12\x1e\n\x16\x65nable_word_confidence\x18\x07 \x01(\x08\x12J\n\x0fon_undetermined\x18\x08 \x01(\x0e\x32\x31.lidroute.v1.RecognitionConfig.UndeterminedAction\x12\x1e\n\x16\x66\x61llback_language_code\x18\t \x01(\t\"O\n\rAudioEncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x12\x08\n\x04\x46LAC\x10\x02\x12\x0c\n\x08OGG_OPUS\x10\x06\"=\n\x12UndeterminedAction\x12\x0f\n\x0b\x42\x45ST_SERVED\x10\x00\x12\x0c\n\x08\x46\x41LLBACK\x10\x01\x12\x08\n\x04\x46\x41IL\x10\x02\"e\n\x1aStreamingRecognitionConfig\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.lidroute.v1.RecognitionConfig\x12\x17\n\x0finterim_results\x18\x02 \x01(\x08\"\x86\x01\n\x11TranscribeRequest\x12\x43\n\x10streaming_config\x18\x01 \x01(\x0b\x32\'.lidroute.v1.StreamingRecognitionConfigH\x00\x12\x17\n\raudio_content\x18\x02 \x01(\x0cH\x00\x42\x13\n\x11streaming_request\"A\n\x13LanguageAlternative\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x83\x03\n\x10LanguageDetected\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\x12\x36\n\x0c\x61lternatives\x18\x03 \x03(\x0b\x32 .lidroute.v1.LanguageAlternative\x12\x34\n\x06source\x18\x04 \x01(\x0e\x32$.lidroute.v1.LanguageDetected.Source\x12/\n\x0cspeech_onset\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10\x64\x65tection_window\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"o\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x08\n\x04HINT\x10\x01\x12\x0c\n\x08\x44\x45TECTED\x10\x02\x12\x14\n\x10SINGLE_CANDIDATE\x10\x03\x12\r\n\tNO_SPEECH\x10\x04\x12\x10\n\x0cUNDETERMINED\x10\x05\"\x8c\x01\n\x08WordInfo\x12/\n\x0cstart_offset\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04word\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"l\n\x1cSpeechRecognitionAlternative\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12$\n\x05words\x18\x03 \x03(\x0b\x32\x15.lidroute.v1.WordInfo\"O\n\tModelInfo\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\"\x85\x01\n\x06Timing\x12\x15\n\raudio_seconds\x18\x01 \x01(\x01\x12\x1b\n\x13language_id_seconds\x18\x02 \x01(\x01\x12\x15\n\rqueue_seconds\x18\x03 \x01(\x01\x12\x19\n\x11inference_seconds\x18\x04 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x01\"\x92\x02\n\x11RecognitionResult\x12?\n\x0c\x61lternatives\x18\x01 \x03(\x0b\x32).lidroute.v1.SpeechRecognitionAlternative\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x34\n\x11result_end_offset\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x05model\x18\x05 \x01(\x0b\x32\x16.lidroute.v1.ModelInfo\x12#\n\x06timing\x18\x06 \x01(\x0b\x32\x13.lidroute.v1.Timing\x12\x11\n\tworker_id\x18\x07 \x01(\t\"\x9f\x01\n\x12TranscribeResponse\x12:\n\x11language_detected\x18\x01 \x01(\x0b\x32\x1d.lidroute.v1.LanguageDetectedH\x00\x12\x30\n\x06result\x18\x02 \x01(\x0b\x32\x1e.lidroute.v1.RecognitionResultH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\x07\n\x05\x65vent\"Y\n\x10RecognizeRequest\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.lidroute.v1.RecognitionConfig\x12\x15\n\raudio_content\x18\x02 \x01(\x0c\"\x91\x01\n\x11RecognizeResponse\x12\x38\n\x11language_detected\x18\x01 \x01(\x0b\x32\x1d.lidroute.v1.LanguageDetected\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1e.lidroute.v1.RecognitionResult\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x16\n\x14ListLanguagesRequest\"\x88\x01\n\x0eServedLanguage\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.lidroute.v1.ModelInfo\x12\x14\n\x0clive_workers\x18\x03 \x01(\x05\x12\x0e\n\x06served\x18\x04 \x01(\x08\x12\x12\n\ndetectable\x18\x05 \x01(\x08\"G\n\x15ListLanguagesResponse\x12.\n\tlanguages\x18\x01 \x03(\x0b\x32\x1b.lidroute.v1.ServedLanguage2\x84\x02\n\x0bTranscriber\x12Q\n\nTranscribe\x12\x1e.lidroute.v1.TranscribeRequest\x1a\x1f.lidroute.v1.TranscribeResponse(\x01\x30\x01\x12J\n\tRecognize\x12\x1d.lidroute.v1.RecognizeRequest\x1a\x1e.lidroute.v1.RecognizeResponse\x12V\n\rListLanguages\x12!.lidroute.v1.ListLanguagesRequest\x1a\".lidroute.v1.ListLanguagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlidroute/v1/transcriber.proto\x12\x0blidroute.v1\x1a\x1egoogle/protobuf/duration.proto\"\x98\x04\n\x11RecognitionConfig\x12>\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32,.lidroute.v1.RecognitionConfig.AudioEncoding\x12\x19\n\x11sample_rate_hertz\x18\x02 \x01(\x05\x12\x1b\n\x13\x61udio_channel_count\x18\x03 \x01(\x05\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\"\n\x1a\x61lternative_language_codes\x18\x05 \x03(\t\x12 \n\x18\x65nable_word_time_offsets\x18\x06 \x01(\x08\x12\x1e\n\x16\x65nable_word_confidence\x18\x07 \x01(\x08\x12J\n\x0fon_undetermined\x18\x08 \x01(\x0e\x32\x31.lidroute.v1.RecognitionConfig.UndeterminedAction\x12\x1e\n\x16\x66\x61llback_language_code\x18\t \x01(\t\"c\n\rAudioEncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x12\x08\n\x04\x46LAC\x10\x02\x12\t\n\x05MULAW\x10\x03\x12\x0c\n\x08OGG_OPUS\x10\x06\x12\x07\n\x03MP3\x10\x08\"=\n\x12UndeterminedAction\x12\x0f\n\x0b\x42\x45ST_SERVED\x10\x00\x12\x0c\n\x08\x46\x41LLBACK\x10\x01\x12\x08\n\x04\x46\x41IL\x10\x02\"e\n\x1aStreamingRecognitionConfig\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.lidroute.v1.RecognitionConfig\x12\x17\n\x0finterim_results\x18\x02 \x01(\x08\"\x86\x01\n\x11TranscribeRequest\x12\x43\n\x10streaming_config\x18\x01 \x01(\x0b\x32\'.lidroute.v1.StreamingRecognitionConfigH\x00\x12\x17\n\raudio_content\x18\x02 \x01(\x0cH\x00\x42\x13\n\x11streaming_request\"A\n\x13LanguageAlternative\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x83\x03\n\x10LanguageDetected\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\x12\x36\n\x0c\x61lternatives\x18\x03 \x03(\x0b\x32 .lidroute.v1.LanguageAlternative\x12\x34\n\x06source\x18\x04 \x01(\x0e\x32$.lidroute.v1.LanguageDetected.Source\x12/\n\x0cspeech_onset\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10\x64\x65tection_window\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"o\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x08\n\x04HINT\x10\x01\x12\x0c\n\x08\x44\x45TECTED\x10\x02\x12\x14\n\x10SINGLE_CANDIDATE\x10\x03\x12\r\n\tNO_SPEECH\x10\x04\x12\x10\n\x0cUNDETERMINED\x10\x05\"\x8c\x01\n\x08WordInfo\x12/\n\x0cstart_offset\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04word\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"l\n\x1cSpeechRecognitionAlternative\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12$\n\x05words\x18\x03 \x03(\x0b\x32\x15.lidroute.v1.WordInfo\"O\n\tModelInfo\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\"\x85\x01\n\x06Timing\x12\x15\n\raudio_seconds\x18\x01 \x01(\x01\x12\x1b\n\x13language_id_seconds\x18\x02 \x01(\x01\x12\x15\n\rqueue_seconds\x18\x03 \x01(\x01\x12\x19\n\x11inference_seconds\x18\x04 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x01\"\x92\x02\n\x11RecognitionResult\x12?\n\x0c\x61lternatives\x18\x01 \x03(\x0b\x32).lidroute.v1.SpeechRecognitionAlternative\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x34\n\x11result_end_offset\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x05model\x18\x05 \x01(\x0b\x32\x16.lidroute.v1.ModelInfo\x12#\n\x06timing\x18\x06 \x01(\x0b\x32\x13.lidroute.v1.Timing\x12\x11\n\tworker_id\x18\x07 \x01(\t\"\x9f\x01\n\x12TranscribeResponse\x12:\n\x11language_detected\x18\x01 \x01(\x0b\x32\x1d.lidroute.v1.LanguageDetectedH\x00\x12\x30\n\x06result\x18\x02 \x01(\x0b\x32\x1e.lidroute.v1.RecognitionResultH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\x07\n\x05\x65vent\"Y\n\x10RecognizeRequest\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.lidroute.v1.RecognitionConfig\x12\x15\n\raudio_content\x18\x02 \x01(\x0c\"\x91\x01\n\x11RecognizeResponse\x12\x38\n\x11language_detected\x18\x01 \x01(\x0b\x32\x1d.lidroute.v1.LanguageDetected\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1e.lidroute.v1.RecognitionResult\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x16\n\x14ListLanguagesRequest\"\x88\x01\n\x0eServedLanguage\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.lidroute.v1.ModelInfo\x12\x14\n\x0clive_workers\x18\x03 \x01(\x05\x12\x0e\n\x06served\x18\x04 \x01(\x08\x12\x12\n\ndetectable\x18\x05 \x01(\x08\"G\n\x15ListLanguagesResponse\x12.\n\tlanguages\x18\x01 \x03(\x0b\x32\x1b.lidroute.v1.ServedLanguage2\x84\x02\n\x0bTranscriber\x12Q\n\nTranscribe\x12\x1e.lidroute.v1.TranscribeRequest\x1a\x1f.lidroute.v1.TranscribeResponse(\x01\x30\x01\x12J\n\tRecognize\x12\x1d.lidroute.v1.RecognizeRequest\x1a\x1e.lidroute.v1.RecognizeResponse\x12V\n\rListLanguages\x12!.lidroute.v1.ListLanguagesRequest\x1a\".lidroute.v1.ListLanguagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,43 +33,43 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lidroute.v1.transcriber_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECOGNITIONCONFIG']._serialized_start=79
-  _globals['_RECOGNITIONCONFIG']._serialized_end=595
+  _globals['_RECOGNITIONCONFIG']._serialized_end=615
   _globals['_RECOGNITIONCONFIG_AUDIOENCODING']._serialized_start=453
-  _globals['_RECOGNITIONCONFIG_AUDIOENCODING']._serialized_end=532
-  _globals['_RECOGNITIONCONFIG_UNDETERMINEDACTION']._serialized_start=534
-  _globals['_RECOGNITIONCONFIG_UNDETERMINEDACTION']._serialized_end=595
-  _globals['_STREAMINGRECOGNITIONCONFIG']._serialized_start=597
-  _globals['_STREAMINGRECOGNITIONCONFIG']._serialized_end=698
-  _globals['_TRANSCRIBEREQUEST']._serialized_start=701
-  _globals['_TRANSCRIBEREQUEST']._serialized_end=835
-  _globals['_LANGUAGEALTERNATIVE']._serialized_start=837
-  _globals['_LANGUAGEALTERNATIVE']._serialized_end=902
-  _globals['_LANGUAGEDETECTED']._serialized_start=905
-  _globals['_LANGUAGEDETECTED']._serialized_end=1292
-  _globals['_LANGUAGEDETECTED_SOURCE']._serialized_start=1181
-  _globals['_LANGUAGEDETECTED_SOURCE']._serialized_end=1292
-  _globals['_WORDINFO']._serialized_start=1295
-  _globals['_WORDINFO']._serialized_end=1435
-  _globals['_SPEECHRECOGNITIONALTERNATIVE']._serialized_start=1437
-  _globals['_SPEECHRECOGNITIONALTERNATIVE']._serialized_end=1545
-  _globals['_MODELINFO']._serialized_start=1547
-  _globals['_MODELINFO']._serialized_end=1626
-  _globals['_TIMING']._serialized_start=1629
-  _globals['_TIMING']._serialized_end=1762
-  _globals['_RECOGNITIONRESULT']._serialized_start=1765
-  _globals['_RECOGNITIONRESULT']._serialized_end=2039
-  _globals['_TRANSCRIBERESPONSE']._serialized_start=2042
-  _globals['_TRANSCRIBERESPONSE']._serialized_end=2201
-  _globals['_RECOGNIZEREQUEST']._serialized_start=2203
-  _globals['_RECOGNIZEREQUEST']._serialized_end=2292
-  _globals['_RECOGNIZERESPONSE']._serialized_start=2295
-  _globals['_RECOGNIZERESPONSE']._serialized_end=2440
-  _globals['_LISTLANGUAGESREQUEST']._serialized_start=2442
-  _globals['_LISTLANGUAGESREQUEST']._serialized_end=2464
-  _globals['_SERVEDLANGUAGE']._serialized_start=2467
-  _globals['_SERVEDLANGUAGE']._serialized_end=2603
-  _globals['_LISTLANGUAGESRESPONSE']._serialized_start=2605
-  _globals['_LISTLANGUAGESRESPONSE']._serialized_end=2676
-  _globals['_TRANSCRIBER']._serialized_start=2679
-  _globals['_TRANSCRIBER']._serialized_end=2939
+  _globals['_RECOGNITIONCONFIG_AUDIOENCODING']._serialized_end=552
+  _globals['_RECOGNITIONCONFIG_UNDETERMINEDACTION']._serialized_start=554
+  _globals['_RECOGNITIONCONFIG_UNDETERMINEDACTION']._serialized_end=615
+  _globals['_STREAMINGRECOGNITIONCONFIG']._serialized_start=617
+  _globals['_STREAMINGRECOGNITIONCONFIG']._serialized_end=718
+  _globals['_TRANSCRIBEREQUEST']._serialized_start=721
+  _globals['_TRANSCRIBEREQUEST']._serialized_end=855
+  _globals['_LANGUAGEALTERNATIVE']._serialized_start=857
+  _globals['_LANGUAGEALTERNATIVE']._serialized_end=922
+  _globals['_LANGUAGEDETECTED']._serialized_start=925
+  _globals['_LANGUAGEDETECTED']._serialized_end=1312
+  _globals['_LANGUAGEDETECTED_SOURCE']._serialized_start=1201
+  _globals['_LANGUAGEDETECTED_SOURCE']._serialized_end=1312
+  _globals['_WORDINFO']._serialized_start=1315
+  _globals['_WORDINFO']._serialized_end=1455
+  _globals['_SPEECHRECOGNITIONALTERNATIVE']._serialized_start=1457
+  _globals['_SPEECHRECOGNITIONALTERNATIVE']._serialized_end=1565
+  _globals['_MODELINFO']._serialized_start=1567
+  _globals['_MODELINFO']._serialized_end=1646
+  _globals['_TIMING']._serialized_start=1649
+  _globals['_TIMING']._serialized_end=1782
+  _globals['_RECOGNITIONRESULT']._serialized_start=1785
+  _globals['_RECOGNITIONRESULT']._serialized_end=2059
+  _globals['_TRANSCRIBERESPONSE']._serialized_start=2062
+  _globals['_TRANSCRIBERESPONSE']._serialized_end=2221
+  _globals['_RECOGNIZEREQUEST']._serialized_start=2223
+  _globals['_RECOGNIZEREQUEST']._serialized_end=2312
+  _globals['_RECOGNIZERESPONSE']._serialized_start=2315
+  _globals['_RECOGNIZERESPONSE']._serialized_end=2460
+  _globals['_LISTLANGUAGESREQUEST']._serialized_start=2462
+  _globals['_LISTLANGUAGESREQUEST']._serialized_end=2484
+  _globals['_SERVEDLANGUAGE']._serialized_start=2487
+  _globals['_SERVEDLANGUAGE']._serialized_end=2623
+  _globals['_LISTLANGUAGESRESPONSE']._serialized_start=2625
+  _globals['_LISTLANGUAGESRESPONSE']._serialized_end=2696
+  _globals['_TRANSCRIBER']._serialized_start=2699
+  _globals['_TRANSCRIBER']._serialized_end=2959
 # @@protoc_insertion_point(module_scope)

@@ -17,11 +17,15 @@ class RecognitionConfig(_message.Message):
         ENCODING_UNSPECIFIED: _ClassVar[RecognitionConfig.AudioEncoding]
         LINEAR16: _ClassVar[RecognitionConfig.AudioEncoding]
         FLAC: _ClassVar[RecognitionConfig.AudioEncoding]
+        MULAW: _ClassVar[RecognitionConfig.AudioEncoding]
         OGG_OPUS: _ClassVar[RecognitionConfig.AudioEncoding]
+        MP3: _ClassVar[RecognitionConfig.AudioEncoding]
     ENCODING_UNSPECIFIED: RecognitionConfig.AudioEncoding
     LINEAR16: RecognitionConfig.AudioEncoding
     FLAC: RecognitionConfig.AudioEncoding
+    MULAW: RecognitionConfig.AudioEncoding
     OGG_OPUS: RecognitionConfig.AudioEncoding
+    MP3: RecognitionConfig.AudioEncoding
     class UndeterminedAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         BEST_SERVED: _ClassVar[RecognitionConfig.UndeterminedAction]

@@ -65,7 +65,7 @@ class TranscriberServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Recognize(self, request, context):
-        """Whole-file recognition: a WAV/FLAC/OGG file or raw PCM in one message.
+        """Whole-file recognition: a WAV, FLAC, OGG or MP3 file, or raw PCM, in one message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,3 @@
+from rest_gateway.server import main
+
+main()
