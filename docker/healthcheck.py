@@ -1,19 +1,24 @@
-"""Container health check: asks the server's gRPC health service whether it is SERVING.
+"""Container health check: asks a server whether it is ready, over gRPC health or HTTP.
 
 Docker's HEALTHCHECK runs this every few seconds, so it must stay light: it imports grpc and the
-health stubs only, never a service module (those pull in torch). The port comes from the same
-`LIDROUTE_*` variable the service reads, so a changed listen address moves the check with it.
+health stubs only (and those only for a gRPC check), never a service module (those pull in torch).
+The port comes from the same `LIDROUTE_*` variable the service reads, so a changed listen address
+or port moves the check with it.
 
-    python healthcheck.py LIDROUTE_LISTEN_ADDRESS '[::]:50051'
+    python healthcheck.py LIDROUTE_LISTEN_ADDRESS '[::]:50051'          # gRPC health: SERVING?
+    python healthcheck.py --http LIDROUTE_HTTP_PORT 8000 /healthz       # HTTP: 200 on the path?
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import sys
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+USAGE = (
+    "usage: healthcheck.py ENV_VARIABLE DEFAULT_LISTEN_ADDRESS\n"
+    "       healthcheck.py --http ENV_VARIABLE DEFAULT_PORT PATH"
+)
 
 
 def probe_target(listen_address: str) -> str:
@@ -25,6 +30,10 @@ def probe_target(listen_address: str) -> str:
 
 
 def check(target: str, timeout: float = 3.0) -> bool:
+    """Whether the gRPC server at `target` says its overall health is SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
@@ -38,10 +47,36 @@ def check(target: str, timeout: float = 3.0) -> bool:
     return serving
 
 
+def http_port(value: str) -> int:
+    """The port of an HTTP server from its port setting (`8000`)."""
+    if not value.strip().isdigit() or not 0 < int(value) < 65536:
+        raise ValueError(f"{value!r} is not a port")
+    return int(value)
+
+
+def check_http(port: int, path: str, timeout: float = 3.0) -> bool:
+    """Whether GET `path` on the loopback `port` answers 200 (no proxy: the server is in this container)."""
+    connection = http.client.HTTPConnection("localhost", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        status = connection.getresponse().status
+    except OSError as exc:
+        print(f"localhost:{port}{path}: {exc}", file=sys.stderr)
+        return False
+    finally:
+        connection.close()
+    if status != 200:
+        print(f"localhost:{port}{path}: HTTP {status}", file=sys.stderr)
+    return status == 200
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: healthcheck.py ENV_VARIABLE DEFAULT_LISTEN_ADDRESS", file=sys.stderr)
+    if args[:1] == ["--http"] and len(args) == 4:
+        env_name, default, path = args[1:]
+        return 0 if check_http(http_port(os.environ.get(env_name, default)), path) else 1
+    if len(args) != 2 or args[0].startswith("-"):
+        print(USAGE, file=sys.stderr)
         return 2
     env_name, default = args
     return 0 if check(probe_target(os.environ.get(env_name, default))) else 1

@@ -3,9 +3,9 @@
 The chart turns `settings:` maps in values into LIDROUTE_* variables. Generating their schema from
 the pydantic classes means a misspelt setting, or a value the service would refuse at start
 (`lid_threshold: 2`), fails at `helm install` instead, with the setting's own description. Settings
-that the chart wires itself (addresses, ports, the Redis URL, a pool's languages, the per-pod worker
-id) are left out, so values cannot contradict the wiring. tests/test_deploy.py fails when the
-committed schema differs from what this produces:
+that the chart wires itself (addresses, ports, the REST gateway's listen host, the Redis URL, a
+pool's languages, the per-pod worker id) are left out, so values cannot contradict the wiring.
+tests/test_deploy.py fails when the committed schema differs from what this produces:
 
     .venv/bin/python scripts/deploy_settings_schema.py --write
 """
@@ -29,6 +29,7 @@ CHART_MANAGED: dict[str, set[str]] = {
     "routerSettings": {"listen_address", "lid_address"},
     "lidSettings": {"listen_address"},
     "workerSettings": {"languages", "health_address", "worker_id"},
+    "gatewaySettings": {"http_host", "http_port", "router_address"},
 }
 
 _KEEP = {
@@ -49,6 +50,7 @@ def settings_classes() -> dict[str, type[BaseSettings]]:
     from asr_worker.worker import WorkerSettings
     from lid_service.server import LidSettings
     from lidroute.settings import CommonSettings
+    from rest_gateway.server import GatewaySettings
     from router.core import RouterSettings
 
     return {
@@ -56,6 +58,7 @@ def settings_classes() -> dict[str, type[BaseSettings]]:
         "routerSettings": RouterSettings,
         "lidSettings": LidSettings,
         "workerSettings": WorkerSettings,
+        "gatewaySettings": GatewaySettings,
     }
 
 

