@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 import grpc
@@ -27,18 +28,58 @@ from lidroute.settings import CommonSettings, add_setting_flags, settings_from_n
 DEFAULT_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "localhost:50051")
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
 CACHE = Path(os.environ.get("LIDROUTE_CACHE", Path.home() / ".cache/lidroute"))
+#: Where a running `lidroute up` says where it is (router, Redis, REST), for the commands here.
+UP_STATE = CACHE / "up.json"
 DESCRIPTION = "Multilingual speech recognition with automatic language routing."
 #: The commands (and `models` subcommands) this module serves alone.
 MODELS_COMMANDS = ("register", "remove", "list", "sync")
 COMMANDS = ("models", "transcribe", "languages")
 
 
+def version() -> str:
+    try:
+        return metadata.version("lidroute")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ---------------------------------------------------------------------- the running stack
+def running_stack() -> dict[str, str]:
+    """What a `lidroute up` running on this machine wrote about itself; {} when none runs."""
+    try:
+        state = json.loads(UP_STATE.read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {k: str(v) for k, v in state.items()}
+
+
+def router_address(given: str | None) -> str:
+    """--address, else LIDROUTE_ROUTER_ADDR, else the running `lidroute up`'s router, else :50051."""
+    return given or os.environ.get("LIDROUTE_ROUTER_ADDR") or running_stack().get("router") or DEFAULT_ROUTER
+
+
 # ---------------------------------------------------------------------- models
+#: The settings the registry commands take: where the registry is, nothing about serving.
+REGISTRY_SETTINGS = ("redis_url", "key_prefix")
+
+
 async def _with_registry(args: argparse.Namespace, parser: argparse.ArgumentParser, fn) -> int:  # type: ignore[no-untyped-def]
+    # No Redis named: the one `lidroute up` started, if it runs (its Redis is on a free port).
+    named = "redis_url" in vars(args) or "LIDROUTE_REDIS_URL" in os.environ
+    if not named and (url := running_stack().get("redis_url")):
+        args.redis_url = url
     settings = settings_from_namespace(CommonSettings, args, parser)
     client = aioredis.Redis.from_url(settings.redis_url)
     try:
         return await fn(Registry(client, Keys(settings.key_prefix)))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        print(
+            f"cannot reach Redis at {settings.redis_url} ({exc}): start the stack with `lidroute up`, "
+            "or name its Redis with --redis-url",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         await client.aclose()
 
@@ -168,40 +209,75 @@ def default_models_dir() -> Path:
 
 
 # ---------------------------------------------------------------------- transcription
+RAW_ENCODINGS = {"linear16": "LINEAR16", "mulaw": "MULAW"}
+
+
+async def _transcribe_one(client, path: Path, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from lidroute.client import Encoding
+
+    options = {
+        "language": args.language or "",
+        "interim_results": args.interim,
+        "realtime": args.realtime,
+        "timeout": args.timeout,
+    }
+    if not args.encoding:
+        return await client.transcribe_file(path, **options)
+    data = await asyncio.to_thread(path.read_bytes)
+    encoding = Encoding.Value(RAW_ENCODINGS[args.encoding])
+    return await client.transcribe_pcm(data, args.rate, channels=args.channels, encoding=encoding, **options)
+
+
+def _report(path: Path, result, args: argparse.Namespace, several: bool) -> str:  # type: ignore[no-untyped-def]
+    """One file's result as --format asks; subtitles of several files go beside each file."""
+    from lidroute import client as transcripts
+
+    if args.format == "json":
+        return json.dumps({"file": str(path), **result.__dict__}, ensure_ascii=False)
+    if args.format in ("srt", "vtt"):
+        write = transcripts.srt if args.format == "srt" else transcripts.vtt
+        text = write(transcripts.segments(result))
+        if not several:
+            return text.rstrip("\n")
+        out = path.with_suffix(f".{args.format}")
+        out.write_text(text, encoding="utf-8")
+        return f"{path}: wrote {out}"
+    lines = [f"{path}: ... {partial}" for partial in result.partials]
+    heard = f"{result.language} p={result.probability:.2f} {result.source.lower()}"
+    if result.source == "NO_SPEECH":
+        heard = "no speech"
+    return "\n".join([*lines, f"{path}: [{heard}] {result.transcript}"])
+
+
 async def _transcribe_files(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lidroute.client import Client
 
+    if args.encoding and not args.rate:
+        print(f"--encoding {args.encoding} needs --rate (the sample rate in Hz)", file=sys.stderr)
+        return 2
     failures = 0
-    async with Client(args.address) as client:
+    address = router_address(args.address)
+    async with Client(address) as client:
         files = [Path(f) for f in args.files]
         bar = tqdm(total=len(files), disable=len(files) < 4 or not sys.stderr.isatty(), unit="file")
         for path in files:
             try:
-                result = await client.transcribe_file(
-                    path,
-                    language=args.language or "",
-                    interim_results=args.interim,
-                    realtime=args.realtime,
-                    timeout=args.timeout,
-                )
+                result = await _transcribe_one(client, path, args)
             except grpc.aio.AioRpcError as exc:
                 failures += 1
                 tqdm.write(f"{path}: ERROR {exc.code().name}: {exc.details()}")
-            except (OSError, RuntimeError) as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and "connect" in (exc.details() or "").lower():
+                    tqdm.write(
+                        f"no router answers at {address}: start one with `lidroute up`, or pass --address"
+                    )
+                    return 1
+            except (OSError, ValueError) as exc:
                 failures += 1
                 tqdm.write(f"{path}: ERROR cannot read file: {exc}")
             else:
-                if args.json:
-                    tqdm.write(json.dumps({"file": str(path), **result.__dict__}, ensure_ascii=False))
-                else:
-                    for partial in result.partials:
-                        tqdm.write(f"{path}: ... {partial}")
-                    heard = f"{result.language} p={result.probability:.2f} {result.source.lower()}"
-                    if result.source == "NO_SPEECH":
-                        heard = "no speech"
-                    tqdm.write(f"{path}: [{heard}] {result.transcript}")
+                tqdm.write(_report(path, result, args, several=len(files) > 1))
             bar.update(1)
         bar.close()
     return 1 if failures else 0
@@ -215,8 +291,17 @@ def cmd_languages(args: argparse.Namespace) -> int:
     from lidroute.client import Client
 
     async def run() -> int:
-        async with Client(args.address) as client:
-            reply = await client.list_languages()
+        address = router_address(args.address)
+        async with Client(address) as client:
+            try:
+                reply = await client.list_languages()
+            except grpc.aio.AioRpcError as exc:
+                print(
+                    f"no answer from a router at {address} ({exc.code().name}): start one with "
+                    "`lidroute up`, or pass --address",
+                    file=sys.stderr,
+                )
+                return 1
         for lang in reply.languages:
             state = "served" if lang.served else "not served"
             print(
@@ -234,16 +319,16 @@ def add_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     models = sub.add_parser("models", help="the model registry; `models build` trains demo models")
     msub = models.add_subparsers(dest="models_command", required=True)
     reg = msub.add_parser("register", help="serve LANG with the model at URI (hub id or local directory)")
-    reg.add_argument("language")
-    reg.add_argument("uri")
-    reg.add_argument("--revision", default="")
+    reg.add_argument("language", help="language code, e.g. sw or pt-BR")
+    reg.add_argument("uri", help="a model folder (asr/LANG of a models folder) or a Hugging Face hub id")
+    reg.add_argument("--revision", default="", help="hub revision (branch, tag or commit) of a hub id")
     reg.add_argument(
         "--kind",
         choices=MODEL_KINDS,
         help="ctc: a whole CTC model; head: a head on the shared Whisper encoder (default: from the folder)",
     )
     rem = msub.add_parser("remove", help="stop serving LANG")
-    rem.add_argument("language")
+    rem.add_argument("language", help="language code")
     lst = msub.add_parser("list", help="registered models and their live workers")
     sync = msub.add_parser(
         "sync",
@@ -254,19 +339,33 @@ def add_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     sync.add_argument("--force", action="store_true", help="re-register languages that already have a model")
     sync.add_argument("--wait-seconds", type=float, default=120.0, help="how long to wait for Redis")
     for p in (reg, rem, lst, sync):
-        add_setting_flags(p, CommonSettings)
+        add_setting_flags(p, CommonSettings, only=REGISTRY_SETTINGS)
 
+    address_help = (
+        "router address [env LIDROUTE_ROUTER_ADDR; default: the running `lidroute up`'s, "
+        f"else {DEFAULT_ROUTER}]"
+    )
     tr = sub.add_parser("transcribe", help="transcribe audio files through a running router")
-    tr.add_argument("files", nargs="+")
-    tr.add_argument("--address", default=DEFAULT_ROUTER, help="router address [env LIDROUTE_ROUTER_ADDR]")
+    tr.add_argument("files", nargs="+", help="audio files: WAV, FLAC, OGG, MP3, or raw with --encoding")
+    tr.add_argument("--address", help=address_help)
     tr.add_argument("--language", help="language hint: skip detection")
     tr.add_argument("--interim", action="store_true", help="print interim results")
     tr.add_argument("--realtime", action="store_true", help="send audio at real-time pace")
-    tr.add_argument("--json", action="store_true", help="one JSON object per file")
+    tr.add_argument(
+        "--format",
+        choices=("text", "json", "srt", "vtt"),
+        default="text",
+        help="text: language and transcript per file; json: everything, one object per file; srt, vtt:"
+        " subtitles (on stdout for one file, beside each file for several)",
+    )
+    tr.add_argument("--json", dest="format", action="store_const", const="json", help="--format json")
+    tr.add_argument("--encoding", choices=RAW_ENCODINGS, help="the files are raw samples in this encoding")
+    tr.add_argument("--rate", type=int, help="sample rate of raw files (Hz)")
+    tr.add_argument("--channels", type=int, default=1, help="channels of raw files (interleaved)")
     tr.add_argument("--timeout", type=float, default=120.0, help="deadline per file (s)")
 
     la = sub.add_parser("languages", help="languages a running router serves")
-    la.add_argument("--address", default=DEFAULT_ROUTER, help="router address [env LIDROUTE_ROUTER_ADDR]")
+    la.add_argument("--address", help=address_help)
     return msub
 
 
@@ -289,6 +388,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lidroute", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"lidroute {version()}")
     add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
 

@@ -1,7 +1,10 @@
-"""The Python client library: stream files or audio to a lidroute router.
+"""The Python client library: stream files or audio to a lidroute router, and write what comes
+back as subtitles.
 
 Files are decoded on the client and streamed as LINEAR16 at their own sample rate, so that
 the router can detect the language from the first second while the rest is still on its way.
+A transcript's segments are cut where the speaker pauses (and before they grow past `longest`
+seconds): where subtitles break, and near what Whisper's segments are.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import soundfile as sf
 from grpc._cython import cygrpc
 
+from lidroute.audio import float_to_pcm16
 from lidroute.v1 import transcriber_pb2 as pb
 from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
 
@@ -39,14 +43,92 @@ class Transcription:
     timing: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    words: tuple[Word, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.word for w in self.words)
+
+
+def segments(result: Transcription, *, pause: float = 0.6, longest: float = 15.0) -> list[Segment]:
+    """The transcript cut at pauses of at least `pause` s and before a segment passes `longest` s;
+    without word timings, one segment over the whole audio."""
+    words = [Word(*w) for w in result.words]
+    if not words:
+        if not result.transcript:
+            return []
+        audio = result.timing.get("audio", 0.0)
+        return [
+            Segment(
+                0,
+                0.0,
+                audio,
+                tuple(Word(w, 0.0, audio, result.confidence) for w in result.transcript.split()),
+            )
+        ]
+    groups: list[list[Word]] = [[words[0]]]
+    for word in words[1:]:
+        current = groups[-1]
+        if word.start - current[-1].end >= pause or word.end - current[0].start > longest:
+            groups.append([word])
+        else:
+            current.append(word)
+    return [Segment(i, g[0].start, g[-1].end, tuple(g)) for i, g in enumerate(groups)]
+
+
+def clock(seconds: float, decimal: str) -> str:
+    """A subtitle timestamp, HH:MM:SS followed by `decimal` and milliseconds."""
+    ms = round(max(seconds, 0.0) * 1000)
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{ms:03d}"
+
+
+def srt(parts: list[Segment]) -> str:
+    return "".join(
+        f"{i}\n{clock(s.start, ',')} --> {clock(s.end, ',')}\n{s.text}\n\n" for i, s in enumerate(parts, 1)
+    )
+
+
+def vtt(parts: list[Segment]) -> str:
+    return "WEBVTT\n\n" + "".join(
+        f"{clock(s.start, '.')} --> {clock(s.end, '.')}\n{s.text}\n\n" for s in parts
+    )
+
+
 def _seconds(d: object) -> float:
     return d.seconds + d.nanos / 1e9  # type: ignore[attr-defined]
 
 
 def read_pcm16(path: Path | str) -> tuple[bytes, int, int]:
-    """A file as LINEAR16 bytes, sample rate and channel count."""
-    audio, rate = sf.read(str(path), dtype="int16", always_2d=True)
-    return audio.astype("<i2").tobytes(), rate, audio.shape[1]
+    """A file as LINEAR16 bytes, sample rate and channel count.
+
+    Read as floats and scaled, not as int16: libsndfile hands a float WAV's samples (-1..1) to an
+    int16 read unscaled, which is silence.
+    """
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, TypeError) as exc:  # TypeError: a .raw name, which libsndfile takes as RAW
+        detail = getattr(exc, "error_string", "no header")
+        raise ValueError(
+            f"not an audio file lidroute reads (WAV, FLAC, OGG, MP3): {detail}; "
+            "raw audio needs --encoding and --rate"
+        ) from None
+    return float_to_pcm16(audio), rate, audio.shape[1]
 
 
 async def _send(call: grpc.aio.StreamStreamCall, request: pb.TranscribeRequest) -> bool:
@@ -169,10 +251,13 @@ class Client:
         chunk_seconds: float = 0.1,
         realtime: bool = False,
         timeout: float | None = None,
+        encoding: int = Encoding.LINEAR16,
     ) -> Transcription:
-        step = max(2 * channels, int(sample_rate * chunk_seconds) * 2 * channels)
+        """Streams raw audio (LINEAR16, or 8-bit MULAW) in `chunk_seconds` pieces."""
+        width = 1 if encoding == Encoding.MULAW else 2
+        step = max(width * channels, int(sample_rate * chunk_seconds) * width * channels)
         config = pb.RecognitionConfig(
-            encoding=Encoding.LINEAR16,
+            encoding=encoding,  # type: ignore[arg-type]
             sample_rate_hertz=sample_rate,
             audio_channel_count=channels,
             language_code=language,

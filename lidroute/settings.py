@@ -76,10 +76,15 @@ def _is_list(annotation: Any) -> bool:
     return origin is list
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
-    """Adds one `--kebab-name` flag per field; a flag left out falls through to env and default."""
+def add_setting_flags(
+    parser: argparse.ArgumentParser, cls: type[BaseSettings], only: Sequence[str] = ()
+) -> None:
+    """Adds one `--kebab-name` flag per field (or per field named in `only`); a flag left out falls
+    through to env and default."""
     group = parser.add_argument_group("settings (flags override LIDROUTE_* environment variables)")
     for name, field in cls.model_fields.items():
+        if only and name not in only:
+            continue
         flag = "--" + name.replace("_", "-")
         env = ENV_PREFIX + name.upper()
         help_text = f"{field.description or ''} [env {env}; default {field.default!r}]"

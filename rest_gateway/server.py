@@ -27,6 +27,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import Field
 from starlette.exceptions import HTTPException
 
+from lidroute import client as transcripts
 from lidroute import logs
 from lidroute.client import Client
 from lidroute.registry import language_of
@@ -210,11 +211,11 @@ def _render(result: Any, response_format: str, granularities: list[str]) -> Resp
         return JSONResponse({"text": result.transcript})
     if response_format == "text":
         return PlainTextResponse(result.transcript + "\n")
-    parts = formats.segments(result)
+    parts = transcripts.segments(result)
     if response_format == "srt":
-        return PlainTextResponse(formats.srt(parts))
+        return PlainTextResponse(transcripts.srt(parts))
     if response_format == "vtt":
-        return PlainTextResponse(formats.vtt(parts), media_type="text/vtt")
+        return PlainTextResponse(transcripts.vtt(parts), media_type="text/vtt")
     return JSONResponse(formats.verbose_json(result, parts, granularities))
 
 

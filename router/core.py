@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 import redis.asyncio as aioredis
 import redis.exceptions
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field, field_validator
 
 from lidroute.audio import TARGET_RATE, AudioLimits, StreamDecoder, duration, float_to_pcm16
@@ -54,6 +54,11 @@ Undetermined = pb.RecognitionConfig.UndeterminedAction
 
 DETECTIONS = Counter("lidroute_router_detections_total", "Language decisions", ["language", "source"])
 LID_LATENCY = Histogram("lidroute_router_language_id_seconds", "Time to decide the language")
+STREAMS = Gauge("lidroute_router_streams_in_flight", "Requests being served now")
+AUDIO_SECONDS = Counter("lidroute_router_audio_seconds_total", "Seconds of audio received", ["language"])
+QUEUE_DEPTH = Gauge(
+    "lidroute_router_queue_depth", "Jobs waiting or in progress, by language (sampled)", ["language"]
+)
 LID_WINDOW = Histogram(
     "lidroute_router_lid_window_seconds",
     "Speech used for the decision",
@@ -270,6 +275,15 @@ class Router:
             lang = next((c for c, _ in decision.alternatives if c in served), served[0])
         return replace(decision, language=lang, probability=dict(decision.alternatives).get(lang, 0.0))
 
+    async def sample_queues(self, every: float = 5.0) -> None:
+        """Keeps the queue-depth gauge of every registered language current (runs until cancelled)."""
+        while True:
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                models, _ = await self.registry.served()
+                for lang in models:
+                    QUEUE_DEPTH.labels(lang).set(await self.queue.queue_depth(lang))
+            await asyncio.sleep(every)
+
     # ------------------------------------------------------------------ language ID calls
     async def _call_lid(self, method, request, deadline: float | None):  # type: ignore[no-untyped-def]
         timeout = self.settings.lid_timeout_seconds
@@ -321,9 +335,42 @@ class Router:
         chunks: AsyncIterator[bytes],
         time_remaining: float | None,
     ) -> AsyncIterator[pb.TranscribeResponse]:
+        """One request, as a stream of responses; every request ends in one access-log line."""
+        request_id = uuid.uuid4().hex
+        record: dict[str, object] = {"request_id": request_id, "language": "", "audio_s": 0.0}
+        started = time.monotonic()
+        outcome = "error"
+        STREAMS.inc()
+        try:
+            async for response in self._transcribe(
+                request_id, streaming_config, chunks, time_remaining, record
+            ):
+                yield response
+            outcome = "ok"
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "cancelled"
+            raise
+        except LidrouteError as exc:
+            outcome = exc.code.name
+            raise
+        finally:
+            STREAMS.dec()
+            AUDIO_SECONDS.labels(record["language"] or "none").inc(float(record["audio_s"]))  # type: ignore[arg-type]
+            log.info(
+                "request",
+                extra={**record, "outcome": outcome, "seconds": round(time.monotonic() - started, 3)},
+            )
+
+    async def _transcribe(
+        self,
+        request_id: str,
+        streaming_config: pb.StreamingRecognitionConfig,
+        chunks: AsyncIterator[bytes],
+        time_remaining: float | None,
+        record: dict[str, object],
+    ) -> AsyncIterator[pb.TranscribeResponse]:
         started = time.monotonic()
         config = streaming_config.config
-        request_id = uuid.uuid4().hex
         budget = self.settings.max_request_seconds
         deadline = time.time() + (min(time_remaining, budget) if time_remaining is not None else budget)
         decoder = self.decoder(config)
@@ -336,6 +383,7 @@ class Router:
         finished = False
         try:
             decision, source = await self._decide(hint, candidates, config, buffer, pump, deadline)
+            record.update(language=decision.language, source=Source.Name(source))
             lid_seconds = time.monotonic() - started
             DETECTIONS.labels(decision.language, Source.Name(source)).inc()
             yield pb.TranscribeResponse(
@@ -392,6 +440,7 @@ class Router:
                 if finished:
                     return
         finally:
+            record["audio_s"] = round(buffer.size / TARGET_RATE, 3)
             for task in (pump, forward):
                 if task is not None:
                     task.cancel()

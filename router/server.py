@@ -69,10 +69,12 @@ async def serve(settings: RouterSettings) -> None:
     )
     await server.start()
     await server.set_serving(True)
+    sampler = asyncio.create_task(router.sample_queues(), name="queue-depth")
     try:
         await server.wait_for_stop()
         await asyncio.gather(server.shutdown(), operations.close(settings.grace_seconds))
     finally:
+        sampler.cancel()
         await channel.close()
         await client.aclose()
 

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
 import soundfile as sf
+import soxr
 
 from lidroute.keys import WORKER_GROUP, Keys
 from workbench.cli import main as cli
@@ -142,10 +144,14 @@ def test_up_serves_transcribe_prints_results_and_ctrl_c_stops_everything(
     files = []
     for lang in ("en", "es", "sw"):
         path = tmp_path / f"{lang}.wav"
-        sf.write(path, np.concatenate([np.zeros(4000, np.float32), speech[lang][0].audio]), 16000)
+        # 32-bit float WAV, torchaudio.save's and soundfile's float default: read as floats, not as ints
+        audio = np.concatenate([np.zeros(4000, np.float32), speech[lang][0].audio])
+        sf.write(path, audio, 16000, subtype="FLOAT" if lang == "en" else "PCM_16")
         files.append(path)
     (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVEnope")
-    port, rest_port = free_port(), free_port()
+    port, rest_port, metrics_port = free_port(), free_port(), free_port()
+    # The stack says where it is in the cache (here the test's own), for commands given no address.
+    env = {"LIDROUTE_CACHE": str(tmp_path / "cache")}
     up = subprocess.Popen(
         [
             *LIDROUTE,
@@ -156,6 +162,8 @@ def test_up_serves_transcribe_prints_results_and_ctrl_c_stops_everything(
             str(port),
             "--rest-port",
             str(rest_port),
+            "--metrics-port",
+            str(metrics_port),
             "--log-dir",
             str(tmp_path / "logs"),
             "--workers",  # the languages of the sample files; the demo covers all bundled ones
@@ -164,6 +172,7 @@ def test_up_serves_transcribe_prints_results_and_ctrl_c_stops_everything(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, **env},
     )
     try:
         deadline = time.monotonic() + 180
@@ -175,21 +184,46 @@ def test_up_serves_transcribe_prints_results_and_ctrl_c_stops_everything(
             assert time.monotonic() < deadline, banner
         assert f"on 127.0.0.1:{port}" in banner and f"http://127.0.0.1:{rest_port}/v1" in banner, banner
         assert "this machine only" in banner
-        result = run(
-            ["transcribe", "--address", f"127.0.0.1:{port}", *map(str, files), str(tmp_path / "broken.wav")],
-            {},
-        )
+        result = run(["transcribe", *map(str, files), str(tmp_path / "broken.wav")], env)
         for path, lang in zip(files, ("en", "es", "sw"), strict=True):
             assert re.search(rf"{re.escape(str(path))}: \[{lang} p=\d\.\d\d detected\] \S", result.stdout), (
                 result
             )
         assert "broken.wav: ERROR" in result.stdout
         assert result.returncode == 1  # one file failed
+        listed = run(["models", "list"], env)  # up's Redis, on a free port, found without --redis-url
+        assert listed.returncode == 0 and re.search(r"^sw +\S+ +workers=1", listed.stdout, re.M), listed
+        phone = tmp_path / "call.ulaw"  # raw telephony audio: 8 kHz μ-law, no header
+        sf.write(phone, soxr.resample(speech["sw"][0].audio, 16000, 8000), 8000, format="RAW", subtype="ULAW")
+        raw = run(["transcribe", "--encoding", "mulaw", "--rate", "8000", str(phone)], env)
+        assert re.search(r"call.ulaw: \[sw p=\d\.\d\d detected\] \S", raw.stdout), raw
+        srt = run(["transcribe", "--format", "srt", str(files[2])], env)
+        assert srt.stdout.startswith("1\n00:00:00,") and " --> " in srt.stdout, srt
+        # Each process exports its metrics on its own port, listed in the banner.
+        ports = dict(
+            re.findall(r"(\w[\w-]*) :(\d+)", banner.split("Prometheus /metrics:")[1].splitlines()[0])
+        )
+        assert {"router", "lid", "rest", "worker-1"} <= set(ports), banner
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['router']}/metrics", timeout=10) as reply:
+            metrics = reply.read().decode()
+        heard = re.search(r'^lidroute_router_audio_seconds_total\{language="sw"\} (\S+)', metrics, re.M)
+        assert heard and float(heard.group(1)) > 1.0, metrics
+        assert "lidroute_router_streams_in_flight 0.0" in metrics and "lidroute_router_queue_depth" in metrics
+        # One access-log line per request, with its request id.
+        access = [
+            json.loads(line)
+            for line in (tmp_path / "logs" / "router.log").read_text().splitlines()
+            if '"request"' in line
+        ]
+        assert access and all(len(r["request_id"]) == 32 and r["outcome"] for r in access), access[:2]
     finally:
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=90)
     assert up.returncode == 0, out
     assert "stopping" in out
+    gone = run(["languages"], env)
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr
+    assert "no answer from a router at localhost:50051" in gone.stderr or "lidroute up" in gone.stderr
     leftovers = subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True, text=True).stdout
     assert not leftovers.strip(), "services still running after Ctrl-C"
 
@@ -206,3 +240,29 @@ def test_up_serves_the_language_id_it_is_given_instead_of_the_models_folders(mod
 
     assert config() == lid_source(model_dirs(models_dir)[0])
     assert config("--lid-model", "models/whisper-lid") == "models/whisper-lid"
+
+
+def test_version_and_help_say_only_what_the_command_takes() -> None:
+    version = run(["--version"], {})
+    assert version.returncode == 0 and re.fullmatch(r"lidroute \S+\n", version.stdout), version
+    models_help = run(["models", "list", "--help"], {}).stdout
+    assert (
+        "--redis-url" in models_help
+        and "--log-level" not in models_help
+        and "--metrics-port" not in models_help
+    )
+    register_help = run(["models", "register", "--help"], {}).stdout
+    assert "hub id" in register_help and "revision" in register_help.split("--revision", 1)[1]
+
+
+def test_commands_without_a_stack_say_what_to_do_in_one_line(tmp_path: Path) -> None:
+    env = {"LIDROUTE_CACHE": str(tmp_path), "LIDROUTE_ROUTER_ADDR": f"127.0.0.1:{free_port()}"}
+    for args in (["languages"], ["models", "list", "--redis-url", f"redis://127.0.0.1:{free_port()}/0"]):
+        done = run(args, env)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done
+        assert len(done.stderr.strip().splitlines()) == 1 and "lidroute up" in done.stderr, done.stderr
+    raw = tmp_path / "call.raw"
+    raw.write_bytes(b"\x00\x01" * 800)
+    unreadable = run(["transcribe", str(raw)], env)
+    assert "raw audio needs --encoding and --rate" in unreadable.stdout, unreadable
+    assert run(["transcribe", "--encoding", "mulaw", str(raw)], env).returncode == 2

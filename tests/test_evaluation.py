@@ -452,6 +452,23 @@ def test_a_transcript_table_that_lacks_a_column_or_a_clip_is_refused_by_name(tmp
         read_transcript_tables(tmp_path)
 
 
+def test_a_csv_or_tsv_table_of_clips_is_read_under_the_usual_column_names(tmp_path: Path) -> None:
+    from lidroute.train.corpus import CorpusError, read_examples
+
+    (tmp_path / "clips").mkdir()
+    _clip(tmp_path / "clips" / "a.wav")
+    (tmp_path / "mine.csv").write_text(
+        'path,sentence,language\nclips/a.wav,"hola, mundo",es\n', encoding="utf-8"
+    )
+    (tmp_path / "mine.tsv").write_text("audio_filepath\ttext\nclips/a.wav\tjambo\n", encoding="utf-8")
+    (csv_row,) = read_examples(tmp_path / "mine.csv", split="test")
+    assert (csv_row.id, csv_row.language, csv_row.text) == ("a", "es", "hola, mundo")
+    (tsv_row,) = read_examples(tmp_path / "mine.tsv", split="test", language="sw")
+    assert (tsv_row.language, tsv_row.text, len(tsv_row.audio())) == ("sw", "jambo", 16000)
+    with pytest.raises(CorpusError, match=r"language: lang or language or locale \(or pass the language\)"):
+        read_examples(tmp_path / "mine.tsv", split="test")
+
+
 def test_normalisation_drops_punctuation_at_word_edges_and_keeps_words_one_for_one() -> None:
     from workbench.scoring import normalize
 

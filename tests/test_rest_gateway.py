@@ -19,6 +19,7 @@ import pytest
 import requests
 import soundfile as sf
 
+from lidroute import client as transcripts
 from lidroute.client import Transcription
 from rest_gateway import formats
 from tests.test_transcribe import of_this_audio, pad, wav
@@ -33,28 +34,28 @@ def transcription(words: list[tuple[str, float, float, float]], **fields: object
 # ---------------------------------------------------------------------- formats, no network
 def test_segments_break_at_pauses_and_before_they_grow_too_long() -> None:
     words = [("a", 0.0, 0.4, 0.9), ("b", 0.5, 0.9, 0.8), ("c", 2.0, 2.3, 0.9), ("d", 2.4, 2.8, 0.9)]
-    parts = formats.segments(transcription(words))
+    parts = transcripts.segments(transcription(words))
     assert [(s.start, s.end, s.text) for s in parts] == [(0.0, 0.9, "a b"), (2.0, 2.8, "c d")]
     steady = [(f"w{i}", i * 0.5, i * 0.5 + 0.4, 0.9) for i in range(40)]  # 20 s without a pause
-    assert all(s.end - s.start <= 15.0 for s in formats.segments(transcription(steady)))
-    assert formats.segments(Transcription()) == []
-    whole = formats.segments(Transcription(transcript="x y", timing={"audio": 2.5}, confidence=0.5))
+    assert all(s.end - s.start <= 15.0 for s in transcripts.segments(transcription(steady)))
+    assert transcripts.segments(Transcription()) == []
+    whole = transcripts.segments(Transcription(transcript="x y", timing={"audio": 2.5}, confidence=0.5))
     assert [(s.start, s.end, s.text) for s in whole] == [(0.0, 2.5, "x y")]
 
 
 def test_subtitles_are_numbered_cues_with_their_clock_format() -> None:
-    parts = formats.segments(transcription([("hola", 0.25, 0.5, 0.9), ("amigo", 3661.0, 3661.5, 0.9)]))
-    assert formats.srt(parts) == (
+    parts = transcripts.segments(transcription([("hola", 0.25, 0.5, 0.9), ("amigo", 3661.0, 3661.5, 0.9)]))
+    assert transcripts.srt(parts) == (
         "1\n00:00:00,250 --> 00:00:00,500\nhola\n\n2\n01:01:01,000 --> 01:01:01,500\namigo\n\n"
     )
-    assert formats.vtt(parts).startswith("WEBVTT\n\n00:00:00.250 --> 00:00:00.500\nhola\n\n01:01:01.000")
+    assert transcripts.vtt(parts).startswith("WEBVTT\n\n00:00:00.250 --> 00:00:00.500\nhola\n\n01:01:01.000")
 
 
 def test_verbose_json_names_the_language_and_gives_what_was_asked() -> None:
     result = transcription(
         [("habari", 0.1, 0.6, 0.5), ("yako", 0.7, 1.0, 1.0)], language="sw", source="DETECTED"
     )
-    parts = formats.segments(result)
+    parts = transcripts.segments(result)
     body = formats.verbose_json(result, parts, ["word"])
     assert (body["language"], body["duration"], body["text"]) == ("swahili", 9.0, "habari yako")
     assert "segments" not in body and [w["word"] for w in body["words"]] == ["habari", "yako"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import signal
 import sys
 import tempfile
@@ -36,6 +38,7 @@ def stack_config(models_dir: Path, args: argparse.Namespace):  # type: ignore[no
         router_port=args.port,
         host=args.host,
         rest_port=args.rest_port or None,
+        metrics_port=args.metrics_port,
         log_dir=Path(args.log_dir) if args.log_dir else None,
     )
 
@@ -48,12 +51,24 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"starting lidroute with models from {models_dir} ...", flush=True)
     stack = Stack(config)
     stack.start()
+    # Where this stack is, for `lidroute transcribe`, `languages` and `models` run without flags.
+    state = {
+        "pid": os.getpid(),
+        "router": stack.router_address,
+        "redis_url": stack.redis_url,
+        "rest": stack.rest_url,
+    }
+    serving.UP_STATE.parent.mkdir(parents=True, exist_ok=True)
+    serving.UP_STATE.write_text(json.dumps(state))
     print(f"gRPC (lidroute.v1 and google.cloud.speech.v1) on {stack.router_address}")
     if stack.rest_url:
         print(f"REST (OpenAI's /v1/audio/transcriptions) on {stack.rest_url}/v1")
     if config.host in ("127.0.0.1", "localhost", "::1"):
         print("listening on this machine only: --host 0.0.0.0 serves other machines too")
     print(f"Redis {stack.redis_url}, logs in {stack.log_dir}")
+    if stack.metrics:
+        ports = ", ".join(f"{name} :{port}" for name, port in stack.metrics.items())
+        print(f"Prometheus /metrics: {ports}")
     print(f"try: lidroute transcribe --address {stack.router_address} FILE.wav")
     if stack.rest_url:
         print(f"     curl {stack.rest_url}/v1/audio/transcriptions -F file=@FILE.wav -F model=lidroute")
@@ -77,6 +92,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             time.sleep(0.5)
     finally:
         print("stopping...", flush=True)
+        if serving.running_stack().get("pid") == str(os.getpid()):
+            serving.UP_STATE.unlink(missing_ok=True)
         stack.stop()
     return 0
 
@@ -104,7 +121,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         sf.write(path, utt.audio, 16000)
         samples.append((path, lang, utt.text))
     args.redis_url, args.port, args.log_dir, args.workers, args.lid_model = None, 0, None, None, None
-    args.host, args.rest_port = "127.0.0.1", 0
+    args.host, args.rest_port, args.metrics_port = "127.0.0.1", 0, 0
     with Stack(stack_config(models_dir, args)) as stack:
         print(f"stack up: router at {stack.router_address}\n")
 
@@ -138,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench.evaluation import add_evaluate_commands
 
     parser = argparse.ArgumentParser(prog="lidroute", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"lidroute {serving.version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_build_command(serving.add_commands(sub))
     up = sub.add_parser("up", help="start Redis (unless --redis-url), LID service, workers and router")
@@ -153,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--rest-port", type=int, default=8000, help="OpenAI-compatible REST gateway port (0: no gateway)"
+    )
+    up.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="Prometheus /metrics of every process, each on its own port from this one up (0: off)",
     )
     up.add_argument("--workers", help='worker groups, e.g. "en,es;sw,de" (default: one worker for all)')
     up.add_argument("--log-dir", help="where service logs go (default: a temporary folder)")

@@ -406,8 +406,9 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     )
     ev.add_argument(
         "data",
-        help="a .jsonl manifest, a corpus folder, a Common Voice folder, folders of clips with a"
-        " manifest.tsv/transcripts.tsv (recorded speech as shipped), or a HF dataset",
+        help="a .jsonl manifest, a CSV/TSV table of clips (audio path, transcript and language columns;"
+        " --languages XX for a table without one), a corpus folder, a Common Voice folder, folders of clips"
+        " with a manifest.tsv/transcripts.tsv (recorded speech as shipped), or a HF dataset",
     )
     ev.add_argument("--split", default="test", help="split to read (default: test)")
     ev.add_argument("--languages", help="comma-separated codes to evaluate (default: all in the data)")

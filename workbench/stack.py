@@ -154,6 +154,8 @@ class StackConfig:
     host: str = "127.0.0.1"
     #: the OpenAI-compatible REST gateway's port: None for none, 0 for a free one
     rest_port: int | None = None
+    #: Prometheus /metrics: each process on its own port from this one up (0: none)
+    metrics_port: int = 0
     key_prefix: str = "lidroute:"
     log_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -172,6 +174,8 @@ class Stack:
         self.redis_url = config.redis_url or ""
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.addresses: dict[str, str] = {}
+        #: process name -> its /metrics port
+        self.metrics: dict[str, int] = {}
         self.router_address = ""
         self.rest_url = ""
         self._worker_seq = 0
@@ -196,6 +200,9 @@ class Stack:
         """Starts a service and waits for its health check: gRPC at `health_address`, or HTTP GET
         when it is a URL."""
         log_path = self.log_dir / f"{name}.log"
+        if self.config.metrics_port:
+            self.metrics[name] = self.config.metrics_port + len(self.metrics)
+            args = [*args, "--metrics-port", str(self.metrics[name])]
         log_file = log_path.open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", module, *args],

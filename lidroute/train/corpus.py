@@ -287,41 +287,71 @@ def _transcript_table(folder: Path) -> Path | None:
     return next((folder / name for name in TRANSCRIPT_TABLES if (folder / name).is_file()), None)
 
 
+#: Column names a table of clips may use, first choice first (CSV or TSV, by its suffix).
+TABLE_COLUMNS = {
+    "audio": ("file", "path", "audio", "audio_filepath", "filename"),
+    "text": ("transcript", "text", "sentence", "transcription"),
+    "language": ("lang", "language", "locale"),
+    "duration": ("duration_s", "duration"),
+}
+
+
+def read_table(
+    path: str | Path, *, split: str = "test", language: str | None = None, id_prefix: str = ""
+) -> list[Example]:
+    """Clips listed in a CSV or TSV file (by suffix; `.tsv` is tab-separated): an audio path
+    relative to the table, its transcript and language, optionally its duration, under any of the
+    usual column names (`TABLE_COLUMNS`). `language` fills a table without a language column."""
+    table = Path(path)
+    delimiter = "," if table.suffix.lower() == ".csv" else "\t"
+    with table.open(encoding="utf-8", newline="") as handle:
+        quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
+        rows = list(csv.DictReader(handle, delimiter=delimiter, quoting=quoting))
+    header = set(rows[0]) if rows else set()
+    column = {role: next((n for n in names if n in header), None) for role, names in TABLE_COLUMNS.items()}
+    needed = ["audio", "text"] + ([] if language else ["language"])
+    missing = [role for role in needed if column[role] is None]
+    if missing:
+        wanted = "; ".join(f"{role}: {' or '.join(TABLE_COLUMNS[role])}" for role in missing)
+        hint = " (or pass the language)" if "language" in missing else ""
+        raise CorpusError(f"{table} lacks column(s) for {wanted}{hint}")
+    examples = []
+    for row in rows:
+        audio = table.parent / row[column["audio"]]  # type: ignore[index]
+        if not audio.is_file():
+            raise CorpusError(f"{table}: {row[column['audio']]} not found")  # type: ignore[index]
+        duration = row.get(column["duration"] or "")
+        examples.append(
+            Example(
+                text=row[column["text"]],  # type: ignore[index]
+                language=row[column["language"]] if column["language"] else language,  # type: ignore[arg-type]
+                split=split,
+                audio_path=audio,
+                duration=float(duration) if duration else None,
+                id=id_prefix + audio.stem,
+                meta={"source": table.parent.name},
+            )
+        )
+    return examples
+
+
 def read_transcript_tables(folder: str | Path, *, split: str = "test") -> list[Example]:
-    """Clips listed in a transcript table (`manifest.tsv` or `transcripts.tsv`: `file`, `lang`,
-    `transcript`, optionally `duration_s`), in `folder` or in each of its subfolders, as recorded
-    speech is often shipped: one folder per source. An id is `SUBFOLDER/FILE-STEM`."""
+    """Clips listed in a transcript table (`manifest.tsv` or `transcripts.tsv`, `read_table`), in
+    `folder` or in each of its subfolders, as recorded speech is often shipped: one folder per
+    source. An id is `SUBFOLDER/FILE-STEM`."""
     root = Path(folder)
     tables = [t for t in [_transcript_table(root)] if t] or [
         t for sub in sorted(p for p in root.iterdir() if p.is_dir()) if (t := _transcript_table(sub))
     ]
     if not tables:
         raise CorpusError(f"{root}: no {' or '.join(TRANSCRIPT_TABLES)} in it or in its subfolders")
-    examples = []
-    for table in tables:
-        with table.open(encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-        missing = {"file", "lang", "transcript"} - set(rows[0] if rows else {})
-        if missing:
-            raise CorpusError(f"{table} lacks column(s) {', '.join(sorted(missing))}")
-        prefix = "" if table.parent == root else f"{table.parent.name}/"
-        for row in rows:
-            audio = table.parent / row["file"]
-            if not audio.is_file():
-                raise CorpusError(f"{table}: {row['file']} not found")
-            duration = row.get("duration_s")
-            examples.append(
-                Example(
-                    text=row["transcript"],
-                    language=row["lang"],
-                    split=split,
-                    audio_path=audio,
-                    duration=float(duration) if duration else None,
-                    id=prefix + Path(row["file"]).stem,
-                    meta={"source": table.parent.name},
-                )
-            )
-    return examples
+    return [
+        example
+        for table in tables
+        for example in read_table(
+            table, split=split, id_prefix="" if table.parent == root else f"{table.parent.name}/"
+        )
+    ]
 
 
 def read_examples(
@@ -332,7 +362,8 @@ def read_examples(
     audio_column: str = "audio",
     text_column: str = "text",
 ) -> list[Example]:
-    """Any source by its look: a `.jsonl` manifest, a corpus folder of manifests (`SPLIT.jsonl`),
+    """Any source by its look: a `.jsonl` manifest, a CSV/TSV table of clips (`read_table`), a
+    corpus folder of manifests (`SPLIT.jsonl`),
     a Common Voice folder (`clips/`), folders of clips with a transcript table (`manifest.tsv`,
     `transcripts.tsv`), or a Hugging Face dataset (a saved folder or a hub name).
 
@@ -344,6 +375,8 @@ def read_examples(
         raise CorpusError(f"{path} not found")
     if path.suffix == ".jsonl":
         return read_manifest(path, split=split)
+    if path.suffix.lower() in (".tsv", ".csv") and path.is_file():
+        return read_table(path, split=split, language=language)
     if path.is_dir() and (path / f"{split}.jsonl").is_file():
         return read_manifest(path / f"{split}.jsonl", split=split)
     if path.is_dir() and (path / "clips").is_dir():
