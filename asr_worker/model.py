@@ -157,8 +157,30 @@ class _Wav2Vec2:
         self.model = Wav2Vec2ForCTC.from_pretrained(spec.uri, revision=revision).eval().to(device)
         self.device = device
         self.frame_seconds = self.model.config.inputs_to_logits_ratio / TARGET_RATE
-        # The shortest input the convolutional front end turns into at least one frame.
-        self.min_samples = int(self.model.config.inputs_to_logits_ratio * 1.5)
+        self.min_samples = self._shortest_input()
+
+    @torch.inference_mode()
+    def _shortest_input(self) -> int:
+        """The fewest samples the whole network accepts, found by trying it: the convolutional front
+        end needs its receptive field, and a configuration may add convolutions after it (a
+        positional convolution of few frames) that need more. Shorter audio is padded to this."""
+
+        def runs(n: int) -> bool:
+            try:
+                self.logits(np.zeros(n, np.float32))
+            except RuntimeError:
+                return False
+            return True
+
+        low, high = 0, int(self.model.config.inputs_to_logits_ratio)
+        while not runs(high):
+            low, high = high, high * 2
+            if high > 30 * TARGET_RATE:
+                raise RuntimeError(f"{self.model.config.name_or_path}: runs on no input up to 30 s")
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if runs(middle) else (middle, high)
+        return high
 
     def logits(self, audio: np.ndarray) -> torch.Tensor:
         inputs = self.processor(audio, sampling_rate=TARGET_RATE, return_tensors="pt")

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import Counter, Histogram, start_http_server
 
 from lidroute import logs
-from lidroute.errors import grpc_errors, status_of
+from lidroute.errors import InvalidArgument, grpc_errors, status_of
 from lidroute.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,8 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         wrap = _streaming if handler.response_streaming else _unary
         make = HANDLER_FACTORIES[handler.request_streaming, handler.response_streaming]
         return make(
-            wrap(behavior, service, method),
-            request_deserializer=handler.request_deserializer,
+            wrap(_checked(behavior, handler.request_streaming), service, method),
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -80,6 +80,47 @@ HANDLER_FACTORIES = {
     (False, True): grpc.unary_stream_rpc_method_handler,
     (True, True): grpc.stream_stream_rpc_method_handler,
 }
+
+
+class _Undecodable:
+    """What a request that is not a valid message parses to, so the call can say so as a status."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = f"{type(error).__name__}: {error}"
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """gRPC turns a request that fails to parse (bad bytes, a string that is not UTF-8) into an
+    INTERNAL or UNKNOWN status and an error log; it is the client's error, so it is kept for
+    `_checked` to refuse as INVALID_ARGUMENT."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Undecodable(exc)
+
+    return parse
+
+
+def _refuse(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(f"the request is not a valid message of this method ({request.error})")
+    return request
+
+
+def _checked(behavior: Callable[..., Any], request_streaming: bool) -> Callable[..., Any]:
+    """`behavior` seeing only requests that parsed; an undecodable one ends the call as INVALID_ARGUMENT."""
+    if not request_streaming:
+        return lambda request, context: behavior(_refuse(request), context)
+
+    async def each(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            yield _refuse(request)
+
+    return lambda requests, context: behavior(each(requests), context)
 
 
 def _code(context: grpc.aio.ServicerContext, exc: BaseException) -> grpc.StatusCode:

@@ -54,6 +54,15 @@ async def shout(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContex
         yield request.upper()
 
 
+async def check(request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> bytes:
+    return request.service.encode()
+
+
+async def checks(requests: AsyncIterator[health_pb2.HealthCheckRequest], context) -> AsyncIterator[bytes]:  # type: ignore[no-untyped-def]
+    async for request in requests:
+        yield request.service.encode()
+
+
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
     server = GrpcServer("127.0.0.1:0", [SERVICE], grace_s=0.1)
@@ -66,6 +75,13 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
                     "CountUp": grpc.unary_stream_rpc_method_handler(count_up),
                     "Join": grpc.stream_unary_rpc_method_handler(join),
                     "Shout": grpc.stream_stream_rpc_method_handler(shout),
+                    # Typed: the request bytes must parse as a message.
+                    "Check": grpc.unary_unary_rpc_method_handler(
+                        check, request_deserializer=health_pb2.HealthCheckRequest.FromString
+                    ),
+                    "Checks": grpc.stream_stream_rpc_method_handler(
+                        checks, request_deserializer=health_pb2.HealthCheckRequest.FromString
+                    ),
                 },
             )
         ]
@@ -139,3 +155,24 @@ async def test_health_checks_pass_through_and_are_not_counted(channel: grpc.aio.
         if s.labels.get("grpc_service") == "grpc.health.v1.Health"
     ]
     assert not counted
+
+
+#: Not a message: a truncated field, and a string field that is not UTF-8 (field 1, 2 bytes).
+UNDECODABLE = [b"\x0a\x05ab", b"\x0a\x02\xff\xfe"]
+
+
+@pytest.mark.parametrize("data", UNDECODABLE)
+async def test_bytes_that_are_no_message_are_invalid_argument_not_internal(
+    channel: grpc.aio.Channel, data: bytes
+) -> None:
+    assert await channel.unary_unary(f"/{SERVICE}/Check")(b"\x0a\x02ok", timeout=5) == b"ok"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await channel.unary_unary(f"/{SERVICE}/Check")(data, timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid message" in (err.value.details() or "")
+    call = channel.stream_stream(f"/{SERVICE}/Checks")(iter([b"\x0a\x01a", data]), timeout=5)
+    assert await call.read() == b"a"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call.read()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert handled("Checks", "INVALID_ARGUMENT") >= 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 
 import grpc
 import jiwer
@@ -292,6 +293,17 @@ async def test_audio_too_short_to_identify_says_so(client: Client) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "too short",
     )
+
+
+@pytest.mark.parametrize("lang", ["sw", "en"])
+async def test_audio_shorter_than_the_model_takes_is_padded_not_a_crash_on_every_delivery(
+    client: Client, lang: str
+) -> None:
+    # 50 ms with a hint goes straight to the worker: sw's whole model needs 905 samples, en's head 320.
+    started = time.monotonic()
+    result = await client.transcribe_pcm(b"\x01\x00" * 800, 16000, language=lang, timeout=30)
+    assert (result.language, result.source) == (lang, "HINT")
+    assert time.monotonic() - started < 10, "retried: the job failed on a worker"
 
 
 @pytest.mark.parametrize(
