@@ -56,6 +56,15 @@ class LanguageNotServed(LidrouteError, code=grpc.StatusCode.FAILED_PRECONDITION)
     """A model is registered but no live worker serves it, or the request allows none that is served."""
 
 
+class ResourceExhausted(LidrouteError, code=grpc.StatusCode.RESOURCE_EXHAUSTED):
+    """At a limit that protects work already admitted; the same request may succeed after
+    `retry_after` seconds, which the client gets as `retry-after` metadata."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(LidrouteError, code=grpc.StatusCode.UNAVAILABLE):
     """A backend (Redis, the language-ID service, the workers) cannot be reached; retry later."""
 
@@ -96,6 +105,8 @@ async def grpc_errors(context: grpc.aio.ServicerContext, **log_fields: object) -
         raise
     except Exception as exc:
         code, message = status_of(exc)
+        if isinstance(exc, ResourceExhausted):
+            context.set_trailing_metadata((("retry-after", f"{exc.retry_after:g}"),))
         level = logging.ERROR if code == grpc.StatusCode.INTERNAL else logging.INFO
         log.log(
             level,

@@ -90,6 +90,14 @@ def _decode_id(entry_id: bytes | str) -> str:
     return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
 
+#: XADD unless the stream already holds ARGV[1] entries (0: always); the new id, or nil.
+_ENQUEUE_BELOW = """
+local limit = tonumber(ARGV[1])
+if limit > 0 and redis.call('XLEN', KEYS[1]) >= limit then return false end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+"""
+
+
 class JobQueue:
     def __init__(self, client: aioredis.Redis, keys: Keys, stream_ttl: int = 900) -> None:
         self.redis = client
@@ -97,14 +105,20 @@ class JobQueue:
         self.stream_ttl = stream_ttl
 
     # ---------------------------------------------------------------- router side
-    async def enqueue(self, job: Job) -> str:
+    async def enqueue(self, job: Job, max_depth: int = 0) -> str | None:
+        """Adds the job to its language's queue; None, adding nothing, when the queue already holds
+        `max_depth` jobs (0: no limit). Checked and added in one step in Redis, so routers sending
+        at once cannot push a queue past its limit between the check and the add."""
+        fields = [item for pair in job.to_fields().items() for item in pair]
+        entry_id = await self.redis.eval(_ENQUEUE_BELOW, 1, self.keys.jobs(job.language), max_depth, *fields)
+        if entry_id is None:
+            return None
         events = self.keys.events(job.job_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.keys.jobs(job.language), job.to_fields())
             # The event stream exists from the start so that its TTL holds even if no event comes.
             pipe.xadd(events, {"kind": "created"})
             pipe.expire(events, self.stream_ttl)
-            entry_id, *_ = await pipe.execute()
+            await pipe.execute()
         return _decode_id(entry_id)
 
     async def append_audio(self, job_id: str, pcm: bytes) -> None:

@@ -84,7 +84,12 @@ def openai_error(
 
 def _from_grpc(exc: grpc.aio.AioRpcError) -> Response:
     status, kind = HTTP_OF_GRPC.get(exc.code(), (500, "server_error"))
-    return openai_error(status, exc.details() or exc.code().name, kind, code=exc.code().name.lower())
+    response = openai_error(status, exc.details() or exc.code().name, kind, code=exc.code().name.lower())
+    # The router's admission control says when to come back; HTTP clients (and OpenAI's SDK) read it here.
+    for key, value in exc.trailing_metadata() or ():
+        if key == "retry-after":
+            response.headers["retry-after"] = str(value)
+    return response
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:

@@ -35,6 +35,7 @@ from lidroute.errors import (
     LanguageNotFound,
     LanguageNotServed,
     LidrouteError,
+    ResourceExhausted,
     Unavailable,
 )
 from lidroute.jobs import Job, JobQueue
@@ -98,6 +99,22 @@ class RouterSettings(QueueSettings):
     operation_ttl_seconds: int = Field(
         86400, ge=60, description="how long a long-running recognition's result is kept (Google API)"
     )
+    max_streams: int = Field(
+        64,
+        ge=1,
+        description="requests served at once; one more gets RESOURCE_EXHAUSTED at once, with retry-after",
+    )
+    max_queue_depth: int = Field(
+        64,
+        ge=1,
+        description="jobs waiting or in progress per language past which requests get RESOURCE_EXHAUSTED",
+    )
+    redis_memory_limit: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="share of Redis maxmemory past which new requests get RESOURCE_EXHAUSTED",
+    )
     max_connection_age_seconds: float = Field(300.0, ge=0, description="rebalance clients (0: never)")
     grace_seconds: float = Field(10.0, ge=0, description="drain time on SIGTERM")
 
@@ -107,6 +124,11 @@ class RouterSettings(QueueSettings):
         if not windows or any(not 0.1 <= w <= 10 for w in windows) or windows != sorted(windows):
             raise ValueError("lid_windows must be ascending seconds between 0.1 and 10")
         return windows
+
+    def redis_connections(self) -> int:
+        """The Redis pool's size: a stream holds at most two connections at once (its blocking
+        event read, its audio forwarding), plus a few for the registry, admission and operations."""
+        return 2 * self.max_streams + 16
 
     def audio_limits(self) -> AudioLimits:
         return AudioLimits(
@@ -162,6 +184,10 @@ class Router:
         self.limits = settings.audio_limits()
         self.vad = VadPool()
         self._lid_languages: tuple[float, frozenset[str]] = (0.0, frozenset())
+        self.client = client
+        #: requests being served now, and whether Redis is near its maxmemory (`watch_redis`)
+        self.in_flight = 0
+        self.redis_full = False
 
     # ------------------------------------------------------------------ languages
     async def detectable_languages(self) -> frozenset[str]:
@@ -275,14 +301,34 @@ class Router:
             lang = next((c for c, _ in decision.alternatives if c in served), served[0])
         return replace(decision, language=lang, probability=dict(decision.alternatives).get(lang, 0.0))
 
-    async def sample_queues(self, every: float = 5.0) -> None:
-        """Keeps the queue-depth gauge of every registered language current (runs until cancelled)."""
+    async def watch_redis(self, every: float = 2.0) -> None:
+        """Keeps each language's queue-depth gauge current, and `redis_full` (admission refuses new
+        work while Redis is near its maxmemory, before Redis refuses the writes of work admitted)."""
         while True:
             with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                memory = await self.client.info("memory")
+                limit = int(memory.get("maxmemory", 0))
+                self.redis_full = (
+                    bool(limit) and memory["used_memory"] > self.settings.redis_memory_limit * limit
+                )
                 models, _ = await self.registry.served()
                 for lang in models:
                     QUEUE_DEPTH.labels(lang).set(await self.queue.queue_depth(lang))
             await asyncio.sleep(every)
+
+    def admit(self) -> None:
+        """Refuses a new request, at once, when serving it would put admitted work at risk."""
+        if self.in_flight > self.settings.max_streams:
+            raise ResourceExhausted(
+                f"the router is serving {self.settings.max_streams} requests, its limit (max_streams); "
+                "retry shortly or use another router",
+                retry_after=1.0,
+            )
+        if self.redis_full:
+            raise ResourceExhausted(
+                "the job store (Redis) is nearly full (redis_memory_limit of its maxmemory); retry shortly",
+                retry_after=5.0,
+            )
 
     # ------------------------------------------------------------------ language ID calls
     async def _call_lid(self, method, request, deadline: float | None):  # type: ignore[no-untyped-def]
@@ -341,7 +387,9 @@ class Router:
         started = time.monotonic()
         outcome = "error"
         STREAMS.inc()
+        self.in_flight += 1
         try:
+            self.admit()
             async for response in self._transcribe(
                 request_id, streaming_config, chunks, time_remaining, record
             ):
@@ -354,6 +402,7 @@ class Router:
             outcome = exc.code.name
             raise
         finally:
+            self.in_flight -= 1
             STREAMS.dec()
             AUDIO_SECONDS.labels(record["language"] or "none").inc(float(record["audio_s"]))  # type: ignore[arg-type]
             log.info(
@@ -430,7 +479,12 @@ class Router:
                 # KEDA's lag trigger reads the workers' consumer group: a language registered by
                 # hand whose pool is at zero has none until this, and would never wake.
                 await self.queue.ensure_group(job.language)
-            await self.queue.enqueue(job)
+            if await self.queue.enqueue(job, self.settings.max_queue_depth) is None:
+                raise ResourceExhausted(
+                    f"{self.settings.max_queue_depth} {job.language!r} jobs are waiting or in progress, the "
+                    "limit (max_queue_depth); retry shortly",
+                    retry_after=2.0,
+                )
             forward = asyncio.create_task(self._forward(job.job_id, buffer, pump), name=f"fwd-{request_id}")
             async for result in self._relay(job, forward):
                 result.timing.language_id_seconds = lid_seconds

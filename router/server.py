@@ -59,7 +59,12 @@ async def serve(settings: RouterSettings) -> None:
         grace_s=settings.grace_seconds,
     )
     start_metrics(settings.metrics_port)
-    client = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    # Bounded, and sized from the admission limits: a burst waits for a connection rather than
+    # failing with "Too many connections" in the middle of admitted requests.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_connections(), timeout=10, health_check_interval=10
+    )
+    client = aioredis.Redis(connection_pool=pool)
     channel = grpc.aio.insecure_channel(settings.lid_address)
     router = Router(settings, client, channel)
     pb_grpc.add_TranscriberServicer_to_server(TranscriberServicer(router), server.server)
@@ -69,7 +74,7 @@ async def serve(settings: RouterSettings) -> None:
     )
     await server.start()
     await server.set_serving(True)
-    sampler = asyncio.create_task(router.sample_queues(), name="queue-depth")
+    sampler = asyncio.create_task(router.watch_redis(), name="watch-redis")
     try:
         await server.wait_for_stop()
         await asyncio.gather(server.shutdown(), operations.close(settings.grace_seconds))

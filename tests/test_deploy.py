@@ -1241,6 +1241,27 @@ def test_each_component_has_a_disruption_budget(
         assert len(matching) == 1, f"{deployment['metadata']['name']}: {len(matching)} budgets"
 
 
+def _bytes(size: str) -> int:
+    """A Redis size (160mb) or a Kubernetes quantity (256Mi) in bytes."""
+    units = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+    number = re.match(r"\d+", size)
+    assert number, size
+    return int(number.group()) * units.get(size[number.end() :] or "b", 0)
+
+
+def test_redis_caps_its_memory_below_its_limit_and_refuses_writes_rather_than_evict_jobs(
+    rendered: dict[str, list[dict[str, Any]]], compose_config: dict[str, Any]
+) -> None:
+    (redis_set,) = find(rendered["defaults"], "StatefulSet")
+    (container,) = redis_set["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    cap = _bytes(args[args.index("--maxmemory") + 1])
+    assert 0 < cap < 0.8 * _bytes(container["resources"]["limits"]["memory"])
+    command = compose_config["services"]["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction" and "--maxmemory" in command
+
+
 def test_redis_secret_url_and_keda_address_name_the_same_external_redis(
     helm: str, helm_tmp: Path, dockerfile: dict[str, Stage], settings_classes: dict[str, type[BaseSettings]]
 ) -> None:

@@ -97,6 +97,24 @@ async def test_job_round_trip_and_ack_removes_it(redis_client: aioredis.Redis, k
     assert (await redis_client.xpending(keys.jobs("sw"), WORKER_GROUP))["pending"] == 0
 
 
+async def test_a_queue_at_its_depth_limit_takes_no_more_even_from_concurrent_senders(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    queue = JobQueue(redis_client, keys)
+    await queue.ensure_group("sw")
+    added = await asyncio.gather(*(queue.enqueue(job(f"j{i}"), max_depth=3) for i in range(10)))
+    assert sum(entry is not None for entry in added) == 3
+    assert await queue.queue_depth("sw") == 3
+    [delivery, *_] = await queue.next_jobs(["sw"], "w1", 10, 100)
+    await queue.ack("sw", delivery.entry_id)  # one done: room for one more
+    assert await queue.enqueue(job("late"), max_depth=3) is not None
+    assert await queue.enqueue(job("later"), max_depth=3) is None
+    # The created event is written only for a job that was queued.
+    assert await redis_client.exists(keys.events("late")) and not await redis_client.exists(
+        keys.events("later")
+    )
+
+
 async def test_audio_and_events_streams_keep_order_and_expire(
     redis_client: aioredis.Redis, keys: Keys
 ) -> None:

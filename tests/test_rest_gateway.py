@@ -179,3 +179,19 @@ def test_curl_form_upload_as_the_readme_shows(gateway: str, speech, tmp_path: Pa
         check=True,
     )
     assert of_this_audio(utt, json.loads(done.stdout)["text"], speech)
+
+
+def test_a_router_at_its_limit_is_429_with_the_routers_retry_after() -> None:
+    import grpc
+
+    from rest_gateway.server import _from_grpc
+
+    exc = grpc.aio.AioRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(("retry-after", "2")),
+        details="3 'es' jobs are waiting or in progress, the limit (max_queue_depth); retry shortly",
+    )
+    response = _from_grpc(exc)
+    assert (response.status_code, response.headers["retry-after"]) == (429, "2")
+    assert json.loads(response.body)["error"]["type"] == "rate_limit_error"

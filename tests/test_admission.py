@@ -1,0 +1,82 @@
+"""Admission control: past its limits the router refuses new work at once, with retry-after, and
+what it admitted finishes. A stack of its own with tight limits: 3 streams, 2 jobs per language,
+one worker (2 jobs at once) serving en and es."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from lidroute.audio import float_to_pcm16
+from lidroute.client import Client
+from tests.conftest import EXTERNAL_ROUTER, make_stack
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(bool(EXTERNAL_ROUTER), reason="sets the router's limits: needs its own stack"),
+]
+
+
+@pytest.fixture(scope="module")
+def tight_stack(models_dir: Path):  # type: ignore[no-untyped-def]
+    stack = make_stack(models_dir, [["en", "es"]])
+    stack.config.router_args = [*stack.config.router_args, "--max-streams", "3", "--max-queue-depth", "2"]
+    with stack:
+        yield stack
+
+
+@pytest.fixture
+async def client(tight_stack):  # type: ignore[no-untyped-def]
+    async with Client(tight_stack.router_address) as c:
+        yield c
+
+
+async def refused(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    # At once: not after the queue timeout (20 s here) or the deadline.
+    assert time.monotonic() - started < 2.0
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+    return err.value
+
+
+async def test_past_max_streams_a_request_is_refused_at_once_and_those_admitted_finish(
+    client: Client,
+) -> None:
+    silence = float_to_pcm16(np.zeros(16000 * 2, np.float32))
+    # Three streams of silence, sent in real time: in flight, each looking for speech, no job yet.
+    admitted = [
+        asyncio.create_task(client.transcribe_pcm(silence, 16000, realtime=True, timeout=60))
+        for _ in range(3)
+    ]
+    await asyncio.sleep(0.7)
+    error = await refused(client.transcribe_pcm(silence, 16000, timeout=30))
+    assert "max_streams" in (error.details() or "")
+    assert ("retry-after", "1") in list(error.trailing_metadata() or ())
+    assert [r.source for r in await asyncio.gather(*admitted)] == ["NO_SPEECH"] * 3
+    # The slots are free again.
+    assert (await client.transcribe_pcm(silence[:6400], 16000, timeout=30)).source == "NO_SPEECH"
+
+
+async def test_past_max_queue_depth_a_language_refuses_new_jobs_and_its_queue_drains(
+    client: Client, speech
+) -> None:
+    utt = speech["es"][0]
+    slow = float_to_pcm16(np.concatenate([utt.audio, np.zeros(16000, np.float32)]))
+    # Two jobs in progress on the one worker (concurrency 2): the 'es' queue is at its limit.
+    admitted = [
+        asyncio.create_task(client.transcribe_pcm(slow, 16000, language="es", realtime=True, timeout=60))
+        for _ in range(2)
+    ]
+    await asyncio.sleep(1.0)
+    error = await refused(client.transcribe_pcm(slow, 16000, language="es", timeout=30))
+    assert "'es' jobs are waiting or in progress" in (error.details() or "")
+    assert ("retry-after", "2") in list(error.trailing_metadata() or ())
+    assert all(r.transcript for r in await asyncio.gather(*admitted))
+    assert (await client.transcribe_pcm(slow, 16000, language="es", timeout=60)).transcript
