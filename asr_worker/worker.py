@@ -336,7 +336,7 @@ class AsrWorker:
             language_code=delivery.language,
             result_end_offset=duration(samples / TARGET_RATE),
             model=pb.ModelInfo(
-                language_code=delivery.language, uri=spec.uri, revision=spec.revision, kind=spec.kind
+                language_code=delivery.language, uri=spec.name, revision=spec.revision, kind=spec.kind
             ),
             timing=pb.Timing(
                 audio_seconds=samples / TARGET_RATE,

@@ -56,6 +56,11 @@ class LanguageNotServed(LidrouteError, code=grpc.StatusCode.FAILED_PRECONDITION)
     """A model is registered but no live worker serves it, or the request allows none that is served."""
 
 
+class AudioTimeout(LidrouteError, code=grpc.StatusCode.OUT_OF_RANGE):
+    """A stream that stopped sending audio, or sends it far slower than it is spoken, ends rather
+    than hold a worker's slot (Google answers the same with OUT_OF_RANGE)."""
+
+
 class ResourceExhausted(LidrouteError, code=grpc.StatusCode.RESOURCE_EXHAUSTED):
     """At a limit that protects work already admitted; the same request may succeed after
     `retry_after` seconds, which the client gets as `retry-after` metadata."""

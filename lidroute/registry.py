@@ -71,6 +71,15 @@ class ModelSpec:
         if self.kind not in MODEL_KINDS:
             raise InvalidArgument(f"model kind {self.kind!r} is not one of {', '.join(MODEL_KINDS)}")
 
+    @property
+    def name(self) -> str:
+        """The model as clients are told of it: a hub id as it is, a local folder by its last two
+        parts (`asr/sw`), never where it lies on a server's disk."""
+        if not self.uri.startswith(("/", ".")):
+            return self.uri
+        path = Path(self.uri)
+        return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 

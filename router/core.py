@@ -30,6 +30,7 @@ from pydantic import Field, field_validator
 
 from lidroute.audio import TARGET_RATE, AudioLimits, StreamDecoder, duration, float_to_pcm16
 from lidroute.errors import (
+    AudioTimeout,
     DeadlineExceeded,
     InvalidArgument,
     LanguageNotFound,
@@ -98,6 +99,21 @@ class RouterSettings(QueueSettings):
     )
     operation_ttl_seconds: int = Field(
         86400, ge=60, description="how long a long-running recognition's result is kept (Google API)"
+    )
+    first_audio_timeout_seconds: float = Field(
+        10.0, gt=0, description="longest wait from a stream's config to its first audio (then OUT_OF_RANGE)"
+    )
+    audio_idle_timeout_seconds: float = Field(
+        10.0, gt=0, description="longest gap between a stream's audio messages (then OUT_OF_RANGE)"
+    )
+    min_audio_rate: float = Field(
+        0.25,
+        ge=0,
+        description="slowest raw audio a stream may send, in seconds of audio per second, once"
+        " audio_rate_grace_seconds have passed (0: any); slower streams end with OUT_OF_RANGE",
+    )
+    audio_rate_grace_seconds: float = Field(
+        10.0, ge=0, description="stream time before min_audio_rate applies"
     )
     max_streams: int = Field(
         64,
@@ -216,7 +232,7 @@ class Router:
                 pb.ServedLanguage(
                     language_code=lang,
                     model=pb.ModelInfo(
-                        language_code=lang, uri=spec.uri, revision=spec.revision, kind=spec.kind
+                        language_code=lang, uri=spec.name, revision=spec.revision, kind=spec.kind
                     ),
                     live_workers=workers.get(lang, 0),
                     served=lang in served,
@@ -558,8 +574,46 @@ class Router:
         return task.result()
 
     async def _pump(self, chunks: AsyncIterator[bytes], decoder: StreamDecoder, buffer: AudioBuffer) -> None:
-        async for chunk in chunks:
+        """Decodes the client's audio into `buffer` as it comes. A client that sends nothing, stops
+        sending, or sends raw audio far slower than speech (holding a worker's slot, whether by
+        fault or on purpose) ends the request with OUT_OF_RANGE."""
+        settings = self.settings
+        requests = aiter(chunks)
+        opened = time.monotonic()
+        first: float | None = None
+        while True:
+            wait = (
+                settings.first_audio_timeout_seconds - (time.monotonic() - opened)
+                if first is None
+                else settings.audio_idle_timeout_seconds
+            )
+            try:
+                chunk = await asyncio.wait_for(anext(requests), max(wait, 0.001))
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                what, limit, waited = (
+                    ("no audio came", "first_audio_timeout_seconds", settings.first_audio_timeout_seconds)
+                    if first is None
+                    else ("no more audio came", "audio_idle_timeout_seconds", wait)
+                )
+                raise AudioTimeout(
+                    f"{what} for {waited:g} s ({limit}): send audio close to real time, and end the"
+                    " stream when done"
+                ) from None
+            now = time.monotonic()
+            first = first or now
             buffer.append(decoder.feed(chunk))
+            spoken, elapsed = decoder.seconds, now - first
+            if (
+                not decoder.container
+                and elapsed > settings.audio_rate_grace_seconds
+                and spoken < settings.min_audio_rate * elapsed
+            ):
+                raise AudioTimeout(
+                    f"audio arrives at {spoken / elapsed:.2f}x real time ({spoken:.1f} s in {elapsed:.0f} s);"
+                    f" at least {settings.min_audio_rate:g}x is needed (min_audio_rate)"
+                )
         buffer.append(await asyncio.to_thread(decoder.finish) if decoder.container else decoder.finish())
         if buffer.size == 0:
             raise InvalidArgument("no audio received: the stream ended before any audio content")

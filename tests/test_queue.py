@@ -97,6 +97,12 @@ async def test_job_round_trip_and_ack_removes_it(redis_client: aioredis.Redis, k
     assert (await redis_client.xpending(keys.jobs("sw"), WORKER_GROUP))["pending"] == 0
 
 
+def test_clients_are_told_a_models_name_never_its_path_on_the_server() -> None:
+    assert ModelSpec("/srv/lidroute/models/asr/sw").name == "asr/sw"
+    assert ModelSpec("./sw-model").name == "sw-model"
+    assert ModelSpec("facebook/wav2vec2-xls-r-300m").name == "facebook/wav2vec2-xls-r-300m"
+
+
 async def test_a_queue_at_its_depth_limit_takes_no_more_even_from_concurrent_senders(
     redis_client: aioredis.Redis, keys: Keys
 ) -> None:

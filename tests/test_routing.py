@@ -17,13 +17,15 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from lidroute.errors import LanguageNotFound, LanguageNotServed, Unavailable
+from lidroute.audio import StreamDecoder
+from lidroute.errors import AudioTimeout, LanguageNotFound, LanguageNotServed, Unavailable
 from lidroute.jobs import Event, JobQueue
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.registry import ModelSpec, Registry
 from lidroute.v1 import language_id_pb2 as lid_pb
 from lidroute.v1 import transcriber_pb2 as pb
 from router.core import Router, RouterSettings
+from router.detection import AudioBuffer
 from workbench.stack import RedisServer
 
 Encoding = pb.RecognitionConfig.AudioEncoding
@@ -168,3 +170,47 @@ async def test_when_no_worker_starts_in_time_the_error_says_so_and_names_the_lan
     assert str(err.value) == (
         "no worker for 'sw' started within 0.5 s (queue_timeout_seconds): 'sw' has no live worker"
     )
+
+
+async def _sent(chunks: list[tuple[float, bytes]]) -> AsyncIterator[bytes]:
+    """Each chunk after its pause: a client that is slow, stops, or never starts."""
+    for pause, chunk in chunks:
+        await asyncio.sleep(pause)
+        yield chunk
+
+
+SLOT_LIMITS = {
+    "first_audio_timeout_seconds": 0.3,
+    "audio_idle_timeout_seconds": 0.3,
+    "audio_rate_grace_seconds": 0.5,
+    "min_audio_rate": 0.25,
+}
+TENTH = b"\x00\x10" * 1600  # 0.1 s at 16 kHz
+
+
+@pytest.mark.parametrize(
+    ("chunks", "match"),
+    [
+        ([(1.0, TENTH)], r"no audio came for 0\.3 s \(first_audio_timeout_seconds\)"),
+        ([(0, TENTH), (1.0, TENTH)], r"no more audio came for 0\.3 s \(audio_idle_timeout_seconds\)"),
+        # 10 ms every 0.2 s: 0.05x real time, a client holding a worker's slot while saying nothing
+        ([(0.2, TENTH[:320])] * 6, r"audio arrives at 0\.0\dx real time .* at least 0\.25x .*min_audio_rate"),
+    ],
+)
+async def test_a_client_that_sends_no_or_too_little_audio_is_ended_with_out_of_range(
+    make_router: MakeRouter, chunks: list[tuple[float, bytes]], match: str
+) -> None:
+    router = make_router(**SLOT_LIMITS)
+    streaming = pb.StreamingRecognitionConfig(config=config("en"))
+    with pytest.raises(AudioTimeout, match=match) as err:
+        async for _ in router.transcribe(streaming, _sent(chunks), 30.0):
+            pass
+    assert err.value.code == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_audio_at_half_real_time_is_slow_but_served(make_router: MakeRouter) -> None:
+    router = make_router(**SLOT_LIMITS)
+    pump = router._pump(
+        _sent([(0.2, TENTH)] * 6), StreamDecoder.linear16(16000, 1, router.limits), AudioBuffer()
+    )
+    await pump  # no AudioTimeout: 0.5x is over min_audio_rate

@@ -171,7 +171,8 @@ async def test_list_languages_reports_models_workers_and_detectability(client: C
     by_code = {lang.language_code: lang for lang in reply.languages}
     for code in ("en", "es", "sw"):
         assert by_code[code].served and by_code[code].live_workers >= 1 and by_code[code].detectable
-        assert by_code[code].model.uri.endswith(f"/{code}")
+        # The model's name, not the server's path to it.
+        assert by_code[code].model.uri == f"asr/{code}"
 
 
 async def test_concurrent_clients_each_get_their_own_transcript(client: Client, speech) -> None:

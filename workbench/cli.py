@@ -83,12 +83,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         while not stopping:
-            dead = [name for name, proc in stack.procs.items() if proc.poll() is not None]
-            if dead:
+            restarted = dict(stack.restarts)
+            lost = stack.supervise()
+            if lost:
                 print(
-                    f"process exited unexpectedly: {', '.join(dead)} (see {stack.log_dir})", file=sys.stderr
+                    f"process exited unexpectedly: {', '.join(lost)} (see {stack.log_dir})", file=sys.stderr
                 )
                 return 1
+            for name in (n for n, count in stack.restarts.items() if count != restarted.get(n)):
+                print(f"{name} exited; started it again (see {stack.log_dir / name}.log)", flush=True)
             time.sleep(0.5)
     finally:
         print("stopping...", flush=True)

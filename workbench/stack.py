@@ -176,6 +176,9 @@ class Stack:
         self.addresses: dict[str, str] = {}
         #: process name -> its /metrics port
         self.metrics: dict[str, int] = {}
+        #: process name -> how it was started (module, args, health address), to start it again
+        self.commands: dict[str, tuple[str, list[str], str]] = {}
+        self.restarts: dict[str, int] = {}
         self.router_address = ""
         self.rest_url = ""
         self._worker_seq = 0
@@ -200,8 +203,9 @@ class Stack:
         """Starts a service and waits for its health check: gRPC at `health_address`, or HTTP GET
         when it is a URL."""
         log_path = self.log_dir / f"{name}.log"
+        self.commands[name] = (module, args, health_address)
         if self.config.metrics_port:
-            self.metrics[name] = self.config.metrics_port + len(self.metrics)
+            self.metrics.setdefault(name, self.config.metrics_port + len(self.metrics))
             args = [*args, "--metrics-port", str(self.metrics[name])]
         log_file = log_path.open("ab")
         proc = subprocess.Popen(
@@ -248,6 +252,22 @@ class Stack:
             self.router_address,
         ]
         self.spawn("rest", "rest_gateway", args, f"{self.rest_url}/healthz", self.config.start_timeout)
+
+    def supervise(self, max_restarts: int = 5) -> list[str]:
+        """Starts again a worker that died (its jobs are reclaimed by the others meanwhile, or by
+        itself once back); returns the processes that died and are not restarted: any other
+        service, or a worker past `max_restarts`, which ends the stack (`lidroute up`)."""
+        lost = []
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                continue
+            if not name.startswith("worker-") or self.restarts.get(name, 0) >= max_restarts:
+                lost.append(name)
+                continue
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            module, args, health = self.commands[name]
+            self.spawn(name, module, args, health, self.config.start_timeout)
+        return lost
 
     def signal(self, name: str, sig: int) -> None:
         proc = self.procs[name]
