@@ -54,6 +54,33 @@ def running_stack() -> dict[str, str]:
     return {k: str(v) for k, v in state.items()}
 
 
+def _access(args: argparse.Namespace) -> dict[str, object]:
+    """The client's token and TLS from --token/--tls/--ca-file (or LIDROUTE_TOKEN, LIDROUTE_CA_FILE)."""
+    return {
+        "token": args.token or os.environ.get("LIDROUTE_TOKEN", ""),
+        "tls": args.tls,
+        "ca_file": args.ca_file or os.environ.get("LIDROUTE_CA_FILE", ""),
+    }
+
+
+def _call_failed(address: str, exc: grpc.aio.AioRpcError) -> str:
+    """One line on why a call to the router failed, and what to do about it."""
+    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+        return f"the router at {address} wants a token: {exc.details()} (--token or LIDROUTE_TOKEN)"
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        return (
+            f"no answer from a router at {address} ({exc.details()}): start one with `lidroute up`, "
+            "pass --address, or --tls/--ca-file for a TLS port"
+        )
+    return f"the router at {address} answered {exc.code().name}: {exc.details()}"
+
+
+def add_access_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token", help="bearer token for a router that wants one [env LIDROUTE_TOKEN]")
+    parser.add_argument("--tls", action="store_true", help="dial the router with TLS (system CA roots)")
+    parser.add_argument("--ca-file", help="TLS with this PEM CA bundle [env LIDROUTE_CA_FILE]")
+
+
 def router_address(given: str | None) -> str:
     """--address, else LIDROUTE_ROUTER_ADDR, else the running `lidroute up`'s router, else :50051."""
     return given or os.environ.get("LIDROUTE_ROUTER_ADDR") or running_stack().get("router") or DEFAULT_ROUTER
@@ -259,7 +286,7 @@ async def _transcribe_files(args: argparse.Namespace) -> int:
         return 2
     failures = 0
     address = router_address(args.address)
-    async with Client(address) as client:
+    async with Client(address, **_access(args)) as client:
         files = [Path(f) for f in args.files]
         bar = tqdm(total=len(files), disable=len(files) < 4 or not sys.stderr.isatty(), unit="file")
         for path in files:
@@ -292,15 +319,11 @@ def cmd_languages(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         address = router_address(args.address)
-        async with Client(address) as client:
+        async with Client(address, **_access(args)) as client:
             try:
                 reply = await client.list_languages()
             except grpc.aio.AioRpcError as exc:
-                print(
-                    f"no answer from a router at {address} ({exc.code().name}): start one with "
-                    "`lidroute up`, or pass --address",
-                    file=sys.stderr,
-                )
+                print(_call_failed(address, exc), file=sys.stderr)
                 return 1
         for lang in reply.languages:
             state = "served" if lang.served else "not served"
@@ -366,6 +389,8 @@ def add_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
 
     la = sub.add_parser("languages", help="languages a running router serves")
     la.add_argument("--address", help=address_help)
+    for p in (tr, la):
+        add_access_flags(p)
     return msub
 
 

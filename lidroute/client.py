@@ -191,16 +191,42 @@ class TranscribeStream:
         self.call.cancel()
 
 
+def channel_credentials(
+    tls: bool = False, ca_file: str = "", cert_file: str = "", key_file: str = ""
+) -> grpc.ChannelCredentials | None:
+    """TLS to a router (with `ca_file` for a private CA; a client certificate for mutual TLS), or
+    None for plaintext."""
+    if not (tls or ca_file or cert_file):
+        return None
+    read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
+    return grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+
+
 class Client:
-    def __init__(self, address: str, *, options: Sequence[tuple[str, int]] = ()) -> None:
-        self.channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                *options,
-            ],
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str = "",
+        tls: bool = False,
+        ca_file: str = "",
+        cert_file: str = "",
+        key_file: str = "",
+        options: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """`token`: sent as `authorization: Bearer` on every call; TLS when `tls` or any file is given."""
+        options = [
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            *options,
+        ]
+        credentials = channel_credentials(tls, ca_file, cert_file, key_file)
+        self.channel = (
+            grpc.aio.insecure_channel(address, options=options)
+            if credentials is None
+            else grpc.aio.secure_channel(address, credentials, options=options)
         )
+        self.token = token
         self.stub = pb_grpc.TranscriberStub(self.channel)
 
     async def close(self) -> None:
@@ -236,7 +262,7 @@ class Client:
                 async for chunk in chunks:
                     yield pb.TranscribeRequest(audio_content=chunk)
 
-        return TranscribeStream(self.stub.Transcribe(timeout=timeout), requests())
+        return TranscribeStream(self.stub.Transcribe(timeout=timeout, metadata=self._auth()), requests())
 
     async def transcribe_pcm(
         self,
@@ -279,11 +305,22 @@ class Client:
         pcm, rate, channels = await asyncio.to_thread(read_pcm16, path)
         return await self.transcribe_pcm(pcm, rate, channels=channels, **kwargs)  # type: ignore[arg-type]
 
+    def _auth(self, token: str | None = None) -> tuple[tuple[str, str], ...] | None:
+        token = self.token if token is None else token
+        return (("authorization", f"Bearer {token}"),) if token else None
+
     async def recognize(
-        self, data: bytes, config: pb.RecognitionConfig, timeout: float | None = None
+        self,
+        data: bytes,
+        config: pb.RecognitionConfig,
+        timeout: float | None = None,
+        token: str | None = None,
     ) -> Transcription:
+        """`token`: this call's, instead of the client's (a gateway passing its callers' on)."""
         reply = await self.stub.Recognize(
-            pb.RecognizeRequest(config=config, audio_content=data), timeout=timeout
+            pb.RecognizeRequest(config=config, audio_content=data),
+            timeout=timeout,
+            metadata=self._auth(token),
         )
         out = Transcription(request_id=reply.request_id)
         _apply_language(out, reply.language_detected)
@@ -291,7 +328,9 @@ class Client:
         return out
 
     async def list_languages(self, timeout: float | None = 10.0) -> pb.ListLanguagesResponse:
-        return await self.stub.ListLanguages(pb.ListLanguagesRequest(), timeout=timeout)
+        return await self.stub.ListLanguages(
+            pb.ListLanguagesRequest(), timeout=timeout, metadata=self._auth()
+        )
 
 
 def _apply_language(out: Transcription, detected: pb.LanguageDetected) -> None:

@@ -187,13 +187,18 @@ class GrpcServer:
         max_message_bytes: int = 4 * 1024 * 1024,
         max_connection_age_s: float = 0.0,
         grace_s: float = 10.0,
+        credentials: grpc.ServerCredentials | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
+        """`credentials`: TLS on the port (None: plaintext); `interceptors` run inside the one that
+        maps errors and counts calls, so their refusals are counted too (`lidroute.auth`)."""
         self.listen = listen
         self.service_names = list(service_names)
         self.grace_s = grace_s
+        self.credentials = credentials
         self.server = grpc.aio.server(
             options=server_options(max_message_bytes, max_connection_age_s),
-            interceptors=[ServingInterceptor()],
+            interceptors=[ServingInterceptor(), *interceptors],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -213,7 +218,10 @@ class GrpcServer:
         self.port = 0
 
     async def start(self) -> int:
-        self.port = self.server.add_insecure_port(self.listen)
+        if self.credentials is None:
+            self.port = self.server.add_insecure_port(self.listen)
+        else:
+            self.port = self.server.add_secure_port(self.listen, self.credentials)
         if self.port == 0:
             raise RuntimeError(f"could not bind {self.listen}")
         await self.set_serving(False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,10 +30,10 @@ from starlette.exceptions import HTTPException
 
 from lidroute import client as transcripts
 from lidroute import logs
+from lidroute.auth import AccessSettings, token_of
 from lidroute.client import Client
 from lidroute.registry import language_of
 from lidroute.server import start_metrics
-from lidroute.settings import CommonSettings
 from lidroute.v1 import transcriber_pb2 as pb
 from rest_gateway import formats
 
@@ -64,12 +65,18 @@ HTTP_OF_GRPC = {
 }
 
 
-class GatewaySettings(CommonSettings):
-    """REST gateway: OpenAI's /v1/audio/transcriptions over the router."""
+class GatewaySettings(AccessSettings):
+    """REST gateway: OpenAI's /v1/audio/transcriptions over the router.
+
+    With `auth_tokens_file`, /v1/ wants an API key (OpenAI's `Authorization: Bearer`); the key a
+    caller sends is passed on to the router, which may check it too.
+    """
 
     http_host: str = Field("127.0.0.1", description="HTTP listen address (0.0.0.0 for every interface)")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port")
     router_address: str = Field("localhost:50051", description="the router's gRPC address")
+    router_tls: bool = Field(False, description="dial the router with TLS (system roots, or router_ca_file)")
+    router_ca_file: str = Field("", description="PEM CA bundle that signed the router's certificate")
     request_timeout_seconds: float = Field(300.0, gt=0, description="deadline of one transcription")
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0, description="largest audio file accepted")
     grace_seconds: float = Field(10.0, ge=0, description="drain time on SIGTERM")
@@ -95,16 +102,33 @@ def _from_grpc(exc: grpc.aio.AioRpcError) -> Response:
 def create_app(settings: GatewaySettings) -> FastAPI:
     """The ASGI app; its router client opens with the app's lifespan and closes with it."""
     state: dict[str, Client] = {}
+    tokens = settings.tokens()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state["client"] = Client(settings.router_address)
+        state["client"] = Client(
+            settings.router_address, tls=settings.router_tls, ca_file=settings.router_ca_file
+        )
         try:
             yield
         finally:
             await state["client"].close()
 
     app = FastAPI(title="lidroute", summary="OpenAI-compatible speech recognition", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next: Any) -> Response:
+        """The API wants a key when tokens are configured; probes (/livez, /healthz) never do."""
+        if tokens is not None and request.url.path.startswith("/v1/"):
+            key = token_of(list(request.headers.items()))
+            if not tokens.accepts(key):
+                message = (
+                    "Incorrect API key provided."
+                    if key
+                    else "You didn't provide an API key: send it as 'Authorization: Bearer <key>'."
+                )
+                return openai_error(401, message, "invalid_request_error", code="invalid_api_key")
+        return await call_next(request)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -148,6 +172,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.post("/v1/audio/transcriptions", response_model=None)
     async def transcriptions(
+        request: Request,
         file: Annotated[UploadFile, File()],
         model: Annotated[str, Form()],
         language: Annotated[str, Form()] = "",
@@ -177,7 +202,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             language_code=language_of(language), enable_word_time_offsets=True, enable_word_confidence=True
         )
         try:
-            result = await state["client"].recognize(data, config, timeout=settings.request_timeout_seconds)
+            result = await state["client"].recognize(
+                data,
+                config,
+                timeout=settings.request_timeout_seconds,
+                token=token_of(list(request.headers.items())) or None,
+            )
         except grpc.aio.AioRpcError as exc:
             REQUESTS.labels("transcriptions", exc.code().name).inc()
             log.info("transcription failed", extra={"status": exc.code().name, "detail": exc.details()})
@@ -233,6 +263,10 @@ async def serve(settings: GatewaySettings) -> None:
         log_config=None,  # lidroute's structured logs, set up by main
         access_log=False,  # one line per transcription, with its request id, instead
         timeout_graceful_shutdown=int(settings.grace_seconds),
+        ssl_certfile=settings.tls_cert_file or None,
+        ssl_keyfile=settings.tls_key_file or None,
+        ssl_ca_certs=settings.tls_client_ca_file or None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if settings.tls_client_ca_file else ssl.CERT_NONE,
     )
     server = uvicorn.Server(config)
     log.info("listening", extra={"address": f"http://{settings.http_host}:{settings.http_port}"})

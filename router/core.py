@@ -29,6 +29,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field, field_validator
 
 from lidroute.audio import TARGET_RATE, AudioLimits, StreamDecoder, duration, float_to_pcm16
+from lidroute.auth import AccessSettings
 from lidroute.errors import (
     AudioTimeout,
     DeadlineExceeded,
@@ -68,7 +69,7 @@ LID_WINDOW = Histogram(
 )
 
 
-class RouterSettings(QueueSettings):
+class RouterSettings(QueueSettings, AccessSettings):
     """Router: the public Transcriber API."""
 
     listen_address: str = Field("[::]:50051", description="gRPC listen address")

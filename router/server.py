@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 import redis.asyncio as aioredis
 
+from lidroute.auth import server_security
 from lidroute.keys import Keys
 from lidroute.server import GrpcServer, run_service, start_metrics
 from lidroute.v1 import transcriber_pb2 as pb
@@ -46,6 +47,7 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
 
 async def serve(settings: RouterSettings) -> None:
     google.register_service_descriptor()
+    credentials, interceptors = server_security(settings)
     server = GrpcServer(
         settings.listen_address,
         [
@@ -57,6 +59,8 @@ async def serve(settings: RouterSettings) -> None:
         max_message_bytes=settings.max_audio_bytes + 1024 * 1024,
         max_connection_age_s=settings.max_connection_age_seconds,
         grace_s=settings.grace_seconds,
+        credentials=credentials,
+        interceptors=interceptors,
     )
     start_metrics(settings.metrics_port)
     # Bounded, and sized from the admission limits: a burst waits for a connection rather than

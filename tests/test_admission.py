@@ -22,18 +22,35 @@ pytestmark = [
 ]
 
 
+TOKEN = "admitted-token"
+
+
 @pytest.fixture(scope="module")
-def tight_stack(models_dir: Path):  # type: ignore[no-untyped-def]
+def tight_stack(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The router also wants a token (health checks, which start-up waits on, do not)."""
+    tokens = tmp_path_factory.mktemp("tokens") / "tokens"
+    tokens.write_text(f"{TOKEN}\n")
     stack = make_stack(models_dir, [["en", "es"]])
-    stack.config.router_args = [*stack.config.router_args, "--max-streams", "3", "--max-queue-depth", "2"]
+    stack.config.router_args = [
+        *stack.config.router_args,
+        *("--max-streams", "3", "--max-queue-depth", "2", "--auth-tokens-file", str(tokens)),
+    ]
     with stack:
         yield stack
 
 
 @pytest.fixture
 async def client(tight_stack):  # type: ignore[no-untyped-def]
-    async with Client(tight_stack.router_address) as c:
+    async with Client(tight_stack.router_address, token=TOKEN) as c:
         yield c
+
+
+async def test_the_router_serves_only_callers_with_a_token(tight_stack) -> None:  # type: ignore[no-untyped-def]
+    for token in ("", "wrong"):
+        async with Client(tight_stack.router_address, token=token) as stranger:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stranger.list_languages()
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def refused(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
@@ -80,3 +97,13 @@ async def test_past_max_queue_depth_a_language_refuses_new_jobs_and_its_queue_dr
     assert ("retry-after", "2") in list(error.trailing_metadata() or ())
     assert all(r.transcript for r in await asyncio.gather(*admitted))
     assert (await client.transcribe_pcm(slow, 16000, language="es", timeout=60)).transcript
+
+
+def test_the_command_line_passes_a_token_and_says_in_one_line_when_it_lacks_one(tight_stack) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_cli import run
+
+    address = ["--address", tight_stack.router_address]
+    with_token = run(["languages", *address, "--token", TOKEN], {})
+    assert with_token.returncode == 0 and "es " in with_token.stdout, with_token
+    without = run(["languages", *address], {"LIDROUTE_TOKEN": ""})
+    assert without.returncode == 1 and "wants a token" in without.stderr and "Traceback" not in without.stderr

@@ -1,0 +1,239 @@
+"""Who may call: TLS (and mutual TLS) on a server's port, bearer tokens from a file that can change
+under a running server, health checks open to probes. Real `grpc.aio` servers built by `GrpcServer`
+with a real certificate authority made here; the REST gateway as a process in front of the suite's
+router."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import openai
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lidroute.auth import AccessSettings, server_security
+from lidroute.client import Client
+from lidroute.server import GrpcServer
+from lidroute.v1 import transcriber_pb2 as pb
+from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
+from tests.test_transcribe import of_this_audio, wav
+from workbench.stack import free_port, wait_http
+
+TOKEN = "s3cret-token"
+
+
+# ---------------------------------------------------------------------- a certificate authority
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(subject: str, key, issuer=None, issuer_key=None, *, ca: bool = False):  # type: ignore[no-untyped-def]
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+def _pem(tmp: Path, name: str, cert, key) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    cert_path, key_path = tmp / f"{name}.crt", tmp / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("pki")
+    ca_key = _key()
+    ca = _cert("lidroute test CA", ca_key, ca=True)
+    server_key, client_key = _key(), _key()
+    ca_crt, _ = _pem(tmp, "ca", ca, ca_key)
+    server_crt, server_pem = _pem(tmp, "server", _cert("localhost", server_key, ca, ca_key), server_key)
+    client_crt, client_pem = _pem(tmp, "client", _cert("a client", client_key, ca, ca_key), client_key)
+    return {
+        "ca": ca_crt,
+        "server": server_crt,
+        "server_key": server_pem,
+        "client": client_crt,
+        "client_key": client_pem,
+    }
+
+
+# ---------------------------------------------------------------------- a server with access settings
+class Languages(pb_grpc.TranscriberServicer):
+    async def ListLanguages(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.ListLanguagesResponse(languages=[pb.ServedLanguage(language_code="sw", served=True)])
+
+
+async def _serve(settings: AccessSettings) -> GrpcServer:
+    credentials, interceptors = server_security(settings)
+    server = GrpcServer(
+        "127.0.0.1:0", ["lidroute.v1.Transcriber"], credentials=credentials, interceptors=interceptors
+    )
+    pb_grpc.add_TranscriberServicer_to_server(Languages(), server.server)
+    await server.start()
+    await server.set_serving(True)
+    return server
+
+
+@pytest.fixture
+def tokens_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tokens"
+    path.write_text(f"# one token per line\n{TOKEN}\n\nother-token\n")
+    return path
+
+
+async def _languages(address: str, **client: object) -> list[str]:
+    async with Client(address, **client) as c:  # type: ignore[arg-type]
+        return [lang.language_code for lang in (await c.list_languages(timeout=5)).languages]
+
+
+async def _status(address: str, **client: object) -> grpc.StatusCode:
+    try:
+        await _languages(address, **client)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def test_a_token_is_needed_checked_and_revoked_by_editing_its_file(tokens_file: Path) -> None:
+    server = await _serve(AccessSettings(auth_tokens_file=str(tokens_file)))
+    address = f"127.0.0.1:{server.port}"
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _languages(address)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "authorization: Bearer" in (err.value.details() or "")
+        assert await _status(address, token="guess") == grpc.StatusCode.UNAUTHENTICATED
+        assert await _languages(address, token=TOKEN) == ["sw"]
+        # Probes need no token.
+        async with grpc.aio.insecure_channel(address) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        # The Secret changes under the running server: the old token stops, the new one works.
+        await asyncio.to_thread(tokens_file.write_text, "rotated-token-with-another-length\n")
+        assert await _status(address, token=TOKEN) == grpc.StatusCode.UNAUTHENTICATED
+        assert await _languages(address, token="rotated-token-with-another-length") == ["sw"]
+    finally:
+        await server.shutdown()
+
+
+async def test_tls_and_mutual_tls_on_the_port(pki: dict[str, Path]) -> None:
+    tls = AccessSettings(tls_cert_file=str(pki["server"]), tls_key_file=str(pki["server_key"]))
+    server = await _serve(tls)
+    address = f"localhost:{server.port}"
+    try:
+        assert await _languages(address, ca_file=str(pki["ca"])) == ["sw"]
+        assert await _status(address) == grpc.StatusCode.UNAVAILABLE  # plaintext to a TLS port
+    finally:
+        await server.shutdown()
+    mutual = AccessSettings(
+        tls_cert_file=str(pki["server"]),
+        tls_key_file=str(pki["server_key"]),
+        tls_client_ca_file=str(pki["ca"]),
+    )
+    server = await _serve(mutual)
+    address = f"localhost:{server.port}"
+    try:
+        assert await _status(address, ca_file=str(pki["ca"])) == grpc.StatusCode.UNAVAILABLE  # no client cert
+        certified = {
+            "ca_file": str(pki["ca"]),
+            "cert_file": str(pki["client"]),
+            "key_file": str(pki["client_key"]),
+        }
+        assert await _languages(address, **certified) == ["sw"]
+    finally:
+        await server.shutdown()
+
+
+def test_half_configured_access_is_refused_at_start(tmp_path: Path, pki: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="both tls_cert_file and tls_key_file"):
+        AccessSettings(tls_cert_file=str(pki["server"])).server_credentials()
+    with pytest.raises(ValueError, match="tls_client_ca_file needs"):
+        AccessSettings(tls_client_ca_file=str(pki["ca"])).server_credentials()
+    (tmp_path / "empty").write_text("# nothing yet\n")
+    with pytest.raises(ValueError, match="holds no token"):
+        AccessSettings(auth_tokens_file=str(tmp_path / "empty")).tokens()
+
+
+# ---------------------------------------------------------------------- the REST gateway
+@pytest.fixture(scope="module")
+def guarded_gateway(router_addr: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("guarded")
+    (tmp / "tokens").write_text(f"{TOKEN}\n")
+    port = free_port()
+    log_path = tmp / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rest_gateway",
+                "--http-port",
+                str(port),
+                "--router-address",
+                router_addr,
+                "--auth-tokens-file",
+                str(tmp / "tokens"),
+                "--log-format",
+                "text",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/healthz", 60, proc, log_path)  # probes need no key
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.integration
+def test_the_rest_gateway_wants_an_api_key_as_openai_does(guarded_gateway: str, speech) -> None:
+    clip = wav(speech["es"][0].audio)
+    url = f"{guarded_gateway}/v1/audio/transcriptions"
+    refused = requests.post(url, files={"file": ("a.wav", clip)}, data={"model": "m"}, timeout=30)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert requests.get(f"{guarded_gateway}/v1/models", timeout=30).status_code == 401
+    wrong = openai.OpenAI(base_url=f"{guarded_gateway}/v1", api_key="wrong", max_retries=0)
+    with wrong as sdk, pytest.raises(openai.AuthenticationError):
+        sdk.models.list()
+    with openai.OpenAI(base_url=f"{guarded_gateway}/v1", api_key=TOKEN, max_retries=0, timeout=60) as sdk:
+        text = sdk.audio.transcriptions.create(model="whisper-1", file=("a.wav", clip)).text
+    assert of_this_audio(speech["es"][0], text, speech)
