@@ -158,10 +158,19 @@ class AsrWorker:
         ACTIVE.set(len(self.active))
 
     async def consume(self) -> None:
+        """New jobs into free slots; but first, about once a second, the jobs of dead workers, whose
+        clients have waited longest (`adopt_orphans`)."""
+        looked = 0.0
         while not self.stopping.is_set():
             if self.free_slots() <= 0 or not self.models:
                 await asyncio.sleep(0.05)
                 continue
+            if time.monotonic() - looked >= 1.0:
+                looked = time.monotonic()
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await self.adopt_orphans()
+                if self.free_slots() <= 0:
+                    continue
             try:
                 deliveries = await self.queue.next_jobs(
                     sorted(self.models), self.id, self.free_slots(), self.settings.block_ms
@@ -174,7 +183,8 @@ class AsrWorker:
                 self.start_job(delivery)
 
     async def reclaim(self) -> None:
-        """Takes over jobs whose worker died; retires those that keep failing."""
+        """Takes over jobs left idle past reclaim_idle_seconds (a worker that died, whatever the
+        registry says); retires those that keep failing."""
         min_idle_ms = int(self.settings.reclaim_idle_seconds * 1000)
         while not self.stopping.is_set():
             await asyncio.sleep(self.settings.reclaim_interval_seconds)
@@ -182,19 +192,32 @@ class AsrWorker:
                 if self.free_slots() <= 0:
                     break
                 try:
-                    claimed = await self.queue.reclaim(lang, self.id, min_idle_ms, self.free_slots())
-                    for delivery, entry_id, times in claimed:
-                        if delivery is None:
-                            await self.queue.ack(lang, entry_id)
-                        elif times > self.settings.max_deliveries:
-                            await self.retire(delivery, times)
-                        else:
-                            log.info(
-                                "reclaimed job", extra={"job_id": delivery.job.job_id, "deliveries": times}
-                            )
-                            self.start_job(delivery)
+                    await self._take(
+                        lang, await self.queue.reclaim(lang, self.id, min_idle_ms, self.free_slots())
+                    )
                 except REDIS_ERRORS as exc:
                     log.warning("reclaim failed", extra={"error": str(exc)})
+
+    async def adopt_orphans(self) -> None:
+        """Takes over, before new work, the jobs of workers whose heartbeat stopped: no need to wait
+        for reclaim_idle_seconds when the registry already says their worker is gone."""
+        touched_ms = int(self.settings.reclaim_idle_seconds / 3 * 1000)  # how often keep_claimed touches
+        for lang in sorted(self.models):
+            if self.free_slots() <= 0:
+                return
+            live = await self.registry.live_ids(lang) | {self.id}
+            claimed = await self.queue.claim_orphans(lang, self.id, live, 2 * touched_ms, self.free_slots())
+            await self._take(lang, claimed)
+
+    async def _take(self, lang: str, claimed: list[tuple[Delivery | None, str, int]]) -> None:
+        for delivery, entry_id, times in claimed:
+            if delivery is None:
+                await self.queue.ack(lang, entry_id)
+            elif times > self.settings.max_deliveries:
+                await self.retire(delivery, times)
+            else:
+                log.info("reclaimed job", extra={"job_id": delivery.job.job_id, "deliveries": times})
+                self.start_job(delivery)
 
     async def retire(self, delivery: Delivery, times: int) -> None:
         message = f"job failed after {times - 1} deliveries; giving up"
@@ -241,6 +264,8 @@ class AsrWorker:
                 delivery, "DEADLINE_EXCEEDED", "the request's deadline passed before a worker was free"
             )
             return "expired"
+        if await self.queue.client_gone(job):
+            return await self._abandoned(delivery, "before it started")
         model = self.models.get(lang)
         if model is None:
             raise RuntimeError(f"no model loaded for {lang}")
@@ -251,8 +276,12 @@ class AsrWorker:
         samples = 0
         last_interim = 0
         last_id = "0"
-        last_audio = time.monotonic()
+        last_audio = checked = time.monotonic()
         while True:
+            if time.monotonic() - checked >= 1.0:
+                checked = time.monotonic()
+                if await self.queue.client_gone(job):
+                    return await self._abandoned(delivery, "while its audio was coming")
             block = int(min(1000, max(job.seconds_left(), 0.01) * 1000))
             entries = await self.queue.read_audio(job.job_id, last_id, block)
             if not entries:
@@ -306,6 +335,12 @@ class AsrWorker:
             },
         )
         return "ok"
+
+    async def _abandoned(self, delivery: Delivery, when: str) -> str:
+        """Drops a job nobody waits for (its client's lease lapsed), freeing the slot."""
+        log.info("job dropped: its client is gone", extra={"job_id": delivery.job.job_id, "when": when})
+        await self.queue.ack(delivery.language, delivery.entry_id)
+        return "abandoned"
 
     async def _fail(self, delivery: Delivery, code: str, message: str) -> None:
         await self.queue.emit(

@@ -34,6 +34,8 @@ class Job:
     interim_results: bool = False
     word_time_offsets: bool = False
     word_confidence: bool = False
+    #: The router keeps a lease for the client (`JobQueue.renew_lease`): without it, no one waits.
+    leased: bool = False
 
     def to_fields(self) -> dict[str, str]:
         return {"job": json.dumps(asdict(self))}
@@ -87,6 +89,7 @@ class Delivery:
 
 
 def _decode_id(entry_id: bytes | str) -> str:
+    """A stream entry id, or a consumer name, as text."""
     return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
 
@@ -120,6 +123,18 @@ class JobQueue:
             pipe.expire(events, self.stream_ttl)
             await pipe.execute()
         return _decode_id(entry_id)
+
+    async def renew_lease(self, job_id: str, seconds: int) -> None:
+        """The job's client is still there, for `seconds` more; the router renews it while it is."""
+        await self.redis.set(self.keys.lease(job_id), b"1", ex=seconds)
+
+    async def drop_lease(self, job_id: str) -> None:
+        await self.redis.delete(self.keys.lease(job_id))
+
+    async def client_gone(self, job: Job) -> bool:
+        """Whether nobody waits for the job's result any more: its lease lapsed or was dropped,
+        which a worker learns even when the cancel marker could not be written."""
+        return job.leased and not await self.redis.exists(self.keys.lease(job.job_id))
 
     async def append_audio(self, job_id: str, pcm: bytes) -> None:
         await self._audio(job_id, {"pcm": pcm})
@@ -202,6 +217,32 @@ class JobQueue:
             out.append((delivery, eid, times))
         for entry_id in deleted or []:
             out.append((None, _decode_id(entry_id), 0))
+        return out
+
+    async def claim_orphans(
+        self, lang: str, consumer: str, live: set[str], min_idle_ms: int, count: int
+    ) -> list[tuple[Delivery | None, str, int]]:
+        """Takes over jobs held by workers that are not live (their heartbeat stopped), without
+        waiting for the jobs to look abandoned: as `reclaim` returns them.
+
+        A job must also be idle for `min_idle_ms` (a live worker touches its jobs more often than
+        that), and each is claimed at the idle time it was seen with, so that two workers seeing the
+        same orphan cannot both take it: the first claim resets its idle time.
+        """
+        key = self.keys.jobs(lang)
+        rows = await self.redis.xpending_range(key, WORKER_GROUP, min="-", max="+", count=100)
+        orphans = [
+            row
+            for row in rows
+            if _decode_id(row["consumer"]) not in live and row["time_since_delivered"] >= min_idle_ms
+        ][:count]
+        out: list[tuple[Delivery | None, str, int]] = []
+        for row in orphans:
+            eid = _decode_id(row["message_id"])
+            claimed = await self.redis.xclaim(key, WORKER_GROUP, consumer, row["time_since_delivered"], [eid])
+            for entry_id, fields in claimed:
+                delivery = Delivery(lang, _decode_id(entry_id), Job.from_fields(fields)) if fields else None
+                out.append((delivery, _decode_id(entry_id), int(row["times_delivered"]) + 1))
         return out
 
     async def touch(self, delivery: Delivery, consumer: str) -> None:

@@ -38,6 +38,10 @@ class Keys:
         """Stream of partial / final / error events for one job."""
         return f"{self.prefix}events:{job_id}"
 
+    def lease(self, job_id: str) -> str:
+        """String with TTL: present while the job's client is connected (its router renews it)."""
+        return f"{self.prefix}lease:{job_id}"
+
     def operation(self, name: str) -> str:
         """Hash, with TTL: a long-running recognition (Google's `Operation`) and its deadline."""
         return f"{self.prefix}operations:{name}"

@@ -185,6 +185,12 @@ class Registry:
             counts = await pipe.execute()
         return dict(zip(langs, counts, strict=True))
 
+    async def live_ids(self, lang: str) -> set[str]:
+        """The workers of `lang` whose heartbeat is recent."""
+        cutoff = await self._now() - self.worker_ttl
+        ids = await self.redis.zrangebyscore(self.keys.workers(lang), cutoff, "+inf")
+        return {i.decode() if isinstance(i, bytes) else i for i in ids}
+
     async def served(self) -> tuple[dict[str, ModelSpec], dict[str, int]]:
         """All registered models and the live worker count of each."""
         models = await self.models()

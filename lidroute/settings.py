@@ -61,6 +61,11 @@ class QueueSettings(CommonSettings):
 
     stream_ttl_seconds: int = Field(900, ge=10, description="TTL of per-job audio and event streams")
     worker_ttl_seconds: float = Field(10.0, gt=0, description="a worker silent this long is not live")
+    client_lease_seconds: int = Field(
+        15,
+        ge=2,
+        description="a job whose router stopped renewing its client's lease this long ago is dropped",
+    )
 
 
 def _is_bool(annotation: Any) -> bool:

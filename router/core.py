@@ -491,11 +491,13 @@ class Router:
                 interim_results=streaming_config.interim_results,
                 word_time_offsets=config.enable_word_time_offsets,
                 word_confidence=config.enable_word_confidence,
+                leased=True,
             )
             if self.settings.scale_from_zero:
                 # KEDA's lag trigger reads the workers' consumer group: a language registered by
                 # hand whose pool is at zero has none until this, and would never wake.
                 await self.queue.ensure_group(job.language)
+            await self.queue.renew_lease(job.job_id, self.settings.client_lease_seconds)
             if await self.queue.enqueue(job, self.settings.max_queue_depth) is None:
                 raise ResourceExhausted(
                     f"{self.settings.max_queue_depth} {job.language!r} jobs are waiting or in progress, the "
@@ -517,7 +519,7 @@ class Router:
                     task.cancel()
             if job is not None and not finished:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.shield(self.queue.cancel(job.job_id, "request ended early"))
+                    await asyncio.shield(self._abandon(job.job_id))
 
     async def _decide(
         self,
@@ -642,7 +644,12 @@ class Router:
         last_id = "0"
         started = False
         queue_limit = time.time() + self.settings.queue_timeout_seconds
+        renew_every = self.settings.client_lease_seconds / 3
+        renewed = time.monotonic()
         while True:
+            if time.monotonic() - renewed >= renew_every:
+                await self.queue.renew_lease(job.job_id, self.settings.client_lease_seconds)
+                renewed = time.monotonic()
             if forward.done() and not forward.cancelled() and forward.exception() is not None:
                 raise forward.exception()  # type: ignore[misc]
             now = time.time()
@@ -664,6 +671,14 @@ class Router:
                     yield event.result
                     if event.kind == "final":
                         return
+
+    async def _abandon(self, job_id: str) -> None:
+        """Tells the worker the client is gone: the cancel marker, and the lease dropped (should
+        the marker be lost with Redis, the lease still lapses within client_lease_seconds)."""
+        try:
+            await self.queue.cancel(job_id, "request ended early")
+        finally:
+            await self.queue.drop_lease(job_id)
 
     async def _queue_timeout_message(self, lang: str) -> str:
         """Says whether no worker exists (a pool that did not start in time) or all are busy."""

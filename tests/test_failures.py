@@ -173,6 +173,42 @@ async def test_a_job_that_keeps_failing_goes_to_dead_and_reports_an_error(fault_
     assert int((await redis_of.xpending(keys.jobs("es"), WORKER_GROUP))["pending"]) == 0
 
 
+async def test_a_worker_drops_jobs_whose_client_is_gone_even_when_no_cancel_marker_came(
+    fault_stack, redis_of, speech
+) -> None:
+    """Zombie work: a router that died, or a cancel marker lost with Redis, leaves jobs nobody waits
+    for. Their client's lease tells the workers: one never leased is skipped, one whose lease lapses
+    is stopped, long before the worker's own audio timeout (30 s)."""
+    queue = JobQueue(redis_of, Keys())
+    pcm = float_to_pcm16(speech["es"][0].audio)
+
+    def job() -> Job:
+        return Job(uuid.uuid4().hex, "es", deadline=time.time() + 60, enqueued_at=time.time(), leased=True)
+
+    async def kinds(job_id: str) -> list[str]:
+        return [e.kind for _, e in await queue.read_events(job_id, "0", 10)]
+
+    async def settled() -> bool:  # acknowledged: an acknowledged job leaves the stream
+        return await queue.queue_depth("es") == 0
+
+    skipped = job()  # its client left before any worker was free
+    await queue.append_audio(skipped.job_id, pcm)
+    await queue.end_audio(skipped.job_id)
+    await queue.enqueue(skipped)
+    await eventually(settled, timeout=10)
+    assert await kinds(skipped.job_id) == []  # never started, never a result
+
+    stranded = job()  # its router vanishes mid-stream: no end marker, no cancel marker, no renewals
+    await queue.renew_lease(stranded.job_id, 2)
+    await queue.append_audio(stranded.job_id, pcm)
+    await queue.enqueue(stranded)
+    await eventually(lambda: kinds(stranded.job_id), timeout=10)  # started
+    started = time.monotonic()
+    await eventually(settled, timeout=15)
+    assert time.monotonic() - started < 10
+    assert "final" not in await kinds(stranded.job_id)
+
+
 async def test_redis_restart_gives_a_clear_error_then_service_resumes(
     fault_stack, client: Client, speech
 ) -> None:

@@ -121,6 +121,28 @@ async def test_a_queue_at_its_depth_limit_takes_no_more_even_from_concurrent_sen
     )
 
 
+async def test_the_jobs_of_a_worker_whose_heartbeat_stopped_go_to_one_live_worker_at_once(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    queue = JobQueue(redis_client, keys)
+    await queue.ensure_group("sw")
+    for name in ("dead-1", "live-1"):
+        await queue.enqueue(job(name))
+        await queue.next_jobs(["sw"], name.split("-")[0] + "-worker", 1, 100)
+    await asyncio.sleep(0.05)
+    live = {"live-worker", "w2", "w3"}
+    # The live worker's job stays; the dead one's goes to the first to ask, and only to it.
+    first, second = await asyncio.gather(
+        queue.claim_orphans("sw", "w2", live, 20, 5), queue.claim_orphans("sw", "w3", live, 20, 5)
+    )
+    taken = [d.job.job_id for d, _, _ in first + second if d is not None]
+    assert taken == ["dead-1"]
+    (_, _, times), *_ = first or second
+    assert times == 2  # its second delivery: past max_deliveries it is dead-lettered like any other
+    # Not idle long enough (a live worker touches its jobs): not an orphan, whoever holds it.
+    assert await queue.claim_orphans("sw", "w2", set(), 60_000, 5) == []
+
+
 async def test_audio_and_events_streams_keep_order_and_expire(
     redis_client: aioredis.Redis, keys: Keys
 ) -> None:
