@@ -4,7 +4,8 @@ The chart turns `settings:` maps in values into LIDROUTE_* variables. Generating
 the pydantic classes means a misspelt setting, or a value the service would refuse at start
 (`lid_threshold: 2`), fails at `helm install` instead, with the setting's own description. Settings
 that the chart wires itself (addresses, ports, the REST gateway's listen host, the Redis URL, a
-pool's languages, the per-pod worker id) are left out, so values cannot contradict the wiring.
+pool's languages, the per-pod worker id, the TLS and tokens files in the Secrets it mounts and the
+gateway's TLS to the router) are left out, so values cannot contradict the wiring.
 tests/test_deploy.py fails when the committed schema differs from what this produces:
 
     .venv/bin/python scripts/deploy_settings_schema.py --write
@@ -23,13 +24,23 @@ from pydantic_settings import BaseSettings
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "deploy" / "k8s" / "lidroute" / "values.schema.json"
 
+#: Files the chart names inside the Secrets it mounts (auth.tokensSecret, router.tls, restGateway.tls).
+ACCESS_FILES = {"tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_tokens_file"}
+
 #: Settings the chart sets from its own values, per settings class.
 CHART_MANAGED: dict[str, set[str]] = {
     "commonSettings": {"redis_url"},
-    "routerSettings": {"listen_address", "lid_address"},
+    "routerSettings": {"listen_address", "lid_address", *ACCESS_FILES},
     "lidSettings": {"listen_address"},
     "workerSettings": {"languages", "health_address", "worker_id"},
-    "gatewaySettings": {"http_host", "http_port", "router_address"},
+    "gatewaySettings": {
+        "http_host",
+        "http_port",
+        "router_address",
+        "router_tls",
+        "router_ca_file",
+        *ACCESS_FILES,
+    },
 }
 
 _KEEP = {

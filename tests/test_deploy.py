@@ -8,6 +8,9 @@
   are fed to the real settings classes and parsers; ports, probe ports, addresses, Redis key and
   consumer-group names in compose and in the rendered chart are compared with what the services
   read from those settings (lidroute/keys.py builds the stream names).
+- Tokens and TLS: the files the front doors are told to read lie in read-only directory mounts of
+  the Secrets the values name; the probes and the gateway's dialing follow TLS; compose's commented
+  token lines, turned on, are a valid stack.
 - The health-check script the images carry runs against a real gRPC server and a real HTTP server;
   the REST gateway's probes name paths its app serves. (Model registration is `lidroute models
   sync`, tested with the CLI in tests/test_cli.py.)
@@ -73,6 +76,7 @@ COMPONENT_TARGET = {
     "rest-gateway": "rest-gateway",
 }
 GATEWAY = f"Deployment/{FULLNAME}-rest-gateway"
+ROUTER = f"Deployment/{FULLNAME}-router"
 
 
 def _load_module(name: str, path: Path) -> types.ModuleType:
@@ -115,16 +119,24 @@ def hadolint() -> str:
     return tool
 
 
-@pytest.fixture(scope="session")
-def compose_config() -> dict[str, Any]:
-    """The compose file as docker-compose itself resolves it (anchors, merges, variables)."""
+def docker_compose() -> str:
     tool = shutil.which("docker-compose")
     if tool is None:
         pytest.skip("docker-compose missing: apt-get install docker-compose (scripts/setup.sh does)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIDROUTE_", "COMPOSE_", "TORCH_"))}
-    proc = subprocess.run(
-        [tool, "-f", str(COMPOSE), "config"], capture_output=True, text=True, env=env, timeout=60
-    )
+    return tool
+
+
+def run_compose_config(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` of `path`, as if it were docker/compose.yaml, in a clean environment."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIDROUTE_", "COMPOSE_", "TORCH_"))}
+    args = [docker_compose(), "-f", str(path), "--project-directory", str(COMPOSE.parent), "config"]
+    return subprocess.run(args, capture_output=True, text=True, env={**clean, **(env or {})}, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def compose_config() -> dict[str, Any]:
+    """The compose file as docker-compose itself resolves it (anchors, merges, variables)."""
+    proc = run_compose_config(COMPOSE)
     assert proc.returncode == 0, f"docker-compose config failed:\n{proc.stderr}"
     return yaml.safe_load(proc.stdout)
 
@@ -172,12 +184,16 @@ def render(
 
 
 VALUES_FILES = sorted(VALUES_DIR.glob("*.yaml"))
-#: Every values file alone, the chart defaults, and the documented prod + gpu overlay.
+SECURE = VALUES_DIR / "secure.yaml"
+#: Every values file alone, the chart defaults, and the documented prod + gpu and prod + secure overlays.
 SCENARIOS: dict[str, list[Path]] = {
     "defaults": [],
     **{p.stem: [p] for p in VALUES_FILES},
     "prod+gpu": [VALUES_DIR / "prod.yaml", VALUES_DIR / "gpu.yaml"],
+    "prod+secure": [VALUES_DIR / "prod.yaml", SECURE],
 }
+#: The scenarios with tokens and TLS on both front doors (secure.yaml).
+SECURE_SCENARIOS = sorted(name for name, files in SCENARIOS.items() if SECURE in files)
 
 
 @pytest.fixture(scope="session")
@@ -604,6 +620,57 @@ def test_compose_publishes_the_rest_gateway_and_points_it_at_the_router(
     assert config[gateway_name]["read_only"] is True and config[gateway_name]["cap_drop"] == ["ALL"]
 
 
+#: A commented-out line of the compose file that turns tokens on: `# <yaml> #tokens`.
+COMPOSE_TOKENS_LINE = re.compile(r"^(\s*)# (.*\S) #tokens$", re.MULTILINE)
+
+
+def _compose_volume(volume: str | dict[str, Any]) -> tuple[str, str, bool]:
+    """(source, target, read-only) of a service volume, in docker-compose 1's or 2's `config` form."""
+    if isinstance(volume, dict):
+        return volume["source"], volume["target"], bool(volume.get("read_only"))
+    source, target, *mode = volume.split(":")
+    return source, target, "ro" in mode
+
+
+def test_compose_tokens_lines_turned_on_make_router_and_gateway_read_tokens_from_a_mounted_folder(
+    compose_config: dict[str, Any],
+    dockerfile: dict[str, Stage],
+    settings_classes: dict[str, type[BaseSettings]],
+    tmp_path: Path,
+) -> None:
+    """Off by default; uncommenting the lines marked #tokens gives a valid stack in which the router and
+    the gateway, and only they, read the tokens file from a read-only mount of LIDROUTE_AUTH_DIR (a
+    folder, so an edited file is seen), and which refuses to start without that variable."""
+    services = compose_services(compose_config, dockerfile)
+    for service in services.values():
+        if service.kind in ("router", "gateway"):
+            assert load_settings(service, settings_classes).auth_tokens_file == "", (
+                "tokens are off by default"
+            )
+
+    text = COMPOSE.read_text()
+    assert len(COMPOSE_TOKENS_LINE.findall(text)) == 6, "three lines each for the router and the gateway"
+    turned_on = tmp_path / "compose.yaml"
+    turned_on.write_text(COMPOSE_TOKENS_LINE.sub(r"\1\2", text))
+    missing = run_compose_config(turned_on)
+    assert missing.returncode != 0 and "LIDROUTE_AUTH_DIR" in missing.stderr
+    auth_dir = str(tmp_path / "auth")
+    proc = run_compose_config(turned_on, {"LIDROUTE_AUTH_DIR": auth_dir})
+    assert proc.returncode == 0, f"docker-compose config failed:\n{proc.stderr}"
+    config = yaml.safe_load(proc.stdout)
+    with_tokens = set()
+    for name, service in compose_services(config, dockerfile).items():
+        settings = load_settings(service, settings_classes)  # the others would refuse the variable
+        tokens_file = settings.auth_tokens_file if service.kind in ("router", "gateway") else ""
+        if not tokens_file:
+            continue
+        with_tokens.add(service.kind)
+        mounts = [_compose_volume(v) for v in config["services"][name].get("volumes", [])]
+        folder = str(Path(tokens_file).parent)
+        assert (auth_dir, folder, True) in mounts, f"{name}: {tokens_file} is not in a read-only {auth_dir}"
+    assert with_tokens == {"router", "gateway"}
+
+
 # ====================================================================== chart: lint, schemas
 @pytest.mark.parametrize(
     "values", [[], *[[p] for p in VALUES_FILES]], ids=["defaults", *[p.stem for p in VALUES_FILES]]
@@ -693,6 +760,31 @@ BAD_VALUES = {
     "in-cluster Redis without a password key": (
         {"redis": {"existingSecret": "mine", "secretKeys": {"password": ""}}},
         "set redis.secretKeys.password",
+    ),
+    "mutual TLS on the router with the REST gateway, which has no client certificate": (
+        {"router": {"tls": {"secretName": "router-tls", "clientCA": True}}},
+        "router.tls.clientCA: the router would require a client certificate, and the REST gateway",
+    ),
+    "mutual TLS without a TLS Secret": (
+        {"router": {"tls": {"clientCA": True}}, "restGateway": {"enabled": False}},
+        "router.tls.clientCA needs router.tls.secretName",
+    ),
+    "TLS file given as a router setting": (
+        {"router": {"settings": {"tls_cert_file": "/etc/tls.crt"}}},
+        "tls_cert_file",
+    ),
+    "tokens file given as a REST gateway setting": (
+        {"restGateway": {"settings": {"auth_tokens_file": "/etc/tokens"}}},
+        "auth_tokens_file",
+    ),
+    "REST gateway's TLS to the router given as a setting": (
+        {"restGateway": {"settings": {"router_tls": True}}},
+        "router_tls",
+    ),
+    "tokens Secret that is no Secret name": ({"auth": {"tokensSecret": "My_Tokens"}}, "auth.tokensSecret"),
+    "misspelt router TLS value": (
+        {"router": {"tls": {"secret": "router-tls"}}},
+        "Additional property secret is not allowed",
     ),
 }
 
@@ -905,9 +997,12 @@ def named_port(container: dict[str, Any], name: str) -> int:
     return int(port)
 
 
-def assert_grpc_probes(container: dict[str, Any], port: int, where: str) -> None:
+def assert_grpc_probes(container: dict[str, Any], port: int, where: str, check: str = "grpc") -> None:
+    """Every probe is a `check` (grpc, or tcpSocket for a TLS port) of `port`."""
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == port, f"{where}: {probe} checks another port"
+        handlers = {"grpc", "tcpSocket", "httpGet", "exec"} & set(container[probe])
+        assert handlers == {check}, f"{where}: {probe} is {handlers}, not {check}"
+        assert container[probe][check]["port"] == port, f"{where}: {probe} checks another port"
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -940,7 +1035,9 @@ def test_chart_ports_probes_and_addresses_match_the_settings(
     router_container = container_of(docs, router_key)
     router_port = port_of(router.listen_address)
     assert named_port(router_container, "grpc") == router_port
-    assert_grpc_probes(router_container, router_port, router_key)
+    # Kubernetes' gRPC probe cannot speak TLS: a TLS router is probed by connecting to its port.
+    router_check = "tcpSocket" if router.tls_cert_file else "grpc"
+    assert_grpc_probes(router_container, router_port, router_key, router_check)
     router_service = one(docs, "Service", f"{FULLNAME}-router")
     assert [p["targetPort"] for p in router_service["spec"]["ports"]] == ["grpc"]
 
@@ -1001,6 +1098,7 @@ def test_chart_rest_gateway_serves_http_on_its_settings_port_probes_livez_and_he
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         check = container[probe]["httpGet"]
         assert check["port"] == gateway.http_port, f"{scenario}: {probe} checks another port"
+        assert check["scheme"] == ("HTTPS" if gateway.tls_cert_file else "HTTP"), f"{scenario}: {probe}"
         paths[probe] = check["path"]
     assert paths == {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/healthz"}
     assert set(paths.values()) <= gateway_paths()
@@ -1026,6 +1124,164 @@ def test_rest_gateway_turned_off_leaves_no_object_behind(helm: str, helm_tmp: Pa
     assert not gateway_objects
     (router_policy,) = find(docs, "NetworkPolicy", f"{FULLNAME}-router")
     assert router_policy["spec"]["ingress"][0]["from"] == routed["networkPolicy"]["routerFrom"]
+
+
+# ====================================================================== the chart: tokens and TLS
+def secret_file(docs: list[dict[str, Any]], key: str, path: str) -> tuple[str, str]:
+    """(Secret, key in it) that the file `path` of the workload `key`'s container is: the file must lie in
+    a read-only mount of a Secret volume, the whole volume (a subPath mount never sees the Secret change,
+    so a rotated token or certificate would never arrive)."""
+    pod = one(docs, *key.split("/"))["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = [
+        m
+        for m in container.get("volumeMounts", [])
+        if path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    assert len(mounts) == 1, f"{key}: {path} lies in {len(mounts)} mounts"
+    (mount,) = mounts
+    assert mount.get("readOnly") is True, f"{key}: {mount['name']} is writable"
+    assert "subPath" not in mount and "subPathExpr" not in mount, f"{key}: {mount['name']} is a subPath mount"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert "secret" in volume, f"{key}: {path} is not in a Secret volume"
+    name = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+    items = volume["secret"].get("items")
+    if items is None:
+        return volume["secret"]["secretName"], name
+    (item,) = [i for i in items if i["path"] == name]
+    return volume["secret"]["secretName"], item["key"]
+
+
+def secret_volumes(docs: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """The Secret volumes of a workload's pod, by Secret name."""
+    pod = one(docs, *key.split("/"))["spec"]["template"]["spec"]
+    return {v["secret"]["secretName"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+
+
+@pytest.mark.parametrize("scenario", sorted(set(SCENARIOS) - set(SECURE_SCENARIOS)))
+def test_without_tokens_or_tls_values_the_front_doors_are_plaintext_and_open(
+    rendered: dict[str, list[dict[str, Any]]],
+    dockerfile: dict[str, Stage],
+    settings_classes: dict[str, type[BaseSettings]],
+    scenario: str,
+) -> None:
+    docs = rendered[scenario]
+    services = chart_services(docs, dockerfile, scenario)
+    router = load_settings(services[ROUTER], settings_classes)
+    gateway = load_settings(services[GATEWAY], settings_classes)
+    for settings in (router, gateway):
+        assert (settings.tls_cert_file, settings.tls_key_file, settings.auth_tokens_file) == ("", "", "")
+    assert (gateway.router_tls, gateway.router_ca_file) == (False, "")
+    assert not secret_volumes(docs, ROUTER) and not secret_volumes(docs, GATEWAY)
+
+
+@pytest.mark.parametrize("scenario", SECURE_SCENARIOS)
+def test_tokens_secret_is_mounted_as_a_directory_and_read_by_the_router_and_the_gateway(
+    rendered: dict[str, list[dict[str, Any]]],
+    dockerfile: dict[str, Stage],
+    settings_classes: dict[str, type[BaseSettings]],
+    scenario: str,
+) -> None:
+    """Both front doors read the same tokens file (the gateway passes its caller's token on to the
+    router), from the Secret auth.tokensSecret names; nothing else gets it."""
+    auth = yaml.safe_load(SECURE.read_text())["auth"]
+    docs = rendered[scenario]
+    services = chart_services(docs, dockerfile, scenario)
+    for key in (ROUTER, GATEWAY):
+        settings = load_settings(services[key], settings_classes)
+        assert settings.auth_tokens_file, f"{key}: asks for no token"
+        assert secret_file(docs, key, settings.auth_tokens_file) == (auth["tokensSecret"], auth["tokensKey"])
+    others = [
+        k for k, s in services.items() if k not in (ROUTER, GATEWAY) and "LIDROUTE_AUTH_TOKENS_FILE" in s.env
+    ]
+    assert not others, f"{others} get the tokens file"
+
+
+def test_tokens_key_names_the_file_in_the_secret(
+    helm: str, helm_tmp: Path, dockerfile: dict[str, Stage], settings_classes: dict[str, type[BaseSettings]]
+) -> None:
+    docs = render(helm, [], {"auth": {"tokensSecret": "api-keys", "tokensKey": "keys.txt"}}, helm_tmp)
+    services = chart_services(docs, dockerfile, "tokens-key")
+    for key in (ROUTER, GATEWAY):
+        settings = load_settings(services[key], settings_classes)
+        assert secret_file(docs, key, settings.auth_tokens_file) == ("api-keys", "keys.txt")
+        assert settings.tls_cert_file == "", "tokens alone turn no TLS on"
+    assert_grpc_probes(container_of(docs, ROUTER), 50051, ROUTER)  # plaintext: its gRPC probes stay
+
+
+@pytest.mark.parametrize("scenario", SECURE_SCENARIOS)
+def test_router_tls_reads_its_secret_is_probed_on_its_port_and_the_gateway_dials_it_with_the_ca(
+    rendered: dict[str, list[dict[str, Any]]],
+    dockerfile: dict[str, Stage],
+    settings_classes: dict[str, type[BaseSettings]],
+    scenario: str,
+) -> None:
+    """The router's certificate and key are the Secret's tls.crt and tls.key (no client certificates
+    asked); its probes connect to the port it listens on (Kubernetes' gRPC probe cannot speak TLS); the
+    gateway dials it with TLS, trusting the same Secret's ca.crt, and gets nothing else of that Secret."""
+    secret = yaml.safe_load(SECURE.read_text())["router"]["tls"]["secretName"]
+    docs = rendered[scenario]
+    services = chart_services(docs, dockerfile, scenario)
+    router = load_settings(services[ROUTER], settings_classes)
+    assert secret_file(docs, ROUTER, router.tls_cert_file) == (secret, "tls.crt")
+    assert secret_file(docs, ROUTER, router.tls_key_file) == (secret, "tls.key")
+    assert router.tls_client_ca_file == ""
+    container = container_of(docs, ROUTER)
+    port = port_of(router.listen_address)
+    assert named_port(container, "grpc") == port
+    assert_grpc_probes(container, port, ROUTER, "tcpSocket")
+
+    gateway = load_settings(services[GATEWAY], settings_classes)
+    assert gateway.router_tls is True
+    assert secret_file(docs, GATEWAY, gateway.router_ca_file) == (secret, "ca.crt")
+    (router_port,) = one(docs, "Service", f"{FULLNAME}-router")["spec"]["ports"]
+    assert gateway.router_address == f"{FULLNAME}-router:{router_port['port']}", (
+        "the name the certificate holds"
+    )
+    items = secret_volumes(docs, GATEWAY)[secret].get("items")
+    assert items == [{"key": "ca.crt", "path": "ca.crt"}], "the router's private key stays out of the gateway"
+
+
+@pytest.mark.parametrize("scenario", SECURE_SCENARIOS)
+def test_rest_gateway_tls_serves_its_secrets_certificate_and_probes_over_https(
+    rendered: dict[str, list[dict[str, Any]]],
+    dockerfile: dict[str, Stage],
+    settings_classes: dict[str, type[BaseSettings]],
+    scenario: str,
+) -> None:
+    secret = yaml.safe_load(SECURE.read_text())["restGateway"]["tls"]["secretName"]
+    docs = rendered[scenario]
+    gateway = load_settings(chart_services(docs, dockerfile, scenario)[GATEWAY], settings_classes)
+    assert secret_file(docs, GATEWAY, gateway.tls_cert_file) == (secret, "tls.crt")
+    assert secret_file(docs, GATEWAY, gateway.tls_key_file) == (secret, "tls.key")
+    assert gateway.tls_client_ca_file == ""
+    container = container_of(docs, GATEWAY)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        check = container[probe]["httpGet"]
+        assert (check["scheme"], check["port"]) == ("HTTPS", gateway.http_port), f"{scenario}: {probe}"
+
+
+def test_mutual_tls_asks_callers_for_certificates_signed_by_the_secrets_ca(
+    kubernetes_validate_available: None,
+    helm: str,
+    helm_tmp: Path,
+    dockerfile: dict[str, Stage],
+    settings_classes: dict[str, type[BaseSettings]],
+) -> None:
+    """router.tls.clientCA (allowed only without the REST gateway): the router checks client
+    certificates against the Secret's ca.crt; the render still validates against the Kubernetes schemas."""
+    values = {
+        "router": {"tls": {"secretName": "router-tls", "clientCA": True}},
+        "restGateway": {"enabled": False},
+    }
+    docs = render(helm, [], values, helm_tmp)
+    router = load_settings(chart_services(docs, dockerfile, "mtls")[ROUTER], settings_classes)
+    assert secret_file(docs, ROUTER, router.tls_client_ca_file) == ("router-tls", "ca.crt")
+    assert secret_file(docs, ROUTER, router.tls_cert_file) == ("router-tls", "tls.crt")
+    assert not [d for d in docs if "rest-gateway" in d["metadata"]["name"]]
+    for version in KUBE_VERSIONS:
+        for doc in docs:
+            validate_manifest(doc, version)
 
 
 def _redis_endpoint(url: str) -> tuple[str, int, int, bool] | None:
@@ -1390,27 +1646,58 @@ def test_gpu_values_give_workers_gpus_cuda_images_and_gpu_nodes(
     assert gpu_pools >= 2
 
 
+def render_notes(helm: str, helm_tmp: Path, tmp_path: Path, values: list[Path]) -> str:
+    """`helm template` skips NOTES.txt: render it through a copy of the chart that wraps it in a ConfigMap."""
+    chart = tmp_path / "lidroute"
+    if not chart.exists():
+        shutil.copytree(CHART, chart)
+        notes = (CHART / "templates" / "NOTES.txt").read_text()
+        (chart / "templates" / "notes-check.yaml").write_text(
+            '{{- define "notes-check" }}' + notes + "{{- end }}\n"
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
+            'data:\n  notes: {{ include "notes-check" . | quote }}\n'
+        )
+    proc = helm_template(helm, values, None, helm_tmp, chart=chart)
+    assert proc.returncode == 0, proc.stderr
+    (config_map,) = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "ConfigMap"]
+    return str(config_map["data"]["notes"])
+
+
 def test_notes_tell_the_user_how_to_reach_and_call_the_router_and_the_rest_gateway(
     helm: str, helm_tmp: Path, tmp_path: Path
 ) -> None:
-    """`helm template` skips NOTES.txt: render it through a copy of the chart that wraps it in a ConfigMap."""
-    chart = tmp_path / "lidroute"
-    shutil.copytree(CHART, chart)
-    notes = (CHART / "templates" / "NOTES.txt").read_text()
-    (chart / "templates" / "notes-check.yaml").write_text(
-        '{{- define "notes-check" }}' + notes + "{{- end }}\n"
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
-        'data:\n  notes: {{ include "notes-check" . | quote }}\n'
-    )
-    proc = helm_template(helm, [], None, helm_tmp, chart=chart)
-    assert proc.returncode == 0, proc.stderr
-    (config_map,) = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "ConfigMap"]
-    text = config_map["data"]["notes"]
+    text = render_notes(helm, helm_tmp, tmp_path, [])
     assert f"port-forward service/{FULLNAME}-router 50051:50051" in text
     assert "LIDROUTE_ROUTER_ADDR=localhost:50051" in text
     assert "lidroute transcribe" in text and "en, es" in text
     assert f"port-forward service/{FULLNAME}-rest-gateway 8000:8000" in text
     assert "curl localhost:8000/v1/audio/transcriptions -F file=@clip.wav -F model=whisper-1" in text
+    assert "grpcurl -plaintext" in text
+    assert "--token" not in text and "Bearer" not in text and "--ca-file" not in text
+
+
+def test_notes_with_tokens_and_tls_show_the_token_and_the_ca_in_every_call(
+    helm: str, helm_tmp: Path, tmp_path: Path
+) -> None:
+    values = yaml.safe_load(SECURE.read_text())
+    text = render_notes(helm, helm_tmp, tmp_path, [SECURE])
+    assert f"get secret {values['auth']['tokensSecret']} " in text, "where the token comes from"
+    assert f"get secret {values['router']['tls']['secretName']} " in text, "where the router's CA comes from"
+    calls = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip().startswith(("lidroute languages", "lidroute transcribe", "grpcurl "))
+    ]
+    assert len(calls) == 3
+    for call in calls:
+        if call.startswith("lidroute"):
+            assert '--token "$LIDROUTE_TOKEN"' in call and "--ca-file router-ca.crt" in call, call
+        else:
+            assert "-cacert router-ca.crt" in call and "-plaintext" not in call, call
+            assert '-H "authorization: Bearer $LIDROUTE_TOKEN"' in call, call
+    (curl,) = [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
+    assert '-H "Authorization: Bearer $LIDROUTE_TOKEN"' in curl
+    assert "https://localhost:8000/v1/audio/transcriptions" in curl
 
 
 def test_chart_app_version_is_the_package_version() -> None:

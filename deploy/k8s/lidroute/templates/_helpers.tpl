@@ -239,27 +239,111 @@ initContainers:
 {{- if and .Values.router.autoscaling.enabled (gt (int .Values.router.autoscaling.minReplicas) (int .Values.router.autoscaling.maxReplicas)) }}
 {{- fail "router.autoscaling: minReplicas is above maxReplicas" }}
 {{- end }}
+{{- if and .Values.router.tls.clientCA (not .Values.router.tls.secretName) }}
+{{- fail "router.tls.clientCA needs router.tls.secretName: client certificates are checked against that Secret's ca.crt" }}
+{{- end }}
+{{- if and .Values.router.tls.clientCA .Values.restGateway.enabled }}
+{{- fail "router.tls.clientCA: the router would require a client certificate, and the REST gateway, which dials it, has none; set restGateway.enabled=false, or leave clientCA off and keep callers out with auth.tokensSecret (docs/deploy.md, \"Tokens and TLS\")" }}
+{{- end }}
 {{- end }}
 
 {{/* Native gRPC probes (grpc.health.v1, overall service ""). The startup probe gives model loading
-time; readiness follows the server's NOT_SERVING while it loads and while it drains. */}}
+time; readiness follows the server's NOT_SERVING while it loads and while it drains.
+(dict "port" <port> "startupSeconds" <seconds> ["tls" true]): Kubernetes' gRPC probe cannot speak TLS,
+and the image's healthcheck.py neither, so a TLS port is probed by opening a TCP connection to it. */}}
 {{- define "lidroute.grpcProbes" -}}
+{{- $check := dict "grpc" (dict "port" .port) }}
+{{- if .tls }}
+{{- $check = dict "tcpSocket" (dict "port" .port) }}
+{{- end -}}
 startupProbe:
-  grpc:
-    port: {{ .port }}
+  {{- toYaml $check | nindent 2 }}
   periodSeconds: 5
   failureThreshold: {{ div (add (int .startupSeconds) 4) 5 }}
 readinessProbe:
-  grpc:
-    port: {{ .port }}
+  {{- toYaml $check | nindent 2 }}
   periodSeconds: 5
   failureThreshold: 2
 livenessProbe:
-  grpc:
-    port: {{ .port }}
+  {{- toYaml $check | nindent 2 }}
   periodSeconds: 10
   timeoutSeconds: 5
   failureThreshold: 3
+{{- end }}
+
+{{/* Tokens and TLS of a front door (the router, the REST gateway): the Secrets it is given, mounted
+read-only as whole directories (Kubernetes rewrites their files when a Secret changes; a subPath mount
+never sees the change), and the LIDROUTE_* variables naming the files in them.
+(dict "root" $ "tls" <its TLS Secret, or ""> ["clientCA" <require client certificates>]
+["routerCA" <Secret whose ca.crt signed the router's certificate: dial the router with TLS>]) */}}
+{{- define "lidroute.tokensDir" -}}/etc/lidroute/auth{{- end }}
+{{- define "lidroute.tlsDir" -}}/etc/lidroute/tls{{- end }}
+{{- define "lidroute.routerCADir" -}}/etc/lidroute/router-ca{{- end }}
+
+{{- define "lidroute.accessEnv" -}}
+{{- if .root.Values.auth.tokensSecret }}
+- name: LIDROUTE_AUTH_TOKENS_FILE
+  value: "{{ include "lidroute.tokensDir" . }}/tokens"
+{{- end }}
+{{- if .tls }}
+- name: LIDROUTE_TLS_CERT_FILE
+  value: "{{ include "lidroute.tlsDir" . }}/tls.crt"
+- name: LIDROUTE_TLS_KEY_FILE
+  value: "{{ include "lidroute.tlsDir" . }}/tls.key"
+{{- if .clientCA }}
+- name: LIDROUTE_TLS_CLIENT_CA_FILE
+  value: "{{ include "lidroute.tlsDir" . }}/ca.crt"
+{{- end }}
+{{- end }}
+{{- if .routerCA }}
+- name: LIDROUTE_ROUTER_TLS
+  value: "true"
+- name: LIDROUTE_ROUTER_CA_FILE
+  value: "{{ include "lidroute.routerCADir" . }}/ca.crt"
+{{- end }}
+{{- end }}
+
+{{- define "lidroute.accessMounts" -}}
+{{- if .root.Values.auth.tokensSecret }}
+- name: auth-tokens
+  mountPath: {{ include "lidroute.tokensDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .tls }}
+- name: tls
+  mountPath: {{ include "lidroute.tlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .routerCA }}
+- name: router-ca
+  mountPath: {{ include "lidroute.routerCADir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "lidroute.accessVolumes" -}}
+{{- if .root.Values.auth.tokensSecret }}
+- name: auth-tokens
+  secret:
+    secretName: {{ .root.Values.auth.tokensSecret }}
+    items:
+      - key: {{ .root.Values.auth.tokensKey | quote }}
+        path: tokens
+{{- end }}
+{{- if .tls }}
+- name: tls
+  secret:
+    secretName: {{ .tls }}
+{{- end }}
+{{- if .routerCA }}
+{{- /* Only the CA certificate: the router's private key stays out of the gateway's pods. */}}
+- name: router-ca
+  secret:
+    secretName: {{ .routerCA }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
 {{- end }}
 
 {{/* The pod's annotations block: its own, plus Prometheus scrape hints when metrics are on.
