@@ -306,7 +306,7 @@ class AsrWorker:
                     log.info(
                         "job cancelled by client", extra={"job_id": job.job_id, "reason": payload.decode()}
                     )
-                    await self.queue.ack(lang, delivery.entry_id)
+                    await self.queue.done(delivery)
                     return "cancelled"
                 else:
                     ended = True
@@ -324,7 +324,7 @@ class AsrWorker:
         final = await asyncio.to_thread(model.transcribe, audio, decoded)
         INFERENCE.labels(lang).observe(final.inference_seconds)
         await self.queue.emit(job.job_id, self._event(delivery, model, final, len(audio), True, picked_up))
-        await self.queue.ack(lang, delivery.entry_id)
+        await self.queue.done(delivery)
         log.info(
             "job done",
             extra={
@@ -339,14 +339,14 @@ class AsrWorker:
     async def _abandoned(self, delivery: Delivery, when: str) -> str:
         """Drops a job nobody waits for (its client's lease lapsed), freeing the slot."""
         log.info("job dropped: its client is gone", extra={"job_id": delivery.job.job_id, "when": when})
-        await self.queue.ack(delivery.language, delivery.entry_id)
+        await self.queue.done(delivery)
         return "abandoned"
 
     async def _fail(self, delivery: Delivery, code: str, message: str) -> None:
         await self.queue.emit(
             delivery.job.job_id, Event("error", worker_id=self.id, code=code, message=message)
         )
-        await self.queue.ack(delivery.language, delivery.entry_id)
+        await self.queue.done(delivery)
 
     def _event(
         self, delivery: Delivery, model: CtcModel, t: Transcript, samples: int, final: bool, picked_up: float

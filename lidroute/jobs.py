@@ -258,6 +258,20 @@ class JobQueue:
             pipe.xdel(key, entry_id)
             await pipe.execute()
 
+    async def done(self, delivery: Delivery) -> None:
+        """Acknowledges a job that ended (result, error, cancel) and deletes its audio at once: a
+        long request's audio is megabytes that would otherwise stay for the stream TTL."""
+        key = self.keys.jobs(delivery.language)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(key, WORKER_GROUP, delivery.entry_id)
+            pipe.xdel(key, delivery.entry_id)
+            pipe.delete(self.keys.audio(delivery.job.job_id))
+            await pipe.execute()
+
+    async def forget(self, job_id: str) -> None:
+        """The router has its final result: the job's events and its client's lease go."""
+        await self.redis.delete(self.keys.events(job_id), self.keys.lease(job_id))
+
     async def dead_letter(self, delivery: Delivery, times: int, error: str) -> None:
         await self.redis.xadd(
             self.keys.dead,

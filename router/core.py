@@ -520,6 +520,9 @@ class Router:
             if job is not None and not finished:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.shield(self._abandon(job.job_id))
+            elif job is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.shield(self.queue.forget(job.job_id))
 
     async def _decide(
         self,

@@ -358,6 +358,28 @@ async def test_a_bad_client_does_not_disturb_the_others(client: Client, speech) 
     assert result.language == "es" and of_this_audio(utt, result.transcript, speech)
 
 
+async def test_a_finished_request_leaves_no_audio_events_or_lease_in_redis(
+    own_stack, client: Client, speech
+) -> None:
+    import redis.asyncio as aioredis
+
+    from lidroute.keys import Keys
+
+    utt = speech["sw"][1]
+    long_request = np.concatenate([utt.audio] * 4)  # a few hundred kB of audio in its stream
+    result = await client.transcribe_pcm(pcm(long_request), 16000, language="sw", timeout=60)
+    assert result.transcript
+    keys = Keys()
+    r = aioredis.Redis.from_url(own_stack.redis_url)
+    try:
+        left = await r.exists(
+            keys.audio(result.request_id), keys.events(result.request_id), keys.lease(result.request_id)
+        )
+    finally:
+        await r.aclose()
+    assert left == 0
+
+
 # ---------------------------------------------------------------------- cancellation and deadlines
 async def _pending(stack, lang: str) -> int:  # type: ignore[no-untyped-def]
     import redis.asyncio as aioredis
