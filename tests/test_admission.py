@@ -107,3 +107,25 @@ def test_the_command_line_passes_a_token_and_says_in_one_line_when_it_lacks_one(
     assert with_token.returncode == 0 and "es " in with_token.stdout, with_token
     without = run(["languages", *address], {"LIDROUTE_TOKEN": ""})
     assert without.returncode == 1 and "wants a token" in without.stderr and "Traceback" not in without.stderr
+
+
+async def test_at_four_times_capacity_each_request_completes_or_is_refused_at_once(
+    client: Client, speech
+) -> None:
+    """12 streams at once against a limit of 3 (and 2 jobs per language): every one either gets its
+    transcript or RESOURCE_EXHAUSTED, the refusals come at once, and no admitted request fails."""
+    clip = float_to_pcm16(np.concatenate([speech["en"][0].audio, np.zeros(8000, np.float32)]))
+
+    async def one() -> tuple[str, float]:
+        started = time.monotonic()
+        try:
+            result = await client.transcribe_pcm(clip, 16000, realtime=True, timeout=60)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name, time.monotonic() - started
+        return ("OK" if result.transcript else "EMPTY"), time.monotonic() - started
+
+    outcomes = await asyncio.gather(*(one() for _ in range(12)))
+    codes = sorted({code for code, _ in outcomes})
+    assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, outcomes
+    assert sum(code == "OK" for code, _ in outcomes) >= 2, outcomes
+    assert all(seconds < 2.0 for code, seconds in outcomes if code == "RESOURCE_EXHAUSTED"), outcomes

@@ -130,6 +130,36 @@ async def test_a_job_survives_its_worker_being_killed(fault_stack, client: Clien
     assert fault_stack.procs[victim].poll() is None and fault_stack.restarts[victim] == 1
 
 
+async def test_a_worker_killed_under_load_loses_none_of_a_hundred_jobs(
+    fault_stack, client: Client, speech
+) -> None:
+    """100 requests, 12 at a time, over two workers; one is SIGKILLed a third of the way in. Its jobs
+    go to the other (adopted as soon as its heartbeat stops) and every request gets its result."""
+    clips = [(lang, float_to_pcm16(speech[lang][i].audio)) for lang in ("en", "es") for i in range(2)]
+    limit = asyncio.Semaphore(12)
+    third = asyncio.Event()
+    done = 0
+
+    async def one(n: int) -> str:
+        nonlocal done
+        lang, clip = clips[n % len(clips)]
+        async with limit:
+            result = await client.transcribe_pcm(clip, 16000, language=lang, timeout=90)
+        done += 1
+        if done >= 33:
+            third.set()
+        return result.transcript
+
+    jobs = [asyncio.ensure_future(one(n)) for n in range(100)]
+    await third.wait()
+    workers = [name for name, proc in fault_stack.procs.items() if name.startswith("worker-")]
+    victim = next(name for name in workers if fault_stack.procs[name].poll() is None)
+    await asyncio.to_thread(fault_stack.signal, victim, signal.SIGKILL)
+    transcripts = await asyncio.gather(*jobs)  # a lost job raises here (ABORTED, DEADLINE_EXCEEDED)
+    assert len(transcripts) == 100 and all(transcripts)
+    assert await asyncio.to_thread(fault_stack.supervise) == []  # two workers again for what follows
+
+
 async def test_sigterm_lets_a_worker_finish_its_job_first(
     fault_stack, client: Client, redis_of, speech
 ) -> None:
