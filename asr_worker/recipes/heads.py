@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from asr_worker.decoding import CtcTokens, WordLM
+from asr_worker.decoding import CtcTokens
 from asr_worker.heads import FRAME_SECONDS, CtcHead, HeadConfig, HiddenStates, shared_states
 from asr_worker.recipes.cards import write_report
 from asr_worker.recipes.ctc import (
@@ -42,7 +42,7 @@ from asr_worker.recipes.ctc import (
     normalize_reference,
     perturb,
 )
-from asr_worker.recipes.lm import tune
+from asr_worker.recipes.lm import fit_word_lm
 from lidroute.train.budget import Budget
 from lidroute.train.corpus import CorpusError, Example, read_examples, read_manifest
 
@@ -300,21 +300,11 @@ def add_lm(
 ) -> dict[str, Any]:
     """A word LM on the training transcripts, its fusion weights tuned on dev (real and synthetic)
     over `tune`'s grid (or `grid`, narrower), saved beside the head. Returns what was chosen."""
-    lm = WordLM.train(texts)
     dev = data.dev["real"] + data.dev["synthetic"]
-    cer = wer = float("nan")  # no dev speech: the default weights stay
-    if dev:
-        references = [u.text for u in dev]
-        lm, cer, wer = tune(lm, log_probs_of(head, dev), references, CtcTokens.of(tokenizer), **(grid or {}))
-    lm.save(out_dir)
-    return {
-        "words": lm.vocabulary_size,
-        "lm_weight": lm.lm_weight,
-        "word_bonus": lm.word_bonus,
-        "oov_letter_penalty": lm.oov_letter_penalty,
-        "dev_cer": cer,
-        "dev_wer": wer,
-    }
+    log_probs = log_probs_of(head, dev) if dev else []
+    tokens = CtcTokens.of(tokenizer)
+    _, summary = fit_word_lm(texts, out_dir, tokens, log_probs, [u.text for u in dev], grid)
+    return {"dev_cer": float("nan"), "dev_wer": float("nan")} | summary  # NaN: no dev speech to tune on
 
 
 def train_head(

@@ -112,6 +112,33 @@ def tune(
     return replace(lm, oov_letter_penalty=penalty, lm_weight=weight, word_bonus=bonus), cer, wer
 
 
+def fit_word_lm(
+    texts: Iterable[str],
+    out_dir: Path,
+    tokens: CtcTokens,
+    log_probs: Sequence[np.ndarray] = (),
+    references: Sequence[str] = (),
+    grid: Mapping[str, Sequence[float]] | None = None,
+) -> tuple[WordLM, dict[str, Any]]:
+    """The word LM of `texts`, its fusion weights tuned by `tune` (over `grid` where given) on the
+    frame log-probabilities of held-out speech against their `references` (none: the default
+    weights stay), saved in `out_dir`: what every recognizer recipe does for its LM, whatever
+    acoustic model made the log-probabilities. Returns the LM and its vocabulary, weights and
+    dev CER/WER."""
+    lm = WordLM.train(texts)
+    summary: dict[str, Any] = {"words": lm.vocabulary_size}
+    if references:
+        lm, cer, wer = tune(lm, log_probs, references, tokens, **(grid or {}))
+        summary |= {"dev_cer": cer, "dev_wer": wer}
+    summary |= {
+        "lm_weight": lm.lm_weight,
+        "word_bonus": lm.word_bonus,
+        "oov_letter_penalty": lm.oov_letter_penalty,
+    }
+    lm.save(out_dir)
+    return lm, summary
+
+
 def add_word_lm(
     model: Wav2Vec2ForCTC,
     processor: Wav2Vec2Processor,
@@ -140,38 +167,25 @@ def add_word_lm(
     """
     if copies < 0:
         raise ValueError(f"copies must not be negative, got {copies}")
-    lm = WordLM.train(normalize_text(t) for t in texts)
     summary: dict[str, Any] = {
-        "words": lm.vocabulary_size,
         "tuned_on": len(dev),
         "tuned_splits": list(splits),
         "heard_copies": copies,
         "beam": DEFAULT_BEAM,
         "tolerance": TUNING_TOLERANCE,
     }
+    log_probs: list[np.ndarray] = []
+    references: list[str] = []
     if dev:
         clean = [e.audio() for e in dev]
         rng = np.random.default_rng(0)
         heard_audio = clean + [perturb(audio, rng, heard) for _ in range(copies) for audio in clean]
         log_probs = frame_log_probs(model, processor, heard_audio)
         references = [normalize_text(e.text) for e in dev] * (1 + copies)
-        greedy = decode(processor, log_probs)
-        lm, dev_cer, dev_wer = tune(
-            lm,
-            log_probs,
-            references,
-            CtcTokens.of(processor),
-            beam=summary["beam"],
-            tolerance=summary["tolerance"],
-            **(grid or {}),
-        )
-        summary |= {"dev_cer_greedy": error_rate(references, greedy), "dev_cer": dev_cer, "dev_wer": dev_wer}
-    summary |= {
-        "lm_weight": lm.lm_weight,
-        "word_bonus": lm.word_bonus,
-        "oov_letter_penalty": lm.oov_letter_penalty,
-    }
-    lm.save(out_dir)
+        summary["dev_cer_greedy"] = error_rate(references, decode(processor, log_probs))
+    texts = (normalize_text(t) for t in texts)
+    lm, fitted = fit_word_lm(texts, out_dir, CtcTokens.of(processor), log_probs, references, grid)
+    summary = fitted | summary
     log.info("word LM", extra=summary)
     return lm, summary
 
