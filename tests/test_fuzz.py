@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +25,8 @@ from router.google import G_RecognitionConfig, G_RecognizeRequest
 
 pytestmark = pytest.mark.integration
 
-CASES = 2000
+#: 2,000 in the suite (under a minute); LIDROUTE_FUZZ_CASES=10000 for a longer run.
+CASES = int(os.environ.get("LIDROUTE_FUZZ_CASES", "2000"))
 UNACCEPTABLE = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
 
