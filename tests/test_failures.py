@@ -261,6 +261,92 @@ async def test_redis_restart_gives_a_clear_error_then_service_resumes(
     await eventually(works, timeout=30, every=0.5)
 
 
+async def _outcome(call) -> str:  # type: ignore[no-untyped-def]
+    try:
+        result = await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().name
+    return "OK" if result.transcript else "EMPTY"
+
+
+#: What a request in flight may end with when Redis fails under it: a result, or a clear status.
+CLEAN = {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
+
+
+async def test_redis_killed_under_traffic_ends_every_request_cleanly_and_service_returns(
+    fault_stack, client: Client, speech
+) -> None:
+    clip = float_to_pcm16(np.concatenate([speech["es"][0].audio, np.zeros(8000, np.float32)]))
+    calls = [
+        asyncio.ensure_future(
+            _outcome(client.transcribe_pcm(clip, 16000, language="es", realtime=True, timeout=20))
+        )
+        for _ in range(6)
+    ]
+    await asyncio.sleep(0.6)
+    fault_stack.redis.proc.kill()  # kill -9: no shutdown, the AOF as it was
+    fault_stack.redis.proc.wait()
+    outcomes = await asyncio.gather(*calls)  # none hangs past its deadline
+    assert set(outcomes) <= CLEAN, outcomes
+    fault_stack.redis.start()
+    back = time.monotonic()
+
+    async def works() -> bool:
+        return await _outcome(client.transcribe_pcm(clip, 16000, language="es", timeout=20)) == "OK"
+
+    await eventually(works, timeout=30, every=0.2)
+    # The workers' heartbeats (every 0.5 s here) must be seen again before the language is served.
+    assert time.monotonic() - back < 10
+
+
+async def test_redis_paused_under_traffic_ends_every_request_cleanly_and_service_resumes(
+    fault_stack, client: Client, redis_of, speech
+) -> None:
+    clip = float_to_pcm16(speech["en"][1].audio)
+    calls = [
+        asyncio.ensure_future(_outcome(client.transcribe_pcm(clip, 16000, language="en", timeout=4)))
+        for _ in range(4)
+    ]
+    await redis_of.execute_command("CLIENT", "PAUSE", 5000, "ALL")
+    try:
+        outcomes = await asyncio.gather(*calls)
+    finally:
+        await redis_of.execute_command("CLIENT", "UNPAUSE")
+    assert set(outcomes) <= CLEAN, outcomes
+    assert await _outcome(client.transcribe_pcm(clip, 16000, language="en", timeout=30)) == "OK"
+
+
+async def test_a_job_longer_than_the_reclaim_time_keeps_its_worker(
+    fault_stack, client: Client, speech
+) -> None:
+    """Seven seconds of speech in real time against a 2 s reclaim time: the worker that started the
+    job finishes it; no other worker takes it over."""
+    clip = float_to_pcm16(np.concatenate([speech["es"][1].audio] * 3 + [np.zeros(16000, np.float32)]))
+    result = await client.transcribe_pcm(clip, 16000, language="es", realtime=True, timeout=60)
+    assert result.transcript and len(clip) / 32000 > 3 * 2
+    logs = "".join(p.read_text(errors="replace") for p in fault_stack.log_dir.glob("worker-*.log"))
+    assert result.request_id in logs and f"reclaimed job job_id={result.request_id}" not in logs
+    assert result.request_id not in [line for line in logs.splitlines() if "reclaimed job" in line]
+
+
+async def test_an_upload_all_at_once_with_a_short_deadline_ends_by_it_and_leaves_no_job(
+    fault_stack, client: Client, redis_of, speech
+) -> None:
+    """18 s of speech sent in one go with a 0.3 s deadline: the call ends by its deadline (with the
+    transcript, if the worker was that fast, or DEADLINE_EXCEEDED) and no job stays behind."""
+    utterance = speech["es"][0].audio
+    long_speech = np.concatenate([utterance] * int(18 * 16000 / len(utterance)))
+    started = time.monotonic()
+    upload = client.transcribe_pcm(float_to_pcm16(long_speech), 16000, language="es", timeout=0.3)
+    assert await _outcome(upload) in {"OK", "DEADLINE_EXCEEDED"}
+    assert time.monotonic() - started < 1.5
+
+    async def released() -> bool:
+        return int((await redis_of.xpending(Keys().jobs("es"), WORKER_GROUP))["pending"]) == 0
+
+    await eventually(released, timeout=15)
+
+
 async def test_language_id_down_is_unavailable_within_the_deadline(
     fault_stack, client: Client, speech
 ) -> None:
