@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import grpc
 import uvicorn
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -99,138 +99,163 @@ def _from_grpc(exc: grpc.aio.AioRpcError) -> Response:
     return response
 
 
+api = APIRouter()
+
+
 def create_app(settings: GatewaySettings) -> FastAPI:
-    """The ASGI app; its router client opens with the app's lifespan and closes with it."""
-    state: dict[str, Client] = {}
-    tokens = settings.tokens()
+    """The ASGI app: the routes below, OpenAI's error shape for every error, the API key check;
+    its settings, tokens and router client live in `app.state` (the client opens and closes
+    with the app's lifespan)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state["client"] = Client(
+        app.state.client = Client(
             settings.router_address, tls=settings.router_tls, ca_file=settings.router_ca_file
         )
         try:
             yield
         finally:
-            await state["client"].close()
+            await app.state.client.close()
 
     app = FastAPI(title="lidroute", summary="OpenAI-compatible speech recognition", lifespan=lifespan)
-
-    @app.middleware("http")
-    async def require_key(request: Request, call_next: Any) -> Response:
-        """The API wants a key when tokens are configured; probes (/livez, /healthz) never do."""
-        if tokens is not None and request.url.path.startswith("/v1/"):
-            key = token_of(list(request.headers.items()))
-            if not tokens.accepts(key):
-                message = (
-                    "Incorrect API key provided."
-                    if key
-                    else "You didn't provide an API key: send it as 'Authorization: Bearer <key>'."
-                )
-                return openai_error(401, message, "invalid_request_error", code="invalid_api_key")
-        return await call_next(request)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return openai_error(exc.status_code, str(exc.detail), kind)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0]
-        param = str(first["loc"][-1]) if first.get("loc") else None
-        return openai_error(400, f"{param}: {first['msg']}", "invalid_request_error", param=param)
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model()]}
-
-    @app.get("/v1/models/{model}")
-    async def model(model: str) -> Response:
-        if model != MODEL_ID:
-            return openai_error(
-                404, f"The model '{model}' does not exist", "invalid_request_error", "model_not_found"
-            )
-        return JSONResponse(_model())
-
-    @app.get("/livez")
-    async def livez() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        """Ready when the router says it is serving."""
-        stub = health_pb2_grpc.HealthStub(state["client"].channel)
-        try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-            serving = reply.status == health_pb2.HealthCheckResponse.SERVING
-        except grpc.aio.AioRpcError:
-            serving = False
-        return JSONResponse(
-            {"router": "serving" if serving else "unavailable"}, status_code=200 if serving else 503
-        )
-
-    @app.post("/v1/audio/transcriptions", response_model=None)
-    async def transcriptions(
-        request: Request,
-        file: Annotated[UploadFile, File()],
-        model: Annotated[str, Form()],
-        language: Annotated[str, Form()] = "",
-        prompt: Annotated[str, Form()] = "",
-        response_format: Annotated[str, Form()] = "json",
-        temperature: Annotated[float, Form()] = 0.0,
-        granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
-    ) -> Response:
-        started = time.perf_counter()
-        if response_format not in formats.FORMATS:
-            return _bad(f"response_format must be one of {', '.join(formats.FORMATS)}", "response_format")
-        granularities = granularities or []
-        if any(g not in formats.GRANULARITIES for g in granularities):
-            return _bad("timestamp_granularities[] takes 'segment' and 'word'", "timestamp_granularities")
-        if granularities and response_format != "verbose_json":
-            return _bad(
-                "timestamp_granularities[] needs response_format verbose_json", "timestamp_granularities"
-            )
-        data = await file.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            return openai_error(
-                413,
-                f"Maximum content size limit ({settings.max_upload_bytes}) exceeded",
-                "invalid_request_error",
-            )
-        config = pb.RecognitionConfig(
-            language_code=language_of(language), enable_word_time_offsets=True, enable_word_confidence=True
-        )
-        try:
-            result = await state["client"].recognize(
-                data,
-                config,
-                timeout=settings.request_timeout_seconds,
-                token=token_of(list(request.headers.items())) or None,
-            )
-        except grpc.aio.AioRpcError as exc:
-            REQUESTS.labels("transcriptions", exc.code().name).inc()
-            log.info("transcription failed", extra={"status": exc.code().name, "detail": exc.details()})
-            return _from_grpc(exc)
-        seconds = time.perf_counter() - started
-        REQUESTS.labels("transcriptions", "OK").inc()
-        LATENCY.observe(seconds)
-        AUDIO.inc(result.timing.get("audio", 0.0))
-        log.info(
-            "transcribed",
-            extra={
-                "request_id": result.request_id,
-                "language": result.language,
-                "audio_s": round(result.timing.get("audio", 0.0), 3),
-                "seconds": round(seconds, 3),
-                "format": response_format,
-            },
-        )
-        response = _render(result, response_format, granularities)
-        response.headers["x-request-id"] = result.request_id
-        return response
-
+    app.state.settings = settings
+    app.state.tokens = settings.tokens()
+    app.middleware("http")(require_key)
+    app.exception_handler(HTTPException)(http_error)
+    app.exception_handler(RequestValidationError)(invalid_request)
+    app.include_router(api)
     return app
+
+
+async def require_key(request: Request, call_next: Any) -> Response:
+    """The API wants a key when tokens are configured; probes (/livez, /healthz) never do."""
+    tokens = request.app.state.tokens
+    if tokens is not None and request.url.path.startswith("/v1/"):
+        key = token_of(list(request.headers.items()))
+        if not tokens.accepts(key):
+            message = (
+                "Incorrect API key provided."
+                if key
+                else "You didn't provide an API key: send it as 'Authorization: Bearer <key>'."
+            )
+            return openai_error(401, message, "invalid_request_error", code="invalid_api_key")
+    return await call_next(request)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return openai_error(exc.status_code, str(exc.detail), kind)
+
+
+async def invalid_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    param = str(first["loc"][-1]) if first.get("loc") else None
+    return openai_error(400, f"{param}: {first['msg']}", "invalid_request_error", param=param)
+
+
+@api.get("/v1/models")
+async def models() -> dict[str, Any]:
+    return {"object": "list", "data": [_model()]}
+
+
+@api.get("/v1/models/{model}")
+async def model(model: str) -> Response:
+    if model != MODEL_ID:
+        return openai_error(
+            404, f"The model '{model}' does not exist", "invalid_request_error", "model_not_found"
+        )
+    return JSONResponse(_model())
+
+
+@api.get("/livez")
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@api.get("/healthz")
+async def healthz(request: Request) -> Response:
+    """Ready when the router says it is serving."""
+    stub = health_pb2_grpc.HealthStub(request.app.state.client.channel)
+    try:
+        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.aio.AioRpcError:
+        serving = False
+    body = {"router": "serving" if serving else "unavailable"}
+    return JSONResponse(body, status_code=200 if serving else 503)
+
+
+def _refused_options(response_format: str, granularities: list[str]) -> Response | None:
+    if response_format not in formats.FORMATS:
+        return _bad(f"response_format must be one of {', '.join(formats.FORMATS)}", "response_format")
+    if any(g not in formats.GRANULARITIES for g in granularities):
+        return _bad("timestamp_granularities[] takes 'segment' and 'word'", "timestamp_granularities")
+    if granularities and response_format != "verbose_json":
+        return _bad("timestamp_granularities[] needs response_format verbose_json", "timestamp_granularities")
+    return None
+
+
+@api.post("/v1/audio/transcriptions", response_model=None)
+async def transcriptions(
+    request: Request,
+    file: Annotated[UploadFile, File()],
+    model: Annotated[str, Form()],
+    language: Annotated[str, Form()] = "",
+    prompt: Annotated[str, Form()] = "",
+    response_format: Annotated[str, Form()] = "json",
+    temperature: Annotated[float, Form()] = 0.0,
+    granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
+) -> Response:
+    """One upload, one Recognize call to the router; `model`, `prompt` and `temperature` are
+    accepted for OpenAI's clients and change nothing."""
+    started = time.perf_counter()
+    settings: GatewaySettings = request.app.state.settings
+    granularities = granularities or []
+    refused = _refused_options(response_format, granularities)
+    if refused is not None:
+        return refused
+    data = await file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        limit = settings.max_upload_bytes
+        return openai_error(413, f"Maximum content size limit ({limit}) exceeded", "invalid_request_error")
+    config = pb.RecognitionConfig(
+        language_code=language_of(language), enable_word_time_offsets=True, enable_word_confidence=True
+    )
+    try:
+        result = await request.app.state.client.recognize(
+            data,
+            config,
+            timeout=settings.request_timeout_seconds,
+            token=token_of(list(request.headers.items())) or None,
+        )
+    except grpc.aio.AioRpcError as exc:
+        REQUESTS.labels("transcriptions", exc.code().name).inc()
+        log.info("transcription failed", extra={"status": exc.code().name, "detail": exc.details()})
+        return _from_grpc(exc)
+    _observe(result, time.perf_counter() - started, response_format)
+    response = _render(result, response_format, granularities)
+    response.headers["x-request-id"] = result.request_id
+    return response
+
+
+def _observe(result: Any, seconds: float, response_format: str) -> None:
+    """Metrics and the access-log line of one transcription."""
+    audio = result.timing.get("audio", 0.0)
+    REQUESTS.labels("transcriptions", "OK").inc()
+    LATENCY.observe(seconds)
+    AUDIO.inc(audio)
+    log.info(
+        "transcribed",
+        extra={
+            "request_id": result.request_id,
+            "language": result.language,
+            "audio_s": round(audio, 3),
+            "seconds": round(seconds, 3),
+            "format": response_format,
+        },
+    )
 
 
 def _bad(message: str, param: str) -> Response:

@@ -158,7 +158,7 @@ def gateway_paths() -> set[str]:
     """The paths the REST gateway's app serves (building the app opens no connection)."""
     from rest_gateway.server import GatewaySettings, create_app
 
-    return {route.path for route in create_app(GatewaySettings.model_construct()).routes}  # type: ignore[attr-defined]
+    return set(create_app(GatewaySettings.model_construct()).openapi()["paths"])
 
 
 # ====================================================================== helm rendering
