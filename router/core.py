@@ -180,6 +180,29 @@ async def config_and_audio(requests: AsyncIterator[Any]) -> tuple[Any, AsyncIter
     return first.streaming_config, audio()
 
 
+def _detected(decision: Decision, source: int) -> pb.LanguageDetected:
+    return pb.LanguageDetected(
+        language_code=decision.language,
+        probability=decision.probability,
+        alternatives=[
+            pb.LanguageAlternative(language_code=c, probability=p) for c, p in decision.alternatives
+        ],
+        source=source,  # type: ignore[arg-type]
+        speech_onset=duration(decision.onset / TARGET_RATE),
+        detection_window=duration(decision.window / TARGET_RATE),
+    )
+
+
+def _empty_final(seconds: float, timing: pb.Timing) -> pb.RecognitionResult:
+    """The final result of audio with no speech: an empty transcript over all of it."""
+    return pb.RecognitionResult(
+        alternatives=[pb.SpeechRecognitionAlternative(transcript="")],
+        is_final=True,
+        result_end_offset=duration(seconds),
+        timing=timing,
+    )
+
+
 def _allowed(config: pb.RecognitionConfig) -> list[str]:
     """The languages the request restricts detection to (none: any), each checked to be a code."""
     return [check_language_code(c) for c in config.alternative_language_codes]
@@ -452,35 +475,16 @@ class Router:
             record.update(language=decision.language, source=Source.Name(source))
             lid_seconds = time.monotonic() - started
             DETECTIONS.labels(decision.language, Source.Name(source)).inc()
-            yield pb.TranscribeResponse(
-                request_id=request_id,
-                language_detected=pb.LanguageDetected(
-                    language_code=decision.language,
-                    probability=decision.probability,
-                    alternatives=[
-                        pb.LanguageAlternative(language_code=c, probability=p)
-                        for c, p in decision.alternatives
-                    ],
-                    source=source,
-                    speech_onset=duration(decision.onset / TARGET_RATE),
-                    detection_window=duration(decision.window / TARGET_RATE),
-                ),
-            )
+            yield pb.TranscribeResponse(request_id=request_id, language_detected=_detected(decision, source))
             if source == Source.NO_SPEECH:
                 # Nothing to recognise: the final result comes from here, and no worker is woken.
-                yield pb.TranscribeResponse(
-                    request_id=request_id,
-                    result=pb.RecognitionResult(
-                        alternatives=[pb.SpeechRecognitionAlternative(transcript="")],
-                        is_final=True,
-                        result_end_offset=duration(buffer.size / TARGET_RATE),
-                        timing=pb.Timing(
-                            audio_seconds=buffer.size / TARGET_RATE,
-                            language_id_seconds=lid_seconds,
-                            total_seconds=time.monotonic() - started,
-                        ),
-                    ),
+                seconds = buffer.size / TARGET_RATE
+                timing = pb.Timing(
+                    audio_seconds=seconds,
+                    language_id_seconds=lid_seconds,
+                    total_seconds=time.monotonic() - started,
                 )
+                yield pb.TranscribeResponse(request_id=request_id, result=_empty_final(seconds, timing))
                 finished = True
                 return
             job = Job(
@@ -493,17 +497,7 @@ class Router:
                 word_confidence=config.enable_word_confidence,
                 leased=True,
             )
-            if self.settings.scale_from_zero:
-                # KEDA's lag trigger reads the workers' consumer group: a language registered by
-                # hand whose pool is at zero has none until this, and would never wake.
-                await self.queue.ensure_group(job.language)
-            await self.queue.renew_lease(job.job_id, self.settings.client_lease_seconds)
-            if await self.queue.enqueue(job, self.settings.max_queue_depth) is None:
-                raise ResourceExhausted(
-                    f"{self.settings.max_queue_depth} {job.language!r} jobs are waiting or in progress, the "
-                    "limit (max_queue_depth); retry shortly",
-                    retry_after=2.0,
-                )
+            await self._enqueue(job)
             forward = asyncio.create_task(self._forward(job.job_id, buffer, pump), name=f"fwd-{request_id}")
             async for result in self._relay(job, forward):
                 result.timing.language_id_seconds = lid_seconds
@@ -674,6 +668,20 @@ class Router:
                     yield event.result
                     if event.kind == "final":
                         return
+
+    async def _enqueue(self, job: Job) -> None:
+        """Queues the job under its client's lease, unless its language's queue is full."""
+        if self.settings.scale_from_zero:
+            # KEDA's lag trigger reads the workers' consumer group: a language registered by
+            # hand whose pool is at zero has none until this, and would never wake.
+            await self.queue.ensure_group(job.language)
+        await self.queue.renew_lease(job.job_id, self.settings.client_lease_seconds)
+        if await self.queue.enqueue(job, self.settings.max_queue_depth) is None:
+            raise ResourceExhausted(
+                f"{self.settings.max_queue_depth} {job.language!r} jobs are waiting or in progress, the "
+                "limit (max_queue_depth); retry shortly",
+                retry_after=2.0,
+            )
 
     async def _abandon(self, job_id: str) -> None:
         """Tells the worker the client is gone: the cancel marker, and the lease dropped (should
