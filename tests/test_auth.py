@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,8 +26,8 @@ from lidroute.client import Client
 from lidroute.server import GrpcServer
 from lidroute.v1 import transcriber_pb2 as pb
 from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
+from tests.test_rest_gateway import running_gateway
 from tests.test_transcribe import of_this_audio, wav
-from workbench.stack import free_port, wait_http
 
 TOKEN = "s3cret-token"
 
@@ -193,35 +191,10 @@ def test_half_configured_access_is_refused_at_start(tmp_path: Path, pki: dict[st
 # ---------------------------------------------------------------------- the REST gateway
 @pytest.fixture(scope="module")
 def guarded_gateway(router_addr: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("guarded")
-    (tmp / "tokens").write_text(f"{TOKEN}\n")
-    port = free_port()
-    log_path = tmp / "gateway.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rest_gateway",
-                "--http-port",
-                str(port),
-                "--router-address",
-                router_addr,
-                "--auth-tokens-file",
-                str(tmp / "tokens"),
-                "--log-format",
-                "text",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/healthz", 60, proc, log_path)  # probes need no key
+    folder = tmp_path_factory.mktemp("guarded")
+    (folder / "tokens").write_text(f"{TOKEN}\n")
+    with running_gateway(router_addr, folder, "--auth-tokens-file", str(folder / "tokens")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 @pytest.mark.integration

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,35 +67,40 @@ def test_verbose_json_names_the_language_and_gives_what_was_asked() -> None:
 
 
 # ---------------------------------------------------------------------- the gateway process
-@pytest.fixture(scope="module")
-def gateway(router_addr: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def running_gateway(router_addr: str, folder: Path, *flags: str) -> Iterator[str]:
+    """A REST gateway process in front of `router_addr`, with `flags`; yields its base URL once
+    its health check (which needs no key) says the router is serving."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    log_path = folder / "gateway.log"
+    command = [
+        sys.executable,
+        "-m",
+        "rest_gateway",
+        "--http-port",
+        str(port),
+        "--router-address",
+        router_addr,
+    ]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rest_gateway",
-                "--http-port",
-                str(port),
-                "--router-address",
-                router_addr,
-                "--max-upload-bytes",
-                "1500000",
-                "--log-format",
-                "text",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [*command, "--log-format", "text", *flags], stdout=log, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/healthz", 60, proc, Path(log_path))
+        wait_http(f"{url}/healthz", 60, proc, log_path)
         yield url
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def gateway(router_addr: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_gateway(
+        router_addr, tmp_path_factory.mktemp("gateway"), "--max-upload-bytes", "1500000"
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
