@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint format proto lock models transfer bench eval-real up clean
+.PHONY: setup demo test faults lint format proto lock models transfer bench eval-real up clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,11 @@ up: setup
 
 test: setup
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check -q . && $(PY) -m pytest
+
+# The fault tests alone (also part of `make test`): killed workers and Redis, load past the limits,
+# hostile bytes, slow and vanished clients, missing tokens.
+faults: setup
+	@$(PY) -m pytest -m faults
 
 lint: setup
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports --no-logo

@@ -18,6 +18,7 @@ from tests.conftest import EXTERNAL_ROUTER, make_stack
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.faults,
     pytest.mark.skipif(bool(EXTERNAL_ROUTER), reason="sets the router's limits: needs its own stack"),
 ]
 

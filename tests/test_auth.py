@@ -29,6 +29,8 @@ from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
 from tests.test_rest_gateway import running_gateway
 from tests.test_transcribe import of_this_audio, wav
 
+pytestmark = pytest.mark.faults  # refusals: no token, a wrong one, no certificate
+
 TOKEN = "s3cret-token"
 
 

@@ -27,6 +27,7 @@ from tests.conftest import EXTERNAL_ROUTER, make_stack
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.faults,
     pytest.mark.skipif(bool(EXTERNAL_ROUTER), reason="breaks processes: needs the stack this suite starts"),
 ]
 

@@ -23,7 +23,7 @@ from lidroute.client import TranscribeStream
 from lidroute.v1 import transcriber_pb2 as pb
 from router.google import G_RecognitionConfig, G_RecognizeRequest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 #: 2,000 in the suite (under a minute); LIDROUTE_FUZZ_CASES=10000 for a longer run.
 CASES = int(os.environ.get("LIDROUTE_FUZZ_CASES", "2000"))

@@ -188,6 +188,7 @@ SLOT_LIMITS = {
 TENTH = b"\x00\x10" * 1600  # 0.1 s at 16 kHz
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize(
     ("chunks", "match"),
     [
