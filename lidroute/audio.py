@@ -209,7 +209,7 @@ def decode_container(data: bytes, limits: AudioLimits, expected_rate: int = 0) -
 
 def decode_pcm16(data: bytes, rate: int, channels: int, limits: AudioLimits) -> np.ndarray:
     """Decodes a whole buffer of raw LINEAR16 audio; the unary call's path."""
-    decoder = StreamDecoder.linear16(rate, channels, limits)
+    decoder = StreamDecoder.raw(rate, channels, limits)
     return np.concatenate([decoder.feed(data), decoder.finish()])
 
 
@@ -241,16 +241,11 @@ class StreamDecoder:
         )
 
     @classmethod
-    def linear16(cls, rate: int, channels: int, limits: AudioLimits) -> StreamDecoder:
+    def raw(cls, rate: int, channels: int, limits: AudioLimits, *, mulaw: bool = False) -> StreamDecoder:
+        """Raw samples: LINEAR16, or 8-bit μ-law with `mulaw`."""
         limits.check_rate(rate)
         limits.check_channels(channels)
-        return cls(rate=rate, channels=channels, container=False, limits=limits)
-
-    @classmethod
-    def mulaw8(cls, rate: int, channels: int, limits: AudioLimits) -> StreamDecoder:
-        limits.check_rate(rate)
-        limits.check_channels(channels)
-        return cls(rate=rate, channels=channels, container=False, limits=limits, mulaw=True)
+        return cls(rate=rate, channels=channels, container=False, limits=limits, mulaw=mulaw)
 
     @classmethod
     def for_container(cls, limits: AudioLimits, expected_rate: int = 0) -> StreamDecoder:

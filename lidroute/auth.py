@@ -118,13 +118,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         service = details.method.lstrip("/").rpartition("/")[0]
-        if (
-            handler is None
-            or service in self.exempt
-            or self.tokens.accepts(token_of(details.invocation_metadata))
-        ):
-            return handler
         given = token_of(details.invocation_metadata)
+        if handler is None or service in self.exempt or self.tokens.accepts(given):
+            return handler
         message = (
             "this token is not accepted"
             if given

@@ -296,9 +296,7 @@ async def _transcribe_files(args: argparse.Namespace) -> int:
                 failures += 1
                 tqdm.write(f"{path}: ERROR {exc.code().name}: {exc.details()}")
                 if exc.code() == grpc.StatusCode.UNAVAILABLE and "connect" in (exc.details() or "").lower():
-                    tqdm.write(
-                        f"no router answers at {address}: start one with `lidroute up`, or pass --address"
-                    )
+                    tqdm.write(_call_failed(address, exc))  # no router: the other files would fail alike
                     return 1
             except (OSError, ValueError) as exc:
                 failures += 1

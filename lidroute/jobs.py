@@ -251,22 +251,20 @@ class JobQueue:
             self.keys.jobs(delivery.language), WORKER_GROUP, consumer, 0, [delivery.entry_id], justid=True
         )
 
-    async def ack(self, lang: str, entry_id: str) -> None:
+    async def ack(self, lang: str, entry_id: str, *, audio_of: str = "") -> None:
+        """Acknowledges a job (it leaves the stream), and deletes the audio of job `audio_of`."""
         key = self.keys.jobs(lang)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xack(key, WORKER_GROUP, entry_id)
             pipe.xdel(key, entry_id)
+            if audio_of:
+                pipe.delete(self.keys.audio(audio_of))
             await pipe.execute()
 
     async def done(self, delivery: Delivery) -> None:
         """Acknowledges a job that ended (result, error, cancel) and deletes its audio at once: a
         long request's audio is megabytes that would otherwise stay for the stream TTL."""
-        key = self.keys.jobs(delivery.language)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(key, WORKER_GROUP, delivery.entry_id)
-            pipe.xdel(key, delivery.entry_id)
-            pipe.delete(self.keys.audio(delivery.job.job_id))
-            await pipe.execute()
+        await self.ack(delivery.language, delivery.entry_id, audio_of=delivery.job.job_id)
 
     async def forget(self, job_id: str) -> None:
         """The router has its final result: the job's events and its client's lease go."""

@@ -205,12 +205,12 @@ class GrpcServer:
         reflecting = reflection.aio.ReflectionServicer(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1]
         )
+        handler = grpc.stream_stream_rpc_method_handler(
+            reflecting.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        )
         for name in (reflection.SERVICE_NAME, REFLECTION_V1):
-            handler = grpc.stream_stream_rpc_method_handler(
-                reflecting.ServerReflectionInfo,
-                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-            )
             self.server.add_generic_rpc_handlers(
                 [grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler})]
             )

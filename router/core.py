@@ -403,8 +403,12 @@ class Router:
         if encoding in (Encoding.LINEAR16, Encoding.MULAW):
             if not config.sample_rate_hertz:
                 raise InvalidArgument(f"sample_rate_hertz is required for {Encoding.Name(encoding)} audio")
-            raw = StreamDecoder.linear16 if encoding == Encoding.LINEAR16 else StreamDecoder.mulaw8
-            return raw(config.sample_rate_hertz, config.audio_channel_count or 1, self.limits)
+            return StreamDecoder.raw(
+                config.sample_rate_hertz,
+                config.audio_channel_count or 1,
+                self.limits,
+                mulaw=encoding == Encoding.MULAW,
+            )
         if encoding in (Encoding.ENCODING_UNSPECIFIED, Encoding.FLAC, Encoding.OGG_OPUS, Encoding.MP3):
             if config.sample_rate_hertz:
                 self.limits.check_rate(config.sample_rate_hertz)
@@ -426,8 +430,8 @@ class Router:
         record: dict[str, object] = {"request_id": request_id, "language": "", "audio_s": 0.0}
         started = time.monotonic()
         outcome = "error"
-        STREAMS.inc()
         self.in_flight += 1
+        STREAMS.set(self.in_flight)
         try:
             self.admit()
             async for response in self._transcribe(
@@ -443,7 +447,7 @@ class Router:
             raise
         finally:
             self.in_flight -= 1
-            STREAMS.dec()
+            STREAMS.set(self.in_flight)
             AUDIO_SECONDS.labels(record["language"] or "none").inc(float(record["audio_s"]))  # type: ignore[arg-type]
             log.info(
                 "request",

@@ -33,7 +33,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, empty_pb2, timestam
 from google.rpc import status_pb2
 
 from lidroute.audio import duration
-from lidroute.errors import Cancelled, InvalidArgument, NotFound, Unavailable, status_of
+from lidroute.errors import Cancelled, InvalidArgument, LidrouteError, NotFound, Unavailable, status_of
 from lidroute.keys import Keys
 from lidroute.registry import language_of
 from lidroute.server import HANDLER_FACTORIES
@@ -140,6 +140,15 @@ def recognition_results(result: pb.RecognitionResult, languages: Languages) -> l
     ]
 
 
+def response_fields(response: pb.RecognizeResponse, languages: Languages) -> dict[str, Any]:
+    """What Google's RecognizeResponse and LongRunningRecognizeResponse both carry."""
+    return {
+        "results": recognition_results(response.result, languages),
+        "total_billed_time": duration(response.result.timing.audio_seconds),
+        "request_id": request_number(response.request_id),
+    }
+
+
 def request_number(request_id: str) -> int:
     """Google's request ids are int64; lidroute's (in its logs) are hex: the first 60 bits of it."""
     return int(request_id[:15], 16) if request_id else 0
@@ -186,13 +195,7 @@ class Operations:
     ) -> None:
         try:
             response = await self.router.recognize(config, audio, None)
-            operation.response.Pack(
-                G_LongRunningRecognizeResponse(
-                    results=recognition_results(response.result, languages),
-                    total_billed_time=duration(response.result.timing.audio_seconds),
-                    request_id=request_number(response.request_id),
-                )
-            )
+            operation.response.Pack(G_LongRunningRecognizeResponse(**response_fields(response, languages)))
         except asyncio.CancelledError:
             stopped = Unavailable("the router stopped before the operation finished; send it again")
             operation.error.CopyFrom(
@@ -228,12 +231,8 @@ class Operations:
             raise NotFound(f"operation {name!r} not found (unknown, deleted or expired)")
         operation = operations_pb2.Operation.FromString(stored[0])
         if not operation.done and time.time() > float(stored[1] or 0):
-            operation.error.CopyFrom(
-                status_pb2.Status(
-                    code=grpc.StatusCode.ABORTED.value[0],
-                    message="the router running this operation stopped before it finished; send it again",
-                )
-            )
+            stopped = "the router running this operation stopped before it finished; send it again"
+            operation.error.CopyFrom(_status(LidrouteError.from_status("ABORTED", stopped)))
             await self._finish(operation)
             operation.done = True
         return operation
@@ -243,13 +242,15 @@ class Operations:
         if not operation.done:
             operation.error.CopyFrom(_status(Cancelled("the operation was cancelled")))
             await self._finish(operation)
-        task = self.tasks.get(name)
-        if task is not None:
-            task.cancel()
+        self._stop(name)
 
     async def delete(self, name: str) -> None:
         await self.get(name)
         await self.client.delete(self.keys.operation(name))
+        self._stop(name)
+
+    def _stop(self, name: str) -> None:
+        """Stops the operation's work, when it runs in this router."""
         task = self.tasks.get(name)
         if task is not None:
             task.cancel()
@@ -312,11 +313,7 @@ class SpeechServicer:
         config, languages = lidroute_config(request.config)
         audio = recognition_audio(request.audio)
         response = await self.router.recognize(config, audio, context.time_remaining())
-        return G_RecognizeResponse(
-            results=recognition_results(response.result, languages),
-            total_billed_time=duration(response.result.timing.audio_seconds),
-            request_id=request_number(response.request_id),
-        )
+        return G_RecognizeResponse(**response_fields(response, languages))
 
     async def LongRunningRecognize(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         if request.HasField("output_config"):

@@ -56,7 +56,7 @@ def test_stereo_is_downmixed_to_the_mean_of_the_channels() -> None:
 
 def test_stream_chunks_may_split_samples_and_frames() -> None:
     pcm = float_to_pcm16(tone(1.0, 44100, channels=2).reshape(-1))
-    decoder = StreamDecoder.linear16(44100, 2, AudioLimits())
+    decoder = StreamDecoder.raw(44100, 2, AudioLimits())
     pieces = [decoder.feed(pcm[i : i + 777]) for i in range(0, len(pcm), 777)]
     pieces.append(decoder.finish())
     whole = decode_pcm16(pcm, 44100, 2, AudioLimits())
@@ -64,7 +64,7 @@ def test_stream_chunks_may_split_samples_and_frames() -> None:
 
 
 def test_stream_ending_inside_a_frame_is_an_error() -> None:
-    decoder = StreamDecoder.linear16(16000, 2, AudioLimits())
+    decoder = StreamDecoder.raw(16000, 2, AudioLimits())
     decoder.feed(b"\x00" * 6)
     with pytest.raises(InvalidArgument, match="stray bytes"):
         decoder.finish()
@@ -118,17 +118,17 @@ def test_limits_name_the_limit() -> None:
         decode_container(file_bytes(tone(2.0, 16000), 16000, "WAV"), limits)
     with pytest.raises(LimitExceeded, match="max_audio_bytes"):
         decode_container(b"RIFF" + b"\x00" * 200_000, limits)
-    decoder = StreamDecoder.linear16(16000, 1, limits)
+    decoder = StreamDecoder.raw(16000, 1, limits)
     with pytest.raises(LimitExceeded, match="max_chunk_bytes"):
         decoder.feed(b"\x00" * 2000)
     with pytest.raises(InvalidArgument, match="outside the supported range"):
-        StreamDecoder.linear16(96000, 1, limits)
+        StreamDecoder.raw(96000, 1, limits)
     with pytest.raises(InvalidArgument, match="audio_channel_count 3"):
-        StreamDecoder.linear16(16000, 3, limits)
+        StreamDecoder.raw(16000, 3, limits)
 
 
 def test_streamed_duration_limit_stops_the_stream() -> None:
-    decoder = StreamDecoder.linear16(16000, 1, AudioLimits(max_seconds=0.5))
+    decoder = StreamDecoder.raw(16000, 1, AudioLimits(max_seconds=0.5))
     with pytest.raises(LimitExceeded, match="max_audio_seconds"):
         for _ in range(10):
             decoder.feed(float_to_pcm16(tone(0.1, 16000)))

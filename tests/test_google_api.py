@@ -78,7 +78,7 @@ def test_mulaw_decodes_as_libsndfile_decodes_it() -> None:
         io.BytesIO(data), format="RAW", subtype="ULAW", samplerate=8000, channels=1, dtype="float32"
     )
     assert np.abs(MULAW_TABLE[np.frombuffer(data, np.uint8)] - reference).max() < 1e-6
-    decoder = StreamDecoder.mulaw8(8000, 1, AudioLimits())
+    decoder = StreamDecoder.raw(8000, 1, AudioLimits(), mulaw=True)
     audio = np.concatenate([decoder.feed(data[:1001]), decoder.feed(data[1001:]), decoder.finish()])
     assert abs(len(audio) - 16000) <= 2 and np.abs(audio).max() > 0.4
 

@@ -211,7 +211,5 @@ async def test_a_client_that_sends_no_or_too_little_audio_is_ended_with_out_of_r
 
 async def test_audio_at_half_real_time_is_slow_but_served(make_router: MakeRouter) -> None:
     router = make_router(**SLOT_LIMITS)
-    pump = router._pump(
-        _sent([(0.2, TENTH)] * 6), StreamDecoder.linear16(16000, 1, router.limits), AudioBuffer()
-    )
+    pump = router._pump(_sent([(0.2, TENTH)] * 6), StreamDecoder.raw(16000, 1, router.limits), AudioBuffer())
     await pump  # no AudioTimeout: 0.5x is over min_audio_rate
