@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from asr_worker.recipes.cards import backbone_card, write_report
 from asr_worker.recipes.clips import language_examples, seconds_of, take_clips
@@ -24,19 +23,23 @@ from asr_worker.recipes.ctc import (
     CtcRecipe,
     build_processor,
     fit_ctc,
+    save_recognizer,
+    seeded_rng,
 )
 from asr_worker.recipes.scoring import evaluate_splits
 from lidroute.train.budget import Budget
 from lidroute.train.synth import HIGH_RESOURCE, phonemize
 
 if TYPE_CHECKING:
-    pass
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
 log = logging.getLogger(__name__)
 
 
 #: The backbone's architecture and optimisation: the from-scratch recipe, on more languages.
 BACKBONE_RECIPE = CtcRecipe()
+#: Updates of a backbone given no budget (`pretrain_backbone`, `asr_worker pretrain`).
+BACKBONE_STEPS = 3000
 
 
 def pretrain_backbone(
@@ -45,7 +48,7 @@ def pretrain_backbone(
     languages: Sequence[str] = HIGH_RESOURCE,
     *,
     utterances_per_language: int = 1000,
-    max_steps: int | None = 3000,
+    max_steps: int | None = BACKBONE_STEPS,
     max_train_seconds: float | None = None,
     seed: int = 0,
     n_eval: int = 50,
@@ -65,17 +68,8 @@ def pretrain_backbone(
     """
     from transformers import Wav2Vec2ForCTC
 
-    torch.manual_seed(seed)
-    torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
-    rng = np.random.default_rng(seed)
-    clips: list[tuple[str, np.ndarray]] = []
-    if targets not in ("phonemes", "letters"):
-        raise ValueError(f"targets must be phonemes or letters, not {targets!r}")
-    for lang in languages:
-        taken = take_clips(language_examples(data, "train", lang), seed=seed, limit=utterances_per_language)
-        if targets == "phonemes":
-            taken = list(zip(phonemize([t for t, _ in taken], lang), [a for _, a in taken], strict=True))
-        clips += taken
+    rng = seeded_rng(seed)
+    clips = _clips(data, languages, targets, seed, utterances_per_language)
     with tempfile.TemporaryDirectory(prefix="ctc-vocab-") as tmp:
         processor = build_processor([text for text, _ in clips], Path(tmp))
     model = Wav2Vec2ForCTC(recipe.config(len(processor.tokenizer))).to(device)
@@ -84,13 +78,8 @@ def pretrain_backbone(
         "pretraining backbone", extra={"languages": ",".join(languages), "hours": seconds_of(clips) / 3600}
     )
     audio_seconds = fit_ctc(model, processor, clips, budget, recipe, rng)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    scores = {
-        lang: evaluate_splits(model, processor, data, lang, ["test"], n_eval, targets)[0].get("test", {})
-        for lang in languages
-    }
+    save_recognizer(model, processor, out_dir)
+    scores = _test_scores(model, processor, data, languages, n_eval, targets)
     report: dict[str, Any] = {
         "kind": "backbone",
         "targets": targets,
@@ -112,3 +101,33 @@ def pretrain_backbone(
     write_report(out_dir, report)
     backbone_card(out_dir, report)
     return report
+
+
+def _clips(
+    data: str | Path, languages: Sequence[str], targets: str, seed: int, utterances_per_language: int
+) -> list[tuple[str, np.ndarray]]:
+    """Each language's training clips, their transcripts in IPA when the targets are phonemes."""
+    clips: list[tuple[str, np.ndarray]] = []
+    if targets not in ("phonemes", "letters"):
+        raise ValueError(f"targets must be phonemes or letters, not {targets!r}")
+    for lang in languages:
+        taken = take_clips(language_examples(data, "train", lang), seed=seed, limit=utterances_per_language)
+        if targets == "phonemes":
+            taken = list(zip(phonemize([t for t, _ in taken], lang), [a for _, a in taken], strict=True))
+        clips += taken
+    return clips
+
+
+def _test_scores(
+    model: Wav2Vec2ForCTC,
+    processor: Wav2Vec2Processor,
+    data: str | Path,
+    languages: Sequence[str],
+    n_eval: int,
+    targets: str,
+) -> dict[str, dict[str, float]]:
+    """Each language's error rates on its test split, in the units of the targets (phones or letters)."""
+    return {
+        lang: evaluate_splits(model, processor, data, lang, ["test"], n_eval, targets)[0].get("test", {})
+        for lang in languages
+    }

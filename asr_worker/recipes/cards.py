@@ -199,8 +199,6 @@ def _made_by(report: Mapping[str, Any]) -> str:
 
 def _finetune_flags(report: Mapping[str, Any]) -> str:
     """The `asr_worker finetune` flags, less `--out`, that made the model a report describes."""
-    from asr_worker.recipes.finetune import FinetuneRecipe  # it writes cards: imported here, not above
-
     flags = [
         f"--backbone {report['backbone']}",
         f"--data {report['data']}",
@@ -217,19 +215,35 @@ def _finetune_flags(report: Mapping[str, Any]) -> str:
         flags.append("--keep-head")
     elif report["vocab"] != "train":
         flags.append(f"--vocab {report['vocab']}")
-    if report["recipe"]["freeze_feature_encoder"]:
-        flags.append("--freeze-feature-encoder")
-    if not report["recipe"]["augment"]:
-        flags.append("--no-augment")
+    flags += _recipe_flags(report["recipe"], switches=True)
     lm = report.get("lm") or {}
     if lm.get("tuned_splits", ["dev"]) != ["dev"]:
         flags.append(f"--lm-dev-splits {','.join(lm['tuned_splits'])} --lm-dev-utterances {lm['tuned_on']}")
-    for field_name in ("lr", "head_share"):
-        if report["recipe"][field_name] != getattr(FinetuneRecipe, field_name):
-            flags.append(f"--{field_name.replace('_', '-')} {report['recipe'][field_name]}")
+    flags += _recipe_flags(report["recipe"], switches=False)
+    flags += _augmentation_flags(report.get("augmentation") or {})
+    return " ".join(flags)
+
+
+def _recipe_flags(recipe: Mapping[str, Any], *, switches: bool) -> list[str]:
+    """The flags of the recipe's fields that a run changed from their defaults: its switches
+    (`--no-augment`) or its flags with a value (`--lr 0.0005`), each as the command declares them
+    (`FinetuneRecipe.flag_fields`); cards give the switches before the LM's flags, the values after."""
+    from asr_worker.recipes.finetune import FinetuneRecipe, flag_name  # it writes cards: imported here
+
+    changed = [
+        item
+        for item in FinetuneRecipe.flag_fields()
+        if isinstance(item.default, bool) == switches and recipe[item.name] != item.default
+    ]
+    return [flag_name(item) if switches else f"{flag_name(item)} {recipe[item.name]}" for item in changed]
+
+
+def _augmentation_flags(augmentation: Mapping[str, Any]) -> list[str]:
+    """`--augmentation FIELD=VALUE` for each field of a recorded `Perturbation` that is not the usual one."""
     usual = asdict(PERTURBATION)
-    for name, value in (report.get("augmentation") or {}).items():
+    flags: list[str] = []
+    for name, value in augmentation.items():
         if name in usual and json_tuples(value) != usual[name]:
             text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
             flags.append(f"--augmentation {name}={text}")
-    return " ".join(flags)
+    return flags

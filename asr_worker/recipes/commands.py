@@ -14,12 +14,12 @@ import argparse
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import Field, asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from asr_worker.recipes.alphabet import AlphabetReport
-from asr_worker.recipes.backbone import BACKBONE_RECIPE, pretrain_backbone
+from asr_worker.recipes.backbone import BACKBONE_RECIPE, BACKBONE_STEPS, pretrain_backbone
 from asr_worker.recipes.cards import REPORT_FILE, finetune_card, write_report
 from asr_worker.recipes.clips import held_out, language_examples
 from asr_worker.recipes.ctc import (
@@ -27,7 +27,14 @@ from asr_worker.recipes.ctc import (
     CtcRecipe,
     Perturbation,
 )
-from asr_worker.recipes.finetune import FinetuneRecipe, finetune, parse_replay, register
+from asr_worker.recipes.finetune import (
+    FINETUNE_STEPS,
+    FinetuneRecipe,
+    finetune,
+    flag_name,
+    parse_replay,
+    register,
+)
 from asr_worker.recipes.heads import HeadRecipe, train_head
 from asr_worker.recipes.lm import add_word_lm
 from asr_worker.recipes.scoring import evaluate_splits
@@ -39,7 +46,10 @@ from lidroute.train.corpus import (
 from lidroute.train.synth import HIGH_RESOURCE
 
 if TYPE_CHECKING:
-    pass
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    from asr_worker.decoding import WordLM
+    from lidroute.settings import CommonSettings
 
 
 log = logging.getLogger(__name__)
@@ -48,10 +58,12 @@ log = logging.getLogger(__name__)
 RecipeT = TypeVar("RecipeT", CtcRecipe, Perturbation, HeadRecipe)
 
 
+#: What `--data` names, for every command that reads a corpus.
+_DATA_HELP = "corpus folder, .jsonl manifest, Common Voice folder or HF dataset"
+
+
 def _common(parser: argparse.ArgumentParser, *, log_level: bool = True) -> None:
-    parser.add_argument(
-        "--data", required=True, help="corpus folder, .jsonl manifest, Common Voice folder or HF dataset"
-    )
+    parser.add_argument("--data", required=True, help=_DATA_HELP)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="updates (the reproducible budget)")
     parser.add_argument("--seconds", type=float, help="wall-clock cap on training")
@@ -86,6 +98,33 @@ def recipe_with(recipe: RecipeT, overrides: Sequence[str]) -> RecipeT:
     return replace(recipe, **changes)
 
 
+def _recipe_or_exit(parser: argparse.ArgumentParser, recipe: RecipeT, overrides: Sequence[str]) -> RecipeT:
+    """`recipe_with`, a bad override ending the command with its usage, as argparse ends it for a bad flag."""
+    try:
+        return recipe_with(recipe, overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _add_field_flags(parser: argparse.ArgumentParser, items: Sequence[Field[Any]]) -> None:
+    """One flag per recipe field (`flag_name`), with the field's default and its metadata's help: a
+    switch for a boolean field, which stores the field's other value, else a value of the field's type."""
+    for item in items:
+        help_text = item.metadata.get("help")
+        if isinstance(item.default, bool):
+            action = "store_false" if item.default else "store_true"
+            parser.add_argument(flag_name(item), dest=item.name, action=action, help=help_text)
+        else:
+            parser.add_argument(
+                flag_name(item), dest=item.name, type=type(item.default), default=item.default, help=help_text
+            )
+
+
+def _field_values(args: argparse.Namespace, items: Sequence[Field[Any]]) -> dict[str, Any]:
+    """The parsed values of the flags `_add_field_flags` declared, by field: the recipe's arguments."""
+    return {item.name: getattr(args, item.name) for item in items}
+
+
 def pretrain_main(argv: Sequence[str] | None = None) -> None:
     """`python -m asr_worker pretrain --data CORPUS --out DIR`: the multilingual backbone."""
     from lidroute.logs import configure
@@ -104,10 +143,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> None:
         help="override a CtcRecipe field, e.g. hidden_size=256 (repeatable)",
     )
     args = parser.parse_args(argv)
-    try:
-        recipe = recipe_with(BACKBONE_RECIPE, args.recipe)
-    except ValueError as exc:
-        parser.error(str(exc))
+    recipe = _recipe_or_exit(parser, BACKBONE_RECIPE, args.recipe)
     configure(args.log_level, fmt="text", service="asr-pretrain")
 
     def run() -> None:
@@ -116,7 +152,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> None:
             Path(args.out),
             args.languages.split(","),
             utterances_per_language=args.utterances,
-            max_steps=args.steps or (None if args.seconds else 3000),
+            max_steps=args.steps or (None if args.seconds else BACKBONE_STEPS),
             max_train_seconds=args.seconds,
             seed=args.seed,
             recipe=recipe,
@@ -131,7 +167,20 @@ def pretrain_main(argv: Sequence[str] | None = None) -> None:
 def finetune_main(argv: Sequence[str] | None = None) -> None:
     """`python -m asr_worker finetune --backbone B --data D --language xx --out DIR`."""
     from lidroute.logs import configure
-    from lidroute.settings import CommonSettings, add_setting_flags, settings_from_namespace
+    from lidroute.settings import CommonSettings, settings_from_namespace
+
+    parser = _finetune_parser()
+    args = parser.parse_args(argv)
+    augmentation = _recipe_or_exit(parser, PERTURBATION, args.augmentation)
+    configure(getattr(args, "log_level", "INFO"), fmt="text", service="asr-finetune")
+    settings = settings_from_namespace(CommonSettings, args, parser) if args.register else None
+    _run(parser, lambda: _finetune_and_register(args, augmentation, settings))
+
+
+def _finetune_parser() -> argparse.ArgumentParser:
+    """`asr_worker finetune`'s flags: the run's, the recipe's (declared on `FinetuneRecipe`), the
+    augmentation's, the LM's, and the settings that `--register` needs."""
+    from lidroute.settings import CommonSettings, add_setting_flags
 
     parser = argparse.ArgumentParser(prog="asr_worker finetune", description=finetune.__doc__)
     _common(parser, log_level=False)
@@ -152,17 +201,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="--backbone is a recognizer of --language: train it further, its head and alphabet kept",
     )
-    parser.add_argument("--freeze-feature-encoder", action="store_true")
-    parser.add_argument("--lr", type=float, default=FinetuneRecipe.lr)
-    parser.add_argument(
-        "--head-share",
-        type=float,
-        default=FinetuneRecipe.head_share,
-        help="share of the updates that train the new head alone first",
-    )
-    parser.add_argument(
-        "--no-augment", action="store_true", help="no speed, telephone-channel and noise augmentation"
-    )
+    _add_field_flags(parser, FinetuneRecipe.flag_fields())
     parser.add_argument(
         "--augmentation",
         action="append",
@@ -171,6 +210,15 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
         help="change a field of the training augmentation (Perturbation), e.g. timbre_share=0.3 or "
         "speed=0.8,1.25 (repeatable)",
     )
+    _add_lm_flags(parser)
+    parser.add_argument("--eval-utterances", type=int, default=100)
+    parser.add_argument("--register", action="store_true", help="register the model for --language")
+    add_setting_flags(parser, CommonSettings)
+    return parser
+
+
+def _add_lm_flags(parser: argparse.ArgumentParser) -> None:
+    """`asr_worker finetune`'s word-LM flags: whether there is one, and what its fusion is tuned on."""
     parser.add_argument(
         "--no-lm", action="store_true", help="no word LM beside the model: the worker decodes greedily"
     )
@@ -182,51 +230,38 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--lm-dev-utterances", type=int, default=50, help="at most this many of their utterances"
     )
-    parser.add_argument("--eval-utterances", type=int, default=100)
-    parser.add_argument("--register", action="store_true", help="register the model for --language")
-    add_setting_flags(parser, CommonSettings)
-    args = parser.parse_args(argv)
-    try:
-        augmentation = recipe_with(PERTURBATION, args.augmentation)
-    except ValueError as exc:
-        parser.error(str(exc))
-    configure(getattr(args, "log_level", "INFO"), fmt="text", service="asr-finetune")
-    settings = settings_from_namespace(CommonSettings, args, parser) if args.register else None
 
-    def run() -> None:
-        report = finetune(
-            args.backbone,
-            args.data,
-            args.language,
-            Path(args.out),
-            minutes=args.minutes,
-            max_steps=args.steps or (None if args.seconds else 800),
-            max_train_seconds=args.seconds,
-            seed=args.seed,
-            replay=args.replay,
-            replay_data=args.replay_data,
-            vocab=args.vocab,
-            random_init=args.random_init,
-            keep_head=args.keep_head,
-            recipe=FinetuneRecipe(
-                lr=args.lr,
-                freeze_feature_encoder=args.freeze_feature_encoder,
-                augment=not args.no_augment,
-                head_share=args.head_share,
-            ),
-            augmentation=augmentation,
-            n_eval=args.eval_utterances,
-            device=args.device,
-            lm=not args.no_lm,
-            lm_splits=comma_list(args.lm_dev_splits),
-            lm_utterances=args.lm_dev_utterances,
-        )
-        if settings is not None:
-            register(args.language, Path(args.out), settings.redis_url, settings.key_prefix)
-            print(f"registered {args.language} -> {Path(args.out).resolve()}", flush=True)
-        print(json.dumps({"scores": report["scores"], "train_seconds": report["train_seconds"]}))
 
-    _run(parser, run)
+def _finetune_and_register(
+    args: argparse.Namespace, augmentation: Perturbation, settings: CommonSettings | None
+) -> None:
+    """The fine-tune the flags ask for, its model registered when `settings` are given; prints its scores."""
+    report = finetune(
+        args.backbone,
+        args.data,
+        args.language,
+        Path(args.out),
+        minutes=args.minutes,
+        max_steps=args.steps or (None if args.seconds else FINETUNE_STEPS),
+        max_train_seconds=args.seconds,
+        seed=args.seed,
+        replay=args.replay,
+        replay_data=args.replay_data,
+        vocab=args.vocab,
+        random_init=args.random_init,
+        keep_head=args.keep_head,
+        recipe=FinetuneRecipe(**_field_values(args, FinetuneRecipe.flag_fields())),
+        augmentation=augmentation,
+        n_eval=args.eval_utterances,
+        device=args.device,
+        lm=not args.no_lm,
+        lm_splits=comma_list(args.lm_dev_splits),
+        lm_utterances=args.lm_dev_utterances,
+    )
+    if settings is not None:
+        register(args.language, Path(args.out), settings.redis_url, settings.key_prefix)
+        print(f"registered {args.language} -> {Path(args.out).resolve()}", flush=True)
+    print(json.dumps({"scores": report["scores"], "train_seconds": report["train_seconds"]}))
 
 
 def lm_main(argv: Sequence[str] | None = None) -> None:
@@ -236,15 +271,19 @@ def lm_main(argv: Sequence[str] | None = None) -> None:
     transcripts of the data's train split and is tuned on its dev split. A model made by
     `asr_worker finetune` is re-scored with and without it, and its report and card rewritten.
     """
-    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
-
     from lidroute.logs import configure
 
+    parser = _lm_parser()
+    args = parser.parse_args(argv)
+    configure(args.log_level, fmt="text", service="asr-lm")
+    _run(parser, lambda: print(json.dumps(_add_lm(args))))
+
+
+def _lm_parser() -> argparse.ArgumentParser:
+    """`asr_worker lm`'s flags: the recognizer, its data, and the held-out speech its fusion is tuned on."""
     parser = argparse.ArgumentParser(prog="asr_worker lm", description=lm_main.__doc__)
     parser.add_argument("--model", required=True, help="the recognizer's directory; lm.json goes there")
-    parser.add_argument(
-        "--data", required=True, help="corpus folder, .jsonl manifest, Common Voice folder or HF dataset"
-    )
+    parser.add_argument("--data", required=True, help=_DATA_HELP)
     parser.add_argument("--language", required=True)
     parser.add_argument(
         "--dev-splits",
@@ -262,36 +301,51 @@ def lm_main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    configure(args.log_level, fmt="text", service="asr-lm")
+    return parser
 
-    def run() -> None:
-        out_dir = Path(args.model)
-        if not (out_dir / "config.json").is_file():
-            raise ValueError(f"{out_dir} is not a save_pretrained model directory")
-        model = Wav2Vec2ForCTC.from_pretrained(out_dir).eval().to(args.device)
-        processor = Wav2Vec2Processor.from_pretrained(out_dir)
-        texts = [e.text for e in language_examples(args.data, "train", args.language)]
-        splits = comma_list(args.dev_splits)
-        dev = held_out(args.data, splits, args.language, args.dev_utterances)
-        lm, summary = add_word_lm(
-            model, processor, out_dir, texts, dev, copies=args.heard_copies, splits=splits
-        )
-        report_file = out_dir / REPORT_FILE
-        report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else {}
-        if report.get("kind") == "finetuned":
-            splits = list(report["scores"])
-            n_eval = max(int(s["utterances"]) for s in report["scores"].values())
-            report["lm"] = summary
-            report["scores_greedy"], report["scores"] = evaluate_splits(
-                model, processor, args.data, args.language, splits, n_eval, lms=(None, lm)
-            )
-            write_report(out_dir, report)
-            finetune_card(out_dir, report, AlphabetReport(**report["alphabet"]))
-            summary["scores"] = {k: round(v["cer"], 4) for k, v in report["scores"].items()}
-        print(json.dumps(summary))
 
-    _run(parser, run)
+def _add_lm(args: argparse.Namespace) -> dict[str, Any]:
+    """The word LM the flags ask for, saved beside the model; a model of ours is re-scored with it.
+    Returns what the LM did (with the new scores' CERs, for a model of ours)."""
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    out_dir = Path(args.model)
+    if not (out_dir / "config.json").is_file():
+        raise ValueError(f"{out_dir} is not a save_pretrained model directory")
+    model = Wav2Vec2ForCTC.from_pretrained(out_dir).eval().to(args.device)
+    processor = Wav2Vec2Processor.from_pretrained(out_dir)
+    texts = [e.text for e in language_examples(args.data, "train", args.language)]
+    splits = comma_list(args.dev_splits)
+    dev = held_out(args.data, splits, args.language, args.dev_utterances)
+    lm, summary = add_word_lm(model, processor, out_dir, texts, dev, copies=args.heard_copies, splits=splits)
+    report_file = out_dir / REPORT_FILE
+    report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else {}
+    if report.get("kind") == "finetuned":
+        _rescore(out_dir, report, model, processor, args.data, args.language, lm, summary)
+    return summary
+
+
+def _rescore(
+    out_dir: Path,
+    report: dict[str, Any],
+    model: Wav2Vec2ForCTC,
+    processor: Wav2Vec2Processor,
+    data: str,
+    language: str,
+    lm: WordLM,
+    summary: dict[str, Any],
+) -> None:
+    """A fine-tuned model's report and card rewritten with its new LM: the same splits and as many
+    utterances scored with and without it; the new CERs go into `summary`."""
+    splits = list(report["scores"])
+    n_eval = max(int(s["utterances"]) for s in report["scores"].values())
+    report["lm"] = summary
+    report["scores_greedy"], report["scores"] = evaluate_splits(
+        model, processor, data, language, splits, n_eval, lms=(None, lm)
+    )
+    write_report(out_dir, report)
+    finetune_card(out_dir, report, AlphabetReport(**report["alphabet"]))
+    summary["scores"] = {k: round(v["cer"], 4) for k, v in report["scores"].items()}
 
 
 def transfer_main(argv: Sequence[str] | None = None) -> None:

@@ -38,6 +38,7 @@ from lidroute.train.corpus import (
 )
 from lidroute.train.synth import (
     VARIANTS,
+    Utterance,
     get_language,
     make_sentences,
     speak_texts,
@@ -258,6 +259,21 @@ def perturb(audio: np.ndarray, rng: np.random.Generator, how: Perturbation = PER
     if rng.random() < how.telephone_share:
         audio = telephone(audio)
     return audio
+
+
+def seeded_rng(seed: int) -> np.random.Generator:
+    """Torch seeded with `seed`, at most two threads (trainings share the cores), and numpy's generator
+    of the same seed: how every recipe here starts, so that a run is reproducible from its seed."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
+    return np.random.default_rng(seed)
+
+
+def save_recognizer(model: Wav2Vec2ForCTC, processor: Wav2Vec2Processor, out_dir: Path) -> None:
+    """The `save_pretrained` directory `CtcModel` loads: the weights (safetensors) and the processor."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
 
 
 class Optimisation(Protocol):
@@ -502,6 +518,17 @@ class CtcRecipe:
         )
 
 
+@dataclass(frozen=True)
+class _Speech:
+    """A from-scratch run's synthetic speech: its restricted vocabulary, the training utterances, the
+    held-out ones (new sentences in voices training never hears) and the seconds synthesis took."""
+
+    words: list[str]
+    train: list[Utterance]
+    evaluation: list[Utterance]
+    seconds: float
+
+
 def train_ctc(
     out_dir: Path,
     language: str,
@@ -519,14 +546,46 @@ def train_ctc(
     Training stops after `max_steps` updates or `max_train_seconds` of wall-clock time (synthesis
     not counted), whichever comes first; see `lidroute.train.budget.Budget`.
     """
-    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+    from transformers import Wav2Vec2ForCTC
 
     spec = get_language(language)
     out_dir = Path(out_dir)
-    torch.manual_seed(seed)
-    torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
-    rng = np.random.default_rng(seed)
+    rng = seeded_rng(seed)
+    speech = _synthesise(language, seed, vocab_words, n_train, n_eval, recipe)
+    with tempfile.TemporaryDirectory(prefix="ctc-vocab-") as tmp:
+        processor = build_processor([u.text for u in speech.train], Path(tmp))
+    model = Wav2Vec2ForCTC(recipe.config(len(processor.tokenizer)))
+    budget = Budget(max_steps=max_steps, max_seconds=max_train_seconds)
+    audio_seconds = fit_ctc(model, processor, [(u.text, u.audio) for u in speech.train], budget, recipe, rng)
+    train_seconds = budget.elapsed
+    model.eval()
+    save_recognizer(model, processor, out_dir)
+    if vocab_words is not None:
+        (out_dir / TRAINING_WORDS).write_text("\n".join(speech.words) + "\n", encoding="utf-8")
+    references, hypotheses = _read_back(out_dir, speech.evaluation)
+    metrics = _scores(references, hypotheses) | _run_facts(
+        model, speech, budget.steps, train_seconds, audio_seconds
+    )
+    settings: dict[str, object] = {
+        "seed": seed,
+        "max_train_seconds": max_train_seconds,
+        "max_steps": max_steps,
+        "vocab_words": vocab_words,
+        "n_train": n_train,
+        "n_eval": n_eval,
+        "recipe": recipe,
+    }
+    _model_card(out_dir, language, metrics, settings)
+    for ref, hyp in list(zip(references, hypotheses, strict=True))[:5]:
+        log.info("example", extra={"reference": ref, "hypothesis": hyp, "language": spec.code})
+    log.info("CTC model written", extra={"out_dir": str(out_dir), **metrics})
+    return metrics
 
+
+def _synthesise(
+    language: str, seed: int, vocab_words: int | None, n_train: int, n_eval: int, recipe: CtcRecipe
+) -> _Speech:
+    """The training speech in the training voices, and held-out sentences of the same words in others."""
     words = _restricted_vocabulary(language, vocab_words, seed)
     train_variants = [v for v in VARIANTS if v not in EVAL_VARIANTS]
     started = time.monotonic()
@@ -544,61 +603,45 @@ def train_ctc(
         s for s in make_sentences(language, n_eval * 2 + 50, seed=seed + 1000, vocab=words) if s not in seen
     ][:n_eval]
     evaluation = speak_texts(eval_sentences, language, seed=seed + 2000, variants=EVAL_VARIANTS)
-    synth_seconds = time.monotonic() - started
+    return _Speech(words, train, evaluation, time.monotonic() - started)
 
-    with tempfile.TemporaryDirectory(prefix="ctc-vocab-") as tmp:
-        processor = build_processor([u.text for u in train], Path(tmp))
-    n_chars = len(processor.tokenizer)
-    config = recipe.config(n_chars)
-    model = Wav2Vec2ForCTC(config)
-    params = sum(p.numel() for p in model.parameters())
 
-    budget = Budget(max_steps=max_steps, max_seconds=max_train_seconds)
-    audio_seconds = fit_ctc(model, processor, [(u.text, u.audio) for u in train], budget, recipe, rng)
-    train_seconds = budget.elapsed
-    steps = budget.steps
+def _read_back(out_dir: Path, evaluation: Sequence[Utterance]) -> tuple[list[str], list[str]]:
+    """References and transcripts of the held-out speech by the saved directory, loaded the way the
+    worker loads it: the scores are of what ships, not of the model in memory."""
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    model.save_pretrained(out_dir)  # safetensors
-    processor.save_pretrained(out_dir)
-    if vocab_words is not None:
-        (out_dir / TRAINING_WORDS).write_text("\n".join(words) + "\n", encoding="utf-8")
-
-    # Evaluate the saved directory, loaded the way the worker loads it.
     loaded = Wav2Vec2ForCTC.from_pretrained(out_dir)
     loaded_processor = Wav2Vec2Processor.from_pretrained(out_dir)
     references = [normalize_text(u.text) for u in evaluation]
-    hypotheses = transcribe(loaded, loaded_processor, [u.audio for u in evaluation])
-    metrics = {
+    return references, transcribe(loaded, loaded_processor, [u.audio for u in evaluation])
+
+
+def _scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+    """The metrics' first keys: CER and WER."""
+    return {
         "cer": error_rate(references, hypotheses),
         "wer": error_rate(references, hypotheses, words=True),
+    }
+
+
+def _run_facts(
+    model: Wav2Vec2ForCTC, speech: _Speech, steps: int, train_seconds: float, audio_seconds: float
+) -> dict[str, float]:
+    """The metrics' other keys: what the run cost, on what, and the model's size and frame length."""
+    return {
         "train_seconds": train_seconds,
-        "synth_seconds": synth_seconds,
-        "params": float(params),
+        "synth_seconds": speech.seconds,
+        "params": float(sum(p.numel() for p in model.parameters())),
         "steps": float(steps),
-        "epochs": audio_seconds / max(sum(len(u.audio) for u in train) / SAMPLE_RATE, 1e-9),
+        "epochs": audio_seconds / max(sum(len(u.audio) for u in speech.train) / SAMPLE_RATE, 1e-9),
         "audio_seconds_per_second": audio_seconds / max(train_seconds, 1e-9),
-        "n_train": float(len(train)),
-        "n_eval": float(len(evaluation)),
-        "vocab_words": float(len(words)),
-        "chars": float(n_chars),
-        "frame_ms": 1000.0 * config.inputs_to_logits_ratio / SAMPLE_RATE,
+        "n_train": float(len(speech.train)),
+        "n_eval": float(len(speech.evaluation)),
+        "vocab_words": float(len(speech.words)),
+        "chars": float(model.config.vocab_size),
+        "frame_ms": 1000.0 * model.config.inputs_to_logits_ratio / SAMPLE_RATE,
     }
-    settings: dict[str, object] = {
-        "seed": seed,
-        "max_train_seconds": max_train_seconds,
-        "max_steps": max_steps,
-        "vocab_words": vocab_words,
-        "n_train": n_train,
-        "n_eval": n_eval,
-        "recipe": recipe,
-    }
-    _model_card(out_dir, language, metrics, settings)
-    for ref, hyp in list(zip(references, hypotheses, strict=True))[:5]:
-        log.info("example", extra={"reference": ref, "hypothesis": hyp, "language": spec.code})
-    log.info("CTC model written", extra={"out_dir": str(out_dir), **metrics})
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:

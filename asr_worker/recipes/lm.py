@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,35 +81,57 @@ def tune(
     `race` or fewer utterances every setting reads them all, as before. Returns the tuned LM and
     its CER and WER.
     """
-    import jiwer
-
-    refs = list(references)
+    hearing = _Hearing(lm, log_probs, list(references), tokens, beam)
     grid = [(p, w, b) for p in oov_penalties for w in weights for b in bonuses]
-
-    def read(setting: tuple[float, float, float], which: Sequence[int]) -> dict[int, str]:
-        penalty, weight, bonus = setting
-        candidate = replace(lm, oov_letter_penalty=penalty)
-        settings = BeamSettings(beam=beam, lm_weight=weight, word_bonus=bonus)
-        return {i: beam_search(log_probs[i], tokens, candidate, settings).text for i in which}
-
-    def errors(hyps: dict[int, str]) -> tuple[float, float]:
-        order = sorted(hyps)
-        truth, said = [refs[i] for i in order], [hyps[i] for i in order]
-        return float(jiwer.cer(truth, said)), float(jiwer.wer(truth, said))
-
-    stride = max(1, math.ceil(len(refs) / race))
-    first = list(range(0, len(refs), stride))
-    heard = {setting: read(setting, first) for setting in grid}
-    rest = sorted(set(range(len(refs))) - set(first))
-    if rest:
-        sums = {setting: sum(errors(hyps)) for setting, hyps in heard.items()}
-        cut = min(sums.values()) * (1 + race_margin) + 1e-12
-        heard = {s: hyps | read(s, rest) for s, hyps in heard.items() if sums[s] <= cut}
-    scored = [(*setting, *errors(hyps)) for setting, hyps in heard.items()]
+    heard = hearing.raced(grid, race, race_margin)
+    scored = [(*setting, *hearing.errors(hyps)) for setting, hyps in heard.items()]
     best = min(cer + wer for *_, cer, wer in scored)
     near = [s for s in scored if s[3] + s[4] <= best * (1 + tolerance) + 1e-12]
     penalty, weight, bonus, cer, wer = min(near, key=lambda s: s[:3])
     return replace(lm, oov_letter_penalty=penalty, lm_weight=weight, word_bonus=bonus), cer, wer
+
+
+#: A fusion setting `tune` tries: the unseen-word letter penalty, the LM weight, the word bonus.
+_Setting = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class _Hearing:
+    """The held-out frames `tune` decodes under each setting, and the references it scores them against."""
+
+    lm: WordLM
+    log_probs: Sequence[np.ndarray]
+    references: list[str]
+    tokens: CtcTokens
+    beam: int
+
+    def read(self, setting: _Setting, which: Sequence[int]) -> dict[int, str]:
+        """The transcripts of the utterances `which` by the beam search under `setting`."""
+        penalty, weight, bonus = setting
+        candidate = replace(self.lm, oov_letter_penalty=penalty)
+        settings = BeamSettings(beam=self.beam, lm_weight=weight, word_bonus=bonus)
+        return {i: beam_search(self.log_probs[i], self.tokens, candidate, settings).text for i in which}
+
+    def errors(self, hyps: dict[int, str]) -> tuple[float, float]:
+        """CER and WER of transcripts of some of the utterances, against their references."""
+        import jiwer
+
+        order = sorted(hyps)
+        truth, said = [self.references[i] for i in order], [hyps[i] for i in order]
+        return float(jiwer.cer(truth, said)), float(jiwer.wer(truth, said))
+
+    def raced(self, grid: Sequence[_Setting], race: int, margin: float) -> dict[_Setting, dict[int, str]]:
+        """Every setting's transcripts of every k-th utterance (`race` of them), then those of the rest
+        by the settings within `margin` (relative) of that round's best CER + WER alone."""
+        stride = max(1, math.ceil(len(self.references) / race))
+        first = list(range(0, len(self.references), stride))
+        heard = {setting: self.read(setting, first) for setting in grid}
+        rest = sorted(set(range(len(self.references))) - set(first))
+        if not rest:
+            return heard
+        sums = {setting: sum(self.errors(hyps)) for setting, hyps in heard.items()}
+        cut = min(sums.values()) * (1 + margin) + 1e-12
+        return {s: hyps | self.read(s, rest) for s, hyps in heard.items() if sums[s] <= cut}
 
 
 def fit_word_lm(

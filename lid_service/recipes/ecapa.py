@@ -16,17 +16,25 @@ so that a budget longer than one working session on the CPU is spent in several 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lid_service.recipes.data import batch_stream, crop_audio, make_corpus
-from lid_service.recipes.export import evaluate_export, export_model, load_init, model_card, recipe_of
+from lid_service.recipes.data import LidCorpus, batch_stream, crop_audio, make_corpus
+from lid_service.recipes.export import (
+    LidRun,
+    evaluate_export,
+    export_model,
+    load_init,
+    model_card,
+    recipe_of,
+)
 from lid_service.recipes.network import LidNetwork, calibrate_scale, cosine_scores
 from lid_service.recipes.recipe import (
     CALIBRATION_VARIANTS,
@@ -34,6 +42,7 @@ from lid_service.recipes.recipe import (
     EVAL_VARIANTS,
     RECIPE,
     SAMPLE_RATE,
+    LidRecipe,
     language_label,
 )
 from lidroute.settings import comma_list
@@ -46,6 +55,17 @@ from lidroute.train.synth import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Speech:
+    """A run's synthetic speech: training, calibration and evaluation corpora, each in its own voices."""
+
+    train_variants: list[str]
+    train: LidCorpus
+    calibration: LidCorpus
+    evaluation: LidCorpus
+    seconds: float
 
 
 def train_lid(
@@ -80,66 +100,109 @@ def train_lid(
     Returns `{"acc_0.25", "acc_0.5", "acc_1.0", "train_seconds", ...}`, the accuracies measured by
     loading the written directory with `EncoderClassifier`, on voices that training never heard.
     """
-    languages = list(dict.fromkeys(languages))
-    if len(languages) < 2:
-        raise ValueError("language ID needs at least two languages")
-    for code in languages:
-        get_language(code)
-    out_dir = Path(out_dir)
-    if channels is not None and channels < 8:
-        raise ValueError(f"channels={channels}: need at least 8")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: need at least 1")
-    where = torch.device(device)
-    if where.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r}: this machine has no CUDA GPU that torch can use")
-    if lr is not None and not lr > 0:
-        raise ValueError(f"lr={lr}: need a positive learning rate")
+    languages = _checked_languages(languages)
+    out_dir, init = Path(out_dir), None if init is None else Path(init)
+    run = LidRun(**locals())  # the arguments, checked: nothing else is bound yet
+    _check_options(run)
     labels = [language_label(code) for code in languages]
-    if init is not None:
-        init = Path(init)
-        recipe = recipe_of(init)
-        if channels is not None and channels != recipe.channels[0]:
-            raise ValueError(f"channels={channels}: {init} has width {recipe.channels[0]}")
-    else:
-        recipe = RECIPE if channels is None else replace(RECIPE, channels=(channels,) * 4 + (3 * channels,))
-    if lr is not None:
-        recipe = replace(recipe, lr=lr)
-    if batch_size is not None:
-        recipe = replace(recipe, batch_size=batch_size)
+    recipe = _recipe(run)
     torch.manual_seed(seed)
     torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
     model = LidNetwork(len(languages), recipe)
     if init is not None:  # before the minutes of synthesis, so that a wrong model fails at once
         load_init(model, init, labels)
+    speech = _synthesise(run, recipe)
+    train_seconds, steps = _train(model, speech.train, run, recipe)
+    scale = _calibrated_scale(model, speech.calibration)
+    model.cpu()
+    export_model(out_dir, model, labels, scale, recipe)
+    metrics = evaluate_export(out_dir, speech.evaluation)
+    params = sum(p.numel() for p in model.parameters())
+    metrics.update(
+        train_seconds=train_seconds,
+        synth_seconds=speech.seconds,
+        steps=float(steps),
+        params=float(params),
+        scale=scale,
+    )
+    model_card(run, metrics, recipe, speech.train_variants)
+    log.info("language-ID model written", extra={"out_dir": str(out_dir), **metrics})
+    return metrics
 
+
+def _checked_languages(languages: Sequence[str]) -> list[str]:
+    """The languages without repeats, in order, all known, and at least two: else there is nothing to tell."""
+    languages = list(dict.fromkeys(languages))
+    if len(languages) < 2:
+        raise ValueError("language ID needs at least two languages")
+    for code in languages:
+        get_language(code)
+    return languages
+
+
+def _check_options(run: LidRun) -> None:
+    """Refuses, before any work, a width, batch, device or learning rate the run could not train with."""
+    if run.channels is not None and run.channels < 8:
+        raise ValueError(f"channels={run.channels}: need at least 8")
+    if run.batch_size is not None and run.batch_size < 1:
+        raise ValueError(f"batch_size={run.batch_size}: need at least 1")
+    if torch.device(run.device).type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {run.device!r}: this machine has no CUDA GPU that torch can use")
+    if run.lr is not None and not run.lr > 0:
+        raise ValueError(f"lr={run.lr}: need a positive learning rate")
+
+
+def _recipe(run: LidRun) -> LidRecipe:
+    """The recipe at the run's width (the earlier model's, when training one further), learning rate
+    and batch size, where the run gives them."""
+    if run.init is not None:
+        recipe = recipe_of(run.init)
+        if run.channels is not None and run.channels != recipe.channels[0]:
+            raise ValueError(f"channels={run.channels}: {run.init} has width {recipe.channels[0]}")
+    elif run.channels is None:
+        recipe = RECIPE
+    else:
+        recipe = replace(RECIPE, channels=(run.channels,) * 4 + (3 * run.channels,))
+    if run.lr is not None:
+        recipe = replace(recipe, lr=run.lr)
+    if run.batch_size is not None:
+        recipe = replace(recipe, batch_size=run.batch_size)
+    return recipe
+
+
+def _synthesise(run: LidRun, recipe: LidRecipe) -> _Speech:
+    """The corpora: training voices exclude the held-out ones that calibrate and evaluate the model."""
     held_out = set(EVAL_VARIANTS) | set(CALIBRATION_VARIANTS)
-    train_variants = [v for v in (*VARIANTS, *(EXTRA_VARIANTS if extra_voices else ())) if v not in held_out]
+    voices = (*VARIANTS, *(EXTRA_VARIANTS if run.extra_voices else ()))
+    train_variants = [v for v in voices if v not in held_out]
     started = time.monotonic()
-    train = make_corpus(languages, utterances_per_language, seed, train_variants)
-    calibration = make_corpus(languages, recipe.calibration_per_language, seed + 1000, CALIBRATION_VARIANTS)
-    evaluation = make_corpus(languages, recipe.eval_per_language, seed + 2000, EVAL_VARIANTS)
+    train = make_corpus(run.languages, run.utterances_per_language, run.seed, train_variants)
+    calibration = make_corpus(
+        run.languages, recipe.calibration_per_language, run.seed + 1000, CALIBRATION_VARIANTS
+    )
+    evaluation = make_corpus(run.languages, recipe.eval_per_language, run.seed + 2000, EVAL_VARIANTS)
     synth_seconds = time.monotonic() - started
     log.info("synthesized speech", extra={"seconds": round(synth_seconds, 1), "train": len(train.audio)})
+    return _Speech(train_variants, train, calibration, evaluation, synth_seconds)
 
+
+def _train(model: LidNetwork, train: LidCorpus, run: LidRun, recipe: LidRecipe) -> tuple[float, int]:
+    """Additive-angular-margin training on random crops until the budget is spent, on the run's device;
+    returns the seconds it took and the updates it made."""
     from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
+    where = torch.device(run.device)
     model.to(where).train()
-    params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     # No cudnn.benchmark on a GPU: crops come in 45 lengths, and on an H200 its autotuning made
     # the first 200 updates take 188 s of a 310 s run (two runs sharing the card); without it a
     # run alone made 33 updates a second from its first.
-    batches = batch_stream(train, crop_seconds, seed, recipe, where)
-
-    budget = Budget(max_steps=max_steps, max_seconds=max_train_seconds)
+    batches = batch_stream(train, run.crop_seconds, run.seed, recipe, where)
+    budget = Budget(max_steps=run.max_steps, max_seconds=run.max_train_seconds)
     while not budget.done:
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr * budget.lr_factor(recipe.warmup_fraction)
-        # The margin grows from 0: a full margin on random embeddings can leave training on a
-        # plateau for most of a short budget (seen here: loss stuck near its initial value).
-        # A model from an earlier run has its embeddings already: full margin from the start.
-        margin = recipe.margin * (1.0 if init else min(1.0, budget.progress / recipe.margin_warmup_fraction))
+        margin = _margin(run, recipe, budget)
         loss_fn = LogSoftmaxWrapper(AdditiveAngularMargin(margin=margin, scale=recipe.scale))
         x, lens, targets = (t.to(where, non_blocking=True) for t in next(batches))
         loss = loss_fn(model(x, lens, spec_mask=recipe.spec_mask), targets)
@@ -154,70 +217,87 @@ def train_lid(
                 extra={"step": budget.steps, "loss": round(loss.item(), 4), "seconds": round(budget.elapsed)},
             )
     train_seconds = budget.elapsed
-    steps = budget.steps
     del batches  # ends the loader workers, if any
+    return train_seconds, budget.steps
 
-    calibration_wavs, calibration_labels = [], []
+
+def _margin(run: LidRun, recipe: LidRecipe, budget: Budget) -> float:
+    """The margin grows from 0: a full margin on random embeddings can leave training on a plateau
+    for most of a short budget (seen here: loss stuck near its initial value). A model from an
+    earlier run has its embeddings already: full margin from the start."""
+    return recipe.margin * (1.0 if run.init else min(1.0, budget.progress / recipe.margin_warmup_fraction))
+
+
+def _calibrated_scale(model: LidNetwork, calibration: LidCorpus) -> float:
+    """The softmax temperature that fits the cosine scores of the calibration voices, at every window."""
+    calibration_wavs: list[np.ndarray] = []
+    calibration_labels: list[np.ndarray] = []
     for seconds in EVAL_CROPS:
         calibration_wavs += [crop_audio(w, int(seconds * SAMPLE_RATE), None) for w in calibration.audio]
         calibration_labels.append(calibration.labels)
-    scale = calibrate_scale(
+    return calibrate_scale(
         cosine_scores(model, calibration_wavs), torch.from_numpy(np.concatenate(calibration_labels))
     )
-
-    model.cpu()
-    export_model(out_dir, model, labels, scale, recipe)
-    metrics = evaluate_export(out_dir, evaluation)
-    metrics.update(
-        train_seconds=train_seconds,
-        synth_seconds=synth_seconds,
-        steps=float(steps),
-        params=float(params),
-        scale=scale,
-    )
-    model_card(
-        out_dir,
-        languages,
-        metrics,
-        seed=seed,
-        utterances_per_language=utterances_per_language,
-        max_train_seconds=max_train_seconds,
-        max_steps=max_steps,
-        crop_seconds=crop_seconds,
-        channels=channels,
-        extra_voices=extra_voices,
-        batch_size=batch_size,
-        device=device,
-        train_variants=train_variants,
-        init=init,
-        lr=lr,
-        params=params,
-        steps=steps,
-        scale=scale,
-        recipe=recipe,
-    )
-    log.info("language-ID model written", extra={"out_dir": str(out_dir), **metrics})
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m lid_service train --out DIR --languages en,es,...`: prints the scores as JSON."""
-    import argparse
     import json
 
     from lidroute.logs import configure
 
-    parser = argparse.ArgumentParser(prog="lid_service train", description=__doc__.split("\n")[0])
+    parser = _parser()
+    options = vars(parser.parse_args(argv))
+    if "crop_seconds" in options:
+        options["crop_seconds"] = _crops(parser, options["crop_seconds"])
+    if "init" in options:
+        options["init"] = Path(options["init"]) if options["init"] else None
+    out, languages = Path(options.pop("out")), comma_list(options.pop("languages"))
+    configure(options.pop("log_level"), fmt="text", service="lid-train")
+    try:
+        metrics = train_lid(out, languages, **options)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        parser.exit(2, f"lid_service train: {exc.args[0] if exc.args else exc}\n")
+    print(json.dumps({key: round(value, 4) for key, value in metrics.items()}))
+
+
+def _parser() -> argparse.ArgumentParser:
+    """`lid_service train`'s flags, each stored under the name of the `train_lid` option it sets; one
+    left out is left out of the call too, so the option's default is `train_lid`'s, declared there once."""
+    parser = argparse.ArgumentParser(
+        prog="lid_service train", description=__doc__.split("\n")[0], argument_default=argparse.SUPPRESS
+    )
     parser.add_argument(
         "--out", required=True, help="directory to write (SpeechBrain EncoderClassifier layout)"
     )
     parser.add_argument("--languages", default=",".join(LANGUAGES), help="comma-separated codes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seconds", type=float, default=120.0, help="wall-clock training budget")
-    parser.add_argument("--steps", type=int, help="stop after this many updates (reproducible budget)")
-    parser.add_argument("--utterances", type=int, default=150, help="training utterances per language")
+    parser.add_argument("--seed", type=int)
     parser.add_argument(
-        "--crops", default="0.25,2", help="shortest,longest training crop in seconds (default 0.25,2)"
+        "--seconds",
+        dest="max_train_seconds",
+        metavar="SECONDS",
+        type=float,
+        help="wall-clock training budget",
+    )
+    parser.add_argument(
+        "--steps",
+        dest="max_steps",
+        metavar="STEPS",
+        type=int,
+        help="stop after this many updates (reproducible budget)",
+    )
+    parser.add_argument(
+        "--utterances",
+        dest="utterances_per_language",
+        metavar="UTTERANCES",
+        type=int,
+        help="training utterances per language",
+    )
+    parser.add_argument(
+        "--crops",
+        dest="crop_seconds",
+        metavar="CROPS",
+        help="shortest,longest training crop in seconds (default 0.25,2)",
     )
     parser.add_argument(
         "--channels", type=int, help=f"width of the TDNN blocks (default {RECIPE.channels[0]})"
@@ -229,9 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--batch-size", type=int, help=f"crops per update (default {RECIPE.batch_size})")
     parser.add_argument(
-        "--device",
-        default="cpu",
-        help="where the updates run: cpu, or cuda (the other CPU cores then make the batches)",
+        "--device", help="where the updates run: cpu, or cuda (the other CPU cores then make the batches)"
     )
     parser.add_argument(
         "--init",
@@ -239,30 +317,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--lr", type=float, help=f"peak learning rate (default {RECIPE.lr})")
     parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _crops(parser: argparse.ArgumentParser, text: str) -> tuple[float, float]:
+    """`--crops 0.25,3` as (0.25, 3.0); anything else ends the command with its usage."""
     try:
-        low, high = (float(x) for x in args.crops.split(","))
+        low, high = (float(x) for x in text.split(","))
     except ValueError:
-        parser.error(f"--crops {args.crops!r}: give two numbers, e.g. 0.25,3")
+        parser.error(f"--crops {text!r}: give two numbers, e.g. 0.25,3")
     if not 0 < low <= high:
-        parser.error(f"--crops {args.crops!r}: need 0 < shortest <= longest")
-    configure(args.log_level, fmt="text", service="lid-train")
-    try:
-        metrics = train_lid(
-            Path(args.out),
-            comma_list(args.languages),
-            seed=args.seed,
-            utterances_per_language=args.utterances,
-            max_train_seconds=args.seconds,
-            max_steps=args.steps,
-            crop_seconds=(low, high),
-            channels=args.channels,
-            extra_voices=args.extra_voices,
-            batch_size=args.batch_size,
-            device=args.device,
-            init=Path(args.init) if args.init else None,
-            lr=args.lr,
-        )
-    except (KeyError, ValueError, RuntimeError) as exc:
-        parser.exit(2, f"lid_service train: {exc.args[0] if exc.args else exc}\n")
-    print(json.dumps({key: round(value, 4) for key, value in metrics.items()}))
+        parser.error(f"--crops {text!r}: need 0 < shortest <= longest")
+    return low, high

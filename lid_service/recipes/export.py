@@ -6,9 +6,9 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -256,58 +256,51 @@ def evaluate_export(out_dir: Path, corpus: LidCorpus) -> dict[str, float]:
     return scores
 
 
+@dataclass(frozen=True)
+class LidRun:
+    """A `train_lid` call, its languages without repeats: what the run's steps read and its card restates."""
+
+    out_dir: Path
+    languages: list[str]
+    seed: int
+    utterances_per_language: int
+    max_train_seconds: float | None
+    max_steps: int | None
+    crop_seconds: tuple[float, float]
+    channels: int | None
+    extra_voices: bool
+    batch_size: int | None
+    device: str
+    init: Path | None
+    lr: float | None
+
+    def call(self) -> str:
+        """The call as a card gives it: the budget and the data always, the other options where set."""
+        options = [
+            f"seed={self.seed}",
+            f"utterances_per_language={self.utterances_per_language}",
+            f"max_train_seconds={self.max_train_seconds}",
+            f"max_steps={self.max_steps}",
+            f"crop_seconds={self.crop_seconds!r}",
+        ]
+        where = {
+            "channels": self.channels,
+            "extra_voices": True if self.extra_voices else None,
+            "batch_size": self.batch_size,
+            "device": repr(self.device) if self.device != "cpu" else None,
+            "init": repr(str(self.init)) if self.init is not None else None,
+            "lr": self.lr,
+        }
+        options += [f"{name}={value}" for name, value in where.items() if value is not None]
+        return f"train_lid(out_dir, {self.languages!r}, {', '.join(options)})"
+
+
 def model_card(
-    out_dir: Path,
-    languages: Sequence[str],
-    metrics: dict[str, float],
-    *,
-    seed: int,
-    utterances_per_language: int,
-    max_train_seconds: float | None,
-    max_steps: int | None,
-    crop_seconds: tuple[float, float],
-    channels: int | None,
-    extra_voices: bool,
-    batch_size: int | None,
-    device: str,
-    train_variants: Sequence[str],
-    init: Path | None,
-    lr: float | None,
-    params: int,
-    steps: int,
-    scale: float,
-    recipe: LidRecipe,
+    run: LidRun, metrics: Mapping[str, float], recipe: LidRecipe, train_variants: Sequence[str]
 ) -> None:
-    langs = ", ".join(f"`{language_label(code)}`" for code in languages)
+    """The README.md beside the model: its languages, how it was made, and the scores in `metrics`."""
+    langs = ", ".join(f"`{language_label(code)}`" for code in run.languages)
     accuracy = " | ".join(f"{100 * metrics[f'acc_{s}']:.1f} %" for s in EVAL_CROPS)
-    options = [
-        f"seed={seed}",
-        f"utterances_per_language={utterances_per_language}",
-        f"max_train_seconds={max_train_seconds}",
-        f"max_steps={max_steps}",
-        f"crop_seconds={crop_seconds!r}",
-    ]
-    if channels is not None:
-        options.append(f"channels={channels}")
-    if extra_voices:
-        options.append("extra_voices=True")
-    if batch_size is not None:
-        options.append(f"batch_size={batch_size}")
-    if device != "cpu":
-        options.append(f"device={device!r}")
-    if init is not None:
-        options.append(f"init={str(init)!r}")
-    if lr is not None:
-        options.append(f"lr={lr}")
-    call = f"train_lid(out_dir, {list(languages)!r}, {', '.join(options)})"
-    calls = [*(earlier_calls(init) if init is not None else []), call]
-    runs = "\n\n".join(f"`lid_service.recipes.ecapa.{c}`" for c in calls)
-    if len(calls) > 1:
-        runs += (
-            f"\n\n{len(calls)} runs, each from the model the one before it wrote (`init`);"
-            " the scores below are the last run's."
-        )
-    hardware = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "the CPU"
     text = f"""# Small spoken-language identification model (synthetic speech)
 
 A SpeechBrain ECAPA-TDNN language-ID model in the layout of `speechbrain/lang-id-voxlingua107-ecapa`,
@@ -315,26 +308,13 @@ made offline by `lidroute` so that the system works without a model hub. Load it
 `EncoderClassifier.from_hparams(source="<this directory>")`; `classify_batch` returns
 log-posteriors over the languages below.
 
-**Languages ({len(languages)}):** {langs}
+**Languages ({len(run.languages)}):** {langs}
 
 ## How it was made
 
-{runs}
+{_runs(run)}
 
-- Speech: espeak-ng speaking random sequences of real words of each language, read at run time
-  from Babel's CLDR data (names of territories, languages, currencies, months...); no recorded
-  speech and no text from the repository. {utterances_per_language} utterances per language in
-  {len(train_variants)} espeak-ng voice variants, speeds 120–200 wpm, pitch 20–80.
-- Features: 16 kHz audio, {recipe.n_mels} log-Mel filterbanks, sentence mean normalisation.
-- Model: ECAPA-TDNN, channels {list(recipe.channels)}, {recipe.lin_neurons}-d embedding,
-  cosine classifier; {params:,} parameters. Trained with additive angular margin
-  (margin {recipe.margin}, scale {recipe.scale}), Adam (lr {recipe.lr}, warm-up then cosine decay
-  over the training budget), batches of {recipe.batch_size} random crops of
-  {crop_seconds[0]}–{crop_seconds[1]} s with gain, spectral tilt, noise (SNR 5–40 dB) and, for
-  {100 * recipe.telephone_probability:.0f} % of them, an 8 kHz telephone channel:
-  {steps} steps in {metrics["train_seconds"]:.0f} s on {hardware}.
-- Posteriors: cosine scores times {scale:.1f} (temperature fitted on voices {", ".join(CALIBRATION_VARIANTS)},
-  unseen in training), then log-softmax.
+{_method(run, metrics, recipe, train_variants)}
 
 ## Scores
 
@@ -351,4 +331,40 @@ Trained on synthetic speech only: expect much lower accuracy on real recordings 
 and no knowledge of languages outside the list. It is a demo model for running the system
 offline, not a replacement for `speechbrain/lang-id-voxlingua107-ecapa`.
 """
-    (out_dir / "README.md").write_text(text, encoding="utf-8")
+    (run.out_dir / "README.md").write_text(text, encoding="utf-8")
+
+
+def _runs(run: LidRun) -> str:
+    """The call that made the model, after those that made the model it trained further (`init`)."""
+    calls = [*(earlier_calls(run.init) if run.init is not None else []), run.call()]
+    runs = "\n\n".join(f"`lid_service.recipes.ecapa.{c}`" for c in calls)
+    if len(calls) > 1:
+        runs += (
+            f"\n\n{len(calls)} runs, each from the model the one before it wrote (`init`);"
+            " the scores below are the last run's."
+        )
+    return runs
+
+
+def _method(
+    run: LidRun, metrics: Mapping[str, float], recipe: LidRecipe, train_variants: Sequence[str]
+) -> str:
+    """The card's list of the speech, features, model, training and posteriors behind the scores."""
+    crops, scale = run.crop_seconds, metrics["scale"]
+    hardware = (
+        torch.cuda.get_device_name(run.device) if torch.device(run.device).type == "cuda" else "the CPU"
+    )
+    return f"""- Speech: espeak-ng speaking random sequences of real words of each language, read at run time
+  from Babel's CLDR data (names of territories, languages, currencies, months...); no recorded
+  speech and no text from the repository. {run.utterances_per_language} utterances per language in
+  {len(train_variants)} espeak-ng voice variants, speeds 120–200 wpm, pitch 20–80.
+- Features: 16 kHz audio, {recipe.n_mels} log-Mel filterbanks, sentence mean normalisation.
+- Model: ECAPA-TDNN, channels {list(recipe.channels)}, {recipe.lin_neurons}-d embedding,
+  cosine classifier; {int(metrics["params"]):,} parameters. Trained with additive angular margin
+  (margin {recipe.margin}, scale {recipe.scale}), Adam (lr {recipe.lr}, warm-up then cosine decay
+  over the training budget), batches of {recipe.batch_size} random crops of
+  {crops[0]}–{crops[1]} s with gain, spectral tilt, noise (SNR 5–40 dB) and, for
+  {100 * recipe.telephone_probability:.0f} % of them, an 8 kHz telephone channel:
+  {int(metrics["steps"])} steps in {metrics["train_seconds"]:.0f} s on {hardware}.
+- Posteriors: cosine scores times {scale:.1f} (temperature fitted on voices {", ".join(CALIBRATION_VARIANTS)},
+  unseen in training), then log-softmax."""
