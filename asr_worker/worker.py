@@ -321,6 +321,15 @@ class AsrWorker:
                     job.job_id, self._event(delivery, model, partial, len(audio), False, picked_up)
                 )
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        if 0 < len(audio) < model.min_samples:
+            # Its model's real minimum (`CtcModel.min_samples`): a clear refusal, not a guess padded out.
+            await self._fail(
+                delivery,
+                "INVALID_ARGUMENT",
+                f"{len(audio) / TARGET_RATE:.3f} s of audio is too short for the {lang} model,"
+                f" which needs at least {model.min_samples / TARGET_RATE:.3f} s",
+            )
+            return "too_short"
         final = await asyncio.to_thread(model.transcribe, audio, decoded)
         INFERENCE.labels(lang).observe(final.inference_seconds)
         await self.queue.emit(job.job_id, self._event(delivery, model, final, len(audio), True, picked_up))
