@@ -162,10 +162,39 @@ async def throughput(address: str, audio: np.ndarray, concurrency: int, requests
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lidroute.cli import default_models_dir, has_models, lid_source, model_dirs
+    from lidroute.cli import default_models_dir, has_models
     from workbench.build import build_models
-    from workbench.stack import Stack, StackConfig
 
+    args = _parse(argv)
+    models_dir = args.models_dir or default_models_dir()
+    if not has_models(models_dir):
+        build_models(models_dir)
+    audio = utterance(args.language, args.seconds, models_dir)
+    base = in_process(models_dir, args.language, audio, args.runs)
+    decoding = decoders(models_dir, args.language, audio, args.runs)
+    long_audio = utterance(args.language, args.long_seconds, models_dir, gap=1.0)
+    long = long_request(models_dir, args.language, long_audio, args.long_runs)
+    e2e, rows = through_the_stack(models_dir, audio, args.runs, args.concurrency)
+    table = _table(args, base, e2e, decoding, long, rows)
+    print(table)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "bench.md").write_text(table + "\n")
+    (OUT / "bench.json").write_text(
+        json.dumps(
+            {
+                "in_process_s": base,
+                "decoding_s": decoding,
+                "long_request_s": long,
+                "end_to_end_s": e2e,
+                "throughput": rows,
+            }
+        )
+    )
+    return 0
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The flags; the description is this module's docstring, so `--help` says what is measured."""
     parser = argparse.ArgumentParser(prog="workbench.bench", description=__doc__)
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument("--language", default="es")
@@ -174,30 +203,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--long-seconds", type=float, default=60.0, help="the long request, 1 s pauses")
     parser.add_argument("--long-runs", type=int, default=3)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    models_dir = args.models_dir or default_models_dir()
-    if not has_models(models_dir):
-        build_models(models_dir)
-    audio = utterance(args.language, args.seconds, models_dir)
+
+def through_the_stack(
+    models_dir: Path, audio: np.ndarray, runs: int, concurrency: str
+) -> tuple[list[float], dict[str, tuple[float, float]]]:
+    """End-to-end latencies, then (requests/s, median latency) per concurrency level (`c4`, ...),
+    all on one stack started once: a fresh stack per level would measure its warm-up too."""
+    from lidroute.cli import lid_source, model_dirs
+    from workbench.stack import Stack, StackConfig
+
     lid, asr = model_dirs(models_dir)
-    base = in_process(models_dir, args.language, audio, args.runs)
-    decoding = decoders(models_dir, args.language, audio, args.runs)
-    long_audio = utterance(args.language, args.long_seconds, models_dir, gap=1.0)
-    long = long_request(models_dir, args.language, long_audio, args.long_runs)
     config = StackConfig(
         lid_model=lid_source(lid),
         models={k: str(v) for k, v in asr.items()},
         extra_env={"LIDROUTE_LOG_LEVEL": "WARNING"},
     )
-    rows: dict[str, object] = {}
+    rows: dict[str, tuple[float, float]] = {}
     with Stack(config) as stack:
-        e2e = asyncio.run(end_to_end(stack.router_address, audio, args.runs))
-        for level in (int(c) for c in args.concurrency.split(",")):
+        e2e = asyncio.run(end_to_end(stack.router_address, audio, runs))
+        for level in (int(c) for c in concurrency.split(",")):
             rows[f"c{level}"] = asyncio.run(
                 throughput(stack.router_address, audio, level, max(12, 3 * level))
             )
+    return e2e, rows
 
+
+def _table(
+    args: argparse.Namespace,
+    base: list[float],
+    e2e: list[float],
+    decoding: dict[str, list[float]],
+    long: dict[str, list[float]],
+    rows: dict[str, tuple[float, float]],
+) -> str:
+    """The Markdown report: percentiles in ms beside the ratio that carries across machines."""
     lines = [
         f"Transcribe of a {args.seconds:g} s {args.language} utterance (LINEAR16 16 kHz, streamed at once), "
         f"{args.runs} runs each, one machine, one run.",
@@ -221,24 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         "| concurrent clients | requests/s | audio s per s | median latency (ms) |",
         "|---|---|---|---|",
     ]
-    for key, (rps, median) in rows.items():  # type: ignore[misc]
+    for key, (rps, median) in rows.items():
         lines.append(f"| {key[1:]} | {rps:.2f} | {rps * args.seconds:.1f} | {1000 * median:.0f} |")
-    table = "\n".join(lines)
-    print(table)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "bench.md").write_text(table + "\n")
-    (OUT / "bench.json").write_text(
-        json.dumps(
-            {
-                "in_process_s": base,
-                "decoding_s": decoding,
-                "long_request_s": long,
-                "end_to_end_s": e2e,
-                "throughput": rows,
-            }
-        )
-    )
-    return 0
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -7,27 +7,49 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lidroute.settings import comma_list
 from lidroute.train import synth
-from lidroute.train.corpus import (
-    TUNE_SPLIT,
-    CorpusError,
-    SynthPlan,
-    condition_splits,
-    corpus_stats,
-    format_stats,
-    synth_corpus,
-    tuning_split,
-)
+from lidroute.train.example import CorpusError
+from lidroute.train.extra_splits import TUNE_SPLIT, condition_splits, tuning_split
+from lidroute.train.manifest import corpus_stats, format_stats
+from lidroute.train.synthetic import SynthPlan, synth_corpus
 from lidroute.train.teacher import DEFAULT_PACK
 
 
 def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Adds `lidroute corpus synth|conditions|stats`; each parser carries its handler in `corpus_handler`."""
+    """Adds `lidroute corpus synth|conditions|tune|teach|stats`; each parser carries its handler in
+    `corpus_handler`."""
     corpus = sub.add_parser("corpus", help="make the synthetic corpus; summarise a corpus")
     csub = corpus.add_subparsers(dest="corpus_command", required=True)
+    _add_synth_command(csub)
+    _add_split_command(
+        csub,
+        "conditions",
+        "add splits that apply test_hard's voices, speeds, noise and channel one at a time",
+        per_language=(50, "test sentences per language"),
+        handler=cmd_conditions,
+    )
+    _add_split_command(
+        csub,
+        "tune",
+        "add a split of new held-out sentences, spoken as dev is, to tune decoders on"
+        " (replaces an earlier one)",
+        per_language=(200, "sentences per language"),
+        handler=cmd_tune,
+    )
+    _add_teach_command(csub)
+    stats = csub.add_parser("stats", help="hours and utterances per split and language")
+    stats.add_argument("folder")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(corpus_handler=cmd_stats)
+
+
+def _add_synth_command(csub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`synth`: `--numbers` and `--kokoro` default to `SynthPlan`'s shares, because a model card's
+    command (`synth_command`) leaves a share out when it is the plan's default."""
     make = csub.add_parser(
         "synth", help="speak a multilingual corpus with espeak-ng (train/dev/test/test_hard)"
     )
@@ -55,27 +77,37 @@ def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
         default=SynthPlan.kokoro,
         help="share of each split spoken by Kokoro-82M's neural voices (a new speaker each), not espeak-ng",
     )
-    make.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
+    _add_workers(make)
     make.set_defaults(corpus_handler=cmd_synth)
-    cond = csub.add_parser(
-        "conditions",
-        help="add splits that apply test_hard's voices, speeds, noise and channel one at a time",
-    )
-    cond.add_argument("folder", help="a corpus made by `lidroute corpus synth`")
-    cond.add_argument("--languages", help="comma-separated codes (default: the corpus's)")
-    cond.add_argument("--per-language", type=int, default=50, help="test sentences per language")
-    cond.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
-    cond.set_defaults(corpus_handler=cmd_conditions)
-    tune = csub.add_parser(
-        "tune",
-        help="add a split of new held-out sentences, spoken as dev is, to tune decoders on"
-        " (replaces an earlier one)",
-    )
-    tune.add_argument("folder", help="a corpus made by `lidroute corpus synth`")
-    tune.add_argument("--languages", help="comma-separated codes (default: the corpus's)")
-    tune.add_argument("--per-language", type=int, default=200, help="sentences per language")
-    tune.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
-    tune.set_defaults(corpus_handler=cmd_tune)
+
+
+def _add_split_command(
+    csub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    summary: str,
+    *,
+    per_language: tuple[int, str],
+    handler: Callable[[argparse.Namespace], int],
+) -> None:
+    """`conditions` and `tune`: both add splits to a corpus `synth` made, so they take the same
+    arguments and differ only in how many sentences they speak by default."""
+    parser = csub.add_parser(name, help=summary)
+    parser.add_argument("folder", help="a corpus made by `lidroute corpus synth`")
+    parser.add_argument("--languages", help="comma-separated codes (default: the corpus's)")
+    default, per_language_help = per_language
+    parser.add_argument("--per-language", type=int, default=default, help=per_language_help)
+    _add_workers(parser)
+    parser.set_defaults(corpus_handler=handler)
+
+
+def _add_workers(parser: argparse.ArgumentParser) -> None:
+    """espeak-ng runs as one process per worker, so every command that speaks bounds them alike."""
+    parser.add_argument("--workers", type=int, help="parallel espeak-ng processes (default: CPU count)")
+
+
+def _add_teach_command(csub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`teach`: Whisper's transcripts stand in for the ones a pack's recordings lack, so that its
+    untranscribed speech can be trained on too."""
     teach = csub.add_parser(
         "teach",
         help="transcripts by Whisper base for a pack's untranscribed recordings, joined into windows",
@@ -90,10 +122,6 @@ def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     teach.add_argument("--chunk-seconds", type=float, default=25.0, help="longest window")
     teach.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     teach.set_defaults(corpus_handler=cmd_teach)
-    stats = csub.add_parser("stats", help="hours and utterances per split and language")
-    stats.add_argument("folder")
-    stats.add_argument("--json", action="store_true")
-    stats.set_defaults(corpus_handler=cmd_stats)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

@@ -31,14 +31,15 @@ import json
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lidroute.settings import comma_list
-from lidroute.train.corpus import CorpusError, Example, read_examples
+from lidroute.train.example import CorpusError, Example
+from lidroute.train.sources import read_examples
 
 if TYPE_CHECKING:
     from asr_worker.model import CtcModel
@@ -397,13 +398,25 @@ def _floats(text: str) -> list[float]:
 
 def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds `lidroute evaluate`; its handler is `evaluate_handler`."""
-    from lidroute.cli import DEFAULT_ROUTER, default_models_dir
-
     ev = sub.add_parser(
         "evaluate",
         help="CER, WER, numbers-and-names micro-WER, language-ID accuracy and RTF on a data set",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
+    _add_data_arguments(ev)
+    _add_system_arguments(ev)
+    _add_in_process_arguments(ev)
+    ev.add_argument("--hint", action="store_true", help="router: send the reference language, skip detection")
+    ev.add_argument("--timeout", type=float, default=120.0, help="router: deadline per utterance (s)")
+    ev.add_argument("--concurrency", type=int, default=1, help="router: requests in flight")
+    ev.add_argument("--json", dest="json_path", metavar="PATH", help="write every number and the settings")
+    ev.add_argument("--quiet", action="store_true", help="no line per utterance")
+    ev.set_defaults(evaluate_handler=cmd_evaluate)
+
+
+def _add_data_arguments(ev: argparse.ArgumentParser) -> None:
+    """What to read: one positional for every source `read_examples` knows, so that a recorded
+    set is scored exactly as the synthetic corpus is."""
     ev.add_argument(
         "data",
         help="a .jsonl manifest, a CSV/TSV table of clips (audio path, transcript and language columns;"
@@ -415,6 +428,13 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     ev.add_argument("--limit", type=int, help="at most this many utterances per language")
     ev.add_argument("--audio-column", default="audio", help="HF dataset audio column")
     ev.add_argument("--text-column", default="text", help="HF dataset text column")
+
+
+def _add_system_arguments(ev: argparse.ArgumentParser) -> None:
+    """Which system is scored, and on which windows and languages: a models folder and a router are
+    exclusive, since one run's numbers must describe one system."""
+    from lidroute.cli import DEFAULT_ROUTER, default_models_dir
+
     mode = ev.add_mutually_exclusive_group()
     mode.add_argument(
         "--models-dir",
@@ -449,6 +469,11 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         help="in-process: also score Whisper base (faster-whisper) on the same utterances, windows and"
         " candidates, and print the two side by side",
     )
+
+
+def _add_in_process_arguments(ev: argparse.ArgumentParser) -> None:
+    """Switches that only a run in this process can honour (`_refuse_in_process_flags` says so for
+    the language-ID ones when a router is named)."""
     ev.add_argument("--no-lid", action="store_true", help="in-process: skip language ID")
     ev.add_argument("--no-asr", action="store_true", help="in-process: language ID only")
     ev.add_argument("--confusion", action="store_true", help="print language-ID confusion matrices")
@@ -471,12 +496,6 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         metavar="SECONDS",
         help="in-process: silence this long splits an utterance into parts (default: the worker's; 0: never)",
     )
-    ev.add_argument("--hint", action="store_true", help="router: send the reference language, skip detection")
-    ev.add_argument("--timeout", type=float, default=120.0, help="router: deadline per utterance (s)")
-    ev.add_argument("--concurrency", type=int, default=1, help="router: requests in flight")
-    ev.add_argument("--json", dest="json_path", metavar="PATH", help="write every number and the settings")
-    ev.add_argument("--quiet", action="store_true", help="no line per utterance")
-    ev.set_defaults(evaluate_handler=cmd_evaluate)
 
 
 def command_line(args: argparse.Namespace) -> list[str]:
@@ -527,9 +546,47 @@ def _anchor(args: argparse.Namespace, candidates: Sequence[str]) -> Evaluator:
     )
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from lidroute.cli import default_models_dir
+class _Refused(Exception):
+    """A run `cmd_evaluate` will not make: its message goes to stderr and the exit status is 1,
+    with no traceback, because the fix is a flag or a path the user gives."""
 
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    try:
+        examples, candidates = _examples_and_candidates(args)
+        _refuse_in_process_flags(args)
+        alike = _windows_spoken_alike(args, examples, candidates)
+        settings: dict[str, Any] = {
+            "data": str(args.data),
+            "split": args.split,
+            "languages": candidates,
+            "limit": args.limit,
+        }
+        started = time.monotonic()
+        evaluate = _evaluate_through_router if args.address else _evaluate_in_process
+        results, anchored, ran = evaluate(args, examples, candidates)
+    except _Refused as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    settings |= ran
+    settings["elapsed_seconds"] = round(time.monotonic() - started, 2)
+    if alike is not None:
+        for result, windows in zip(results, alike, strict=True):
+            result.alike = windows
+    _print_tables(args, results, anchored, settings, spoken_alike=alike is not None)
+    if args.json_path:
+        Path(args.json_path).write_text(
+            json.dumps(report(results, settings, command_line(args), anchored), indent=2, ensure_ascii=False)
+            + "\n",
+            encoding="utf-8",
+        )
+        print(f"wrote {args.json_path}")
+    return 0
+
+
+def _examples_and_candidates(args: argparse.Namespace) -> tuple[list[Example], list[str]]:
+    """The utterances to score and the languages language ID chooses among. An empty selection is
+    refused: it would print an empty table that looks like a run."""
     languages = comma_list(args.languages) if args.languages else None
     try:
         examples = read_examples(
@@ -540,18 +597,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             text_column=args.text_column,
         )
     except CorpusError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        raise _Refused(str(exc)) from None
     examples = select_examples(examples, languages, args.limit)
     if not examples:
-        print(
-            f"no utterances in {args.data} (split {args.split}) for {languages or 'any language'}",
-            file=sys.stderr,
-        )
-        return 1
+        raise _Refused(f"no utterances in {args.data} (split {args.split}) for {languages or 'any language'}")
     candidates = sorted({ex.language for ex in examples})
     if args.candidates not in ("data", "model"):
         candidates = comma_list(args.candidates)
+    return examples, candidates
+
+
+def _refuse_in_process_flags(args: argparse.Namespace) -> None:
+    """Flags that need this process's language ID are refused beside a router or `--no-lid`
+    rather than ignored, which would report numbers of a run that was not asked for."""
     for flag, given in (
         ("--lid-model", args.lid_model),
         ("--lid-twins", args.lid_twins),
@@ -559,125 +617,154 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ("--candidates model", args.candidates == "model"),
     ):
         if given and (args.address or args.no_lid):
-            print(f"{flag} needs in-process language ID: drop --address/--no-lid", file=sys.stderr)
-            return 1
-    alike = None
-    if args.lid_twins:
-        from lidroute.train.budget import usable_cores
+            raise _Refused(f"{flag} needs in-process language ID: drop --address/--no-lid")
 
-        try:
-            alike = find_alike(examples, candidates, args.lid_windows, workers=usable_cores())
-        except (CorpusError, RuntimeError) as exc:  # not a synthetic corpus; espeak-ng missing or failing
-            print(exc, file=sys.stderr)
-            return 1
-    progress = None if args.quiet else _progress_line
-    settings: dict[str, Any] = {
-        "data": str(args.data),
-        "split": args.split,
-        "languages": candidates,
-        "limit": args.limit,
-    }
-    started = time.monotonic()
-    anchored: list[UtteranceResult] = []
-    if args.address:
-        settings |= {
-            "mode": "router",
-            "address": args.address,
-            "hint": args.hint,
-            "concurrency": args.concurrency,
-        }
-        results = asyncio.run(
-            evaluate_through_router(
-                examples,
-                args.address,
-                candidates=candidates,
-                hint=args.hint,
-                timeout=args.timeout,
-                concurrency=args.concurrency,
-                progress=progress,
-            )
+
+def _windows_spoken_alike(
+    args: argparse.Namespace, examples: Sequence[Example], candidates: Sequence[str]
+) -> list[dict[str, list[str]]] | None:
+    """`--lid-twins`, found before any model runs, so that a corpus it cannot be done on (not
+    synthetic, or espeak-ng missing) fails at once rather than after the whole evaluation."""
+    if not args.lid_twins:
+        return None
+    from lidroute.train.budget import usable_cores
+
+    try:
+        return find_alike(examples, candidates, args.lid_windows, workers=usable_cores())
+    except (CorpusError, RuntimeError) as exc:  # not a synthetic corpus; espeak-ng missing or failing
+        raise _Refused(str(exc)) from None
+
+
+#: What `_evaluate_through_router` and `_evaluate_in_process` return: the results, the anchor's
+#: (none without `--anchor`), and the settings the run adds to its report.
+_Evaluated = tuple[list[UtteranceResult], list[UtteranceResult], dict[str, Any]]
+
+
+def _evaluate_through_router(
+    args: argparse.Namespace, examples: Sequence[Example], candidates: Sequence[str]
+) -> _Evaluated:
+    """`--address`: one Transcribe call per utterance; the settings record what a client sent."""
+    results = asyncio.run(
+        evaluate_through_router(
+            examples,
+            args.address,
+            candidates=candidates,
+            hint=args.hint,
+            timeout=args.timeout,
+            concurrency=args.concurrency,
+            progress=None if args.quiet else _progress_line,
         )
-    else:
-        models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
-        try:
-            evaluator = InProcessEvaluator(
-                models_dir,
-                candidates,
-                windows=args.lid_windows,
-                device=args.device,
-                lid=not args.no_lid,
-                asr=not args.no_asr,
-                beam=args.beam,
-                pause_split=args.pause_split,
-                lid_model=args.lid_model,
-            )
-        except CorpusError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        if args.candidates == "model":
-            assert evaluator.lid is not None
-            candidates = list(evaluator.lid.codes)
-            evaluator.candidates = tuple(candidates)
-        examples, left_out = _known(examples, candidates)
-        if left_out:
-            print(f"left out (no candidate language): {left_out}", file=sys.stderr)
-        settings["languages"] = candidates
-        missing = [
-            lang for lang in sorted({ex.language for ex in examples}) if lang not in evaluator.asr_dirs
-        ]
-        if missing and not args.no_asr:
-            print(
-                f"no recognizer in {models_dir} for {', '.join(missing)}: language ID only", file=sys.stderr
-            )
-        settings |= {
-            "mode": "in-process",
-            "models_dir": str(models_dir.resolve()),
-            # What was served, the models folder's LID models when no --lid-model was given.
-            "lid_model": evaluator.lid.source if evaluator.lid else None,
-            "lid_windows": [] if args.no_lid else list(args.lid_windows),
-            "router_lid_windows": evaluator.router_windows,
-            "router_lid_threshold": evaluator.router_threshold,
-            "device": args.device,
-            "beam": evaluator.beam,
-            "pause_split_seconds": evaluator.pause_split,
-        }
-        results = asyncio.run(evaluate_in_process(examples, evaluator, progress))
-        if args.anchor:
-            anchor_started = time.monotonic()
-            try:
-                anchor = _anchor(args, candidates)
-            except CorpusError as exc:
-                print(exc, file=sys.stderr)
-                return 1
-            anchored = asyncio.run(evaluate_in_process(examples, anchor, progress))
-            settings["anchor"] = {
-                "name": anchor.name,
-                "elapsed_seconds": round(time.monotonic() - anchor_started, 2),
-            }
-    settings["elapsed_seconds"] = round(time.monotonic() - started, 2)
-    if alike is not None:
-        for result, windows in zip(results, alike, strict=True):
-            result.alike = windows
+    )
+    ran = {"mode": "router", "address": args.address, "hint": args.hint, "concurrency": args.concurrency}
+    return results, [], ran
+
+
+def _evaluate_in_process(
+    args: argparse.Namespace, examples: list[Example], candidates: list[str]
+) -> _Evaluated:
+    """The models folder's models, and with `--anchor` Whisper base, on the same utterances; the
+    settings record what was loaded, which the arguments alone do not say (the defaults)."""
+    from lidroute.cli import default_models_dir
+
+    models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
+    evaluator = _in_process_evaluator(args, models_dir, candidates)
+    if args.candidates == "model":
+        assert evaluator.lid is not None
+        candidates = list(evaluator.lid.codes)
+        evaluator.candidates = tuple(candidates)
+    examples, left_out = _known(examples, candidates)
+    if left_out:
+        print(f"left out (no candidate language): {left_out}", file=sys.stderr)
+    missing = [lang for lang in sorted({ex.language for ex in examples}) if lang not in evaluator.asr_dirs]
+    if missing and not args.no_asr:
+        print(f"no recognizer in {models_dir} for {', '.join(missing)}: language ID only", file=sys.stderr)
+    ran = {"languages": candidates, **_in_process_settings(args, evaluator, models_dir)}
+    progress = None if args.quiet else _progress_line
+    results = asyncio.run(evaluate_in_process(examples, evaluator, progress))
+    anchored: list[UtteranceResult] = []
+    if args.anchor:
+        anchored, ran["anchor"] = _evaluate_anchor(args, examples, candidates, progress)
+    return results, anchored, ran
+
+
+def _in_process_evaluator(
+    args: argparse.Namespace, models_dir: Path, candidates: Sequence[str]
+) -> InProcessEvaluator:
+    """The evaluator the flags describe; a models folder without a language-ID model is refused."""
+    try:
+        return InProcessEvaluator(
+            models_dir,
+            candidates,
+            windows=args.lid_windows,
+            device=args.device,
+            lid=not args.no_lid,
+            asr=not args.no_asr,
+            beam=args.beam,
+            pause_split=args.pause_split,
+            lid_model=args.lid_model,
+        )
+    except CorpusError as exc:
+        raise _Refused(str(exc)) from None
+
+
+def _in_process_settings(
+    args: argparse.Namespace, evaluator: InProcessEvaluator, models_dir: Path
+) -> dict[str, Any]:
+    """What an in-process run loaded and decided with, the defaults resolved: a report read later
+    must say which models and which decoder settings its numbers belong to."""
+    return {
+        "mode": "in-process",
+        "models_dir": str(models_dir.resolve()),
+        # What was served, the models folder's LID models when no --lid-model was given.
+        "lid_model": evaluator.lid.source if evaluator.lid else None,
+        "lid_windows": [] if args.no_lid else list(args.lid_windows),
+        "router_lid_windows": evaluator.router_windows,
+        "router_lid_threshold": evaluator.router_threshold,
+        "device": args.device,
+        "beam": evaluator.beam,
+        "pause_split_seconds": evaluator.pause_split,
+    }
+
+
+def _evaluate_anchor(
+    args: argparse.Namespace,
+    examples: Sequence[Example],
+    candidates: Sequence[str],
+    progress: Callable[[UtteranceResult], None] | None,
+) -> tuple[list[UtteranceResult], dict[str, Any]]:
+    """`--anchor` on the utterances the models heard, and its name and time for the report: timed
+    apart, since loading and running Whisper would otherwise read as the models' own cost."""
+    anchor_started = time.monotonic()
+    try:
+        anchor = _anchor(args, candidates)
+    except CorpusError as exc:
+        raise _Refused(str(exc)) from None
+    anchored = asyncio.run(evaluate_in_process(examples, anchor, progress))
+    return anchored, {"name": anchor.name, "elapsed_seconds": round(time.monotonic() - anchor_started, 2)}
+
+
+def _print_tables(
+    args: argparse.Namespace,
+    results: Sequence[UtteranceResult],
+    anchored: Sequence[UtteranceResult],
+    settings: Mapping[str, Any],
+    *,
+    spoken_alike: bool,
+) -> None:
+    """The system's table, the anchor's and both side by side, then calibration, the ceiling that
+    windows spoken alike leave, and confusion: the sections a run asked for, in one fixed order."""
     rows = summarize(results)
     if anchored:
         print(f"{Evaluator.name} ({settings['models_dir']})")
     print(format_table(rows))
     if anchored:
-        print(f"\n{anchor.name}\n{format_table(summarize(anchored))}")
+        print(f"\n{settings['anchor']['name']}\n{format_table(summarize(anchored))}")
         print(f"\n{format_side_by_side(rows, summarize(anchored), (Evaluator.name, args.anchor))}")
     systems = [(Evaluator.name, rows), *([(args.anchor, summarize(anchored))] if anchored else [])]
     for name, lid_rows in systems:
         if any(m.lid_confident_share for m in lid_rows.values()):
             print("\n" + format_calibration(lid_rows, name))
-    if alike is not None:
+    if spoken_alike:
         print("\n" + format_alike(rows))
     if args.confusion:
         print("\n" + format_confusion(results))
-    if args.json_path:
-        Path(args.json_path).write_text(
-            json.dumps(report(results, settings, command_line(args), anchored), indent=2, ensure_ascii=False)
-            + "\n",
-            encoding="utf-8",
-        )
-        print(f"wrote {args.json_path}")
-    return 0

@@ -26,7 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from lidroute.audio import TARGET_RATE
-from lidroute.train.corpus import CorpusError
+from lidroute.train.example import CorpusError
 from lidroute.whisper import WhisperWeightsMissing, part_paths
 
 log = logging.getLogger(__name__)
