@@ -3,7 +3,7 @@
 Docker's HEALTHCHECK runs this every few seconds, so it must stay light: it imports grpc and the
 health stubs only (and those only for a gRPC check), never a service module (those pull in torch).
 The port comes from the same `LIDROUTE_*` variable the service reads, so a changed listen address
-or port moves the check with it.
+or port moves the check with it; so does TLS (`LIDROUTE_TLS_CERT_FILE`): a TLS port is asked over TLS.
 
     python healthcheck.py LIDROUTE_LISTEN_ADDRESS '[::]:50051'          # gRPC health: SERVING?
     python healthcheck.py --http LIDROUTE_HTTP_PORT 8000 /healthz       # HTTP: 200 on the path?
@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import os
 import sys
+from pathlib import Path
 
 USAGE = (
     "usage: healthcheck.py ENV_VARIABLE DEFAULT_LISTEN_ADDRESS\n"
@@ -29,12 +30,51 @@ def probe_target(listen_address: str) -> str:
     return f"localhost:{port}"
 
 
+def certificate_name(pem: bytes) -> str:
+    """A name the certificate holds (its first DNS name, else its common name): the probe dials
+    localhost, so it must ask TLS to verify that name instead."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = names.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        dns = []
+    if dns:
+        return dns[0].replace("*.", "probe.", 1)
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(common[0].value) if common else "localhost"
+
+
+def open_channel(target: str):  # type: ignore[no-untyped-def]
+    """A channel as the server's port speaks: TLS when the server has a certificate (the same
+    `LIDROUTE_TLS_*` variables it reads), trusting the `ca.crt` beside it (a kubernetes.io/tls
+    Secret's layout) or else the certificate itself; with mutual TLS, the server's own pair
+    stands as the client's."""
+    import grpc
+
+    cert_file = os.environ.get("LIDROUTE_TLS_CERT_FILE", "")
+    if not cert_file:
+        return grpc.insecure_channel(target)
+    cert = Path(cert_file)
+    ca = cert.with_name("ca.crt")
+    roots = (ca if ca.is_file() else cert).read_bytes()
+    pair: tuple[bytes | None, bytes | None] = (None, None)
+    if os.environ.get("LIDROUTE_TLS_CLIENT_CA_FILE"):
+        pair = (Path(os.environ.get("LIDROUTE_TLS_KEY_FILE", "")).read_bytes(), cert.read_bytes())
+    credentials = grpc.ssl_channel_credentials(roots, *pair)
+    name = certificate_name(cert.read_bytes())
+    return grpc.secure_channel(target, credentials, options=[("grpc.ssl_target_name_override", name)])
+
+
 def check(target: str, timeout: float = 3.0) -> bool:
     """Whether the gRPC server at `target` says its overall health is SERVING."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)

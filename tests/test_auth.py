@@ -180,6 +180,34 @@ async def test_tls_and_mutual_tls_on_the_port(pki: dict[str, Path]) -> None:
         await server.shutdown()
 
 
+async def test_the_container_health_check_asks_a_tls_port_over_tls(
+    pki: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker/healthcheck.py reads the server's own TLS variables and trusts the ca.crt beside its
+    certificate (a kubernetes.io/tls Secret's layout), as the chart's probes of a TLS router need."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "healthcheck", Path(__file__).parents[1] / "docker" / "healthcheck.py"
+    )
+    assert spec is not None and spec.loader is not None
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    assert (pki["server"].parent / "ca.crt") == pki["ca"]
+    server = await _serve(
+        AccessSettings(tls_cert_file=str(pki["server"]), tls_key_file=str(pki["server_key"]))
+    )
+    probe = ["LIDROUTE_LISTEN_ADDRESS", "[::]:1"]
+    try:
+        monkeypatch.setenv("LIDROUTE_LISTEN_ADDRESS", f"[::]:{server.port}")
+        monkeypatch.setenv("LIDROUTE_TLS_CERT_FILE", str(pki["server"]))
+        assert await asyncio.to_thread(healthcheck.main, probe) == 0
+        monkeypatch.delenv("LIDROUTE_TLS_CERT_FILE")
+        assert await asyncio.to_thread(healthcheck.main, probe) == 1  # plaintext to a TLS port
+    finally:
+        await server.shutdown()
+
+
 def test_half_configured_access_is_refused_at_start(tmp_path: Path, pki: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="both tls_cert_file and tls_key_file"):
         AccessSettings(tls_cert_file=str(pki["server"])).server_credentials()

@@ -998,11 +998,21 @@ def named_port(container: dict[str, Any], name: str) -> int:
 
 
 def assert_grpc_probes(container: dict[str, Any], port: int, where: str, check: str = "grpc") -> None:
-    """Every probe is a `check` (grpc, or tcpSocket for a TLS port) of `port`."""
+    """Every probe is a `check` of `port`: grpc; for a TLS port exec, the image's health check over
+    TLS; tcpSocket under mutual TLS."""
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         handlers = {"grpc", "tcpSocket", "httpGet", "exec"} & set(container[probe])
         assert handlers == {check}, f"{where}: {probe} is {handlers}, not {check}"
-        assert container[probe][check]["port"] == port, f"{where}: {probe} checks another port"
+        if check == "exec":
+            command = container[probe]["exec"]["command"]
+            assert command == [
+                "python",
+                "/opt/lidroute/healthcheck.py",
+                "LIDROUTE_LISTEN_ADDRESS",
+                f"[::]:{port}",
+            ]
+        else:
+            assert container[probe][check]["port"] == port, f"{where}: {probe} checks another port"
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -1035,8 +1045,11 @@ def test_chart_ports_probes_and_addresses_match_the_settings(
     router_container = container_of(docs, router_key)
     router_port = port_of(router.listen_address)
     assert named_port(router_container, "grpc") == router_port
-    # Kubernetes' gRPC probe cannot speak TLS: a TLS router is probed by connecting to its port.
-    router_check = "tcpSocket" if router.tls_cert_file else "grpc"
+    # Kubernetes' gRPC probe cannot speak TLS: a TLS router is asked by the image's health check over
+    # TLS, or probed by connecting to its port where it asks for client certificates.
+    router_check = "grpc"
+    if router.tls_cert_file:
+        router_check = "tcpSocket" if router.tls_client_ca_file else "exec"
     assert_grpc_probes(router_container, router_port, router_key, router_check)
     router_service = one(docs, "Service", f"{FULLNAME}-router")
     assert [p["targetPort"] for p in router_service["spec"]["ports"]] == ["grpc"]
@@ -1217,8 +1230,9 @@ def test_router_tls_reads_its_secret_is_probed_on_its_port_and_the_gateway_dials
     scenario: str,
 ) -> None:
     """The router's certificate and key are the Secret's tls.crt and tls.key (no client certificates
-    asked); its probes connect to the port it listens on (Kubernetes' gRPC probe cannot speak TLS); the
-    gateway dials it with TLS, trusting the same Secret's ca.crt, and gets nothing else of that Secret."""
+    asked); its probes run the image's health check, which asks over TLS (Kubernetes' gRPC probe cannot
+    speak TLS); the gateway dials it with TLS, trusting the same Secret's ca.crt, and gets nothing else of
+    that Secret."""
     secret = yaml.safe_load(SECURE.read_text())["router"]["tls"]["secretName"]
     docs = rendered[scenario]
     services = chart_services(docs, dockerfile, scenario)
@@ -1229,7 +1243,7 @@ def test_router_tls_reads_its_secret_is_probed_on_its_port_and_the_gateway_dials
     container = container_of(docs, ROUTER)
     port = port_of(router.listen_address)
     assert named_port(container, "grpc") == port
-    assert_grpc_probes(container, port, ROUTER, "tcpSocket")
+    assert_grpc_probes(container, port, ROUTER, "exec")
 
     gateway = load_settings(services[GATEWAY], settings_classes)
     assert gateway.router_tls is True

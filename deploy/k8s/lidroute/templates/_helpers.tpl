@@ -249,20 +249,25 @@ initContainers:
 
 {{/* Native gRPC probes (grpc.health.v1, overall service ""). The startup probe gives model loading
 time; readiness follows the server's NOT_SERVING while it loads and while it drains.
-(dict "port" <port> "startupSeconds" <seconds> ["tls" true]): Kubernetes' gRPC probe cannot speak TLS,
-and the image's healthcheck.py neither, so a TLS port is probed by opening a TCP connection to it. */}}
+(dict "port" <port> "startupSeconds" <seconds> ["tls" true] ["mutual" true]): Kubernetes' gRPC probe
+cannot speak TLS, so a TLS port is asked by the image's healthcheck.py, which speaks TLS as the server
+does; under mutual TLS, where it has no client certificate to show, by opening a TCP connection. */}}
 {{- define "lidroute.grpcProbes" -}}
 {{- $check := dict "grpc" (dict "port" .port) }}
-{{- if .tls }}
+{{- if and .tls .mutual }}
 {{- $check = dict "tcpSocket" (dict "port" .port) }}
+{{- else if .tls }}
+{{- $check = dict "exec" (dict "command" (list "python" "/opt/lidroute/healthcheck.py" "LIDROUTE_LISTEN_ADDRESS" (printf "[::]:%v" .port))) }}
 {{- end -}}
 startupProbe:
   {{- toYaml $check | nindent 2 }}
   periodSeconds: 5
+  timeoutSeconds: 5
   failureThreshold: {{ div (add (int .startupSeconds) 4) 5 }}
 readinessProbe:
   {{- toYaml $check | nindent 2 }}
   periodSeconds: 5
+  timeoutSeconds: 5
   failureThreshold: 2
 livenessProbe:
   {{- toYaml $check | nindent 2 }}
