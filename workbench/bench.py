@@ -123,19 +123,51 @@ def long_request(models_dir: Path, lang: str, audio: np.ndarray, runs: int) -> d
     return times
 
 
-async def end_to_end(address: str, audio: np.ndarray, runs: int) -> list[float]:
+async def end_to_end(
+    address: str, audio: np.ndarray, runs: int
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Latencies seen by the client, and the parts of each that the router and the worker timed."""
     from lidroute.client import Client
 
     pcm = float_to_pcm16(audio)
+    parts: dict[str, list[float]] = {}
     async with Client(address) as client:
         for _ in range(3):
             await client.transcribe_pcm(pcm, TARGET_RATE, timeout=60)
         times = []
         for _ in range(runs):
             start = time.perf_counter()
-            await client.transcribe_pcm(pcm, TARGET_RATE, timeout=60)
+            result = await client.transcribe_pcm(pcm, TARGET_RATE, timeout=60)
             times.append(time.perf_counter() - start)
-    return times
+            for name, seconds in result.timing.items():
+                parts.setdefault(name, []).append(seconds)
+    return times, parts
+
+
+def breakdown(times: list[float], parts: dict[str, list[float]]) -> list[str]:
+    """Where one request's time goes, median of each part over the runs (ms): the language ID call
+    (onset VAD and the LID service), the queue (enqueued to picked up), the worker's model and
+    decoding, what the router spends besides (enqueue, audio and event relays through Redis), and
+    the client's side (gRPC, the client)."""
+
+    def ms(name: str) -> float:
+        return 1000 * statistics.median(parts.get(name, [0.0]))
+
+    router = ms("total")
+    known = ms("language_id") + ms("queue") + ms("inference")
+    rows = [
+        ("language ID (onset VAD, LID service call)", ms("language_id")),
+        ("queue (enqueued to a worker's pick-up)", ms("queue")),
+        ("worker: model and decoding", ms("inference")),
+        ("router besides: enqueue, audio and event relays", max(router - known, 0.0)),
+        ("client and gRPC", max(1000 * statistics.median(times) - router, 0.0)),
+    ]
+    return [
+        "| where a request's time goes (median of each part) | ms |",
+        "|---|---|",
+        *(f"| {name} | {value:.1f} |" for name, value in rows),
+        f"| end to end, at the client | {1000 * statistics.median(times):.1f} |",
+    ]
 
 
 async def throughput(address: str, audio: np.ndarray, concurrency: int, requests: int) -> tuple[float, float]:
@@ -174,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     decoding = decoders(models_dir, args.language, audio, args.runs)
     long_audio = utterance(args.language, args.long_seconds, models_dir, gap=1.0)
     long = long_request(models_dir, args.language, long_audio, args.long_runs)
-    e2e, rows = through_the_stack(models_dir, audio, args.runs, args.concurrency)
-    table = _table(args, base, e2e, decoding, long, rows)
+    (e2e, parts), rows = through_the_stack(models_dir, audio, args.runs, args.concurrency)
+    table = _table(args, base, e2e, decoding, long, rows) + "\n\n" + "\n".join(breakdown(e2e, parts))
     print(table)
     OUT.mkdir(exist_ok=True)
     (OUT / "bench.md").write_text(table + "\n")
@@ -186,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 "decoding_s": decoding,
                 "long_request_s": long,
                 "end_to_end_s": e2e,
+                "end_to_end_parts_s": parts,
                 "throughput": rows,
             }
         )
@@ -208,7 +241,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def through_the_stack(
     models_dir: Path, audio: np.ndarray, runs: int, concurrency: str
-) -> tuple[list[float], dict[str, tuple[float, float]]]:
+) -> tuple[tuple[list[float], dict[str, list[float]]], dict[str, tuple[float, float]]]:
     """End-to-end latencies, then (requests/s, median latency) per concurrency level (`c4`, ...),
     all on one stack started once: a fresh stack per level would measure its warm-up too."""
     from lidroute.cli import lid_source, model_dirs
