@@ -267,6 +267,44 @@ def _training_process(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+#: What each language-ID training is: its model's index in `_Build.lid_models` and its run (0 the first).
+_LidRuns = dict[Future[dict], tuple[int, int]]
+#: What each fine-tune is: its language and its run (0 the first, from the backbone; k the k-th further).
+_TuneRuns = dict[Future[dict], tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class _Build:
+    """What the steps of one `build_models` share: where it writes, its plan, its processes and log."""
+
+    out: Path
+    plan: BuildPlan
+    work: Path
+    pool: ProcessPoolExecutor
+    stage: Callable[[str], None]
+    #: Each language-ID model: the first, `lid/`, then the members served with it.
+    lid_models: tuple[LidMember, ...]
+
+    def run_folder(self, final: Path, name: str, run: int, last: bool) -> Path:
+        """Where run `run` (0 the first) of a model trained in several runs writes: the last one
+        its folder in `out`, the earlier ones the work folder, numbered from 1."""
+        return final if last else self.work / "earlier-runs" / name / str(run + 1)
+
+    def lid_dir(self, model: int, run: int) -> Path:
+        """Where a run of language-ID model `model` writes: `lid/` (or `lid-NAME/`) for its last."""
+        member = self.lid_models[model]
+        earlier = member.folder if member.name else "language-id"
+        return self.run_folder(self.out / member.folder, earlier, run, run == len(member.steps) - 1)
+
+    def last_tune(self, lang: str, run: int) -> bool:
+        """Whether it is the language's last run, the one whose model ships, with the word LM."""
+        return run == len(self.plan.continuations(lang))
+
+    def tune_dir(self, lang: str, run: int) -> Path:
+        """Where a fine-tune run writes: `asr/LANG/` for the last, the work folder for earlier ones."""
+        return self.run_folder(self.out / "asr" / lang, lang, run, self.last_tune(lang, run))
+
+
 def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = None) -> None:
     """Trains lid/, backbone/ and asr/LANG/ into `out`; the corpus goes to `work` (default: the cache).
 
@@ -275,11 +313,6 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
     run in `plan.workers()` processes: language ID beside the corpus and the backbone, then the
     fine-tunes side by side, as each depends only on the backbone.
     """
-    from asr_worker.recipes.backbone import pretrain_backbone
-    from asr_worker.recipes.finetune import FinetuneRecipe, finetune
-    from lid_service.recipes.ecapa import train_lid
-    from lidroute.train.corpus import SPLITS, synth_corpus, tuning_split
-
     out.mkdir(parents=True, exist_ok=True)
     work = work or CACHE / "models-build"
     started = time.monotonic()
@@ -295,161 +328,187 @@ def build_models(out: Path, plan: BuildPlan = BuildPlan(), work: Path | None = N
         initializer=_training_process,
         initargs=(threads,),
     )
-
-    def run_folder(final: Path, name: str, run: int, last: bool) -> Path:
-        """Where run `run` (0 the first) of a model trained in several runs writes: the last one
-        its folder in `out`, the earlier ones the work folder, numbered from 1."""
-        return final if last else work / "earlier-runs" / name / str(run + 1)
-
     try:
-        # Each language-ID model: the first, `lid/`, then the members served with it.
-        lid_models = [
-            LidMember("", 0, plan.lid_crops, (plan.lid_steps, *plan.lid_continue_steps)),
-            *plan.lid_members,
-        ]
-
-        def lid_dir(model: int, run: int) -> Path:
-            member = lid_models[model]
-            earlier = member.folder if member.name else "language-id"
-            return run_folder(out / member.folder, earlier, run, run == len(member.steps) - 1)
-
-        def train_lid_run(model: int, run: int) -> Future[dict]:
-            member = lid_models[model]
-            further = {"init": lid_dir(model, run - 1), "lr": plan.lid_continue_lr} if run else {}
-            return pool.submit(
-                train_lid,
-                lid_dir(model, run),
-                plan.lid_languages,
-                seed=plan.seed + member.seed + run,  # a further run hears new sentences
-                utterances_per_language=plan.lid_utterances,
-                max_steps=member.steps[run],
-                max_train_seconds=plan.lid_seconds,
-                crop_seconds=member.crops,
-                channels=plan.lid_channels,
-                device=plan.device,
-                **further,
-            )
-
-        stage(
-            f"training language ID over {', '.join(plan.lid_languages)} ("
-            + "; ".join(f"{m.folder}: {' + '.join(map(str, m.steps))}" for m in lid_models)
-            + " updates)..."
-        )
-        # The further models queue behind the first, the backbone and the fine-tunes (below).
-        lids: dict[Future[dict], tuple[int, int]] = {train_lid_run(0, 0): (0, 0)}
-        if plan.whisper_lid and not plan.has_pack():
-            stage(f"no real-speech pack at {plan.pack}: {plan.whisper_lid}/ left as it is")
-        stage(f"synthesising the corpus ({', '.join(plan.corpus_languages())}) into {work / 'corpus'}...")
-        sizes = dict(zip(SPLITS, plan.corpus_sizes, strict=True))
-        synth_corpus(work / "corpus", plan.corpus_languages(), seed=plan.seed, **sizes)
-        tuned = [lang for lang in plan.asr_languages if lang in plan.lm_tune_languages]
-        if tuned and plan.tune_sentences:
-            stage(f"adding {plan.tune_sentences} sentences to tune the LMs on ({', '.join(tuned)})...")
-            tuning_split(work / "corpus", languages=tuned, per_language=plan.tune_sentences)
-        stage(
-            f"pretraining the phoneme backbone on {', '.join(plan.backbone_languages)}"
-            f" ({plan.backbone_steps} updates)..."
-        )
-        report = pool.submit(
-            pretrain_backbone,
-            work / "corpus",
-            out / "backbone",
-            plan.backbone_languages,
-            utterances_per_language=plan.backbone_utterances,
-            max_steps=plan.backbone_steps,
-            seed=plan.seed,
-            device=plan.device,
-        ).result()
-        stage(f"backbone: mean phone error rate {report['mean_cer']:.3f}")
-        updates = ", ".join(
-            f"{lang} {plan.steps(lang)}" + "".join(f" + {n}" for n in plan.continuations(lang))
-            for lang in plan.finetune_order()
-        )
-        stage(f"fine-tuning it to each language (updates: {updates})...")
-
-        # A language trained further has its earlier runs written to the work folder, without the
-        # word LM that only its last run's model ships with.
-        def last(lang: str, run: int) -> bool:
-            return run == len(plan.continuations(lang))
-
-        def run_dir(lang: str, run: int) -> Path:
-            return run_folder(out / "asr" / lang, lang, run, last(lang, run))
-
-        # Each fine-tune's language and its run: 0 the first, from the backbone; k the k-th further.
-        tunes: dict[Future[dict], tuple[str, int]] = {
-            pool.submit(
-                finetune,
-                str(out / "backbone"),
-                work / "corpus",
-                lang,
-                run_dir(lang, 0),
-                max_steps=plan.steps(lang),
-                seed=plan.seed,
-                device=plan.device,
-                lm=last(lang, 0),
-                **plan.lm_tuning(lang),
-            ): (lang, 0)
-            for lang in plan.finetune_order()
-        }
+        first_lid = LidMember("", 0, plan.lid_crops, (plan.lid_steps, *plan.lid_continue_steps))
+        build = _Build(out, plan, work, pool, stage, (first_lid, *plan.lid_members))
+        lids = _start_language_id(build)
+        _synthesise_corpus(build)
+        _pretrain_backbone(build)
+        tunes = _start_finetunes(build)
         heads = submit_heads(pool, out, plan, work, stage)
-        lids.update({train_lid_run(model, 0): (model, 0) for model in range(1, len(lid_models))})
-        pending: set[Future] = {*lids, *tunes, *heads}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for done in finished:
-                if done in lids:
-                    (model, run), scores = lids[done], done.result()
-                    runs = lid_models[model].steps
-                    more = run + 1 < len(runs)
-                    stage(
-                        f"language ID ({lid_models[model].folder}):"
-                        f" {json.dumps({k: round(v, 3) for k, v in scores.items()})}"
-                        + (f"; training it {runs[run + 1]} updates further..." if more else "")
-                    )
-                    if more:
-                        further = train_lid_run(model, run + 1)
-                        lids[further] = (model, run + 1)
-                        pending.add(further)
-                    continue
-                if done in heads:
-                    report = done.result()
-                    kept = report["history"][report["kept_epoch"] - 1]
-                    cer = kept.get("dev_real_cer", float("nan"))
-                    stage(f"{heads[done]} (head on Whisper's encoder): {cer:.3f} CER on held-out speakers")
-                    continue
-                (lang, run), report = tunes[done], done.result()
-                cer = {s: round(v["cer"], 3) for s, v in report["scores"].items()}
-                more = 0 if last(lang, run) else plan.continuations(lang)[run]
-                stage(
-                    f"{lang}: {json.dumps(cer)} CER"
-                    + (f"; training it {more} updates further..." if more else "")
-                )
-                if more:
-                    further = pool.submit(
-                        finetune,
-                        str(run_dir(lang, run)),
-                        work / "corpus",
-                        lang,
-                        run_dir(lang, run + 1),
-                        max_steps=more,
-                        # New draws of augmentation and batch order, not an earlier run's again.
-                        seed=plan.seed + run + 1,
-                        device=plan.device,
-                        keep_head=True,
-                        recipe=FinetuneRecipe(lr=plan.asr_continue_lr),
-                        lm=last(lang, run + 1),
-                        **plan.lm_tuning(lang),
-                    )
-                    tunes[further] = (lang, run + 1)
-                    pending.add(further)
+        # The further language-ID models queue behind the first, the backbone and the fine-tunes.
+        lids.update({_submit_lid(build, model, 0): (model, 0) for model in range(1, len(build.lid_models))})
+        _train_to_the_end(build, lids, tunes, heads)
         if plan.whisper_lid and plan.has_pack():
-            gated_lid(out, plan, [out / m.folder for m in lid_models], stage)
+            gated_lid(out, plan, [out / m.folder for m in build.lid_models], stage)
     except BaseException:
         # Trainings not yet started would otherwise run for an hour after the failure is known.
         pool.shutdown(cancel_futures=True)
         raise
     pool.shutdown()
     stage(f"models written to {out}")
+
+
+def _submit_lid(build: _Build, model: int, run: int) -> Future[dict]:
+    """Submits one run of a language-ID model, a further run from the model the run before wrote."""
+    from lid_service.recipes.ecapa import train_lid
+
+    plan, member = build.plan, build.lid_models[model]
+    further = {"init": build.lid_dir(model, run - 1), "lr": plan.lid_continue_lr} if run else {}
+    return build.pool.submit(
+        train_lid,
+        build.lid_dir(model, run),
+        plan.lid_languages,
+        seed=plan.seed + member.seed + run,  # a further run hears new sentences
+        utterances_per_language=plan.lid_utterances,
+        max_steps=member.steps[run],
+        max_train_seconds=plan.lid_seconds,
+        crop_seconds=member.crops,
+        channels=plan.lid_channels,
+        device=plan.device,
+        **further,
+    )
+
+
+def _start_language_id(build: _Build) -> _LidRuns:
+    """Starts the first language-ID model first, as it trains beside the corpus and the backbone."""
+    plan = build.plan
+    build.stage(
+        f"training language ID over {', '.join(plan.lid_languages)} ("
+        + "; ".join(f"{m.folder}: {' + '.join(map(str, m.steps))}" for m in build.lid_models)
+        + " updates)..."
+    )
+    lids: _LidRuns = {_submit_lid(build, 0, 0): (0, 0)}
+    if plan.whisper_lid and not plan.has_pack():
+        build.stage(f"no real-speech pack at {plan.pack}: {plan.whisper_lid}/ left as it is")
+    return lids
+
+
+def _synthesise_corpus(build: _Build) -> None:
+    """Writes the synthetic corpus (and the LMs' tuning split) that the backbone and fine-tunes read."""
+    from lidroute.train.corpus import SPLITS, synth_corpus, tuning_split
+
+    plan, corpus = build.plan, build.work / "corpus"
+    build.stage(f"synthesising the corpus ({', '.join(plan.corpus_languages())}) into {corpus}...")
+    sizes = dict(zip(SPLITS, plan.corpus_sizes, strict=True))
+    synth_corpus(corpus, plan.corpus_languages(), seed=plan.seed, **sizes)
+    tuned = [lang for lang in plan.asr_languages if lang in plan.lm_tune_languages]
+    if tuned and plan.tune_sentences:
+        build.stage(f"adding {plan.tune_sentences} sentences to tune the LMs on ({', '.join(tuned)})...")
+        tuning_split(corpus, languages=tuned, per_language=plan.tune_sentences)
+
+
+def _pretrain_backbone(build: _Build) -> None:
+    """Trains the backbone and waits for it, since every fine-tune starts from it."""
+    from asr_worker.recipes.backbone import pretrain_backbone
+
+    plan = build.plan
+    build.stage(
+        f"pretraining the phoneme backbone on {', '.join(plan.backbone_languages)}"
+        f" ({plan.backbone_steps} updates)..."
+    )
+    report = build.pool.submit(
+        pretrain_backbone,
+        build.work / "corpus",
+        build.out / "backbone",
+        plan.backbone_languages,
+        utterances_per_language=plan.backbone_utterances,
+        max_steps=plan.backbone_steps,
+        seed=plan.seed,
+        device=plan.device,
+    ).result()
+    build.stage(f"backbone: mean phone error rate {report['mean_cer']:.3f}")
+
+
+def _submit_finetune(build: _Build, lang: str, run: int) -> Future[dict]:
+    """Submits one fine-tune run: the first from the backbone, a further one from the last run's model."""
+    from asr_worker.recipes.finetune import FinetuneRecipe, finetune
+
+    plan = build.plan
+    if run:
+        init, steps = str(build.tune_dir(lang, run - 1)), plan.continuations(lang)[run - 1]
+        further = {"keep_head": True, "recipe": FinetuneRecipe(lr=plan.asr_continue_lr)}
+    else:
+        init, steps, further = str(build.out / "backbone"), plan.steps(lang), {}
+    return build.pool.submit(
+        finetune,
+        init,
+        build.work / "corpus",
+        lang,
+        build.tune_dir(lang, run),
+        max_steps=steps,
+        # A further run draws new augmentation and batch order, not an earlier run's again.
+        seed=plan.seed + run,
+        device=plan.device,
+        **further,
+        lm=build.last_tune(lang, run),
+        **plan.lm_tuning(lang),
+    )
+
+
+def _start_finetunes(build: _Build) -> _TuneRuns:
+    """Starts each language's first fine-tune, the longest first."""
+    plan = build.plan
+    updates = ", ".join(
+        f"{lang} {plan.steps(lang)}" + "".join(f" + {n}" for n in plan.continuations(lang))
+        for lang in plan.finetune_order()
+    )
+    build.stage(f"fine-tuning it to each language (updates: {updates})...")
+    return {_submit_finetune(build, lang, 0): (lang, 0) for lang in plan.finetune_order()}
+
+
+def _train_to_the_end(
+    build: _Build, lids: _LidRuns, tunes: _TuneRuns, heads: dict[Future[dict], str]
+) -> None:
+    """Reports each training as it ends, submitting the run that continues its model, until none is left."""
+    pending: set[Future] = {*lids, *tunes, *heads}
+    while pending:
+        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for done in finished:
+            if done in lids:
+                further = _lid_finished(build, lids, done)
+            elif done in heads:
+                report = done.result()
+                kept = report["history"][report["kept_epoch"] - 1]
+                cer = kept.get("dev_real_cer", float("nan"))
+                build.stage(f"{heads[done]} (head on Whisper's encoder): {cer:.3f} CER on held-out speakers")
+                further = None
+            else:
+                further = _finetune_finished(build, tunes, done)
+            if further is not None:
+                pending.add(further)
+
+
+def _lid_finished(build: _Build, lids: _LidRuns, done: Future[dict]) -> Future[dict] | None:
+    """Reports a language-ID run's scores and submits its model's next run, if it has one."""
+    (model, run), scores = lids[done], done.result()
+    runs = build.lid_models[model].steps
+    more = run + 1 < len(runs)
+    build.stage(
+        f"language ID ({build.lid_models[model].folder}):"
+        f" {json.dumps({k: round(v, 3) for k, v in scores.items()})}"
+        + (f"; training it {runs[run + 1]} updates further..." if more else "")
+    )
+    if not more:
+        return None
+    further = _submit_lid(build, model, run + 1)
+    lids[further] = (model, run + 1)
+    return further
+
+
+def _finetune_finished(build: _Build, tunes: _TuneRuns, done: Future[dict]) -> Future[dict] | None:
+    """Reports a fine-tune's CER and submits its language's next run, if it has one."""
+    (lang, run), report = tunes[done], done.result()
+    cer = {s: round(v["cer"], 3) for s, v in report["scores"].items()}
+    more = 0 if build.last_tune(lang, run) else build.plan.continuations(lang)[run]
+    build.stage(
+        f"{lang}: {json.dumps(cer)} CER" + (f"; training it {more} updates further..." if more else "")
+    )
+    if not more:
+        return None
+    further = _submit_finetune(build, lang, run + 1)
+    tunes[further] = (lang, run + 1)
+    return further
 
 
 def submit_heads(
