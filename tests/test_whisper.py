@@ -117,23 +117,37 @@ def test_temperature_fit_recovers_how_sure_decisions_deserve_to_be() -> None:
     assert fit_temperature(calibrated * 3.0, labels) == pytest.approx(3.0, rel=0.1)
 
 
-def test_the_recipe_calibrates_on_a_pack_and_writes_a_folder_with_its_card(tmp_path: Path) -> None:
-    """A pack laid out as the real-speech pack is (manifest.jsonl, 16 kHz Ogg), spoken here."""
+def spoken_pack(root: Path, per_language: int, seed: int, speakers: bool = False) -> list[dict]:
+    """A pack laid out as the real-speech pack is (manifest.jsonl, 16 kHz Ogg), spoken by espeak-ng
+    in en and es: one speaker, or (`speakers`) one per clip. Returns the manifest's rows, written."""
     import json
 
     import soundfile as sf
 
-    from lid_service.recipes.whisper import WhisperLidRecipe, build_whisper_lid
     from lidroute.train.synth import synth_utterances
 
-    pack = tmp_path / "pack"
     rows = []
     for lang in ("en", "es"):
-        for i, utt in enumerate(synth_utterances(lang, 3, seed=7, min_words=3, max_words=5, workers=1)):
-            path = pack / lang / f"{i}.ogg"
+        utterances = synth_utterances(lang, per_language, seed=seed, min_words=3, max_words=5, workers=1)
+        for i, utt in enumerate(utterances):
+            path = root / lang / f"{i}.ogg"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(path, utt.audio, 16000, format="OGG", subtype="OPUS")
-            rows.append({"audio": f"{lang}/{i}.ogg", "language": lang, "speaker": "s", "kind": "sentence"})
+            speaker = f"s{i}" if speakers else "s"
+            rows.append(
+                {"audio": f"{lang}/{i}.ogg", "language": lang, "speaker": speaker, "kind": "sentence"}
+            )
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def test_the_recipe_calibrates_on_a_pack_and_writes_a_folder_with_its_card(tmp_path: Path) -> None:
+    import json
+
+    from lid_service.recipes.whisper import WhisperLidRecipe, build_whisper_lid
+
+    pack = tmp_path / "pack"
+    rows = spoken_pack(pack, 3, seed=7)
     rows.append({"audio": "en/0.ogg", "language": "en", "speaker": "s", "kind": "letter"})
     (pack / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -278,23 +292,11 @@ def test_the_recipe_with_experts_fits_the_gate_and_says_how_well_it_tells_voices
 ) -> None:
     """The test pack is spoken by espeak-ng too, so the gate's scores say nothing here; what is
     checked is that the folder is written, loads, and reports the held-out windows."""
-    import json
-
-    import soundfile as sf
-
     from lid_service.recipes.export import loaded
     from lid_service.recipes.whisper import WhisperLidRecipe, build_whisper_lid
-    from lidroute.train.synth import synth_utterances
 
     pack = tmp_path / "pack"
-    rows = []
-    for lang in ("en", "es"):
-        for i, utt in enumerate(synth_utterances(lang, 4, seed=9, min_words=3, max_words=5, workers=1)):
-            path = pack / lang / f"{i}.ogg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, utt.audio, 16000, format="OGG", subtype="OPUS")
-            rows.append({"audio": f"{lang}/{i}.ogg", "language": lang, "speaker": f"s{i}", "kind": "word"})
-    (pack / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spoken_pack(pack, 4, seed=9, speakers=True)
     recipe = WhisperLidRecipe(
         languages=("en", "es"), windows=(1.0,), experts=tuple(map(str, experts)), gate_per_language=2
     )
