@@ -271,10 +271,21 @@ class AsrWorker:
             raise RuntimeError(f"no model loaded for {lang}")
         await self.queue.emit(job.job_id, Event("started", worker_id=self.id))
         log.info("job started", extra={"job_id": job.job_id, "language": lang})
-        chunks: list[np.ndarray] = []
         decoded: dict[tuple[int, int], Part] = {}  # parts of the growing audio, for interim results
-        samples = 0
-        last_interim = 0
+        audio = await self._receive_audio(delivery, model, decoded, picked_up)
+        if isinstance(audio, str):
+            return audio
+        return await self._finish(delivery, model, audio, decoded, picked_up)
+
+    async def _receive_audio(
+        self, delivery: Delivery, model: CtcModel, decoded: dict[tuple[int, int], Part], picked_up: float
+    ) -> np.ndarray | str:
+        """The job's audio as it streams in, interim results sent on the way; or, when the job ends
+        otherwise (client gone, cancelled, deadline passed, audio stopped), that outcome."""
+        job = delivery.job
+        chunks: list[np.ndarray] = []
+        samples = last_interim = 0
+        interval = int(self.settings.interim_interval_seconds * TARGET_RATE)
         last_id = "0"
         last_audio = checked = time.monotonic()
         while True:
@@ -299,9 +310,8 @@ class AsrWorker:
             for entry_id, kind, payload in entries:
                 last_id = entry_id
                 if kind == "pcm":
-                    chunk = pcm16_to_float(payload)
-                    chunks.append(chunk)
-                    samples += len(chunk)
+                    chunks.append(pcm16_to_float(payload))
+                    samples += len(chunks[-1])
                 elif kind == "cancel":
                     log.info(
                         "job cancelled by client", extra={"job_id": job.job_id, "reason": payload.decode()}
@@ -311,8 +321,7 @@ class AsrWorker:
                 else:
                     ended = True
             if ended:
-                break
-            interval = int(self.settings.interim_interval_seconds * TARGET_RATE)
+                return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
             if job.interim_results and samples - last_interim >= interval:
                 last_interim = samples
                 audio = np.concatenate(chunks)
@@ -320,7 +329,17 @@ class AsrWorker:
                 await self.queue.emit(
                     job.job_id, self._event(delivery, model, partial, len(audio), False, picked_up)
                 )
-        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+    async def _finish(
+        self,
+        delivery: Delivery,
+        model: CtcModel,
+        audio: np.ndarray,
+        decoded: dict[tuple[int, int], Part],
+        picked_up: float,
+    ) -> str:
+        """The final result of the whole audio, or a refusal of audio too short for the model."""
+        job, lang = delivery.job, delivery.language
         if 0 < len(audio) < model.min_samples:
             # Its model's real minimum (`CtcModel.min_samples`): a clear refusal, not a guess padded out.
             await self._fail(

