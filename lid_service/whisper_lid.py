@@ -128,14 +128,17 @@ class GatedLanguageLogits(nn.Module):
         self,
         languages: Sequence[str],
         whisper_languages: Sequence[str],
+        ecapa: Mapping[str, Any],
         min_seconds: float = 3.0,
         precision: str = "auto",
         experts: int = 3,
         n_mels: int = 40,
-        channels: Sequence[int] = (256, 256, 256, 256, 768),
+        hop_ms: float = 10.0,
         emb_dim: int = 96,
         hard: bool = True,
     ) -> None:
+        """`ecapa`, `n_mels`, `hop_ms`, `emb_dim`: the ECAPA models' shape, as their own folders
+        declare it (`ECAPA_TDNN`'s keyword arguments, the filterbank, the embedding width)."""
         from speechbrain.lobes.features import Fbank
         from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
         from speechbrain.nnet.activations import Softmax
@@ -150,26 +153,14 @@ class GatedLanguageLogits(nn.Module):
             raise ValueError(f"Whisper's languages {', '.join(unknown)} are not among {', '.join(languages)}")
         self.mel = LogMel()
         self.whisper = WhisperLanguageLogits(whisper_languages, min_seconds, precision)
-        self.register_buffer(
-            "whisper_rows", torch.tensor([self.languages.index(c) for c in whisper_languages])
-        )
+        rows = torch.tensor([self.languages.index(c) for c in whisper_languages])
+        self.register_buffer("whisper_rows", rows, persistent=False)
         self.register_buffer("temperature", torch.ones(()))
         self.gate = nn.Linear(2 * self.whisper.encoder.norm.normalized_shape[0], 1)
-        self.fbank = Fbank(n_mels=n_mels, hop_length=10.0)
+        self.fbank = Fbank(n_mels=n_mels, hop_length=hop_ms)
         self.norm = InputNormalization(norm_type="sentence", std_norm=False)
         n = len(self.languages)
-        self.experts = nn.ModuleList(
-            ECAPA_TDNN(
-                n_mels,
-                channels=list(channels),
-                kernel_sizes=[5, 3, 3, 3, 1],
-                dilations=[1, 2, 3, 4, 1],
-                attention_channels=64,
-                se_channels=64,
-                lin_neurons=emb_dim,
-            )
-            for _ in range(experts)
-        )
+        self.experts = nn.ModuleList(ECAPA_TDNN(n_mels, lin_neurons=emb_dim, **ecapa) for _ in range(experts))
         self.heads = nn.ModuleList(
             nn.Sequential(
                 Classifier(emb_dim, out_neurons=n), nn.Linear(n, n, bias=False), Softmax(apply_log=True)

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -62,9 +62,11 @@ embedding_model: !new:lid_service.whisper_lid.GatedLanguageLogits
     min_seconds: !ref <min_seconds>
     precision: auto
     experts: {experts}
+    # The ECAPA models' shape, as their own folders declare it.
     n_mels: {n_mels}
-    channels: {channels}
+    hop_ms: {hop_ms}
     emb_dim: {emb_dim}
+    ecapa: {ecapa}
     # Each window's posterior is one expert's (the gate chooses), never a blend of the two.
     hard: True
 
@@ -86,17 +88,26 @@ class GateSpeech:
 
 
 def expert_shape(folder: Path) -> dict:
-    """The ECAPA hyperparameters the gated module must rebuild, read from an expert's yaml."""
+    """The ECAPA hyperparameters the gated module must rebuild, read from an expert's yaml:
+    `GatedLanguageLogits`' `n_mels`, `hop_ms`, `emb_dim` and `ecapa` (`ECAPA_TDNN`'s arguments)."""
     text = (folder / "hyperparams.yaml").read_text(encoding="utf-8")
 
-    def value(name: str) -> str:
+    def value(name: str) -> Any:
         found = re.search(rf"^\s*{name}: *(.+)$", text, re.MULTILINE)
         if found is None:
             raise ValueError(f"{folder}/hyperparams.yaml has no {name}: not an ECAPA language-ID folder")
-        return found.group(1).strip()
+        return json.loads(found.group(1))
 
-    channels = [int(c) for c in value("channels").strip("[]").split(",")]
-    return {"n_mels": int(value("n_mels")), "emb_dim": int(value("emb_dim")), "channels": channels}
+    ecapa = {
+        name: value(name)
+        for name in ("channels", "kernel_sizes", "dilations", "attention_channels", "se_channels")
+    }
+    return {
+        "n_mels": value("n_mels"),
+        "hop_ms": value("hop_length"),
+        "emb_dim": value("emb_dim"),
+        "ecapa": ecapa,
+    }
 
 
 def expert_codes(folder: Path) -> list[str]:
@@ -135,11 +146,13 @@ def write_gated_model(
             whisper_languages=json.dumps(list(whisper_languages)),
             min_seconds=min_seconds,
             experts=len(experts),
-            **shape,
+            **{**shape, "ecapa": json.dumps(shape["ecapa"])},
         ),
         encoding="utf-8",
     )
-    model = GatedLanguageLogits(codes, whisper_languages, min_seconds, "float32", len(experts), **shape)
+    model = GatedLanguageLogits(
+        codes, whisper_languages, min_seconds=min_seconds, precision="float32", experts=len(experts), **shape
+    )
     with torch.no_grad():
         for i, folder in enumerate(experts):
             model.experts[i].load_state_dict(torch.load(folder / "embedding_model.ckpt"))
@@ -150,8 +163,7 @@ def write_gated_model(
             model.gate.bias.fill_(-20.0)
         else:
             model.gate.load_state_dict(gate.state_dict())
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("mel.")}
-    torch.save(to_half(state), out_dir / "embedding_model.ckpt")
+    torch.save(to_half(model.state_dict()), out_dir / "embedding_model.ckpt")
     torch.save(Calibration().state_dict(), out_dir / "classifier.ckpt")
     write_labels(out_dir, [language_label(code) for code in codes])
 

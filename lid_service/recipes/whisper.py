@@ -219,9 +219,8 @@ def build_whisper_lid(out_dir: Path, pack: Path, recipe: WhisperLidRecipe = Whis
         logits = {seconds: window_logits(classifier, clips, seconds) for seconds in recipe.windows}
     stacked, repeated = torch.cat(list(logits.values())), labels.repeat(len(recipe.windows))
     temperature = sure_temperature(stacked, repeated)
-    write_model(out_dir, recipe, temperature)
     gate = None
-    if recipe.experts:
+    if recipe.experts:  # the gated folder replaces the one calibrated above
         from lid_service.recipes.gate import build_gate
 
         with tempfile.TemporaryDirectory(prefix="lid-gate-") as work:
@@ -229,6 +228,8 @@ def build_whisper_lid(out_dir: Path, pack: Path, recipe: WhisperLidRecipe = Whis
                 out_dir, [Path(e) for e in recipe.experts], pack, recipe.languages, recipe.min_seconds,
                 temperature, recipe.windows, recipe.gate_per_language, recipe.seed + 1, Path(work),
             )  # fmt: skip
+    else:
+        write_model(out_dir, recipe, temperature)
     report = {
         "recipe": asdict(recipe),
         "temperature": temperature,
