@@ -209,7 +209,7 @@ def beam_search(
     scored by acoustic log prob plus `lm_weight` x LM log prob plus `word_bonus` per word.
     """
     beams: dict[_Key, _Beam] = {((), "", -1): _Beam((), "", -1, blank=0.0)}
-    tokens, blank, delimiter = vocab.tokens, vocab.blank, vocab.delimiter
+    blank = vocab.blank
     threshold = math.log(settings.prune)
     for t, row in enumerate(log_probs):
         candidates = [int(c) for c in np.nonzero(row >= threshold)[0]] or [int(row.argmax())]
@@ -220,53 +220,73 @@ def beam_search(
             for beam in beams.values():
                 beam.blank, beam.nonblank = beam.acoustic + p, _NEG_INF
             continue
-        nxt: dict[_Key, _Beam] = {}
-        extend = functools.partial(_extend, nxt)
-
-        for beam in beams.values():
-            total = beam.acoustic
-            for c in candidates:
-                p = float(row[c])
-                if c == blank:
-                    same = extend(beam, beam.words, beam.partial, beam.last)
-                    same.blank = _logsumexp(same.blank, total + p)
-                    continue
-                source = total
-                if c == beam.last:
-                    # The same token again with no blank between is the same token held longer.
-                    same = extend(beam, beam.words, beam.partial, beam.last)
-                    same.nonblank = _logsumexp(same.nonblank, beam.nonblank + p)
-                    if beam.partial_span is not None and c != delimiter:
-                        same.partial_span = (same.partial_span or beam.partial_span)[0], t + 1
-                    source = beam.blank  # only after a blank is it a second token
-                    if source == _NEG_INF:
-                        continue
-                if c == delimiter:
-                    if not beam.partial:  # a boundary with no word before it adds nothing
-                        same = extend(beam, beam.words, beam.partial, c)
-                        same.nonblank = _logsumexp(same.nonblank, source + p)
-                        continue
-                    new = extend(
-                        beam,
-                        (*beam.words, beam.partial),
-                        "",
-                        c,
-                        spans=(*beam.spans, beam.partial_span or (t, t + 1)),
-                        partial_span=None,
-                        lm=beam.lm + _word_score(lm, beam.words, beam.partial, settings),
-                    )
-                else:
-                    start = beam.partial_span[0] if beam.partial_span else t
-                    new = extend(beam, beam.words, beam.partial + tokens[c], c, partial_span=(start, t + 1))
-                new.nonblank = _logsumexp(new.nonblank, source + p)
+        nxt = _step(beams, row, t, candidates, vocab, lm, settings)
         ranked = sorted(nxt.items(), key=lambda kv: _rank(kv[1], lm, settings), reverse=True)
         beams = dict(ranked[: settings.beam])
+    return _best(beams, lm, settings, len(log_probs))
 
+
+def _step(
+    beams: dict[_Key, _Beam],
+    row: np.ndarray,
+    t: int,
+    candidates: list[int],
+    vocab: CtcTokens,
+    lm: WordLM | None,
+    settings: BeamSettings,
+) -> dict[_Key, _Beam]:
+    """Frame `t`'s beams, before pruning: every beam extended by every candidate token, equal
+    prefixes merged. One call a frame, so the loops over beams and tokens stay inline."""
+    tokens, blank, delimiter = vocab.tokens, vocab.blank, vocab.delimiter
+    nxt: dict[_Key, _Beam] = {}
+    extend = functools.partial(_extend, nxt)
+
+    for beam in beams.values():
+        total = beam.acoustic
+        for c in candidates:
+            p = float(row[c])
+            if c == blank:
+                same = extend(beam, beam.words, beam.partial, beam.last)
+                same.blank = _logsumexp(same.blank, total + p)
+                continue
+            source = total
+            if c == beam.last:
+                # The same token again with no blank between is the same token held longer.
+                same = extend(beam, beam.words, beam.partial, beam.last)
+                same.nonblank = _logsumexp(same.nonblank, beam.nonblank + p)
+                if beam.partial_span is not None and c != delimiter:
+                    same.partial_span = (same.partial_span or beam.partial_span)[0], t + 1
+                source = beam.blank  # only after a blank is it a second token
+                if source == _NEG_INF:
+                    continue
+            if c == delimiter:
+                if not beam.partial:  # a boundary with no word before it adds nothing
+                    same = extend(beam, beam.words, beam.partial, c)
+                    same.nonblank = _logsumexp(same.nonblank, source + p)
+                    continue
+                new = extend(
+                    beam,
+                    (*beam.words, beam.partial),
+                    "",
+                    c,
+                    spans=(*beam.spans, beam.partial_span or (t, t + 1)),
+                    partial_span=None,
+                    lm=beam.lm + _word_score(lm, beam.words, beam.partial, settings),
+                )
+            else:
+                start = beam.partial_span[0] if beam.partial_span else t
+                new = extend(beam, beam.words, beam.partial + tokens[c], c, partial_span=(start, t + 1))
+            new.nonblank = _logsumexp(new.nonblank, source + p)
+    return nxt
+
+
+def _best(beams: dict[_Key, _Beam], lm: WordLM | None, settings: BeamSettings, frames: int) -> Decoded:
+    """The best-scoring beam as a transcript, its unfinished word closed at the last frame."""
     best = max(beams.values(), key=lambda beam: _final(beam, lm, settings))
     words, spans = list(best.words), list(best.spans)
     if best.partial:
         words.append(best.partial)
-        spans.append(best.partial_span or (len(log_probs) - 1, len(log_probs)))
+        spans.append(best.partial_span or (frames - 1, frames))
     return Decoded(" ".join(words), [(w, s, e) for w, (s, e) in zip(words, spans, strict=True)])
 
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 from pydantic import Field
 
-from lidroute.server import HANDLER_FACTORIES
+from lidroute.server import HANDLER_FACTORIES, Continuation
 from lidroute.settings import CommaList, CommonSettings
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 OVERALL = ""  # the health service name that means "the whole server"
+#: What a server interceptor is given to reach the handler of a call (None: no such method).
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
 
 HANDLED = Counter(
     "lidroute_grpc_server_handled_total",
@@ -54,7 +56,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)

@@ -18,7 +18,7 @@ import io
 import json
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.resources import files
 from pathlib import Path
 
@@ -269,6 +269,58 @@ def vocabulary() -> tuple[str, ...]:
     return tuple(json.loads((part_paths()[-1].with_name("vocabulary.json")).read_text()))
 
 
+def _decoder_block(width: int) -> nn.ModuleDict:
+    """One decoder layer as `LanguageToken` runs it: of the self-attention only the value and
+    output projections, a lone token attending to nothing but itself."""
+    return nn.ModuleDict(
+        {
+            "self_norm": nn.LayerNorm(width),
+            "self_value": nn.Linear(width, width),
+            "self_out": nn.Linear(width, width),
+            "cross_norm": nn.LayerNorm(width),
+            "cross_query": nn.Linear(width, width),
+            "cross_kv": nn.Linear(width, 2 * width),
+            "cross_out": nn.Linear(width, width),
+            "ffn_norm": nn.LayerNorm(width),
+            "ffn_in": nn.Linear(width, 4 * width),
+            "ffn_out": nn.Linear(4 * width, width),
+        }
+    )
+
+
+def _decoder_block_state(
+    take: Callable[[str], torch.Tensor], layer: str, width: int
+) -> dict[str, torch.Tensor]:
+    """CTranslate2's weights of decoder layer `layer` under `_decoder_block`'s names; of the fused
+    query-key-value projection only the value's rows are kept."""
+    qkv_w, qkv_b = (
+        take(f"{layer}/self_attention/linear_0/weight"),
+        take(f"{layer}/self_attention/linear_0/bias"),
+    )
+    state = {
+        "self_value.weight": qkv_w[2 * width :],
+        "self_value.bias": qkv_b[2 * width :],
+    }
+    for ours, theirs in (
+        ("self_norm", "self_attention/layer_norm"),
+        ("cross_norm", "attention/layer_norm"),
+        ("ffn_norm", "ffn/layer_norm"),
+    ):
+        state[f"{ours}.weight"] = take(f"{layer}/{theirs}/gamma")
+        state[f"{ours}.bias"] = take(f"{layer}/{theirs}/beta")
+    for ours, theirs in (
+        ("self_out", "self_attention/linear_1"),
+        ("cross_query", "attention/linear_0"),
+        ("cross_kv", "attention/linear_1"),
+        ("cross_out", "attention/linear_2"),
+        ("ffn_in", "ffn/linear_0"),
+        ("ffn_out", "ffn/linear_1"),
+    ):
+        state[f"{ours}.weight"] = take(f"{layer}/{theirs}/weight")
+        state[f"{ours}.bias"] = take(f"{layer}/{theirs}/bias")
+    return state
+
+
 class LanguageToken(nn.Module):
     """Whisper's decoder, one step from the start-of-transcript token, read out at the language
     tokens: the language posterior Whisper itself uses to choose a language.
@@ -305,47 +357,8 @@ class LanguageToken(nn.Module):
         self.register_buffer("readout", torch.from_numpy(embeddings[rows].astype(np.float32)))
         self.blocks = nn.ModuleList()
         for i in range(layers):
-            block = nn.ModuleDict(
-                {
-                    "self_norm": nn.LayerNorm(width),
-                    "self_value": nn.Linear(width, width),
-                    "self_out": nn.Linear(width, width),
-                    "cross_norm": nn.LayerNorm(width),
-                    "cross_query": nn.Linear(width, width),
-                    "cross_kv": nn.Linear(width, 2 * width),
-                    "cross_out": nn.Linear(width, width),
-                    "ffn_norm": nn.LayerNorm(width),
-                    "ffn_in": nn.Linear(width, 4 * width),
-                    "ffn_out": nn.Linear(4 * width, width),
-                }
-            )
-            layer = f"layer_{i}"
-            qkv_w, qkv_b = (
-                take(f"{layer}/self_attention/linear_0/weight"),
-                take(f"{layer}/self_attention/linear_0/bias"),
-            )
-            state = {
-                "self_value.weight": qkv_w[2 * width :],
-                "self_value.bias": qkv_b[2 * width :],
-            }
-            for ours, theirs in (
-                ("self_norm", "self_attention/layer_norm"),
-                ("cross_norm", "attention/layer_norm"),
-                ("ffn_norm", "ffn/layer_norm"),
-            ):
-                state[f"{ours}.weight"] = take(f"{layer}/{theirs}/gamma")
-                state[f"{ours}.bias"] = take(f"{layer}/{theirs}/beta")
-            for ours, theirs in (
-                ("self_out", "self_attention/linear_1"),
-                ("cross_query", "attention/linear_0"),
-                ("cross_kv", "attention/linear_1"),
-                ("cross_out", "attention/linear_2"),
-                ("ffn_in", "ffn/linear_0"),
-                ("ffn_out", "ffn/linear_1"),
-            ):
-                state[f"{ours}.weight"] = take(f"{layer}/{theirs}/weight")
-                state[f"{ours}.bias"] = take(f"{layer}/{theirs}/bias")
-            block.load_state_dict(state)
+            block = _decoder_block(width)
+            block.load_state_dict(_decoder_block_state(take, f"layer_{i}", width))
             self.blocks.append(block)
         self.norm = nn.LayerNorm(width)
         self.norm.load_state_dict({"weight": take("layer_norm/gamma"), "bias": take("layer_norm/beta")})

@@ -203,6 +203,34 @@ def _empty_final(seconds: float, timing: pb.Timing) -> pb.RecognitionResult:
     )
 
 
+def _no_speech_final(buffer: AudioBuffer, lid_seconds: float, started: float) -> pb.RecognitionResult:
+    """`_empty_final` over all the audio of a request that began at `started` (monotonic)."""
+    seconds = buffer.size / TARGET_RATE
+    timing = pb.Timing(
+        audio_seconds=seconds,
+        language_id_seconds=lid_seconds,
+        total_seconds=time.monotonic() - started,
+    )
+    return _empty_final(seconds, timing)
+
+
+def _job(
+    request_id: str, language: str, deadline: float, streaming_config: pb.StreamingRecognitionConfig
+) -> Job:
+    """The request's job, leased: the router renews the lease while it relays the results."""
+    config = streaming_config.config
+    return Job(
+        job_id=request_id,
+        language=language,
+        deadline=deadline,
+        enqueued_at=time.time(),
+        interim_results=streaming_config.interim_results,
+        word_time_offsets=config.enable_word_time_offsets,
+        word_confidence=config.enable_word_confidence,
+        leased=True,
+    )
+
+
 def _allowed(config: pb.RecognitionConfig) -> list[str]:
     """The languages the request restricts detection to (none: any), each checked to be a code."""
     return [check_language_code(c) for c in config.alternative_language_codes]
@@ -482,25 +510,11 @@ class Router:
             yield pb.TranscribeResponse(request_id=request_id, language_detected=_detected(decision, source))
             if source == Source.NO_SPEECH:
                 # Nothing to recognise: the final result comes from here, and no worker is woken.
-                seconds = buffer.size / TARGET_RATE
-                timing = pb.Timing(
-                    audio_seconds=seconds,
-                    language_id_seconds=lid_seconds,
-                    total_seconds=time.monotonic() - started,
-                )
-                yield pb.TranscribeResponse(request_id=request_id, result=_empty_final(seconds, timing))
+                result = _no_speech_final(buffer, lid_seconds, started)
+                yield pb.TranscribeResponse(request_id=request_id, result=result)
                 finished = True
                 return
-            job = Job(
-                job_id=request_id,
-                language=decision.language,
-                deadline=deadline,
-                enqueued_at=time.time(),
-                interim_results=streaming_config.interim_results,
-                word_time_offsets=config.enable_word_time_offsets,
-                word_confidence=config.enable_word_confidence,
-                leased=True,
-            )
+            job = _job(request_id, decision.language, deadline, streaming_config)
             await self._enqueue(job)
             forward = asyncio.create_task(self._forward(job.job_id, buffer, pump), name=f"fwd-{request_id}")
             async for result in self._relay(job, forward):
@@ -512,15 +526,22 @@ class Router:
                     return
         finally:
             record["audio_s"] = round(buffer.size / TARGET_RATE, 3)
-            for task in (pump, forward):
-                if task is not None:
-                    task.cancel()
-            if job is not None and not finished:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.shield(self._abandon(job.job_id))
-            elif job is not None:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.shield(self.queue.forget(job.job_id))
+            await self._wind_up(pump, forward, job, finished)
+
+    async def _wind_up(
+        self, pump: asyncio.Task[None], forward: asyncio.Task[None] | None, job: Job | None, finished: bool
+    ) -> None:
+        """However the request ended: its tasks stopped, and its job (if one was queued) forgotten
+        once finished or abandoned if not, so the worker stops; neither may hide why it ended."""
+        for task in (pump, forward):
+            if task is not None:
+                task.cancel()
+        if job is not None and not finished:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self._abandon(job.job_id))
+        elif job is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self.queue.forget(job.job_id))
 
     async def _decide(
         self,

@@ -209,17 +209,7 @@ async def detect_language(
     """Waits for speech, then asks `identify` about growing windows until one is confident."""
     search_limit = int(max_onset_search * TARGET_RATE)
     try:
-        onset = None
-        heard_nothing = False
-        while onset is None:
-            await buffer.wait_for(detector.scanned + VAD_FRAME)
-            onset = await asyncio.to_thread(detector.feed, buffer.array())
-            # No speech found once every frame that arrived has been scanned (not merely once the
-            # stream ended: a fast client ends it before the first scan): classify from the start.
-            scanned_all = buffer.ended and detector.scanned + VAD_FRAME > buffer.size
-            if onset is None and (scanned_all or detector.scanned >= search_limit):
-                onset = 0
-                heard_nothing = scanned_all
+        onset, heard_nothing = await _onset(buffer, detector, search_limit)
         detector.close()  # the onset search's VAD state, free for the window scan
         if buffer.ended and buffer.size < MIN_WINDOW:
             raise InvalidArgument(
@@ -234,14 +224,7 @@ async def detect_language(
         used = 0
         for i, seconds in enumerate(windows):
             want = int(seconds * TARGET_RATE)
-            await buffer.wait_for(onset + want)
-            audio = buffer.array()
-            window = audio[onset : onset + want]
-            if len(window) < MIN_WINDOW:
-                window = audio[-want:]  # speech found too late to fill a window: use the tail
-            else:  # a short request, or a pause: leave out what follows the window's last speech
-                end = await asyncio.to_thread(detector.speech_end, window)
-                window = window[: max(end, MIN_WINDOW)]
+            window = await _window(buffer, detector, onset, want)
             if used and len(window) <= used:
                 break  # a bigger window would hold no more speech (the stream ended, or a pause)
             used = len(window)
@@ -257,3 +240,33 @@ async def detect_language(
         detector.close()  # the VAD states go back to the pool
     language, probability = best[0]
     return Decision(language, probability, best, onset, used)
+
+
+async def _onset(buffer: AudioBuffer, detector: OnsetDetector, search_limit: int) -> tuple[int, bool]:
+    """Where speech starts (0 when none was found within `search_limit` samples), and whether
+    the stream ended with every frame of it scanned and no speech heard."""
+    onset = None
+    heard_nothing = False
+    while onset is None:
+        await buffer.wait_for(detector.scanned + VAD_FRAME)
+        onset = await asyncio.to_thread(detector.feed, buffer.array())
+        # No speech found once every frame that arrived has been scanned (not merely once the
+        # stream ended: a fast client ends it before the first scan): classify from the start.
+        scanned_all = buffer.ended and detector.scanned + VAD_FRAME > buffer.size
+        if onset is None and (scanned_all or detector.scanned >= search_limit):
+            onset = 0
+            heard_nothing = scanned_all
+    return onset, heard_nothing
+
+
+async def _window(buffer: AudioBuffer, detector: OnsetDetector, onset: int, want: int) -> np.ndarray:
+    """The `want` samples from the onset once they are in (or the stream has ended), cut after
+    their last speech."""
+    await buffer.wait_for(onset + want)
+    audio = buffer.array()
+    window = audio[onset : onset + want]
+    if len(window) < MIN_WINDOW:
+        return audio[-want:]  # speech found too late to fill a window: use the tail
+    # A short request, or a pause: leave out what follows the window's last speech.
+    end = await asyncio.to_thread(detector.speech_end, window)
+    return window[: max(end, MIN_WINDOW)]

@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -28,6 +29,9 @@ import soundfile as sf
 from lidroute.audio import TARGET_RATE
 from lidroute.train.example import CorpusError
 from lidroute.whisper import WhisperWeightsMissing, part_paths
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +134,7 @@ def transcribe_windows(
     audio_dir = out_dir / "audio" / language
     audio_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / MANIFEST
-    done = (
-        {json.loads(line)["audio"] for line in manifest.open(encoding="utf-8")}
-        if manifest.exists()
-        else set()
-    )
+    done = _written(manifest)
     model = None
     pause = np.zeros(round(gap * TARGET_RATE), np.float32)
     with manifest.open("a", encoding="utf-8") as lines:
@@ -142,25 +142,12 @@ def transcribe_windows(
             name = f"audio/{language}/{language}-{i:05d}.flac"
             if name in done:
                 continue
-            if model is None:
+            if model is None:  # not loaded at all when every window is written already
                 model = WhisperModel(
                     str(whisper_base_dir(cache)), device="cpu", compute_type="int8", cpu_threads=threads
                 )
-            pieces = []
-            for clip in window:
-                audio, rate = sf.read(clip.path, dtype="float32", always_2d=True)
-                if rate != TARGET_RATE:
-                    raise CorpusError(f"{clip.path}: {rate} Hz, the pack is 16 kHz")
-                pieces += [audio.mean(axis=1), pause]
-            audio = np.concatenate(pieces[:-1])
-            segments, _ = model.transcribe(
-                audio,
-                language=language,
-                beam_size=5,
-                condition_on_previous_text=False,
-                without_timestamps=True,
-            )
-            text = " ".join(segment.text.strip() for segment in segments).strip()
+            audio = _joined(window, pause)
+            text = _transcript(model, audio, language)
             sf.write(out_dir / name, audio, TARGET_RATE)
             row = {
                 "audio": name,
@@ -174,3 +161,33 @@ def transcribe_windows(
             lines.flush()
     log.info("teacher transcripts", extra={"language": language, "manifest": str(manifest)})
     return manifest
+
+
+def _written(manifest: Path) -> set[str]:
+    """The audio of the windows the manifest already holds, which a resumed run skips."""
+    if not manifest.exists():
+        return set()
+    return {json.loads(line)["audio"] for line in manifest.open(encoding="utf-8")}
+
+
+def _joined(window: Sequence[Clip], pause: np.ndarray) -> np.ndarray:
+    """A window's clips, mixed down to mono, one after another with `pause` between them."""
+    pieces = []
+    for clip in window:
+        audio, rate = sf.read(clip.path, dtype="float32", always_2d=True)
+        if rate != TARGET_RATE:
+            raise CorpusError(f"{clip.path}: {rate} Hz, the pack is 16 kHz")
+        pieces += [audio.mean(axis=1), pause]
+    return np.concatenate(pieces[:-1])
+
+
+def _transcript(model: WhisperModel, audio: np.ndarray, language: str) -> str:
+    """What the teacher hears in a window, told the window's language."""
+    segments, _ = model.transcribe(
+        audio,
+        language=language,
+        beam_size=5,
+        condition_on_previous_text=False,
+        without_timestamps=True,
+    )
+    return " ".join(segment.text.strip() for segment in segments).strip()
