@@ -256,6 +256,8 @@ class Router:
         #: requests being served now, and whether Redis is near its maxmemory (`watch_redis`)
         self.in_flight = 0
         self.redis_full = False
+        #: jobs whose clients left while Redis could not be told, and since when (`keep_abandoning`)
+        self.unabandoned: dict[str, float] = {}
 
     # ------------------------------------------------------------------ languages
     async def detectable_languages(self) -> frozenset[str]:
@@ -709,12 +711,34 @@ class Router:
             )
 
     async def _abandon(self, job_id: str) -> None:
-        """Tells the worker the client is gone: the cancel marker, and the lease dropped (should
-        the marker be lost with Redis, the lease still lapses within client_lease_seconds)."""
+        """Tells the worker the client is gone: the cancel marker, and the lease dropped. Where
+        Redis cannot be told now (down, paused), `keep_abandoning` tells it once it answers: a job
+        that survived in Redis's AOF would otherwise hold a worker's slot until its lease lapsed."""
         try:
-            await self.queue.cancel(job_id, "request ended early")
-        finally:
-            await self.queue.drop_lease(job_id)
+            try:
+                await self.queue.cancel(job_id, "request ended early")
+            finally:
+                await self.queue.drop_lease(job_id)
+        except (redis.exceptions.RedisError, OSError):
+            self.unabandoned[job_id] = time.monotonic()
+            raise
+
+    async def keep_abandoning(self, every: float = 0.25) -> None:
+        """Abandons again, as soon as Redis answers, the jobs `_abandon` could not; those whose
+        lease has lapsed meanwhile (client_lease_seconds) are left: no worker keeps them now."""
+        while True:
+            await asyncio.sleep(every)
+            lapsed = time.monotonic() - self.settings.client_lease_seconds
+            for job_id, since in list(self.unabandoned.items()):
+                if since < lapsed:
+                    del self.unabandoned[job_id]
+                    continue
+                try:
+                    await self.queue.cancel(job_id, "request ended early")
+                    await self.queue.drop_lease(job_id)
+                except (redis.exceptions.RedisError, OSError):
+                    break  # still unreachable: the next round
+                del self.unabandoned[job_id]
 
     async def _queue_timeout_message(self, lang: str) -> str:
         """Says whether no worker exists (a pool that did not start in time) or all are busy."""

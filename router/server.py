@@ -79,11 +79,13 @@ async def serve(settings: RouterSettings) -> None:
     await server.start()
     await server.set_serving(True)
     sampler = asyncio.create_task(router.watch_redis(), name="watch-redis")
+    abandoner = asyncio.create_task(router.keep_abandoning(), name="keep-abandoning")
     try:
         await server.wait_for_stop()
         await asyncio.gather(server.shutdown(), operations.close(settings.grace_seconds))
     finally:
         sampler.cancel()
+        abandoner.cancel()
         await channel.close()
         await client.aclose()
 

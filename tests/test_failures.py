@@ -16,6 +16,7 @@ import grpc
 import jiwer
 import numpy as np
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from lidroute.audio import float_to_pcm16
@@ -301,8 +302,10 @@ async def test_redis_killed_under_traffic_ends_every_request_cleanly_and_service
     outcomes = await asyncio.gather(*calls)  # none hangs past its deadline
     assert set(outcomes) <= CLEAN, outcomes
     fault_stack.redis.start()
-    # The workers' heartbeats (every 0.5 s here) must be seen again before the language is served.
-    assert await _seconds_until_served(client, clip, "es") < 10
+    # The AOF kept the jobs whose clients got UNAVAILABLE, and their leases (15 s): the router tells
+    # Redis they are abandoned as soon as it answers, or they would fill every slot until the leases
+    # lapse (seen: 15 s). Then only the workers' next heartbeat (every 0.5 s here) is waited for.
+    assert await _seconds_until_served(client, clip, "es") < 5
 
 
 async def test_redis_paused_under_traffic_ends_every_request_cleanly_and_service_resumes(
@@ -320,9 +323,9 @@ async def test_redis_paused_under_traffic_ends_every_request_cleanly_and_service
         await redis_of.execute_command("CLIENT", "UNPAUSE")
     assert set(outcomes) <= CLEAN, outcomes
     # The pause outlasted the workers' heartbeat TTL (3 s here): until a heartbeat lands again the
-    # router says no worker serves the language, then serves it (seen here after 0 to 10 s: clients
-    # whose calls the pause held past their 5 s socket timeout reconnect first).
-    assert await _seconds_until_served(client, clip, "en") < 20
+    # router says no worker serves the language; the jobs the timed-out calls left are abandoned
+    # as soon as Redis answers, so they hold no slot (seen: 0.1 s, and 9 s before they were).
+    assert await _seconds_until_served(client, clip, "en") < 5
 
 
 async def test_a_job_longer_than_the_reclaim_time_keeps_its_worker(
@@ -369,3 +372,36 @@ async def test_language_id_down_is_unavailable_within_the_deadline(
     assert time.monotonic() - started < 8
     hinted = await client.transcribe_pcm(audio, 16000, language="es", timeout=30)  # no LID needed
     assert hinted.language == "es" and hinted.transcript
+
+
+async def test_a_job_whose_client_left_while_redis_was_down_is_abandoned_as_soon_as_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """The router could not write the cancel marker or drop the lease: it writes them once Redis
+    answers, so that a job the AOF kept holds no worker's slot until its lease lapses."""
+    from router.core import Router, RouterSettings
+    from workbench.stack import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = aioredis.Redis.from_url(server.url, socket_timeout=1)
+    router = Router(RouterSettings(redis_url=server.url), client, grpc.aio.insecure_channel("127.0.0.1:9"))
+    keys = Keys(router.settings.key_prefix)
+    await router.queue.renew_lease("j1", 60)
+    keeper = asyncio.create_task(router.keep_abandoning(every=0.05))
+    try:
+        server.proc.kill()  # type: ignore[union-attr]
+        server.proc.wait()  # type: ignore[union-attr]
+        with pytest.raises((redis.exceptions.ConnectionError, OSError)):
+            await router._abandon("j1")
+        await asyncio.sleep(0.3)
+        assert list(router.unabandoned) == ["j1"]  # still down: kept for later
+        server.start()
+        await eventually(lambda: asyncio.sleep(0, result=not router.unabandoned), timeout=5, every=0.05)
+        assert await client.exists(keys.lease("j1")) == 0  # the AOF had kept it: dropped now
+        marks = await client.xrange(keys.audio("j1"))
+        assert [fields for _, fields in marks] == [{b"cancel": b"request ended early"}]
+    finally:
+        keeper.cancel()
+        await client.aclose()
+        server.stop()
