@@ -126,10 +126,14 @@ def docker_compose() -> str:
     return tool
 
 
-def run_compose_config(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`docker-compose config` of `path`, as if it were docker/compose.yaml, in a clean environment."""
+def run_compose_config(
+    path: Path, env: dict[str, str] | None = None, *overlays: Path
+) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` of `path` (and `overlays` over it), as if it were docker/compose.yaml,
+    in a clean environment."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIDROUTE_", "COMPOSE_", "TORCH_"))}
-    args = [docker_compose(), "-f", str(path), "--project-directory", str(COMPOSE.parent), "config"]
+    files = [arg for file in (path, *overlays) for arg in ("-f", str(file))]
+    args = [docker_compose(), *files, "--project-directory", str(COMPOSE.parent), "config"]
     return subprocess.run(args, capture_output=True, text=True, env={**clean, **(env or {})}, timeout=60)
 
 
@@ -669,6 +673,40 @@ def test_compose_tokens_lines_turned_on_make_router_and_gateway_read_tokens_from
         folder = str(Path(tokens_file).parent)
         assert (auth_dir, folder, True) in mounts, f"{name}: {tokens_file} is not in a read-only {auth_dir}"
     assert with_tokens == {"router", "gateway"}
+
+
+def test_the_compose_tls_overlay_serves_the_router_over_tls_which_the_gateway_dials_trusting_ca_crt(
+    dockerfile: dict[str, Stage], settings_classes: dict[str, type[BaseSettings]], tmp_path: Path
+) -> None:
+    """docker/compose.tls.yaml over the stack: the router reads its pair from a read-only mount of
+    LIDROUTE_TLS_DIR, the gateway dials it with TLS and gets that folder's ca.crt alone (not the
+    key); nothing else changes, and without the variable compose refuses to start."""
+    overlay = COMPOSE.with_name("compose.tls.yaml")
+    missing = run_compose_config(COMPOSE, {}, overlay)
+    assert missing.returncode != 0 and "LIDROUTE_TLS_DIR" in missing.stderr
+    tls_dir = str(tmp_path / "tls")
+    proc = run_compose_config(COMPOSE, {"LIDROUTE_TLS_DIR": tls_dir}, overlay)
+    assert proc.returncode == 0, f"docker-compose config failed:\n{proc.stderr}"
+    config = yaml.safe_load(proc.stdout)
+    services = compose_services(config, dockerfile)
+    mounted: dict[str, list[tuple[str, str, bool]]] = {}
+    for name, service in services.items():
+        settings = load_settings(service, settings_classes)
+        mounted[service.kind] = [_compose_volume(v) for v in config["services"][name].get("volumes", [])]
+        if service.kind == "router":
+            assert (settings.tls_cert_file, settings.tls_key_file) == (
+                "/run/lidroute/tls/tls.crt",
+                "/run/lidroute/tls/tls.key",
+            )
+        elif service.kind == "gateway":
+            assert settings.router_tls and settings.router_address == "router:50051"
+            assert settings.router_ca_file == "/run/lidroute/router-ca/ca.crt"
+        else:
+            assert not any(source.startswith(tls_dir) for source, _, _ in mounted[service.kind]), name
+    assert (tls_dir, "/run/lidroute/tls", True) in mounted["router"]
+    assert [m for m in mounted["gateway"] if m[0].startswith(tls_dir)] == [
+        (f"{tls_dir}/ca.crt", "/run/lidroute/router-ca/ca.crt", True)
+    ]
 
 
 # ====================================================================== chart: lint, schemas
