@@ -40,7 +40,15 @@ log = logging.getLogger(__name__)
 JOBS = Counter("lidroute_worker_jobs_total", "Jobs finished", ["language", "outcome"])
 INFERENCE = Histogram("lidroute_worker_inference_seconds", "Model time per final result", ["language"])
 ACTIVE = Gauge("lidroute_worker_active_jobs", "Jobs in progress")
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: What Redis may pass through and recover from: down, slow, at its maxmemory (noeviction refuses
+#: writes, even XREADGROUP's), or a replica that is read-only during a failover.
+REDIS_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    OSError,
+)
 
 
 class WorkerSettings(QueueSettings):
@@ -417,14 +425,22 @@ class AsrWorker:
         stop_task = asyncio.create_task(server.wait_for_stop())
         await self._retry_redis(self.sync_models)
         background = [
-            asyncio.create_task(self.heartbeat()),
-            asyncio.create_task(self.watch_registry()),
-            asyncio.create_task(self.reclaim()),
+            asyncio.create_task(self.heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.watch_registry(), name="watch-registry"),
+            asyncio.create_task(self.reclaim(), name="reclaim"),
         ]
-        consumer = asyncio.create_task(self.consume())
+        consumer = asyncio.create_task(self.consume(), name="consume")
         await server.set_serving(True)
         log.info("worker ready", extra={"worker_id": self.id, "languages": sorted(self.models)})
-        await stop_task
+        await asyncio.wait([stop_task, consumer, *background], return_when=asyncio.FIRST_COMPLETED)
+        broken = next((t for t in (consumer, *background) if t.done()), None)
+        if broken is not None:
+            # A loop that ended on an error it does not know leaves a worker that looks healthy and
+            # takes no job: stop, so that whatever runs it (Kubernetes, `lidroute up`) starts a new one.
+            log.error(
+                "worker loop ended; stopping", exc_info=broken.exception(), extra={"loop": broken.get_name()}
+            )
+            stop_task.cancel()
         log.info("stopping: finishing jobs in progress", extra={"jobs": len(self.active)})
         self.stopping.set()
         await server.set_serving(False)
@@ -438,6 +454,8 @@ class AsrWorker:
         with contextlib.suppress(*REDIS_ERRORS):
             await self.registry.leave(self.id, sorted(self.models))
         await server.shutdown()
+        if broken is not None:
+            raise SystemExit(1)  # logged above, with its traceback
 
     async def _retry_redis(self, fn) -> None:  # type: ignore[no-untyped-def]
         while True:

@@ -86,12 +86,23 @@ class Cancelled(LidrouteError, code=grpc.StatusCode.CANCELLED):
     """The client went away; its job is stopped."""
 
 
+#: Seconds a client is asked to wait when Redis refused a write for want of memory.
+FULL_REDIS_RETRY_AFTER = 2.0
+
+
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status a client should see for an exception raised while serving it."""
     if isinstance(exc, LidrouteError):
         return exc.code, str(exc)
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         return grpc.StatusCode.UNAVAILABLE, f"queue backend (Redis) unavailable: {exc}"
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        # Redis at its maxmemory (noeviction) refuses writes: the work that is queued drains, so
+        # the same request may well pass in a moment.
+        return (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "queue backend (Redis) is full (its maxmemory); retry shortly",
+        )
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code(), exc.details() or exc.code().name
     if isinstance(exc, TimeoutError):
@@ -110,8 +121,9 @@ async def grpc_errors(context: grpc.aio.ServicerContext, **log_fields: object) -
         raise
     except Exception as exc:
         code, message = status_of(exc)
-        if isinstance(exc, ResourceExhausted):
-            context.set_trailing_metadata((("retry-after", f"{exc.retry_after:g}"),))
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            retry_after = exc.retry_after if isinstance(exc, ResourceExhausted) else FULL_REDIS_RETRY_AFTER
+            context.set_trailing_metadata((("retry-after", f"{retry_after:g}"),))
         level = logging.ERROR if code == grpc.StatusCode.INTERNAL else logging.INFO
         log.log(
             level,

@@ -130,3 +130,34 @@ async def test_at_four_times_capacity_each_request_completes_or_is_refused_at_on
     assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, outcomes
     assert sum(code == "OK" for code, _ in outcomes) >= 2, outcomes
     assert all(seconds < 2.0 for code, seconds in outcomes if code == "RESOURCE_EXHAUSTED"), outcomes
+
+
+async def test_a_full_redis_gets_resource_exhausted_with_retry_after_never_internal(
+    tight_stack, client: Client, speech
+) -> None:  # type: ignore[no-untyped-def]
+    """Redis at its maxmemory refuses writes: the request that meets it, and those the router then
+    refuses before trying (it samples Redis's memory every 2 s), get RESOURCE_EXHAUSTED; service
+    returns when memory does."""
+    import redis.asyncio as aioredis
+
+    clip = float_to_pcm16(speech["es"][0].audio)
+    r = aioredis.Redis.from_url(tight_stack.redis_url)
+    try:
+        await r.config_set("maxmemory", 1)  # every write refused from now
+        for wait in (0.0, 2.5):  # the write refused, then the router's own refusal
+            await asyncio.sleep(wait)
+            error = await refused(client.transcribe_pcm(clip, 16000, language="es", timeout=30))
+            assert "Redis" in (error.details() or ""), error.details()
+            assert float(dict(error.trailing_metadata() or ())["retry-after"]) > 0
+    finally:
+        await r.config_set("maxmemory", 0)
+        await r.aclose()
+    # The workers' heartbeats were refused too: service returns with their next ones.
+    for _ in range(40):
+        await asyncio.sleep(0.5)
+        try:
+            assert (await client.transcribe_pcm(clip, 16000, language="es", timeout=60)).transcript
+            return
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION)
+    raise AssertionError("not served within 20 s of Redis having memory again")

@@ -405,3 +405,26 @@ async def test_a_job_whose_client_left_while_redis_was_down_is_abandoned_as_soon
         keeper.cancel()
         await client.aclose()
         server.stop()
+
+
+async def test_a_worker_whose_loop_dies_exits_to_be_restarted_rather_than_idle_as_if_healthy(
+    fault_stack, client: Client, redis_of, speech
+) -> None:
+    """An error no loop expects (here the workers' heartbeat key of the wrong type) ends the worker
+    with status 1, so that Kubernetes or `lidroute up` starts a new one; before, the heartbeat loop
+    died alone, the worker went on answering health checks, and the router saw no live worker."""
+    workers = [n for n, proc in fault_stack.procs.items() if n.startswith("worker-") and proc.poll() is None]
+    assert workers
+    key = Keys().workers("en")
+    await redis_of.delete(key)
+    await redis_of.set(key, "not a sorted set")
+    try:
+        for name in workers:
+            code = await asyncio.to_thread(fault_stack.procs[name].wait, 20)
+            assert code == 1, (name, code)
+    finally:
+        await redis_of.delete(key)
+    lost = await asyncio.to_thread(fault_stack.supervise)  # the language-ID test left its service down
+    assert not [name for name in lost if name.startswith("worker-")], lost
+    clip = float_to_pcm16(speech["en"][0].audio)
+    assert await _seconds_until_served(client, clip, "en") < 30

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
@@ -34,6 +35,8 @@ async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         raise InvalidArgument("bad request: say something else")
     if request == b"crash":
         raise ZeroDivisionError("a bug")
+    if request == b"full":
+        raise redis.exceptions.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'.")
     return request
 
 
@@ -112,6 +115,16 @@ async def test_a_bug_is_internal_and_says_no_more_than_its_type(channel: grpc.ai
     assert err.value.code() == grpc.StatusCode.INTERNAL
     assert err.value.details() == "internal error: ZeroDivisionError"
     assert handled("Echo", "INTERNAL") == before + 1
+
+
+async def test_redis_refusing_a_write_for_memory_is_resource_exhausted_with_retry_after(
+    channel: grpc.aio.Channel,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await channel.unary_unary(f"/{SERVICE}/Echo")(b"full")
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "Redis" in (err.value.details() or "") and "maxmemory" in (err.value.details() or "")
+    assert ("retry-after", "2") in list(err.value.trailing_metadata() or ())
 
 
 async def test_a_streamed_reply_keeps_what_was_sent_before_the_error(channel: grpc.aio.Channel) -> None:
