@@ -359,6 +359,31 @@ async def test_an_upload_all_at_once_with_a_short_deadline_ends_by_it_and_leaves
     await eventually(released, timeout=15)
 
 
+async def test_an_upload_all_at_once_cancelled_by_its_client_leaves_no_job(
+    fault_stack, client: Client, redis_of, speech
+) -> None:
+    """18 s of speech sent in one go, the call cancelled once a worker holds its job: the job is
+    let go (stopped, or finished and acknowledged), not left pending."""
+    utterance = speech["es"][0].audio
+    long_speech = np.concatenate([utterance] * int(18 * 16000 / len(utterance)))
+    upload = asyncio.ensure_future(
+        client.transcribe_pcm(float_to_pcm16(long_speech), 16000, language="es", timeout=30)
+    )
+
+    async def pending() -> int:
+        return int((await redis_of.xpending(Keys().jobs("es"), WORKER_GROUP))["pending"])
+
+    await eventually(pending, timeout=15, every=0.05)  # a worker holds the job
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    await eventually(lambda: _released(redis_of), timeout=15)
+
+
+async def _released(redis_of: aioredis.Redis) -> bool:
+    return int((await redis_of.xpending(Keys().jobs("es"), WORKER_GROUP))["pending"]) == 0
+
+
 async def test_language_id_down_is_unavailable_within_the_deadline(
     fault_stack, client: Client, speech
 ) -> None:

@@ -296,6 +296,7 @@ async def test_audio_too_short_to_identify_says_so(client: Client) -> None:
     )
 
 
+@pytest.mark.faults  # the poison audio of old: every delivery crashed the model, then dead-lettered
 async def test_audio_shorter_than_its_model_takes_is_refused_at_once_naming_the_minimum(
     client: Client,
 ) -> None:
