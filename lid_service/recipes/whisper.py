@@ -302,8 +302,7 @@ after calibration:
 |---|---|---|---|
 {rows}
 
-The pack is mostly single words by few speakers, harder than read sentences. What it reads on
-the evaluation clips: `make eval-real LID=<this folder>`.
+The pack is mostly single words by few speakers, harder than read sentences.
 """
     )
     if gate:
