@@ -386,9 +386,10 @@ class Router:
                     QUEUE_DEPTH.labels(lang).set(await self.queue.queue_depth(lang))
             await asyncio.sleep(every)
 
-    def admit(self) -> None:
-        """Refuses a new request, at once, when serving it would put admitted work at risk."""
-        if self.in_flight > self.settings.max_streams:
+    def admit(self, coming: int = 0) -> None:
+        """Refuses a new request, at once, when serving it would put admitted work at risk
+        (`coming`: requests about to start that `in_flight` does not count yet)."""
+        if self.in_flight + coming > self.settings.max_streams:
             raise ResourceExhausted(
                 f"the router is serving {self.settings.max_streams} requests, its limit (max_streams); "
                 "retry shortly or use another router",

@@ -178,6 +178,8 @@ class Operations:
         self.closing = False
 
     async def start(self, config: pb.RecognitionConfig, languages: Languages, audio: bytes) -> Any:
+        # Refused now, as Recognize would be, rather than accepted and failed in the operation.
+        self.router.admit(coming=1)
         name = uuid.uuid4().hex
         now = _now()
         operation = operations_pb2.Operation(name=name)

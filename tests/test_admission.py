@@ -161,3 +161,31 @@ async def test_a_full_redis_gets_resource_exhausted_with_retry_after_never_inter
         except grpc.aio.AioRpcError as exc:
             assert exc.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION)
     raise AssertionError("not served within 20 s of Redis having memory again")
+
+
+async def test_a_long_running_recognition_past_max_streams_is_refused_at_once_not_in_its_operation(
+    tight_stack, client: Client
+) -> None:  # type: ignore[no-untyped-def]
+    from google.longrunning import operations_pb2
+
+    from router.google import G_LongRunningRecognizeRequest, G_RecognitionConfig
+
+    silence = float_to_pcm16(np.zeros(16000 * 2, np.float32))
+    admitted = [
+        asyncio.create_task(client.transcribe_pcm(silence, 16000, realtime=True, timeout=60))
+        for _ in range(3)
+    ]
+    await asyncio.sleep(0.7)
+    request = G_LongRunningRecognizeRequest(
+        config=G_RecognitionConfig(encoding=G_RecognitionConfig.LINEAR16, sample_rate_hertz=16000)
+    )
+    request.audio.content = silence
+    async with grpc.aio.insecure_channel(tight_stack.router_address) as channel:
+        start = channel.unary_unary(
+            "/google.cloud.speech.v1.Speech/LongRunningRecognize",
+            request_serializer=G_LongRunningRecognizeRequest.SerializeToString,
+            response_deserializer=operations_pb2.Operation.FromString,
+        )
+        error = await refused(start(request, metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=30))
+    assert "max_streams" in (error.details() or "")
+    assert [r.source for r in await asyncio.gather(*admitted)] == ["NO_SPEECH"] * 3

@@ -130,6 +130,8 @@ async def test_fuzzed_requests_get_clean_statuses_and_leave_router_memory_flat(o
 
         return await asyncio.gather(*(guarded(m, msgs) for m, msgs in batch))
 
+    log = own_stack.log_dir / "router.log"
+    logged = log.stat().st_size
     async with grpc.aio.insecure_channel(own_stack.router_address) as channel:
         await run(cases[:200])  # warm-up: every code path's first allocations
         before = _rss_mb(router)
@@ -137,6 +139,10 @@ async def test_fuzzed_requests_get_clean_statuses_and_leave_router_memory_flat(o
         after = _rss_mb(router)
     bad = [(method, code.name) for method, code in results if code in UNACCEPTABLE]
     assert not bad, f"{len(bad)} of {len(results)}: {bad[:10]}"
+    with log.open("rb") as f:  # bad input is the client's error, logged as such: no ERROR, no traceback
+        f.seek(logged)
+        errors = [line for line in f.read().decode(errors="replace").splitlines() if " ERROR " in line]
+    assert not errors and "Traceback" not in log.read_text(errors="replace"), errors[:5]
     codes = {code.name for _, code in results}
     assert {"OK", "INVALID_ARGUMENT"} <= codes, codes
     assert after <= before * 1.10, f"router RSS {before:.0f} -> {after:.0f} MB"
