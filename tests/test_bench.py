@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from workbench.bench import breakdown
+from pathlib import Path
+
+from workbench.bench import breakdown, naive_rows, naive_server
 
 
 def test_the_breakdown_splits_a_request_into_the_parts_router_and_worker_timed() -> None:
@@ -20,3 +22,16 @@ def test_the_breakdown_splits_a_request_into_the_parts_router_and_worker_timed()
     assert got["router besides: enqueue, audio and event relays"] == 105.0 - 83.0
     assert got["client and gRPC"] == 125.0 - 105.0
     assert got["end to end, at the client"] == 125.0
+
+
+def test_the_naive_server_serves_the_same_clip_and_the_report_sets_it_beside_lidroute(
+    models_dir: Path, speech
+) -> None:  # type: ignore[no-untyped-def]
+    """The server a user would write, a real process on the same models: it hears the language,
+    every request of each level is answered, and the report gives the ratio of the rates."""
+    audio = speech["es"][0].audio
+    naive, heard = naive_server(models_dir, audio, "1,2")
+    assert heard == "es" and set(naive) == {"c1", "c2"}
+    assert all(rps > 0 and median > 0 for rps, median in naive.values())
+    report = naive_rows({"c1": (2.0, 0.5), "c2": (3.0, 0.6)}, {"c1": (4.0, 0.25), "c2": (6.0, 0.3)}, heard)
+    assert "| 1 | 2.00 | 4.00 | 0.50x | 500 / 250 |" in report and "heard 'es'" in report

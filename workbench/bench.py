@@ -207,7 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     long_audio = utterance(args.language, args.long_seconds, models_dir, gap=1.0)
     long = long_request(models_dir, args.language, long_audio, args.long_runs)
     (e2e, parts), rows = through_the_stack(models_dir, audio, args.runs, args.concurrency)
-    table = _table(args, base, e2e, decoding, long, rows) + "\n\n" + "\n".join(breakdown(e2e, parts))
+    naive, heard = naive_server(models_dir, audio, args.concurrency)
+    table = "\n\n".join(
+        [
+            _table(args, base, e2e, decoding, long, rows),
+            "\n".join(breakdown(e2e, parts)),
+            naive_rows(args, rows, naive, heard),
+        ]
+    )
     print(table)
     OUT.mkdir(exist_ok=True)
     (OUT / "bench.md").write_text(table + "\n")
@@ -220,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 "end_to_end_s": e2e,
                 "end_to_end_parts_s": parts,
                 "throughput": rows,
+                "naive_server_throughput": naive,
             }
         )
     )
@@ -261,6 +269,70 @@ def through_the_stack(
                 throughput(stack.router_address, audio, level, max(12, 3 * level))
             )
     return e2e, rows
+
+
+def naive_server(
+    models_dir: Path, audio: np.ndarray, concurrency: str
+) -> tuple[dict[str, tuple[float, float]], str]:
+    """(requests/s, median latency) per concurrency level of the server a user would write
+    (`workbench.naive`) on the same models and clip, and the language it heard in the clip."""
+    import subprocess
+    import sys
+
+    from lidroute.client import Client
+    from workbench.stack import free_port, wait_serving
+
+    address = f"127.0.0.1:{free_port()}"
+    port = address.rpartition(":")[2]
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "naive.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "workbench.naive", "--models-dir", str(models_dir), "--port", port],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_serving(address, 300, proc, log_path)
+
+            async def heard() -> str:
+                async with Client(address) as client:
+                    return (
+                        await client.transcribe_pcm(float_to_pcm16(audio), TARGET_RATE, timeout=60)
+                    ).language
+
+            language = asyncio.run(heard())
+            rows = {
+                f"c{level}": asyncio.run(throughput(address, audio, level, max(12, 3 * level)))
+                for level in (int(c) for c in concurrency.split(","))
+            }
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return rows, language
+
+
+def naive_rows(
+    ours: dict[str, tuple[float, float]],
+    naive: dict[str, tuple[float, float]],
+    heard: str,
+) -> str:
+    """lidroute beside the server a user would write, level by level, and the ratio of their rates."""
+    lines = [
+        f"The server a user would write (`workbench.naive`: the first language-ID model on the first second,"
+        f" then the recognizer, greedy, per request on 2 threads; it heard {heard!r}), same clip and models:",
+        "",
+        "| concurrent clients | lidroute requests/s | naive server requests/s | lidroute / naive |"
+        " median latency lidroute / naive (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, (rps, median) in ours.items():
+        their_rps, their_median = naive[key]
+        lines.append(
+            f"| {key[1:]} | {rps:.2f} | {their_rps:.2f} | {rps / their_rps:.2f}x |"
+            f" {1000 * median:.0f} / {1000 * their_median:.0f} |"
+        )
+    return "\n".join(lines)
 
 
 def _table(
