@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from pydantic import Field
 
-from lidroute.server import HANDLER_FACTORIES, Continuation
+from lidroute.server import HANDLER_FACTORIES, MethodInterceptor
 from lidroute.settings import CommaList, CommonSettings
 
 log = logging.getLogger(__name__)
@@ -104,22 +104,18 @@ def token_of(metadata: Sequence[tuple[str, Any]] | None) -> str:
     return ""
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor(MethodInterceptor):
     """Refuses, as UNAUTHENTICATED, every call without an accepted token to a service not exempt."""
 
     def __init__(self, tokens: Tokens, exempt: Sequence[str]) -> None:
         self.tokens = tokens
         self.exempt = frozenset(exempt)
 
-    async def intercept_service(
-        self,
-        continuation: Continuation,
-        details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, service: str, method: str, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        service = details.method.lstrip("/").rpartition("/")[0]
         given = token_of(details.invocation_metadata)
-        if handler is None or service in self.exempt or self.tokens.accepts(given):
+        if service in self.exempt or self.tokens.accepts(given):
             return handler
         message = (
             "this token is not accepted"

@@ -51,17 +51,32 @@ REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 UNOBSERVED = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1})
 
 
-class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Every method of the server: exceptions become a status, each call is counted and timed."""
+class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """An interceptor that sees each method's handler beside its service's and method's names and
+    the call's details, and answers with the handler to serve (the same one to let it be)."""
 
     async def intercept_service(
-        self,
-        continuation: Continuation,
-        details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
+        if handler is None:  # no such method: gRPC answers UNIMPLEMENTED
+            return handler
         service, _, method = details.method.lstrip("/").rpartition("/")
-        if handler is None or service in UNOBSERVED:
+        return self.wrap(handler, service, method, details)
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, service: str, method: str, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+class ServingInterceptor(MethodInterceptor):
+    """Every method of the server: exceptions become a status, each call is counted and timed."""
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, service: str, method: str, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        if service in UNOBSERVED:
             return handler
         behavior = (
             handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
