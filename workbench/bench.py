@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             _table(args, base, e2e, decoding, long, rows),
             "\n".join(breakdown(e2e, parts)),
-            naive_rows(args, rows, naive, heard),
+            naive_rows(rows, naive, heard),
         ]
     )
     print(table)
