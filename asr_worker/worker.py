@@ -32,7 +32,7 @@ from lidroute.jobs import Delivery, Event, JobQueue
 from lidroute.keys import Keys
 from lidroute.registry import Registry
 from lidroute.server import GrpcServer, run_service, start_metrics
-from lidroute.settings import CommaList, QueueSettings
+from lidroute.settings import CommaList, ComputeSettings, QueueSettings
 from lidroute.v1 import transcriber_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ REDIS_ERRORS = (
 )
 
 
-class WorkerSettings(QueueSettings):
+class WorkerSettings(QueueSettings, ComputeSettings):
     """ASR worker: serves the listed languages, or every registered one when none is listed."""
 
     languages: CommaList = Field(
@@ -71,7 +71,6 @@ class WorkerSettings(QueueSettings):
         ge=0,
         description="a silence this long splits a request into parts recognised one by one (0: never)",
     )
-    torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
     concurrency: int = Field(2, ge=1, le=64, description="jobs in progress at once")
     block_ms: int = Field(1000, ge=10, description="how long one queue read waits")
     reclaim_idle_seconds: float = Field(
@@ -467,8 +466,7 @@ class AsrWorker:
 
 
 async def serve(settings: WorkerSettings) -> None:
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(settings.threads())
     os.environ.setdefault("HF_HOME", str(settings.model_cache))
     start_metrics(settings.metrics_port)
     client = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)

@@ -17,7 +17,7 @@ from lidroute.audio import TARGET_RATE, pcm16_to_float
 from lidroute.batching import MicroBatcher
 from lidroute.errors import InvalidArgument, LimitExceeded, Unavailable
 from lidroute.server import GrpcServer, run_service, start_metrics
-from lidroute.settings import CommonSettings
+from lidroute.settings import ComputeSettings
 from lidroute.v1 import language_id_pb2 as pb
 from lidroute.v1 import language_id_pb2_grpc as pb_grpc
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = Histogram("lidroute_lid_batch_size", "Windows per model call", buckets=(1, 2, 4, 8, 16, 32, 64))
 
 
-class LidSettings(CommonSettings):
+class LidSettings(ComputeSettings):
     """Language-identification service."""
 
     listen_address: str = Field("[::]:50052", description="gRPC listen address")
@@ -37,7 +37,6 @@ class LidSettings(CommonSettings):
     )
     lid_savedir: Path = Field(Path.home() / ".cache/lidroute/lid", description="SpeechBrain savedir")
     device: str = Field("cpu", description="torch device (cpu, cuda, cuda:1)")
-    torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
     max_batch: int = Field(16, ge=1, le=256, description="most windows per model call")
     batch_wait_ms: float = Field(5.0, ge=0, description="how long the first request waits for company")
     max_window_seconds: float = Field(10.0, gt=0, description="longest window accepted")
@@ -94,8 +93,7 @@ class LanguageIdentifierServicer(pb_grpc.LanguageIdentifierServicer):
 
 
 async def serve(settings: LidSettings) -> None:
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(settings.threads())
     server = GrpcServer(
         settings.listen_address,
         [pb.DESCRIPTOR.services_by_name["LanguageIdentifier"].full_name],

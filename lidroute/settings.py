@@ -9,10 +9,13 @@ names the setting, instead of failing later somewhere deep.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar, get_args, get_origin
 
 from pydantic import BeforeValidator, Field, ValidationError
@@ -66,6 +69,35 @@ class QueueSettings(CommonSettings):
         ge=2,
         description="a job whose router stopped renewing its client's lease this long ago is dropped",
     )
+
+
+def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may use: those it is pinned to, fewer where a cgroup quota (a
+    container's CPU limit) allows less. torch counts the host's cores, and a pod limited to 2
+    of 32 would run 32 threads that take turns on 2."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+
+
+class ComputeSettings(CommonSettings):
+    """How many threads a model may compute on (the LID service and the workers)."""
+
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="torch CPU threads (0: the CPUs the process may use, its container's limit included;"
+        " where several services share the cores, set each its share: threads that outnumber the cores"
+        " spin waiting for each other)",
+    )
+
+    def threads(self) -> int:
+        return self.torch_threads or usable_cpus()
 
 
 def _is_bool(annotation: Any) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from asr_worker.worker import WorkerSettings
@@ -48,3 +51,18 @@ def test_malformed_environment_is_reported_too(
     with pytest.raises(SystemExit):
         WorkerSettings.from_args([])
     assert "concurrency" in capsys.readouterr().err
+
+
+def test_a_models_threads_default_to_the_cpus_its_container_may_use(tmp_path: Path) -> None:
+
+    from lidroute.settings import usable_cpus
+
+    pinned = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    assert usable_cpus(tmp_path / "absent") == pinned  # no cgroup v2: the CPUs it is pinned to
+    cpu_max.write_text("max 100000\n")
+    assert usable_cpus(cpu_max) == pinned
+    cpu_max.write_text("50000 100000\n")  # half a CPU: one thread
+    assert usable_cpus(cpu_max) == 1
+    cpu_max.write_text(f"{100000 * (pinned + 3)} 100000\n")  # a quota above the pinned CPUs
+    assert usable_cpus(cpu_max) == pinned

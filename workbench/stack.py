@@ -194,6 +194,10 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
                 "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
                 "TOKENIZERS_PARALLELISM": "false",
+                # The services share this machine's cores: each computing on all of them makes
+                # their threads spin waiting for one another (a language-ID decision of 50 ms took
+                # over 5 s with the workers busy beside it). One each, as a deployment would size them.
+                "LIDROUTE_TORCH_THREADS": env.get("LIDROUTE_TORCH_THREADS", "1"),
             }
         )
         env.update(self.config.extra_env)
