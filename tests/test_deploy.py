@@ -1849,3 +1849,33 @@ def test_http_health_check_fails_when_nothing_listens_and_refuses_a_port_that_is
     with pytest.raises(ValueError, match="not a port"):
         healthcheck.main(["--http", "LIDROUTE_UNSET_FOR_TEST", "[::]:8000", "/healthz"])
     assert healthcheck.main(["--http", "LIDROUTE_UNSET_FOR_TEST"]) == 2, "usage"
+
+
+def test_model_containers_compute_on_as_many_threads_as_the_cpus_they_request(
+    helm: str, helm_tmp: Path
+) -> None:
+    """No CPU limit: the LID service and the workers would see the node's cores; the chart gives
+    them their CPU request, rounded up, unless their settings name torch_threads."""
+
+    def threads(docs: list[dict[str, Any]]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for doc, pod in workloads(docs):
+            for container in pod["spec"]["containers"]:
+                values = [
+                    e["value"] for e in container.get("env", []) if e["name"] == "LIDROUTE_TORCH_THREADS"
+                ]
+                out[doc["metadata"]["name"]] = values
+        return out
+
+    default = threads(render(helm, [], None, helm_tmp))
+    assert default[f"{RELEASE}-lidroute-lid"] == ["1"]  # 500m
+    workers = {name: v for name, v in default.items() if "-worker-" in name}
+    assert workers and all(v == ["1"] for v in workers.values()), workers  # 1 CPU
+    assert default[f"{RELEASE}-lidroute-router"] == []
+    overrides = {
+        "workers": {"resources": {"requests": {"cpu": "2500m"}}},
+        "lid": {"settings": {"torch_threads": 3}},
+    }
+    changed = threads(render(helm, [], overrides, helm_tmp))
+    assert changed[f"{RELEASE}-lidroute-lid"] == ["3"]  # its own setting, once
+    assert all(v == ["3"] for name, v in changed.items() if "-worker-" in name)

@@ -97,6 +97,25 @@ would print 16777216 as "1.6777216e+07": whole numbers are printed as integers. 
 {{- end }}
 {{- end }}
 
+{{/* LIDROUTE_TORCH_THREADS from a model container's CPU request, rounded up (500m: 1), unless its
+settings name torch_threads: with no CPU limit the process sees the node's cores, and as many
+threads as the node has cores, on the one or two the pod asked for, spend their time waiting for
+each other. Takes (dict "settings" SETTINGS "resources" RESOURCES). */}}
+{{- define "lidroute.threadsEnv" -}}
+{{- $cpu := "" }}
+{{- with .resources }}{{- with .requests }}{{- $cpu = toString (default "" .cpu) }}{{- end }}{{- end }}
+{{- if and $cpu (not (hasKey .settings "torch_threads")) }}
+{{- $cores := 0.0 }}
+{{- if hasSuffix "m" $cpu }}
+{{- $cores = divf (float64 (trimSuffix "m" $cpu)) 1000 }}
+{{- else }}
+{{- $cores = float64 $cpu }}
+{{- end }}
+- name: LIDROUTE_TORCH_THREADS
+  value: {{ max 1 (int64 (ceil $cores)) | quote }}
+{{- end }}
+{{- end }}
+
 {{/* Environment every lidroute container gets: shared settings and the Redis URL from the Secret. */}}
 {{- define "lidroute.commonEnv" -}}
 {{ include "lidroute.settingsEnv" .Values.settings }}
