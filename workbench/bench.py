@@ -170,7 +170,11 @@ def breakdown(times: list[float], parts: dict[str, list[float]]) -> list[str]:
     ]
 
 
-async def throughput(address: str, audio: np.ndarray, concurrency: int, requests: int) -> tuple[float, float]:
+#: One concurrency level's result: requests/s, and the median and 95th-percentile latency (s).
+Rate = tuple[float, float, float]
+
+
+async def throughput(address: str, audio: np.ndarray, concurrency: int, requests: int) -> Rate:
     from lidroute.client import Client
 
     pcm = float_to_pcm16(audio)
@@ -190,7 +194,7 @@ async def throughput(address: str, audio: np.ndarray, concurrency: int, requests
         start = time.perf_counter()
         await asyncio.gather(*(user() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return requests / wall, statistics.median(latencies)
+    return requests / wall, pct(latencies, 50), pct(latencies, 95)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +245,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--language", default="es")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--long-seconds", type=float, default=60.0, help="the long request, 1 s pauses")
     parser.add_argument("--long-runs", type=int, default=3)
     return parser.parse_args(argv)
@@ -249,8 +253,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def through_the_stack(
     models_dir: Path, audio: np.ndarray, runs: int, concurrency: str
-) -> tuple[tuple[list[float], dict[str, list[float]]], dict[str, tuple[float, float]]]:
-    """End-to-end latencies, then (requests/s, median latency) per concurrency level (`c4`, ...),
+) -> tuple[tuple[list[float], dict[str, list[float]]], dict[str, Rate]]:
+    """End-to-end latencies, then (requests/s, p50, p95 latency) per concurrency level (`c4`, ...),
     all on one stack started once: a fresh stack per level would measure its warm-up too."""
     from lidroute.cli import lid_source, model_dirs
     from workbench.stack import Stack, StackConfig
@@ -261,7 +265,7 @@ def through_the_stack(
         models={k: str(v) for k, v in asr.items()},
         extra_env={"LIDROUTE_LOG_LEVEL": "WARNING"},
     )
-    rows: dict[str, tuple[float, float]] = {}
+    rows: dict[str, Rate] = {}
     with Stack(config) as stack:
         e2e = asyncio.run(end_to_end(stack.router_address, audio, runs))
         for level in (int(c) for c in concurrency.split(",")):
@@ -271,10 +275,8 @@ def through_the_stack(
     return e2e, rows
 
 
-def naive_server(
-    models_dir: Path, audio: np.ndarray, concurrency: str
-) -> tuple[dict[str, tuple[float, float]], str]:
-    """(requests/s, median latency) per concurrency level of the server a user would write
+def naive_server(models_dir: Path, audio: np.ndarray, concurrency: str) -> tuple[dict[str, Rate], str]:
+    """(requests/s, p50, p95 latency) per concurrency level of the server a user would write
     (`workbench.naive`) on the same models and clip, and the language it heard in the clip."""
     import subprocess
     import sys
@@ -313,8 +315,8 @@ def naive_server(
 
 
 def naive_rows(
-    ours: dict[str, tuple[float, float]],
-    naive: dict[str, tuple[float, float]],
+    ours: dict[str, Rate],
+    naive: dict[str, Rate],
     heard: str,
 ) -> str:
     """lidroute beside the server a user would write, level by level, and the ratio of their rates."""
@@ -323,14 +325,14 @@ def naive_rows(
         f" then the recognizer, greedy, per request on 2 threads; it heard {heard!r}), same clip and models:",
         "",
         "| concurrent clients | lidroute requests/s | naive server requests/s | lidroute / naive |"
-        " median latency lidroute / naive (ms) |",
-        "|---|---|---|---|---|",
+        " p50 latency lidroute / naive (ms) | p95 latency lidroute / naive (ms) |",
+        "|---|---|---|---|---|---|",
     ]
-    for key, (rps, median) in ours.items():
-        their_rps, their_median = naive[key]
+    for key, (rps, median, p95) in ours.items():
+        their_rps, their_median, their_p95 = naive[key]
         lines.append(
             f"| {key[1:]} | {rps:.2f} | {their_rps:.2f} | {rps / their_rps:.2f}x |"
-            f" {1000 * median:.0f} / {1000 * their_median:.0f} |"
+            f" {1000 * median:.0f} / {1000 * their_median:.0f} | {1000 * p95:.0f} / {1000 * their_p95:.0f} |"
         )
     return "\n".join(lines)
 
@@ -341,7 +343,7 @@ def _table(
     e2e: list[float],
     decoding: dict[str, list[float]],
     long: dict[str, list[float]],
-    rows: dict[str, tuple[float, float]],
+    rows: dict[str, Rate],
 ) -> str:
     """The Markdown report: percentiles in ms beside the ratio that carries across machines."""
     lines = [
@@ -364,11 +366,13 @@ def _table(
         "|---|---|",
         *(f"| {name} | {statistics.median(t):.2f} |" for name, t in long.items()),
         "",
-        "| concurrent clients | requests/s | audio s per s | median latency (ms) |",
-        "|---|---|---|---|",
+        "| concurrent clients | requests/s | audio s per s | p50 latency (ms) | p95 latency (ms) |",
+        "|---|---|---|---|---|",
     ]
-    for key, (rps, median) in rows.items():
-        lines.append(f"| {key[1:]} | {rps:.2f} | {rps * args.seconds:.1f} | {1000 * median:.0f} |")
+    for key, (rps, median, p95) in rows.items():
+        lines.append(
+            f"| {key[1:]} | {rps:.2f} | {rps * args.seconds:.1f} | {1000 * median:.0f} | {1000 * p95:.0f} |"
+        )
     return "\n".join(lines)
 
 
