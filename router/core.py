@@ -716,13 +716,17 @@ class Router:
         Redis cannot be told now (down, paused), `keep_abandoning` tells it once it answers: a job
         that survived in Redis's AOF would otherwise hold a worker's slot until its lease lapsed."""
         try:
-            try:
-                await self.queue.cancel(job_id, "request ended early")
-            finally:
-                await self.queue.drop_lease(job_id)
+            await self._tell_gone(job_id)
         except (redis.exceptions.RedisError, OSError):
             self.unabandoned[job_id] = time.monotonic()
             raise
+
+    async def _tell_gone(self, job_id: str) -> None:
+        """The cancel marker, and the lease dropped even where the marker could not be written."""
+        try:
+            await self.queue.cancel(job_id, "request ended early")
+        finally:
+            await self.queue.drop_lease(job_id)
 
     async def keep_abandoning(self, every: float = 0.25) -> None:
         """Abandons again, as soon as Redis answers, the jobs `_abandon` could not; those whose
@@ -735,8 +739,7 @@ class Router:
                     del self.unabandoned[job_id]
                     continue
                 try:
-                    await self.queue.cancel(job_id, "request ended early")
-                    await self.queue.drop_lease(job_id)
+                    await self._tell_gone(job_id)
                 except (redis.exceptions.RedisError, OSError):
                     break  # still unreachable: the next round
                 del self.unabandoned[job_id]

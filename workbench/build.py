@@ -105,8 +105,8 @@ class BuildPlan:
     head_minutes: float = 8.0
     #: Minutes of a head pooled over all of `head_languages` (their alphabets are near one), which
     #: each language's head then starts from; 0: each starts from nothing. On held-out speakers
-    #: and synthetic dev, pooled CER en 25.5 / de 18.2 / es 13.5 / fr 26.3 % where heads from
-    #: nothing in 15 minutes read 26.0 / 19.2 / 14.9 / 29.2 % (models/asr/*/training.json).
+    #: and synthetic dev, pooled CER en 25.5 / de 18.0 / es 13.2 / fr 26.3 % where heads from
+    #: nothing in 15 minutes read 25.9 / 19.2 / 14.9 / 29.2 % (models/asr/*/training.json).
     head_pooled_minutes: float = 25.0
     #: Learning rate of a language's head started from the pooled one (half a fresh head's).
     head_init_lr: float = 1e-3

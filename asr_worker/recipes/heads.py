@@ -22,7 +22,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -322,12 +322,8 @@ def start_from(head: CtcHead, vocab: Mapping[str, int], folder: Path) -> None:
 
     source = CtcHead.load(folder)
     theirs = source.config
-    if (theirs.layers, theirs.width, theirs.blocks, theirs.kernel) != (
-        head.config.layers,
-        head.config.width,
-        head.config.blocks,
-        head.config.kernel,
-    ):
+    # The same head but for its alphabet (and dropout, which holds no weight).
+    if replace(theirs, vocab_size=head.config.vocab_size, dropout=head.config.dropout) != head.config:
         raise ValueError(f"{folder} is a head of another shape ({theirs}) than this recipe's ({head.config})")
     their_ids = Wav2Vec2CTCTokenizer.from_pretrained(str(folder)).get_vocab()
     state = {k: v for k, v in source.state_dict().items() if not k.startswith("out.")}
