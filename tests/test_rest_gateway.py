@@ -6,13 +6,17 @@ sw); the response formats are tested without a network.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openai
@@ -201,3 +205,67 @@ def test_a_router_at_its_limit_is_429_with_the_routers_retry_after() -> None:
     response = _from_grpc(exc)
     assert (response.status_code, response.headers["retry-after"]) == (429, "2")
     assert json.loads(response.body)["error"]["type"] == "rate_limit_error"
+
+
+def _hostile_upload(rng: random.Random, clip: bytes) -> dict[str, Any]:
+    """One malformed request to the transcriptions endpoint: a body that does not parse, a form
+    field of the wrong type or encoding, or a file that is not audio (or audio cut short)."""
+    kind = rng.randrange(6)
+    fields: dict[str, Any] = {"model": "whisper-1"}
+    file = ("a.wav", clip)
+    if kind == 0:  # a body that is not the form it claims to be
+        boundary = "x" * rng.randrange(1, 20)
+        return {
+            "data": rng.randbytes(rng.randrange(0, 400)),
+            "headers": {"content-type": f"multipart/form-data; boundary={boundary}"},
+        }
+    if kind == 1:  # JSON, or nothing, where a form is expected
+        return {"json": {"file": rng.randbytes(8).hex(), "model": rng.random()}}
+    if kind == 2:  # form fields of the wrong type or out of range
+        fields |= rng.choice(
+            [
+                {"temperature": "hot"},
+                {"response_format": rng.randbytes(6).hex()},
+                {"timestamp_granularities[]": "word"},
+                {"language": "x" * rng.randrange(1, 300)},
+                {"language": "zz-ZZ"},
+                {"model": ""},
+            ]
+        )
+    elif kind == 3:  # a language code that is not valid UTF-8 or has control characters
+        fields["language"] = rng.choice([b"\xff\xfe", b"e\x00s", b"\xc3"])
+    elif kind == 4:  # a file that is not audio, or audio cut short
+        file = (
+            "a.wav",
+            rng.choice([rng.randbytes(rng.randrange(1, 2000)), clip[: rng.randrange(len(clip))]]),
+        )
+    else:  # audio with bytes flipped in its header
+        buf = bytearray(clip)
+        for _ in range(rng.randrange(1, 6)):
+            buf[rng.randrange(64)] = rng.randrange(256)
+        file = ("a.wav", bytes(buf))
+    return {"files": {"file": file}, "data": fields}
+
+
+@pytest.mark.integration
+def test_hostile_uploads_get_a_4xx_in_openais_shape_never_a_server_error(
+    router_addr: str, tmp_path: Path
+) -> None:
+    """300 malformed uploads, 8 at a time: each is refused as the client's error, with OpenAI's
+    error body, and the gateway logs no traceback."""
+    rng = random.Random(7)
+    noise = np.random.default_rng(0).normal(0, 0.001, 4000).astype(np.float32)
+    clip = wav(noise)
+    uploads = [_hostile_upload(rng, clip) for _ in range(300)]
+
+    def send(url: str, upload: dict[str, Any]) -> tuple[int, Any]:
+        response = requests.post(url, timeout=60, **upload)
+        return response.status_code, response.json() if response.status_code >= 400 else None
+
+    with running_gateway(router_addr, tmp_path) as gateway, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(functools.partial(send, f"{gateway}/v1/audio/transcriptions"), uploads))
+    server_errors = [(status, body) for status, body in answers if status >= 500]
+    assert not server_errors, server_errors[:5]
+    refused = [body for status, body in answers if status >= 400]
+    assert len(refused) > 200 and all(body["error"]["type"] == "invalid_request_error" for body in refused)
+    assert "Traceback" not in (tmp_path / "gateway.log").read_text(errors="replace")
