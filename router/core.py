@@ -500,6 +500,8 @@ class Router:
         decoder = self.decoder(config)
         hint, candidates = await self.plan(config)
         self.check_undetermined_action(config, candidates)
+        if hint is not None:
+            await self.admit_language(hint)
         buffer = AudioBuffer()
         pump = asyncio.create_task(self._pump(chunks, decoder, buffer), name=f"pump-{request_id}")
         forward: asyncio.Task[None] | None = None
@@ -697,6 +699,22 @@ class Router:
                     if event.kind == "final":
                         return
 
+    async def admit_language(self, lang: str) -> None:
+        """Refuses a request for a language whose queue is full before it sends its audio, where
+        the language is known up front (a hint): one read of the queue's length. `_enqueue`
+        checks again, in one step with the add, for a queue that fills in between and for
+        languages known only once detected."""
+        limit = self.settings.max_queue_depth
+        if limit and await self.queue.queue_depth(lang) >= limit:
+            raise self._queue_full(lang)
+
+    def _queue_full(self, lang: str) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"{self.settings.max_queue_depth} {lang!r} jobs are waiting or in progress, the "
+            "limit (max_queue_depth); retry shortly",
+            retry_after=2.0,
+        )
+
     async def _enqueue(self, job: Job) -> None:
         """Queues the job under its client's lease, unless its language's queue is full."""
         if self.settings.scale_from_zero:
@@ -705,11 +723,7 @@ class Router:
             await self.queue.ensure_group(job.language)
         await self.queue.renew_lease(job.job_id, self.settings.client_lease_seconds)
         if await self.queue.enqueue(job, self.settings.max_queue_depth) is None:
-            raise ResourceExhausted(
-                f"{self.settings.max_queue_depth} {job.language!r} jobs are waiting or in progress, the "
-                "limit (max_queue_depth); retry shortly",
-                retry_after=2.0,
-            )
+            raise self._queue_full(job.language)
 
     async def _abandon(self, job_id: str) -> None:
         """Tells the worker the client is gone: the cancel marker, and the lease dropped. Where
