@@ -531,6 +531,26 @@ def test_compose_file_is_valid_for_docker_compose(compose_config: dict[str, Any]
     assert {"redis", "router", "lid", "register-models", "rest-gateway"} <= set(compose_config["services"])
 
 
+def test_compose_redis_wants_a_password_and_every_service_that_dials_it_has_it(
+    compose_config: dict[str, Any],
+) -> None:
+    from urllib.parse import urlsplit
+
+    services = compose_config["services"]
+    command = services["redis"]["command"]
+    password = command[command.index("--requirepass") + 1]
+    assert password and services["redis"]["environment"]["REDISCLI_AUTH"] == password
+    dialing = {
+        name: urlsplit(svc["environment"]["LIDROUTE_REDIS_URL"])
+        for name, svc in services.items()
+        if "LIDROUTE_REDIS_URL" in (svc.get("environment") or {})
+    }
+    assert {"router", "lid", "register-models"} <= set(dialing)
+    assert all((url.hostname, url.password) == ("redis", password) for url in dialing.values()), dialing
+    proc = run_compose_config(COMPOSE, env={"LIDROUTE_REDIS_PASSWORD": "s3cret"})
+    assert proc.returncode == 0 and proc.stdout.count("s3cret") >= len(dialing) + 2
+
+
 def test_compose_services_start_with_settings_the_code_accepts(
     compose_config: dict[str, Any],
     dockerfile: dict[str, Stage],
