@@ -1,4 +1,4 @@
-"""`python -m asr_worker [serve|train|pretrain|finetune|lm|transfer|head] ...`"""
+"""`python -m asr_worker [serve|train|pretrain|finetune|lm|transfer|head|lexicon] ...`"""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ COMMANDS = {
     "lm": "asr_worker.recipes.commands:lm_main",
     "transfer": "asr_worker.recipes.commands:transfer_main",
     "head": "asr_worker.recipes.commands:head_main",
+    "lexicon": "asr_worker.recipes.commands:lexicon_main",
 }
 
 

@@ -3,9 +3,10 @@
 Greedy decoding writes each frame's likeliest letter, so a word with one unsure letter comes out
 misspelt. A beam search keeps the likeliest few transcripts and, at every word boundary, weighs
 them by how likely the word is in the language (shallow fusion): a misspelling that is no word
-loses to the word. The language model is a word bigram over the fine-tuning transcripts, stored
-beside the recognizer (`lm.json`), with a letter-count penalty for words it never saw, so names
-and new words can still be written.
+loses to the word. The language model is a word bigram over the fine-tuning transcripts, or the
+commonest words of the language from an installed word list (`Lexicon`), or both, stored beside
+the recognizer (`lm.json`), with a letter-count penalty for words it never saw, so names and new
+words can still be written.
 
 Written here rather than taken from a library: the CTC decoders on the package index either need
 a compiled KenLM/flashlight or pin numpy below 2.
@@ -13,13 +14,15 @@ a compiled KenLM/flashlight or pin numpy below 2.
 
 from __future__ import annotations
 
+import bisect
+import copy
 import functools
 import itertools
 import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +40,7 @@ LM_FILE = "lm.json"
 #: 0.039 of real time spent searching; 64 takes most of the gain at under half the time of 128.
 DEFAULT_BEAM = 64
 _BOS = "<s>"
+APOSTROPHE = "'"
 _EOS = "</s>"
 _NEG_INF = -math.inf
 
@@ -50,6 +54,63 @@ def _logsumexp(a: float, b: float) -> float:
     return hi + math.log1p(math.exp(lo - hi))
 
 
+@dataclass(frozen=True)
+class Lexicon:
+    """A language's commonest words and how often each is used, from the installed `wordfreq`
+    package (its data CC BY-SA 4.0: Wikipedia, subtitles, books, the web). An LM names its lexicon
+    in `lm.json` and reads the words when it loads, as the heads read Whisper's weights: a model
+    folder holds what this project made, not a copy of another project's data.
+
+    Transcripts of a few hours of speech know a few thousand words, and the held-out speakers of
+    a speech pack read the same prompts as its training speakers; a word list of the language
+    knows the words of speech nobody here transcribed."""
+
+    language: str
+    size: int
+    #: The characters the recognizer writes: a word with any other can never be spelt.
+    alphabet: str
+    source: str = "wordfreq"
+    #: Counts per unit of frequency: the rarest of 50,000 words (about 1e-7) counts about 10.
+    scale: float = 1e8
+
+    def __post_init__(self) -> None:
+        if self.source != "wordfreq" or self.size < 1:
+            raise ValueError(f"a lexicon is wordfreq's commonest words, not {self.source!r} x {self.size}")
+
+    @staticmethod
+    def knows(language: str) -> bool:
+        """Whether the word list has `language` (it would answer for another with the nearest it has)."""
+        import wordfreq
+
+        return language in wordfreq.available_languages()
+
+    def counts(self) -> dict[str, int]:
+        """The words (those spelt with `alphabet` alone) and their counts."""
+        return dict(_lexicon_counts(self))
+
+
+@functools.cache
+def _lexicon_counts(lexicon: Lexicon) -> tuple[tuple[str, int], ...]:
+    try:
+        import wordfreq
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise ValueError("this LM reads its words from the wordfreq package, which is not installed") from exc
+    if not Lexicon.knows(lexicon.language):
+        # wordfreq would answer with the nearest language it has (Swahili with English's words).
+        raise ValueError(f"wordfreq has no word list of {lexicon.language!r}")
+    # The list is binned by frequency in centibels; numbers are folded into tokens like "00".
+    bins = wordfreq.get_frequency_list(lexicon.language)
+    letters = set(lexicon.alphabet)
+    words = ((w, i) for i, words in enumerate(bins) for w in words if not any(c.isdigit() for c in w))
+    counts = tuple(
+        (word, max(1, round(10 ** (-centibels / 100) * lexicon.scale)))
+        for word, centibels in itertools.islice(words, lexicon.size)
+        if set(word) <= letters
+    )
+    wordfreq.get_frequency_list.cache_clear()  # a worker keeps the counts, not the whole list
+    return counts
+
+
 @dataclass
 class WordLM:
     """Interpolated Witten-Bell word bigram with an open vocabulary.
@@ -61,18 +122,32 @@ class WordLM:
     weights (`tune`).
     """
 
+    #: Word counts of the LM's own text (its training transcripts); `counts` adds the lexicon's.
     unigrams: dict[str, int]
     bigrams: dict[str, dict[str, int]]
     oov_letter_penalty: float = 1.0
     #: The fusion weights that suit this LM with its recognizer, tuned on held-out speech.
     lm_weight: float = 1.0
     word_bonus: float = 2.0
-    _prefixes: set[str] = field(default_factory=set, init=False, repr=False)
+    lexicon: Lexicon | None = None
+    #: Every word's count: `unigrams` and the lexicon's.
+    counts: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    #: Every word in order, for `is_prefix` (a set of every prefix would hold twice the strings).
+    _sorted: list[str] = field(default_factory=list, init=False, repr=False)
     _total: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._total = sum(self.unigrams.values())
-        self._prefixes = {w[:i] for w in self.unigrams for i in range(len(w) + 1)}
+        self.counts = dict(self.unigrams)
+        for word, count in self.lexicon.counts().items() if self.lexicon else ():
+            self.counts[word] = self.counts.get(word, 0) + count
+        self._total = sum(self.counts.values())
+        self._sorted = sorted(self.counts)
+
+    def with_fusion(self, *, penalty: float, weight: float, bonus: float) -> WordLM:
+        """This LM with other fusion weights, sharing its tables (a copy costs nothing)."""
+        fused = copy.copy(self)
+        fused.oov_letter_penalty, fused.lm_weight, fused.word_bonus = penalty, weight, bonus
+        return fused
 
     @classmethod
     def train(cls, texts: Iterable[str]) -> WordLM:
@@ -95,6 +170,8 @@ class WordLM:
             "unigrams": self.unigrams,
             "bigrams": self.bigrams,
         }
+        if self.lexicon:
+            data["lexicon"] = asdict(self.lexicon)
         path.write_text(json.dumps(data, ensure_ascii=False, sort_keys=True), encoding="utf-8")
         return path
 
@@ -112,6 +189,7 @@ class WordLM:
                 lm_weight=float(data.get("lm_weight", cls.lm_weight)),
                 word_bonus=float(data.get("word_bonus", cls.word_bonus)),
                 oov_letter_penalty=float(data.get("oov_letter_penalty", cls.oov_letter_penalty)),
+                lexicon=Lexicon(**data["lexicon"]) if data.get("lexicon") else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path} is not a word LM: {exc}") from exc
@@ -121,19 +199,44 @@ class WordLM:
 
     @property
     def vocabulary_size(self) -> int:
-        """Distinct words seen (the end-of-sentence token is not one)."""
-        return len(self.unigrams) - (_EOS in self.unigrams)
+        """Distinct words known (the end-of-sentence token is not one)."""
+        return len(self.counts) - (_EOS in self.counts)
 
     def is_prefix(self, partial: str) -> bool:
-        return partial in self._prefixes
+        """Whether some known word (or known words joined by apostrophes) begins with `partial`."""
+        if self._begins_a_word(partial):
+            return True
+        *joined, last = partial.split(APOSTROPHE)
+        return bool(joined) and all(piece in self.counts for piece in joined) and self._begins_a_word(last)
+
+    def _begins_a_word(self, partial: str) -> bool:
+        at = bisect.bisect_left(self._sorted, partial)
+        return at < len(self._sorted) and self._sorted[at].startswith(partial)
+
+    def _pieces(self, word: str) -> list[str] | None:
+        """The known words that an unknown word joins with apostrophes, or None.
+
+        Word lists count an elided article or pronoun as a word of its own (French "l'amérique"
+        is "l" and "amérique" to them, Italian "dell'anno" is "dell" and "anno"): without this, a
+        recognizer that writes the apostrophe would pay the unseen-word penalty for the commonest
+        words of the language, and be pushed to split them with a space."""
+        pieces = word.split(APOSTROPHE)
+        if len(pieces) < 2 or not all(piece in self.counts for piece in pieces):
+            return None
+        return pieces
 
     def _unigram(self, word: str) -> float:
         # Add-one over the seen types plus one <unk> type.
-        return (self.unigrams.get(word, 0) + 1) / (self._total + len(self.unigrams) + 1)
+        return (self.counts.get(word, 0) + 1) / (self._total + len(self.counts) + 1)
 
     def log_prob(self, prev: str, word: str) -> float:
-        """log P(word | prev); `word` may be `</s>`; an unseen word is scored as `<unk>` plus its letters."""
-        known = word in self.unigrams
+        """log P(word | prev); `word` may be `</s>`; an unseen word is scored as `<unk>` plus its
+        letters, unless it is known words joined by apostrophes (`_pieces`): then as those words."""
+        known = word in self.counts
+        pieces = None if known else self._pieces(word)
+        if pieces:
+            befores = [prev, *pieces[:-1]]
+            return sum(self.log_prob(before, piece) for before, piece in zip(befores, pieces, strict=True))
         lower = self._unigram(word if known else "")
         following = self.bigrams.get(prev)
         if following:

@@ -222,3 +222,52 @@ def test_tuning_weighs_words_as_well_as_letters() -> None:
     assert [beam_search(f, TOKENS, lm, with_lm).text for f in frames] == ["cat", "cat dog"]
     tuned, cer, wer = tune(lm, frames, references, TOKENS, weights=(0.5, 0.0), bonuses=(0.0,))
     assert tuned.lm_weight == 0.0 and (cer, wer) == pytest.approx((1 / 9, 0.5))
+
+
+def test_words_joined_by_an_apostrophe_are_scored_as_the_known_words_they_join() -> None:
+    """Word lists count French "l'" as the word "l": "l'amérique" is no unknown word to them."""
+    lm = WordLM({"l": 50, "amérique": 5, "est": 20}, {})
+    assert lm.log_prob("<s>", "l'amérique") == pytest.approx(
+        lm.log_prob("<s>", "l") + lm.log_prob("l", "amérique")
+    )
+    assert lm.log_prob("<s>", "l'amériqu") < lm.log_prob("<s>", "l'amérique") - 5
+    assert lm.is_prefix("l'am") and lm.is_prefix("l'") and not lm.is_prefix("x'am")
+
+
+def test_a_lexicon_lm_reads_the_installed_word_list_when_it_loads_and_stores_no_word(tmp_path: Path) -> None:
+    lexicon = decoding.Lexicon("fr", 2000, alphabet="abcdefghijklmnopqrstuvwxyzéèàç'")
+    lm = WordLM({}, {}, lexicon=lexicon)
+    assert 1500 < lm.vocabulary_size <= 2000 and lm.counts["de"] > lm.counts["maison"] > 0
+    assert all(set(word) <= set(lexicon.alphabet) for word in lm.counts)  # none it could not spell
+    lm.with_fusion(penalty=3.0, weight=0.75, bonus=4.0).save(tmp_path)
+    stored = (tmp_path / LM_FILE).read_text(encoding="utf-8")
+    assert "maison" not in stored and '"unigrams": {}' in stored
+    loaded = WordLM.load(tmp_path)
+    assert loaded is not None and loaded.counts == lm.counts and loaded.lexicon == lexicon
+    assert (loaded.oov_letter_penalty, loaded.lm_weight, loaded.word_bonus) == (3.0, 0.75, 4.0)
+
+
+def test_a_lexicon_of_a_language_the_word_list_lacks_is_refused_not_replaced(tmp_path: Path) -> None:
+    """wordfreq answers for Swahili with English's words; the LM must not take them."""
+    with pytest.raises(ValueError, match="no word list of 'sw'"):
+        WordLM({}, {}, lexicon=decoding.Lexicon("sw", 100, alphabet="abc"))
+    WordLM({}, {}, lexicon=decoding.Lexicon("es", 100, alphabet="abcdefghijklmnopqrstuvwxyz")).save(tmp_path)
+    (tmp_path / LM_FILE).write_text((tmp_path / LM_FILE).read_text().replace('"es"', '"sw"'))
+    with pytest.raises(ValueError, match="is not a word LM: wordfreq has no word list"):
+        WordLM.load(tmp_path)
+
+
+def test_recognizers_tuned_together_share_the_setting_that_reads_all_their_speech_best() -> None:
+    """Two recognizers, each with its own LM and alphabet order: one setting for both."""
+    other = CtcTokens(["<pad>", "|", "a", "c", "o", "t", "d", "g", "s"], blank=0, delimiter=1)
+    ambiguous = _frames({"c": 0.99}, {"<pad>": 0.99}, {"o": 0.52, "a": 0.46}, {"<pad>": 0.99}, {"t": 0.99})
+    swapped = ambiguous[:, [0, 1, 3, 2, 4, 5, 6, 7, 8]]  # the same frames in the other alphabet's order
+    first, second = WordLM.train(["the cat sat"]), WordLM.train(["a cat"])
+    tuned, cer, wer = lm_tuning.tune_together(
+        [(first, TOKENS, [ambiguous] * 2, ["cat"] * 2), (second, other, [swapped], ["cat"])],
+        weights=(0.0, 1.0),
+        bonuses=(0.0,),
+        oov_penalties=(1.0,),
+    )
+    assert [lm.lm_weight for lm in tuned] == [1.0, 1.0] and (cer, wer) == (0.0, 0.0)
+    assert tuned[0].unigrams == first.unigrams and tuned[1].unigrams == second.unigrams

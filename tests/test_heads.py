@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from asr_worker.decoding import WordLM
 from asr_worker.heads import FRAME_SECONDS, CtcHead, HiddenStates, shared_states
 from asr_worker.model import CtcModel
-from asr_worker.recipes.heads import HeadRecipe, split_by_speaker, start_from, train_head
+from asr_worker.recipes.heads import HeadRecipe, lexicon_lms, split_by_speaker, start_from, train_head
 from lidroute.registry import ModelSpec, Registry, kind_of
 from lidroute.train.corpus import Example, read_manifest, synth_corpus
 
@@ -131,6 +133,28 @@ def test_a_pooled_head_learns_from_every_language_and_a_head_of_one_starts_from_
         assert torch.equal(fresh.out.weight[row], source.out.weight[theirs.get(token, 0)]), token
     with pytest.raises(ValueError, match="another shape"):
         start_from(CtcHead(replace(source.config, width=32, vocab_size=4)), vocab, pooled_dir)
+
+
+def test_heads_get_word_lms_of_the_word_list_tuned_together_on_their_held_out_speakers(
+    head: tuple[Path, dict], recorded: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "es"
+    shutil.copytree(head[0], folder)
+    grid = {"weights": (0.5, 1.0), "bonuses": (2.0,), "oov_penalties": (3.0,)}
+    summary = lexicon_lms([folder], [str(recorded)], words=3000, grid=grid)
+    assert summary["tuned_on"] == {"es": 2}  # the speaker "small", whom training never heard
+    assert summary["lm_weight"] in (0.5, 1.0) and summary["dev_cer"] >= 0 and summary["dev_cer_greedy"] >= 0
+    lm = WordLM.load(folder)
+    assert lm is not None and lm.lexicon is not None and lm.lexicon.language == "es"
+    assert 1000 < lm.vocabulary_size <= 3000 and "de" in lm.counts  # the words its letters spell
+    report = json.loads((folder / "training.json").read_text())
+    assert report["lm"]["lexicon"] == {"source": "wordfreq", "size": 3000}
+    card = (folder / "README.md").read_text()
+    assert "`wordfreq`" in card and f"python -m asr_worker lexicon \\\n    --heads {folder}" in card
+    model = CtcModel("es", ModelSpec(uri=str(folder)))
+    assert model.lm is not None and model.lm.vocabulary_size == lm.vocabulary_size
+    speech = read_manifest(head[0].parent / "corpus" / "dev.jsonl")[0].audio()
+    assert isinstance(model.transcribe(speech).text, str)
 
 
 def test_hidden_states_read_audio_past_30_s_in_windows_one_frame_per_20_ms() -> None:
@@ -277,3 +301,23 @@ def test_the_build_starts_each_languages_head_once_the_pooled_head_is_done(tmp_p
     assert submitted == [(waiting["en"], tmp_path / "asr" / "en"), (waiting["de"], tmp_path / "asr" / "de")]
     assert [runs.runs[f] for f in started] == ["en", "de"] and runs.waiting == {}
     assert runs.finished(started[0], Pool()) == []  # a language's head starts nothing more  # type: ignore[arg-type]
+
+
+def test_the_build_gives_word_lms_to_the_heads_of_languages_the_word_list_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wiring alone (lexicon_lms itself is tested above on a trained head): Swahili, which the
+    word list lacks, and the pooled head get none; 0 words asks for none."""
+    from concurrent.futures import Future
+
+    from asr_worker.recipes import heads
+    from workbench.build import POOLED, _HeadRuns
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(
+        heads, "lexicon_lms", lambda *args: calls.append(args) or {"dev_cer_greedy": 0.3, "dev_cer": 0.25}
+    )
+    runs = _HeadRuns({Future(): POOLED, Future(): "en", Future(): "sw"}, {}, tmp_path, ("pack.jsonl",))
+    runs.add_lexicons(0, print)
+    runs.add_lexicons(50_000, print)
+    assert calls == [([tmp_path / "asr" / "en"], ("pack.jsonl",), 50_000)]

@@ -6,6 +6,7 @@
 - `lm`: a word LM for beam-search decoding, its weights tuned on held-out speech.
 - `transfer`: the transfer table (backbone vs random initialisation vs zero-shot, per budget).
 - `head`: a recognizer as a CTC head on Whisper base's frozen encoder.
+- `lexicon`: heads' word LMs of their languages' commonest words, one fusion setting for all.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from asr_worker.recipes.finetune import (
     parse_replay,
     register,
 )
-from asr_worker.recipes.heads import HeadRecipe, kept_scores, train_head
+from asr_worker.recipes.heads import LEXICON_WORDS, HeadRecipe, kept_scores, lexicon_lms, train_head
 from asr_worker.recipes.lm import add_word_lm
 from asr_worker.recipes.scoring import evaluate_splits
 from asr_worker.recipes.transfer import transfer_table
@@ -430,3 +431,25 @@ def head_main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps({"kept_epoch": report["kept_epoch"], **kept_scores(report)}))
 
     _run(parser, run)
+
+
+def lexicon_main(argv: Sequence[str] | None = None) -> None:
+    """`python -m asr_worker lexicon --heads DIR,DIR --real MANIFEST`: word LMs from word lists."""
+    from lidroute.logs import configure
+
+    parser = argparse.ArgumentParser(prog="asr_worker lexicon", description=lexicon_lms.__doc__)
+    parser.add_argument("--heads", required=True, help="comma-separated head folders; lm.json goes in each")
+    parser.add_argument(
+        "--real",
+        action="append",
+        required=True,
+        help="JSONL manifest the heads were trained on; their held-out speakers tune the fusion (repeatable)",
+    )
+    parser.add_argument(
+        "--words", type=int, default=LEXICON_WORDS, help="the commonest words of each language"
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    configure(args.log_level, fmt="text", service="asr-lexicon")
+    folders = [Path(folder) for folder in comma_list(args.heads)]
+    _run(parser, lambda: print(json.dumps(lexicon_lms(folders, args.real, args.words))))

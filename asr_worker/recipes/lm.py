@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,14 +81,35 @@ def tune(
     `race` or fewer utterances every setting reads them all, as before. Returns the tuned LM and
     its CER and WER.
     """
-    hearing = _Hearing(lm, log_probs, list(references), tokens, beam)
+    n = len(references)
+    hearing = _Hearing([lm] * n, log_probs, list(references), [tokens] * n, beam)
     grid = [(p, w, b) for p in oov_penalties for w in weights for b in bonuses]
-    heard = hearing.raced(grid, race, race_margin)
-    scored = [(*setting, *hearing.errors(hyps)) for setting, hyps in heard.items()]
-    best = min(cer + wer for *_, cer, wer in scored)
-    near = [s for s in scored if s[3] + s[4] <= best * (1 + tolerance) + 1e-12]
-    penalty, weight, bonus, cer, wer = min(near, key=lambda s: s[:3])
-    return replace(lm, oov_letter_penalty=penalty, lm_weight=weight, word_bonus=bonus), cer, wer
+    (penalty, weight, bonus), cer, wer = hearing.choose(grid, race, race_margin, tolerance)
+    return lm.with_fusion(penalty=penalty, weight=weight, bonus=bonus), cer, wer
+
+
+def tune_together(
+    heard: Sequence[tuple[WordLM, CtcTokens, Sequence[np.ndarray], Sequence[str]]],
+    weights: Sequence[float] = (0.5, 0.75, 1.0, 1.5),
+    bonuses: Sequence[float] = (0.0, 2.0, 4.0, 6.0),
+    oov_penalties: Sequence[float] = (2.0, 3.0, 4.0, 5.0),
+    beam: int = DEFAULT_BEAM,
+) -> tuple[list[WordLM], float, float]:
+    """`tune` for several recognizers at once, each with its own LM and held-out speech (`heard`:
+    LM, tokens, frame log-probabilities, references): one fusion setting chosen on all their
+    utterances pooled, for recognizers whose held-out speech is too little to choose alone (two
+    German sentences) but whose LMs are alike (word lists of one source and size). The default
+    grid is for such word lists: unlike a transcript LM they know most words a speaker says, so
+    an unseen word is dearer and the LM is trusted less. Returns the LMs with that setting, and
+    the pooled CER and WER."""
+    lms = [lm for lm, tokens, frames, _ in heard for _ in frames]
+    tokens = [tokens for _, tokens, frames, _ in heard for _ in frames]
+    log_probs = [lp for *_, frames, _ in heard for lp in frames]
+    references = [r for *_, refs in heard for r in refs]
+    hearing = _Hearing(lms, log_probs, references, tokens, beam)
+    grid = [(p, w, b) for p in oov_penalties for w in weights for b in bonuses]
+    (penalty, weight, bonus), cer, wer = hearing.choose(grid, RACE_UTTERANCES, RACE_MARGIN, TUNING_TOLERANCE)
+    return [lm.with_fusion(penalty=penalty, weight=weight, bonus=bonus) for lm, *_ in heard], cer, wer
 
 
 #: A fusion setting `tune` tries: the unseen-word letter penalty, the LM weight, the word bonus.
@@ -97,20 +118,35 @@ _Setting = tuple[float, float, float]
 
 @dataclass(frozen=True)
 class _Hearing:
-    """The held-out frames `tune` decodes under each setting, and the references it scores them against."""
+    """The held-out frames `tune` decodes under each setting (each utterance with its
+    recognizer's LM and tokens), and the references it scores them against."""
 
-    lm: WordLM
+    lms: Sequence[WordLM]
     log_probs: Sequence[np.ndarray]
     references: list[str]
-    tokens: CtcTokens
+    tokens: Sequence[CtcTokens]
     beam: int
+
+    def choose(
+        self, grid: Sequence[_Setting], race: int, margin: float, tolerance: float
+    ) -> tuple[_Setting, float, float]:
+        """The lightest setting within `tolerance` of the best CER + WER (`tune`), and its CER and WER."""
+        heard = self.raced(grid, race, margin)
+        scored = [(*setting, *self.errors(hyps)) for setting, hyps in heard.items()]
+        best = min(cer + wer for *_, cer, wer in scored)
+        near = [s for s in scored if s[3] + s[4] <= best * (1 + tolerance) + 1e-12]
+        penalty, weight, bonus, cer, wer = min(near, key=lambda s: s[:3])
+        return (penalty, weight, bonus), cer, wer
 
     def read(self, setting: _Setting, which: Sequence[int]) -> dict[int, str]:
         """The transcripts of the utterances `which` by the beam search under `setting`."""
         penalty, weight, bonus = setting
-        candidate = replace(self.lm, oov_letter_penalty=penalty)
         settings = BeamSettings(beam=self.beam, lm_weight=weight, word_bonus=bonus)
-        return {i: beam_search(self.log_probs[i], self.tokens, candidate, settings).text for i in which}
+        fused = {id(lm): lm.with_fusion(penalty=penalty, weight=weight, bonus=bonus) for lm in self.lms}
+        return {
+            i: beam_search(self.log_probs[i], self.tokens[i], fused[id(self.lms[i])], settings).text
+            for i in which
+        }
 
     def errors(self, hyps: dict[int, str]) -> tuple[float, float]:
         """CER and WER of transcripts of some of the utterances, against their references."""
