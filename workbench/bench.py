@@ -1,5 +1,6 @@
 """`make bench`: end-to-end latency of Transcribe next to the same models called in-process,
-and throughput at several concurrency levels. Prints a Markdown table and writes it, with the
+throughput at several concurrency levels beside the server a user would write, and how fast a
+router at its limit refuses twice its capacity. Prints a Markdown table and writes it, with the
 raw figures as JSON, to bench-results/.
 
 Everything is measured side by side in one run on one machine: compare the ratios, not the
@@ -212,11 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     long = long_request(models_dir, args.language, long_audio, args.long_runs)
     (e2e, parts), rows = through_the_stack(models_dir, audio, args.runs, args.concurrency)
     naive, heard = naive_server(models_dir, audio, args.concurrency)
+    admitted = admission(models_dir, audio, args.admission_waves)
     table = "\n\n".join(
         [
             _table(args, base, e2e, decoding, long, rows),
             "\n".join(breakdown(e2e, parts)),
             naive_rows(rows, naive, heard),
+            admission_rows(admitted),
         ]
     )
     print(table)
@@ -232,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 "end_to_end_parts_s": parts,
                 "throughput": rows,
                 "naive_server_throughput": naive,
+                "admission_s": admitted,
             }
         )
     )
@@ -248,6 +252,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--long-seconds", type=float, default=60.0, help="the long request, 1 s pauses")
     parser.add_argument("--long-runs", type=int, default=3)
+    parser.add_argument(
+        "--admission-waves", type=int, default=5, help="rounds of twice the router's capacity at once"
+    )
     return parser.parse_args(argv)
 
 
@@ -273,6 +280,72 @@ def through_the_stack(
                 throughput(stack.router_address, audio, level, max(12, 3 * level))
             )
     return e2e, rows
+
+
+#: The router's limit in the admission measurement, and the clients sent at once: twice as many.
+ADMISSION_LIMIT = 4
+
+
+def admission(models_dir: Path, audio: np.ndarray, waves: int) -> dict[str, list[float]]:
+    """Twice the router's capacity at once, `waves` times: `ADMISSION_LIMIT` x 2 clients each
+    stream the clip in real time to a router that serves `ADMISSION_LIMIT` requests. Returns the
+    seconds each refused request waited for its RESOURCE_EXHAUSTED (`refused`), each admitted
+    one took (`admitted`), and each that failed otherwise (`failed`: none should)."""
+    import grpc
+
+    from lidroute.cli import lid_source, model_dirs
+    from lidroute.client import Client
+    from workbench.stack import Stack, StackConfig
+
+    lid, asr = model_dirs(models_dir)
+    config = StackConfig(
+        lid_model=lid_source(lid),
+        models={k: str(v) for k, v in asr.items()},
+        extra_env={"LIDROUTE_LOG_LEVEL": "WARNING"},
+        router_args=["--max-streams", str(ADMISSION_LIMIT)],
+    )
+    pcm = float_to_pcm16(audio)
+    outcomes: dict[str, list[float]] = {"admitted": [], "refused": [], "failed": []}
+
+    async def one(client: Client) -> None:
+        start = time.perf_counter()
+        try:
+            await client.transcribe_pcm(pcm, TARGET_RATE, realtime=True, timeout=60)
+            outcome = "admitted"
+        except grpc.aio.AioRpcError as exc:
+            outcome = "refused" if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else "failed"
+        outcomes[outcome].append(time.perf_counter() - start)
+
+    async def run() -> None:
+        async with Client(stack.router_address) as client:
+            await client.transcribe_pcm(pcm, TARGET_RATE, timeout=60)  # warm
+            for _ in range(waves):
+                await asyncio.gather(*(one(client) for _ in range(2 * ADMISSION_LIMIT)))
+
+    with Stack(config) as stack:
+        asyncio.run(run())
+    return outcomes
+
+
+def admission_rows(outcomes: dict[str, list[float]]) -> str:
+    """How fast twice the capacity is refused, and whether what was admitted finished."""
+    refused, admitted = outcomes["refused"], outcomes["admitted"]
+    total = sum(map(len, outcomes.values()))
+    lines = [
+        f"Twice the capacity: {2 * ADMISSION_LIMIT} clients at once, each streaming the clip in real time,"
+        f" against a router serving {ADMISSION_LIMIT} (max_streams), {total} requests in all:",
+        "",
+        "| outcome | requests | p50 (ms) | p95 (ms) | max (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, times in (("refused, RESOURCE_EXHAUSTED", refused), ("admitted, transcribed", admitted)):
+        if times:
+            lines.append(
+                f"| {name} | {len(times)} | {1000 * pct(times, 50):.1f} | {1000 * pct(times, 95):.1f} |"
+                f" {1000 * max(times):.1f} |"
+            )
+    lines.append(f"| failed otherwise | {len(outcomes['failed'])} | | | |")
+    return "\n".join(lines)
 
 
 def naive_server(models_dir: Path, audio: np.ndarray, concurrency: str) -> tuple[dict[str, Rate], str]:
