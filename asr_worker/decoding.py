@@ -130,6 +130,9 @@ class WordLM:
     lm_weight: float = 1.0
     word_bonus: float = 2.0
     lexicon: Lexicon | None = None
+    #: The beam width its fusion weights were tuned at, which the search keeps to where the
+    #: worker's is wider (None: the worker's).
+    beam: int | None = None
     #: Every word's count: `unigrams` and the lexicon's.
     counts: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     #: Every word in order, for `is_prefix` (a set of every prefix would hold twice the strings).
@@ -143,10 +146,12 @@ class WordLM:
         self._total = sum(self.counts.values())
         self._sorted = sorted(self.counts)
 
-    def with_fusion(self, *, penalty: float, weight: float, bonus: float) -> WordLM:
-        """This LM with other fusion weights, sharing its tables (a copy costs nothing)."""
+    def with_fusion(self, *, penalty: float, weight: float, bonus: float, beam: int | None = None) -> WordLM:
+        """This LM with other fusion weights (tuned at `beam`, where given), sharing its tables
+        (a copy costs nothing)."""
         fused = copy.copy(self)
         fused.oov_letter_penalty, fused.lm_weight, fused.word_bonus = penalty, weight, bonus
+        fused.beam = beam if beam is not None else self.beam
         return fused
 
     @classmethod
@@ -172,6 +177,8 @@ class WordLM:
         }
         if self.lexicon:
             data["lexicon"] = asdict(self.lexicon)
+        if self.beam:
+            data["beam"] = self.beam
         path.write_text(json.dumps(data, ensure_ascii=False, sort_keys=True), encoding="utf-8")
         return path
 
@@ -190,12 +197,15 @@ class WordLM:
                 word_bonus=float(data.get("word_bonus", cls.word_bonus)),
                 oov_letter_penalty=float(data.get("oov_letter_penalty", cls.oov_letter_penalty)),
                 lexicon=Lexicon(**data["lexicon"]) if data.get("lexicon") else None,
+                beam=int(data["beam"]) if data.get("beam") else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path} is not a word LM: {exc}") from exc
 
     def settings(self, beam: int = DEFAULT_BEAM) -> BeamSettings:
-        return BeamSettings(beam=beam, lm_weight=self.lm_weight, word_bonus=self.word_bonus)
+        """The search this LM was tuned for, `beam` wide at most."""
+        width = min(beam, self.beam) if self.beam else beam
+        return BeamSettings(beam=width, lm_weight=self.lm_weight, word_bonus=self.word_bonus)
 
     @property
     def vocabulary_size(self) -> int:

@@ -271,3 +271,15 @@ def test_recognizers_tuned_together_share_the_setting_that_reads_all_their_speec
     )
     assert [lm.lm_weight for lm in tuned] == [1.0, 1.0] and (cer, wer) == (0.0, 0.0)
     assert tuned[0].unigrams == first.unigrams and tuned[1].unigrams == second.unigrams
+
+
+def test_an_lm_tuned_at_a_narrow_beam_is_searched_that_wide_and_no_wider_than_the_worker_asks(
+    tmp_path: Path,
+) -> None:
+    lm = WordLM.train(["a cat"]).with_fusion(penalty=2.0, weight=0.5, bonus=1.0, beam=16)
+    lm.save(tmp_path)
+    loaded = WordLM.load(tmp_path)
+    assert loaded is not None and loaded.beam == 16
+    assert loaded.settings(beam=64) == BeamSettings(beam=16, lm_weight=0.5, word_bonus=1.0)
+    assert loaded.settings(beam=8).beam == 8
+    assert WordLM.train(["a cat"]).settings(beam=64).beam == 64  # tuned at the worker's width

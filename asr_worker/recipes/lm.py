@@ -101,7 +101,7 @@ def tune_together(
     German sentences) but whose LMs are alike (word lists of one source and size). The default
     grid is for such word lists: unlike a transcript LM they know most words a speaker says, so
     an unseen word is dearer and the LM is trusted less. Returns the LMs with that setting, and
-    the pooled CER and WER."""
+    the pooled CER and WER; the LMs keep `beam`, for the worker to search as wide as they were tuned."""
     lms = [lm for lm, tokens, frames, _ in heard for _ in frames]
     tokens = [tokens for _, tokens, frames, _ in heard for _ in frames]
     log_probs = [lp for *_, frames, _ in heard for lp in frames]
@@ -109,7 +109,8 @@ def tune_together(
     hearing = _Hearing(lms, log_probs, references, tokens, beam)
     grid = [(p, w, b) for p in oov_penalties for w in weights for b in bonuses]
     (penalty, weight, bonus), cer, wer = hearing.choose(grid, RACE_UTTERANCES, RACE_MARGIN, TUNING_TOLERANCE)
-    return [lm.with_fusion(penalty=penalty, weight=weight, bonus=bonus) for lm, *_ in heard], cer, wer
+    fused = [lm.with_fusion(penalty=penalty, weight=weight, bonus=bonus, beam=beam) for lm, *_ in heard]
+    return fused, cer, wer
 
 
 #: A fusion setting `tune` tries: the unseen-word letter penalty, the LM weight, the word bonus.
