@@ -113,6 +113,13 @@ class RouterSettings(QueueSettings, AccessSettings):
         description="slowest raw audio a stream may send, in seconds of audio per second, once"
         " audio_rate_grace_seconds have passed (0: any); slower streams end with OUT_OF_RANGE",
     )
+    min_container_bytes_per_second: float = Field(
+        250.0,
+        ge=0,
+        description="slowest a stream of a container encoding (FLAC, OGG, MP3...) may send, in bytes"
+        " per second, once audio_rate_grace_seconds have passed (0: any): its audio is known only"
+        " when it ends, and 250 B/s (2 kbit/s) is under every speech codec's rate",
+    )
     audio_rate_grace_seconds: float = Field(
         10.0, ge=0, description="stream time before min_audio_rate applies"
     )
@@ -603,10 +610,31 @@ class Router:
                 return task.result()
         return task.result()
 
+    def _check_rate(self, decoder: StreamDecoder, elapsed: float) -> None:
+        """Ends a stream whose audio comes far slower than speech once the grace has passed: raw
+        audio by its seconds, a container (decoded only when it ends) by its bytes."""
+        settings = self.settings
+        if elapsed <= settings.audio_rate_grace_seconds:
+            return
+        if decoder.container:
+            rate = decoder.bytes_in / elapsed
+            if rate < settings.min_container_bytes_per_second:
+                raise AudioTimeout(
+                    f"encoded audio arrives at {rate:.0f} bytes/s ({decoder.bytes_in} bytes in"
+                    f" {elapsed:.0f} s); at least {settings.min_container_bytes_per_second:g} is needed"
+                    " (min_container_bytes_per_second)"
+                )
+        elif decoder.seconds < settings.min_audio_rate * elapsed:
+            spoken = decoder.seconds
+            raise AudioTimeout(
+                f"audio arrives at {spoken / elapsed:.2f}x real time ({spoken:.1f} s in {elapsed:.0f} s);"
+                f" at least {settings.min_audio_rate:g}x is needed (min_audio_rate)"
+            )
+
     async def _pump(self, chunks: AsyncIterator[bytes], decoder: StreamDecoder, buffer: AudioBuffer) -> None:
         """Decodes the client's audio into `buffer` as it comes. A client that sends nothing, stops
-        sending, or sends raw audio far slower than speech (holding a worker's slot, whether by
-        fault or on purpose) ends the request with OUT_OF_RANGE."""
+        sending, or sends audio far slower than speech (holding a worker's slot, whether by fault
+        or on purpose) ends the request with OUT_OF_RANGE."""
         settings = self.settings
         requests = aiter(chunks)
         opened = time.monotonic()
@@ -634,16 +662,7 @@ class Router:
             now = time.monotonic()
             first = first or now
             buffer.append(decoder.feed(chunk))
-            spoken, elapsed = decoder.seconds, now - first
-            if (
-                not decoder.container
-                and elapsed > settings.audio_rate_grace_seconds
-                and spoken < settings.min_audio_rate * elapsed
-            ):
-                raise AudioTimeout(
-                    f"audio arrives at {spoken / elapsed:.2f}x real time ({spoken:.1f} s in {elapsed:.0f} s);"
-                    f" at least {settings.min_audio_rate:g}x is needed (min_audio_rate)"
-                )
+            self._check_rate(decoder, now - first)
         buffer.append(await asyncio.to_thread(decoder.finish) if decoder.container else decoder.finish())
         if buffer.size == 0:
             raise InvalidArgument("no audio received: the stream ended before any audio content")

@@ -9,13 +9,16 @@ live worker is refused at once, as before.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
+import soundfile as sf
 
 from lidroute.audio import StreamDecoder
 from lidroute.errors import AudioTimeout, LanguageNotFound, LanguageNotServed, Unavailable
@@ -207,6 +210,29 @@ async def test_a_client_that_sends_no_or_too_little_audio_is_ended_with_out_of_r
         async for _ in router.transcribe(streaming, _sent(chunks), 30.0):
             pass
     assert err.value.code == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_a_container_stream_far_slower_than_any_codec_is_ended_and_one_at_a_codecs_rate_is_not(
+    make_router: MakeRouter,
+) -> None:
+    """FLAC or OGG is decoded only when it ends, so its rate is judged by its bytes: 64 bytes every
+    0.2 s (320 B/s) is under a limit of 1,000 B/s; a FLAC file sent in parts 0.2 s apart is over it."""
+    router = make_router(**SLOT_LIMITS, min_container_bytes_per_second=1000.0)
+    slow = router._pump(
+        _sent([(0.2, b"x" * 64)] * 6), StreamDecoder.for_container(router.limits), AudioBuffer()
+    )
+    with pytest.raises(AudioTimeout, match=r"encoded audio arrives at \d+ bytes/s .*min_container_bytes"):
+        await slow
+    buf = io.BytesIO()
+    sf.write(buf, np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32), 16000, format="FLAC")
+    flac = buf.getvalue()
+    parts = [flac[i : i + len(flac) // 5 + 1] for i in range(0, len(flac), len(flac) // 5 + 1)]
+    assert len(flac) / (0.2 * len(parts)) > 1000
+    audio = AudioBuffer()
+    await router._pump(
+        _sent([(0.2, part) for part in parts]), StreamDecoder.for_container(router.limits), audio
+    )
+    assert len(audio.array()) == 16000  # no AudioTimeout: the whole file, decoded
 
 
 async def test_audio_at_half_real_time_is_slow_but_served(make_router: MakeRouter) -> None:
