@@ -102,6 +102,19 @@ def test_sentence_pool_is_disjoint_and_flags_numbers_at_scale() -> None:
     assert sum(flag for items in split.values() for _, flag in items) == round(0.3 * 450)
 
 
+def test_running_text_takes_its_share_of_the_pool_where_the_word_list_has_the_language() -> None:
+    counts = {"train": 200, "dev": 20, "test": 20, "test_hard": 20}
+    plan = corpus.SynthPlan(numbers=0.0, running=0.5)
+    english = corpus.corpus_sentences("en", counts, seed=3, plan=plan)
+    texts = [t for items in english.values() for t, _ in items]
+    running = [t for t in texts if len(t.split()) >= 6]  # word sentences have 2-5 words
+    assert len(texts) == len(set(texts)) == 260 and len(running) == 130
+    words = [w for t in running for w in t.split()]
+    assert words.count("the") > len(words) / 40  # drawn as often as English uses them
+    swahili = corpus.corpus_sentences("sw", counts, seed=3, plan=plan)  # no word list: names alone
+    assert all(len(t.split()) <= 5 for items in swahili.values() for t, _ in items)
+
+
 @needs_espeak
 def test_same_seed_same_corpus_other_seed_other_corpus(made: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"

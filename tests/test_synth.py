@@ -68,6 +68,17 @@ def test_sentences_are_deterministic_distinct_and_seeded() -> None:
         assert set(words) <= vocab
 
 
+def test_running_text_draws_common_words_by_use_and_refuses_a_language_without_a_list() -> None:
+    words, shares = synth.common_words("fr")
+    assert len(words) > 15000 and shares.sum() == pytest.approx(1.0) and words[0] == "de"
+    assert "l" not in words and "à" in words  # an elided consonant is no word; a vowel can be
+    texts = synth.make_running_text("fr", 50, seed=1)
+    assert texts == synth.make_running_text("fr", 50, seed=1) != synth.make_running_text("fr", 50, seed=2)
+    assert len(set(texts)) == 50 and all(6 <= len(t.split()) <= 14 for t in texts)
+    with pytest.raises(ValueError, match="no word list of 'qu'"):
+        synth.make_running_text("qu", 1, seed=0)
+
+
 def test_sentences_from_a_restricted_vocabulary() -> None:
     vocab = synth.vocabulary("es")[:10]
     sentences = synth.make_sentences("es", 30, seed=0, vocab=vocab, min_words=1, max_words=3)

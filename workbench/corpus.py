@@ -77,6 +77,12 @@ def _add_synth_command(csub: argparse._SubParsersAction) -> None:  # type: ignor
         default=SynthPlan.kokoro,
         help="share of each split spoken by Kokoro-82M's neural voices (a new speaker each), not espeak-ng",
     )
+    make.add_argument(
+        "--running",
+        type=float,
+        default=SynthPlan.running,
+        help="share of sentences that are running text of the language's common words (wordfreq)",
+    )
     _add_workers(make)
     make.set_defaults(corpus_handler=cmd_synth)
 
@@ -144,7 +150,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         noise=args.noise,
         level=args.level,
         vocab_words=args.vocab_words,
-        plan=SynthPlan(numbers=args.numbers, kokoro=args.kokoro),
+        plan=SynthPlan(numbers=args.numbers, kokoro=args.kokoro, running=args.running),
         workers=args.workers,
         progress=lambda line: print(line, flush=True),
     )

@@ -245,6 +245,53 @@ def make_sentences(
     return _distinct(n, sentence, f"sentences of {n} from {len(words)} words")
 
 
+#: How many of a language's commonest words running text draws on (`make_running_text`).
+COMMON_WORDS = 20_000
+_VOWELS = "aeiouy"
+
+
+@cache
+def _common_words(lang: str, size: int) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    import wordfreq
+
+    if lang not in wordfreq.available_languages():
+        return (), ()  # wordfreq would answer with the nearest language it has
+    script = get_language(lang).script
+    # A lone consonant is an elided article or pronoun cut from its word (French "l'", "d'"),
+    # which a synthesizer would spell out.
+    words = tuple(
+        w
+        for w in wordfreq.top_n_list(lang, size)
+        if _in_script(w, script) and (len(w) > 1 or unicodedata.normalize("NFD", w)[0] in _VOWELS)
+    )
+    return words, tuple(wordfreq.word_frequency(w, lang) for w in words)
+
+
+def common_words(lang: str, size: int = COMMON_WORDS) -> tuple[list[str], np.ndarray]:
+    """The `size` commonest words of `lang` in the installed `wordfreq` package (data CC BY-SA
+    4.0) that are spelt in its script, and the share of use of each (summing to 1); none where
+    wordfreq has no list of the language. Read at run time, as Babel's CLDR names are."""
+    words, frequencies = _common_words(lang, size)
+    shares = np.array(frequencies, dtype=np.float64)
+    return list(words), shares / shares.sum() if len(shares) else shares
+
+
+def make_running_text(lang: str, n: int, *, seed: int, min_words: int = 6, max_words: int = 14) -> list[str]:
+    """`n` distinct sequences of `min_words`..`max_words` of the language's common words, each
+    drawn as often as the language uses it: the short function words between longer ones that
+    read speech runs together and sequences of CLDR names lack. Not grammatical either."""
+    words, shares = common_words(lang)
+    if not words:
+        raise ValueError(f"no word list of {lang!r} to draw running text from")
+    rng = _rng(seed, lang, "running text")
+
+    def sentence() -> str:
+        picks = rng.choice(len(words), size=int(rng.integers(min_words, max_words + 1)), p=shares)
+        return " ".join(words[i] for i in picks)
+
+    return _distinct(n, sentence, f"running texts of {n} from {len(words)} words")
+
+
 def supports_numbers(lang: str) -> bool:
     """True when num2words can spell numbers in `lang` (of the 12: not hi, sw, mr, qu)."""
     spec = get_language(lang)

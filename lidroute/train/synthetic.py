@@ -59,6 +59,9 @@ class SynthPlan:
     #: (`lidroute.train.kokoro`), instead of espeak-ng: speech of a second, more natural kind.
     kokoro: float = 0.0
     kokoro_speeds: tuple[float, float] = (0.8, 1.25)
+    #: Share of sentences that are running text (`synth.make_running_text`: 6-14 common words drawn
+    #: by how often the language uses them) rather than CLDR names, where wordfreq has the language.
+    running: float = 0.0
 
 
 def split_voices(seed: int, share: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -82,17 +85,19 @@ def corpus_sentences(
     total = sum(counts.values())
     n_numbers = round(plan.numbers * total) if synth.supports_numbers(lang) else 0
     numbers = synth.make_number_sentences(lang, n_numbers, seed=seed, vocab=vocab) if n_numbers else []
+    n_running = round(plan.running * total) if synth.common_words(lang)[0] else 0
+    running = synth.make_running_text(lang, n_running, seed=seed) if n_running else []
     # Extra word sentences cover any that collide with a number sentence.
     words = synth.make_sentences(
         lang,
-        total - n_numbers + n_numbers // 10 + 10,
+        total - n_numbers - n_running + n_numbers // 10 + 10,
         seed=seed,
         min_words=plan.min_words,
         max_words=plan.max_words,
         vocab=vocab,
     )
     pool: dict[str, bool] = dict.fromkeys(numbers, True)
-    for sentence in words:
+    for sentence in [*running, *words]:
         if len(pool) == total:
             break
         pool.setdefault(sentence, False)
@@ -382,4 +387,7 @@ def synth_command(folder: str | Path) -> str | None:
     numbers = recipe.get("plan", {}).get("numbers", SynthPlan.numbers)
     if numbers != SynthPlan.numbers:
         flags.append(f"--numbers {numbers}")
+    running = recipe.get("plan", {}).get("running", SynthPlan.running)
+    if running != SynthPlan.running:
+        flags.append(f"--running {running}")
     return "lidroute corpus synth " + " ".join(flags)
