@@ -41,6 +41,8 @@ LM_FILE = "lm.json"
 DEFAULT_BEAM = 64
 _BOS = "<s>"
 APOSTROPHE = "'"
+#: Partial words whose answer `WordLM.is_prefix` keeps (then it starts again): a few MB.
+_PREFIX_ANSWERS = 100_000
 _EOS = "</s>"
 _NEG_INF = -math.inf
 
@@ -137,6 +139,8 @@ class WordLM:
     counts: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     #: Every word in order, for `is_prefix` (a set of every prefix would hold twice the strings).
     _sorted: list[str] = field(default_factory=list, init=False, repr=False)
+    #: `is_prefix`'s answers: a search asks about the same partial words hundreds of times.
+    _prefix_answers: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
     _total: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -214,6 +218,14 @@ class WordLM:
 
     def is_prefix(self, partial: str) -> bool:
         """Whether some known word (or known words joined by apostrophes) begins with `partial`."""
+        answer = self._prefix_answers.get(partial)
+        if answer is None:
+            if len(self._prefix_answers) >= _PREFIX_ANSWERS:
+                self._prefix_answers.clear()
+            answer = self._prefix_answers[partial] = self._is_prefix(partial)
+        return answer
+
+    def _is_prefix(self, partial: str) -> bool:
         if self._begins_a_word(partial):
             return True
         *joined, last = partial.split(APOSTROPHE)
