@@ -77,7 +77,11 @@ class CtcModel:
                 "language": language,
                 "uri": spec.uri,
                 "params": self.acoustic.parameters(),
-                "decoder": f"beam {beam} with a {self.lm.vocabulary_size}-word LM" if self.lm else "greedy",
+                "decoder": (
+                    f"beam {self.lm.settings(beam).beam} with a {self.lm.vocabulary_size}-word LM"
+                    if self.lm
+                    else "greedy"
+                ),
             },
         )
 
