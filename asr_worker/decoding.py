@@ -365,11 +365,11 @@ def _step(
     tokens, blank, delimiter = vocab.tokens, vocab.blank, vocab.delimiter
     nxt: dict[_Key, _Beam] = {}
     extend = functools.partial(_extend, nxt)
+    scored = [(c, float(row[c])) for c in candidates]  # once a frame, not once a beam
 
     for beam in beams.values():
         total = beam.acoustic
-        for c in candidates:
-            p = float(row[c])
+        for c, p in scored:
             if c == blank:
                 same = extend(beam, beam.words, beam.partial, beam.last)
                 same.blank = _logsumexp(same.blank, total + p)
