@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lidroute.wordlist import common_words
+
 if TYPE_CHECKING:
     from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
@@ -79,13 +81,6 @@ class Lexicon:
         if self.source != "wordfreq" or self.size < 1:
             raise ValueError(f"a lexicon is wordfreq's commonest words, not {self.source!r} x {self.size}")
 
-    @staticmethod
-    def knows(language: str) -> bool:
-        """Whether the word list has `language` (it would answer for another with the nearest it has)."""
-        import wordfreq
-
-        return language in wordfreq.available_languages()
-
     def counts(self) -> dict[str, int]:
         """The words (those spelt with `alphabet` alone) and their counts."""
         return dict(_lexicon_counts(self))
@@ -93,24 +88,12 @@ class Lexicon:
 
 @functools.cache
 def _lexicon_counts(lexicon: Lexicon) -> tuple[tuple[str, int], ...]:
-    try:
-        import wordfreq
-    except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise ValueError("this LM reads its words from the wordfreq package, which is not installed") from exc
-    if not Lexicon.knows(lexicon.language):
-        # wordfreq would answer with the nearest language it has (Swahili with English's words).
-        raise ValueError(f"wordfreq has no word list of {lexicon.language!r}")
-    # The list is binned by frequency in centibels; numbers are folded into tokens like "00".
-    bins = wordfreq.get_frequency_list(lexicon.language)
     letters = set(lexicon.alphabet)
-    words = ((w, i) for i, words in enumerate(bins) for w in words if not any(c.isdigit() for c in w))
-    counts = tuple(
-        (word, max(1, round(10 ** (-centibels / 100) * lexicon.scale)))
-        for word, centibels in itertools.islice(words, lexicon.size)
+    return tuple(
+        (word, max(1, round(share * lexicon.scale)))
+        for word, share in common_words(lexicon.language, lexicon.size)
         if set(word) <= letters
     )
-    wordfreq.get_frequency_list.cache_clear()  # a worker keeps the counts, not the whole list
-    return counts
 
 
 @dataclass

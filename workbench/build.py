@@ -539,10 +539,10 @@ class _HeadRuns:
 
     def add_lexicons(self, words: int, stage: Callable[[str], None]) -> None:
         """Each trained head's word LM (`lexicon_lms`), once all are trained."""
-        from asr_worker.decoding import Lexicon
         from asr_worker.recipes.heads import lexicon_lms
+        from lidroute.wordlist import has_words
 
-        languages = [lang for lang in self.runs.values() if lang != POOLED and Lexicon.knows(lang)]
+        languages = [lang for lang in self.runs.values() if lang != POOLED and has_words(lang)]
         if not words or not languages or not self.real:
             return
         stage(f"word LMs of the {words:,} commonest words of {', '.join(languages)}, tuned together...")

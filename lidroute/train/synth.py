@@ -27,6 +27,8 @@ from functools import cache
 
 import numpy as np
 
+from lidroute import wordlist
+
 ESPEAK = "espeak-ng"
 ESPEAK_RATE_FALLBACK = 22050
 
@@ -252,19 +254,17 @@ _VOWELS = "aeiouy"
 
 @cache
 def _common_words(lang: str, size: int) -> tuple[tuple[str, ...], tuple[float, ...]]:
-    import wordfreq
-
-    if lang not in wordfreq.available_languages():
-        return (), ()  # wordfreq would answer with the nearest language it has
+    if not wordlist.has_words(lang):
+        return (), ()
     script = get_language(lang).script
     # A lone consonant is an elided article or pronoun cut from its word (French "l'", "d'"),
     # which a synthesizer would spell out.
-    words = tuple(
-        w
-        for w in wordfreq.top_n_list(lang, size)
+    kept = [
+        (w, share)
+        for w, share in wordlist.common_words(lang, size)
         if _in_script(w, script) and (len(w) > 1 or unicodedata.normalize("NFD", w)[0] in _VOWELS)
-    )
-    return words, tuple(wordfreq.word_frequency(w, lang) for w in words)
+    ]
+    return tuple(w for w, _ in kept), tuple(share for _, share in kept)
 
 
 def common_words(lang: str, size: int = COMMON_WORDS) -> tuple[list[str], np.ndarray]:
