@@ -16,10 +16,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lidroute.audio import TARGET_RATE, float_to_pcm16
+
+if TYPE_CHECKING:
+    from workbench.stack import StackConfig
 
 OUT = Path("bench-results")
 
@@ -258,22 +262,29 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _stack_config(models_dir: Path, router_args: list[str] | None = None) -> StackConfig:
+    """A stack of real processes on the models folder, logging warnings only."""
+    from lidroute.cli import lid_source, model_dirs
+    from workbench.stack import StackConfig
+
+    lid, asr = model_dirs(models_dir)
+    return StackConfig(
+        lid_model=lid_source(lid),
+        models={k: str(v) for k, v in asr.items()},
+        extra_env={"LIDROUTE_LOG_LEVEL": "WARNING"},
+        router_args=router_args or [],
+    )
+
+
 def through_the_stack(
     models_dir: Path, audio: np.ndarray, runs: int, concurrency: str
 ) -> tuple[tuple[list[float], dict[str, list[float]]], dict[str, Rate]]:
     """End-to-end latencies, then (requests/s, p50, p95 latency) per concurrency level (`c4`, ...),
     all on one stack started once: a fresh stack per level would measure its warm-up too."""
-    from lidroute.cli import lid_source, model_dirs
-    from workbench.stack import Stack, StackConfig
+    from workbench.stack import Stack
 
-    lid, asr = model_dirs(models_dir)
-    config = StackConfig(
-        lid_model=lid_source(lid),
-        models={k: str(v) for k, v in asr.items()},
-        extra_env={"LIDROUTE_LOG_LEVEL": "WARNING"},
-    )
     rows: dict[str, Rate] = {}
-    with Stack(config) as stack:
+    with Stack(_stack_config(models_dir)) as stack:
         e2e = asyncio.run(end_to_end(stack.router_address, audio, runs))
         for level in (int(c) for c in concurrency.split(",")):
             rows[f"c{level}"] = asyncio.run(
@@ -293,17 +304,10 @@ def admission(models_dir: Path, audio: np.ndarray, waves: int) -> dict[str, list
     one took (`admitted`), and each that failed otherwise (`failed`: none should)."""
     import grpc
 
-    from lidroute.cli import lid_source, model_dirs
     from lidroute.client import Client
-    from workbench.stack import Stack, StackConfig
+    from workbench.stack import Stack
 
-    lid, asr = model_dirs(models_dir)
-    config = StackConfig(
-        lid_model=lid_source(lid),
-        models={k: str(v) for k, v in asr.items()},
-        extra_env={"LIDROUTE_LOG_LEVEL": "WARNING"},
-        router_args=["--max-streams", str(ADMISSION_LIMIT)],
-    )
+    config = _stack_config(models_dir, router_args=["--max-streams", str(ADMISSION_LIMIT)])
     pcm = float_to_pcm16(audio)
     outcomes: dict[str, list[float]] = {"admitted": [], "refused": [], "failed": []}
 
