@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lidroute import wordlist
 from lidroute.train import synth
 from lidroute.train.augment import add_noise, set_peak, telephone
 from lidroute.train.budget import usable_cores
@@ -85,7 +86,7 @@ def corpus_sentences(
     total = sum(counts.values())
     n_numbers = round(plan.numbers * total) if synth.supports_numbers(lang) else 0
     numbers = synth.make_number_sentences(lang, n_numbers, seed=seed, vocab=vocab) if n_numbers else []
-    n_running = round(plan.running * total) if synth.common_words(lang)[0] else 0
+    n_running = round(plan.running * total) if wordlist.has_words(lang) else 0
     running = synth.make_running_text(lang, n_running, seed=seed) if n_running else []
     # Extra word sentences cover any that collide with a number sentence.
     words = synth.make_sentences(
