@@ -23,7 +23,7 @@ import redis.exceptions
 from lidroute.errors import InvalidArgument
 from lidroute.keys import Keys
 from lidroute.registry import HEAD_FILE, MODEL_KINDS, ModelSpec, Registry, check_language_code
-from lidroute.settings import CommonSettings, add_setting_flags, settings_from_namespace
+from lidroute.settings import CommonSettings, add_setting_flags, settings_from_namespace, without_password
 
 DEFAULT_ROUTER = os.environ.get("LIDROUTE_ROUTER_ADDR", "localhost:50051")
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -102,8 +102,8 @@ async def _with_registry(args: argparse.Namespace, parser: argparse.ArgumentPars
         return await fn(Registry(client, Keys(settings.key_prefix)))
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         print(
-            f"cannot reach Redis at {settings.redis_url} ({exc}): start the stack with `lidroute up`, "
-            "or name its Redis with --redis-url",
+            f"cannot reach Redis at {without_password(settings.redis_url)} ({exc}): start the stack with "
+            "`lidroute up`, or name its Redis with --redis-url",
             file=sys.stderr,
         )
         return 1

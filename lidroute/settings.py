@@ -17,6 +17,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -31,6 +32,14 @@ def comma_list(text: str | None) -> list[str]:
 
 def _split_commas(value: Any) -> Any:
     return comma_list(value) if isinstance(value, str) else value
+
+
+def without_password(url: str) -> str:
+    """The URL with its password masked, to print: a Redis URL carries the password in it."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -3,13 +3,19 @@ and the whole stack as real processes (or an existing deployment named by LIDROU
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import ipaddress
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from lidroute.keys import Keys
 from workbench.stack import RedisServer
@@ -37,6 +43,64 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redi
 @pytest.fixture
 def keys() -> Keys:
     return Keys("test:")
+
+
+# ---------------------------------------------------------------------- a certificate authority
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(subject: str, key, issuer=None, issuer_key=None, *, ca: bool = False):  # type: ignore[no-untyped-def]
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+def _pem(tmp: Path, name: str, cert, key) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    cert_path, key_path = tmp / f"{name}.crt", tmp / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A certificate authority made here, with a server pair for localhost and 127.0.0.1 and a client pair."""
+    tmp = tmp_path_factory.mktemp("pki")
+    ca_key = _key()
+    ca = _cert("lidroute test CA", ca_key, ca=True)
+    server_key, client_key = _key(), _key()
+    ca_crt, _ = _pem(tmp, "ca", ca, ca_key)
+    server_crt, server_pem = _pem(tmp, "server", _cert("localhost", server_key, ca, ca_key), server_key)
+    client_crt, client_pem = _pem(tmp, "client", _cert("a client", client_key, ca, ca_key), client_key)
+    return {
+        "ca": ca_crt,
+        "server": server_crt,
+        "server_key": server_pem,
+        "client": client_crt,
+        "client_key": client_pem,
+    }
 
 
 # ---------------------------------------------------------------------- models

@@ -131,6 +131,13 @@ def test_models_sync_gives_up_on_redis_after_the_wait(
     assert "Redis unreachable after 0 s" in capsys.readouterr().err
 
 
+def test_an_unreachable_redis_is_named_without_its_password(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"rediss://:hunter2@127.0.0.1:{free_port()}/0"
+    assert cli(["models", "list", "--redis-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach Redis at rediss://:***@127.0.0.1" in err and "hunter2" not in err
+
+
 def test_malformed_redis_url_is_reported(tmp_path: Path) -> None:
     result = run(["models", "list", "--redis-url", "http://nope"], {})
     assert result.returncode != 0

@@ -25,6 +25,7 @@ from lidroute.jobs import Job, JobQueue
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.registry import ModelSpec
 from tests.conftest import EXTERNAL_ROUTER, make_stack
+from workbench.stack import RedisTLS
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,8 +35,13 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def fault_stack(models_dir: Path):  # type: ignore[no-untyped-def]
-    with make_stack(models_dir, [["en", "es"], ["en", "es"]]) as stack:
+def fault_stack(models_dir: Path, pki: dict[str, Path]):  # type: ignore[no-untyped-def]
+    """Its Redis speaks TLS alone and wants a password, as a production one does: every fault below,
+    Redis killed and restarted among them, is survived over TLS."""
+    tls = RedisTLS(pki["server"], pki["server_key"], pki["ca"])
+    with make_stack(
+        models_dir, [["en", "es"], ["en", "es"]], redis_tls=tls, redis_password="fault-stack-pw"
+    ) as stack:
         yield stack
 
 
@@ -73,6 +79,16 @@ async def job_owner(redis_of: aioredis.Redis) -> str:
         if rows:
             return rows[0]["consumer"].decode()
     return ""
+
+
+def test_the_stacks_redis_answers_only_over_tls_and_with_its_password(fault_stack) -> None:  # type: ignore[no-untyped-def]
+    plain = redis.Redis(host="127.0.0.1", port=fault_stack.redis.port, socket_timeout=3)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        plain.ping()
+    anonymous = redis.Redis.from_url(fault_stack.redis_url.replace(":fault-stack-pw@", ""))
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.ping()
+    assert redis.Redis.from_url(fault_stack.redis_url).ping()
 
 
 async def test_a_registry_change_reloads_the_model_without_restart(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lidroute import cli as serving
 from lidroute.cli import DESCRIPTION, default_models_dir, has_models, lid_source, model_dirs
+from lidroute.settings import without_password
 
 
 # ---------------------------------------------------------------------- the stack
@@ -65,7 +66,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"REST (OpenAI's /v1/audio/transcriptions) on {stack.rest_url}/v1")
     if config.host in ("127.0.0.1", "localhost", "::1"):
         print("listening on this machine only: --host 0.0.0.0 serves other machines too")
-    print(f"Redis {stack.redis_url}, logs in {stack.log_dir}")
+    print(f"Redis {without_password(stack.redis_url)}, logs in {stack.log_dir}")
     if stack.metrics:
         ports = ", ".join(f"{name} :{port}" for name, port in stack.metrics.items())
         print(f"Prometheus /metrics: {ports}")

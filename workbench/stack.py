@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import grpc
 import redis
@@ -75,10 +76,22 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log_path:
         time.sleep(0.1)
 
 
-class RedisServer:
-    """A private redis-server on a free port, with append-only persistence so a restart keeps data."""
+@dataclass(frozen=True)
+class RedisTLS:
+    """Redis on TLS alone: its certificate pair, and the authority clients check it against."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+class RedisServer:
+    """A private redis-server on a free port, with append-only persistence so a restart keeps data;
+    with `tls` it listens on TLS alone, with `password` it refuses clients without it."""
+
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, password: str = "", tls: RedisTLS | None = None
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -88,18 +101,43 @@ class RedisServer:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca_file))}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _listen_args(self) -> list[str]:
+        args = ["--requirepass", self.password] if self.password else []
+        if not self.tls:
+            return [*args, "--port", str(self.port)]
+        return [
+            *args,
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(self.tls.cert_file),
+            "--tls-key-file",
+            str(self.tls.key_file),
+            "--tls-ca-cert-file",
+            str(self.tls.ca_file),
+            # Clients prove who they are by the password; a client certificate is not asked for.
+            "--tls-auth-clients",
+            "no",
+        ]
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *self._listen_args(),
                 "--bind",
                 "127.0.0.1",
                 "--dir",
@@ -118,7 +156,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port)
+        client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -149,6 +187,9 @@ class StackConfig:
     #: one worker process per group; an empty group serves every registered language
     worker_groups: list[list[str]] = field(default_factory=lambda: [[]])
     redis_url: str | None = None
+    #: the Redis the stack starts when it is given no redis_url: its password and TLS
+    redis_password: str = ""
+    redis_tls: RedisTLS | None = None
     router_port: int = 0
     #: where the router (and the REST gateway) listen: loopback unless asked for more
     host: str = "127.0.0.1"
@@ -297,7 +338,11 @@ class Stack:
     def start(self) -> Stack:
         try:
             if not self.redis_url:
-                self.redis = RedisServer(Path(self._tmp.name) / "redis")
+                self.redis = RedisServer(
+                    Path(self._tmp.name) / "redis",
+                    password=self.config.redis_password,
+                    tls=self.config.redis_tls,
+                )
                 self.redis.start()
                 self.redis_url = self.redis.url
             self.register_models()
