@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import types
 from collections.abc import Iterator
 from concurrent import futures
@@ -729,6 +730,90 @@ def test_the_compose_tls_overlay_serves_the_router_over_tls_which_the_gateway_di
     ]
 
 
+def test_the_compose_redis_tls_overlay_is_a_redis_on_tls_alone_that_every_client_dials_trusting_ca_crt(
+    dockerfile: dict[str, Stage],
+    settings_classes: dict[str, type[BaseSettings]],
+    tmp_path: Path,
+    pki: dict[str, Path],
+) -> None:
+    """docker/compose.redis-tls.yaml over the stack: Redis runs the base file's command plus TLS alone;
+    every service that dials Redis gets a rediss:// URL trusting LIDROUTE_REDIS_TLS_DIR's ca.crt, mounted
+    alone and read-only. Then the overlay's own command line runs here, on a real redis-server with a
+    certificate pair of this suite's CA, and answers a client built from the services' own URL."""
+    import redis
+    import redis.connection
+
+    from workbench.stack import free_port
+
+    overlay = COMPOSE.with_name("compose.redis-tls.yaml")
+    missing = run_compose_config(COMPOSE, {}, overlay)
+    assert missing.returncode != 0 and "LIDROUTE_REDIS_TLS_DIR" in missing.stderr
+    tls_dir = tmp_path / "redis-tls"
+    tls_dir.mkdir()
+    for name, key in (("tls.crt", "server"), ("tls.key", "server_key"), ("ca.crt", "ca")):
+        shutil.copy(pki[key], tls_dir / name)
+    proc = run_compose_config(COMPOSE, {"LIDROUTE_REDIS_TLS_DIR": str(tls_dir)}, overlay)
+    assert proc.returncode == 0, f"docker-compose config failed:\n{proc.stderr}"
+    config = yaml.safe_load(proc.stdout)
+    plain = run_compose_config(COMPOSE)
+    base_command = yaml.safe_load(plain.stdout)["services"]["redis"]["command"]
+    server = config["services"]["redis"]
+    assert server["command"][: len(base_command)] == base_command, (
+        "the overlay dropped a flag of the base file"
+    )
+    assert (str(tls_dir), "/tls", True) in [_compose_volume(v) for v in server["volumes"]]
+    assert server["healthcheck"]["test"][-4:] == ["--tls", "--cacert", "/tls/ca.crt", "ping"]
+
+    urls = set()
+    for name, service in compose_services(config, dockerfile).items():
+        if "LIDROUTE_REDIS_URL" not in service.env:
+            continue
+        settings = load_settings(service, settings_classes)
+        url = (
+            settings[0] if isinstance(settings, tuple) else settings
+        ).redis_url  # register: (settings, args)
+        ca = redis.connection.parse_url(url)["ssl_ca_certs"]
+        mounts = [_compose_volume(v) for v in config["services"][name].get("volumes", [])]
+        assert url.startswith("rediss://") and (f"{tls_dir}/ca.crt", ca, True) in mounts, name
+        assert not [m for m in mounts if m[0] == str(tls_dir)], f"{name} is given Redis's private key"
+        urls.add(url)
+    assert len(urls) == 1 and len(compose_services(config, dockerfile)) >= 5
+
+    port = free_port()
+    args = [a.replace("/tls/", f"{tls_dir}/") for a in server["command"][1:]]
+    args[args.index("--tls-port") + 1] = str(port)
+    daemon = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            *args,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        (url,) = urls
+        here = url.replace("@redis:6379", f"@127.0.0.1:{port}").replace(
+            "/run/lidroute/redis-ca", str(tls_dir)
+        )
+        client = redis.Redis.from_url(here)
+        for _ in range(100):
+            try:
+                assert client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("redis-server with the overlay's command never answered over TLS")
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis(port=port, password="lidroute-local", socket_timeout=3).ping()  # no TLS: refused
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
 # ====================================================================== chart: lint, schemas
 @pytest.mark.parametrize(
     "values", [[], *[[p] for p in VALUES_FILES]], ids=["defaults", *[p.stem for p in VALUES_FILES]]
@@ -1280,6 +1365,54 @@ def test_tokens_key_names_the_file_in_the_secret(
     assert_grpc_probes(container_of(docs, ROUTER), 50051, ROUTER)  # plaintext: its gRPC probes stay
 
 
+def test_an_in_cluster_redis_on_tls_is_dialled_by_every_client_and_keda_trusting_its_ca_alone(
+    helm: str, helm_tmp: Path, dockerfile: dict[str, Stage]
+) -> None:
+    """redis.internal.tls.secretName: Redis listens on TLS alone with the Secret's pair (its probe asks
+    over TLS); every container that dials Redis gets a rediss:// URL whose ssl_ca_certs is that Secret's
+    ca.crt in a read-only mount holding nothing else of it; KEDA's scalers take TLS and the same CA from
+    their TriggerAuthentication, and not also from the triggers (KEDA refuses both)."""
+    import redis.connection
+
+    docs = render(helm, [], {"redis": {"internal": {"tls": {"secretName": "redis-tls"}}}}, helm_tmp)
+    redis_key = f"StatefulSet/{FULLNAME}-redis"
+    server = container_of(docs, redis_key)
+    args = server["args"]
+    assert args[args.index("--port") + 1] == "0" and args[args.index("--tls-port") + 1] == "6379"
+    for flag, key in (
+        ("--tls-cert-file", "tls.crt"),
+        ("--tls-key-file", "tls.key"),
+        ("--tls-ca-cert-file", "ca.crt"),
+    ):
+        assert secret_file(docs, redis_key, args[args.index(flag) + 1]) == ("redis-tls", key)
+    assert "redis-cli --tls --cacert /tls/ca.crt ping" in " ".join(
+        server["readinessProbe"]["exec"]["command"]
+    )
+
+    clients = {
+        k: s
+        for k, s in chart_services(docs, dockerfile, "redis-tls").items()
+        if "LIDROUTE_REDIS_URL" in s.env
+    }
+    assert {k.split("/")[0] for k in clients} == {"Deployment", "Job"} and len(clients) >= 3, clients
+    for key, service in clients.items():
+        url = service.env["LIDROUTE_REDIS_URL"]
+        options = redis.connection.parse_url(url)
+        assert url.startswith("rediss://") and options["password"], key
+        assert secret_file(docs, key, options["ssl_ca_certs"]) == ("redis-tls", "ca.crt"), key
+        assert [i["key"] for i in secret_volumes(docs, key)["redis-tls"]["items"]] == ["ca.crt"], key
+
+    triggers = [t for so in find(docs, "ScaledObject") for t in so["spec"]["triggers"]]
+    assert triggers and all("enableTLS" not in t["metadata"] for t in triggers)
+    assert {t["authenticationRef"]["name"] for t in triggers} == {f"{FULLNAME}-redis"}
+    refs = {
+        r["parameter"]: (r["name"], r["key"])
+        for r in one(docs, "TriggerAuthentication", f"{FULLNAME}-redis")["spec"]["secretTargetRef"]
+    }
+    assert refs["ca"] == ("redis-tls", "ca.crt") and _secret_values(docs)[refs["tls"]] == "enable"
+    assert refs["password"] == (f"{FULLNAME}-redis", "redis-password")
+
+
 @pytest.mark.parametrize("scenario", SECURE_SCENARIOS)
 def test_router_tls_reads_its_secret_is_probed_on_its_port_and_the_gateway_dials_it_with_the_ca(
     rendered: dict[str, list[dict[str, Any]]],
@@ -1405,12 +1538,19 @@ def test_keda_scales_each_pool_on_the_streams_and_group_its_workers_read(
             assert meta["consumerGroup"] == WORKER_GROUP
             assert trigger["type"] == "redis-streams"
             host, _, port = meta["address"].rpartition(":")
-            if endpoint is not None:
-                assert (host, int(port), int(meta["databaseIndex"]), meta["enableTLS"] == "true") == endpoint
+            refs: dict[str, tuple[str, str]] = {}
             if "authenticationRef" in trigger:
                 (auth,) = find(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
-                (ref,) = auth["spec"]["secretTargetRef"]
-                assert ref["parameter"] == "password"
+                refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+                assert set(refs) in ({"password"}, {"password", "tls", "ca"}), refs
+            # TLS on from the trigger or from its authentication, which KEDA takes but never both.
+            assert ("enableTLS" in meta) != ("tls" in refs)
+            tls = (
+                meta.get("enableTLS") == "true"
+                or _secret_values(docs).get(refs.get("tls", ("", ""))) == "enable"
+            )
+            if endpoint is not None:
+                assert (host, int(port), int(meta["databaseIndex"]), tls) == endpoint
     assert len(served) == len(set(served)), "two pools scale on one language's queue"
 
 

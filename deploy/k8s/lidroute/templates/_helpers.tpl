@@ -149,8 +149,17 @@ each other. Takes (dict "settings" SETTINGS "resources" RESOURCES). */}}
 {{- end }}
 
 {{- define "lidroute.redisTLS" -}}
-{{- and (not .Values.redis.internal.enabled) .Values.redis.external.tls }}
+{{- if .Values.redis.internal.enabled }}{{ not (empty .Values.redis.internal.tls.secretName) }}
+{{- else }}{{ .Values.redis.external.tls }}{{ end }}
 {{- end }}
+
+{{/* The in-cluster Redis's TLS Secret, "" when it speaks plaintext (or Redis is external). */}}
+{{- define "lidroute.redisTLSSecret" -}}
+{{- if .Values.redis.internal.enabled }}{{ .Values.redis.internal.tls.secretName }}{{ end }}
+{{- end }}
+
+{{/* Where Redis's clients find the CA that signed the in-cluster Redis's certificate. */}}
+{{- define "lidroute.redisCADir" -}}/etc/lidroute/redis-ca{{- end }}
 
 {{/* Whether Redis has a password that KEDA must send. */}}
 {{- define "lidroute.redisHasPassword" -}}
@@ -159,6 +168,11 @@ each other. Takes (dict "settings" SETTINGS "resources" RESOURCES). */}}
 {{- else }}
 {{- or .Values.redis.internal.enabled (not (empty .Values.redis.password)) }}
 {{- end }}
+{{- end }}
+
+{{/* Non-empty when KEDA's scalers need a TriggerAuthentication: a password, or the in-cluster Redis's CA. */}}
+{{- define "lidroute.kedaAuth" -}}
+{{- if or (eq (include "lidroute.redisHasPassword" .) "true") (include "lidroute.redisTLSSecret" .) }}true{{ end }}
 {{- end }}
 
 {{/* The pod-level pieces of every lidroute pod. */}}
@@ -175,12 +189,22 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 
-{{/* Writable caches on emptyDirs (the root filesystem is read-only), and the models. */}}
+{{/* Writable caches on emptyDirs (the root filesystem is read-only), the models, and for the pods that
+dial Redis (.redis) the CA of an in-cluster Redis on TLS. (dict "root" $ "models" <bool> ["redis" <bool>]) */}}
 {{- define "lidroute.volumes" -}}
 - name: cache
   emptyDir: {}
 - name: tmp
   emptyDir: {}
+{{- if and .redis (include "lidroute.redisTLSSecret" .root) }}
+{{- /* Only the CA certificate: Redis's private key stays in Redis's pod. */}}
+- name: redis-ca
+  secret:
+    secretName: {{ include "lidroute.redisTLSSecret" .root }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
 {{- if .models }}
 - name: models
 {{- if .root.Values.models.volume }}
@@ -197,6 +221,11 @@ imagePullSecrets:
   mountPath: /var/cache/lidroute
 - name: tmp
   mountPath: /tmp
+{{- if and .redis (include "lidroute.redisTLSSecret" .root) }}
+- name: redis-ca
+  mountPath: {{ include "lidroute.redisCADir" .root }}
+  readOnly: true
+{{- end }}
 {{- if .models }}
 - name: models
   mountPath: {{ .root.Values.models.mountPath }}
