@@ -309,3 +309,10 @@ class JobQueue:
     async def queue_depth(self, lang: str) -> int:
         """Jobs waiting or in progress: what autoscaling reads (stream length, acked entries deleted)."""
         return int(await self.redis.xlen(self.keys.jobs(lang)))
+
+    async def queue_depths(self, langs: list[str]) -> list[int]:
+        """`queue_depth` of each language, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lang in langs:
+                pipe.xlen(self.keys.jobs(lang))
+            return [int(n) for n in await pipe.execute()]

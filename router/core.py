@@ -388,9 +388,9 @@ class Router:
                 self.redis_full = (
                     bool(limit) and memory["used_memory"] > self.settings.redis_memory_limit * limit
                 )
-                models, _ = await self.registry.served()
-                for lang in models:
-                    QUEUE_DEPTH.labels(lang).set(await self.queue.queue_depth(lang))
+                langs = list(await self.registry.models())
+                for lang, depth in zip(langs, await self.queue.queue_depths(langs), strict=True):
+                    QUEUE_DEPTH.labels(lang).set(depth)
             await asyncio.sleep(every)
 
     def admit(self, coming: int = 0) -> None:
@@ -507,8 +507,7 @@ class Router:
         decoder = self.decoder(config)
         hint, candidates = await self.plan(config)
         self.check_undetermined_action(config, candidates)
-        if hint is not None:
-            await self.admit_language(hint)
+        await self.admit_languages(hint, candidates)
         buffer = AudioBuffer()
         pump = asyncio.create_task(self._pump(chunks, decoder, buffer), name=f"pump-{request_id}")
         forward: asyncio.Task[None] | None = None
@@ -718,21 +717,22 @@ class Router:
                     if event.kind == "final":
                         return
 
-    async def admit_language(self, lang: str) -> None:
-        """Refuses a request for a language whose queue is full before it sends its audio, where
-        the language is known up front (a hint): one read of the queue's length. `_enqueue`
-        checks again, in one step with the add, for a queue that fills in between and for
-        languages known only once detected."""
-        limit = self.settings.max_queue_depth
-        if limit and await self.queue.queue_depth(lang) >= limit:
-            raise self._queue_full(lang)
+    async def admit_languages(self, hint: str | None, candidates: list[str]) -> None:
+        """Refuses a request before it sends its audio when every language it may go to has a full
+        queue: its hint, or all the candidates detection chooses among (one pipelined read of
+        their lengths). Where one candidate has room the request goes on, and `_enqueue` checks
+        again, in one step with the add, once the language is known."""
+        langs = [hint] if hint is not None else candidates
+        if langs and min(await self.queue.queue_depths(langs)) >= self.settings.max_queue_depth:
+            raise self._queue_full(*langs)
 
-    def _queue_full(self, lang: str) -> ResourceExhausted:
-        return ResourceExhausted(
-            f"{self.settings.max_queue_depth} {lang!r} jobs are waiting or in progress, the "
-            "limit (max_queue_depth); retry shortly",
-            retry_after=2.0,
-        )
+    def _queue_full(self, *langs: str) -> ResourceExhausted:
+        limit = self.settings.max_queue_depth
+        if len(langs) == 1:
+            what = f"{limit} {langs[0]!r} jobs are waiting or in progress"
+        else:
+            what = f"the queues of every language this request may go to ({_langs(langs)}) hold {limit} jobs"
+        return ResourceExhausted(f"{what}, the limit (max_queue_depth); retry shortly", retry_after=2.0)
 
     async def _enqueue(self, job: Job) -> None:
         """Queues the job under its client's lease, unless its language's queue is full."""

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 import soundfile as sf
 
 from lidroute.audio import StreamDecoder
-from lidroute.errors import AudioTimeout, LanguageNotFound, LanguageNotServed, Unavailable
+from lidroute.errors import AudioTimeout, LanguageNotFound, LanguageNotServed, ResourceExhausted, Unavailable
 from lidroute.jobs import Event, JobQueue
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.registry import ModelSpec, Registry
@@ -114,6 +114,27 @@ async def test_scale_from_zero_with_an_empty_registry_says_nothing_is_registered
     await redis_client.delete(keys.models)
     with pytest.raises(LanguageNotServed, match="no model is registered"):
         await make_router(scale_from_zero=True).plan(config())
+
+
+async def test_a_request_is_refused_before_its_audio_only_when_every_language_it_may_go_to_is_full(
+    make_router: MakeRouter, redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    """With a hint, that language's queue decides; without, detection could pick any candidate, so the
+    request waits for its audio while one of them has room."""
+    router = make_router(max_queue_depth=2, scale_from_zero=True)
+    hint, candidates = await router.plan(config())
+    assert (hint, candidates) == (None, ["en", "sw"])
+    for _ in range(2):
+        await redis_client.xadd(keys.jobs("en"), {"job": "{}"})
+    await router.admit_languages(None, candidates)  # sw has room
+    with pytest.raises(ResourceExhausted, match="2 'en' jobs are waiting or in progress") as refused:
+        await router.admit_languages("en", ["en"])
+    assert refused.value.retry_after == 2.0
+    await redis_client.xadd(keys.jobs("sw"), {"job": "{}"})
+    await router.admit_languages(None, candidates)  # one place left
+    await redis_client.xadd(keys.jobs("sw"), {"job": "{}"})
+    with pytest.raises(ResourceExhausted, match=r"every language this request may go to \(en, sw\) hold 2"):
+        await router.admit_languages(None, candidates)
 
 
 async def _audio(seconds: float) -> AsyncIterator[bytes]:
