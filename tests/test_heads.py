@@ -138,11 +138,16 @@ def test_a_pooled_head_learns_from_every_language_and_a_head_of_one_starts_from_
 def test_heads_get_word_lms_of_the_word_list_tuned_together_on_their_held_out_speakers(
     head: tuple[Path, dict], recorded: Path, tmp_path: Path
 ) -> None:
+    """...and on the dev split of a synthetic corpus, where it is given one."""
     folder = tmp_path / "es"
     shutil.copytree(head[0], folder)
     grid = {"weights": (0.5, 1.0), "bonuses": (2.0,), "oov_penalties": (3.0,)}
-    summary = lexicon_lms([folder], [str(recorded)], words=3000, grid=grid)
+    corpus = head[0].parent / "corpus"
+    summary = lexicon_lms([folder], [str(recorded)], words=3000, grid=grid, synthetic=[str(corpus)])
     assert summary["tuned_on"] == {"es": 2}  # the speaker "small", whom training never heard
+    spoken = [e for e in read_manifest(corpus / "dev.jsonl") if e.language == "es"]
+    assert summary["tuned_on_synthetic"] == len(spoken) > 0
+    assert f"--synthetic {corpus}" in summary["command"]
     assert summary["lm_weight"] in (0.5, 1.0) and summary["dev_cer"] >= 0 and summary["dev_cer_greedy"] >= 0
     lm = WordLM.load(folder)
     assert lm is not None and lm.lexicon is not None and lm.lexicon.language == "es"
@@ -152,6 +157,7 @@ def test_heads_get_word_lms_of_the_word_list_tuned_together_on_their_held_out_sp
     assert report["lm"]["lexicon"] == {"source": "wordfreq", "size": 3000}
     card = (folder / "README.md").read_text()
     assert "wordfreq" in card and f"python -m asr_worker lexicon \\\n    --heads {folder}" in card
+    assert f"{len(spoken)} synthetic dev sentences" in card
     model = CtcModel("es", ModelSpec(uri=str(folder)))
     assert model.lm is not None and model.lm.vocabulary_size == lm.vocabulary_size
     speech = read_manifest(head[0].parent / "corpus" / "dev.jsonl")[0].audio()

@@ -453,6 +453,12 @@ def lexicon_main(argv: Sequence[str] | None = None) -> None:
         help="JSONL manifest the heads were trained on; their held-out speakers tune the fusion (repeatable)",
     )
     parser.add_argument(
+        "--synthetic",
+        action="append",
+        default=[],
+        help="a synthetic corpus whose dev split tunes the fusion too (repeatable)",
+    )
+    parser.add_argument(
         "--words", type=int, default=LEXICON_WORDS, help="the commonest words of each language"
     )
     parser.add_argument(
@@ -462,4 +468,9 @@ def lexicon_main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure(args.log_level, fmt="text", service="asr-lexicon")
     folders = [Path(folder) for folder in comma_list(args.heads)]
-    _run(parser, lambda: print(json.dumps(lexicon_lms(folders, args.real, args.words, beam=args.beam))))
+    _run(
+        parser,
+        lambda: print(
+            json.dumps(lexicon_lms(folders, args.real, args.words, beam=args.beam, synthetic=args.synthetic))
+        ),
+    )

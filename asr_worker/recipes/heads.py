@@ -402,26 +402,38 @@ def lexicon_lms(
     words: int = LEXICON_WORDS,
     grid: Mapping[str, Sequence[float]] | None = None,
     beam: int = LEXICON_BEAM,
+    synthetic: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Gives each head a word LM of its language's `words` commonest words (`Lexicon`), with one
     fusion setting for all of them tuned on their held-out recorded speakers pooled
     (`tune_together`, over `grid` where given): the speakers each head's recipe held out of the
-    manifests `real`, which no head heard in training. Saves `lm.json` beside each head and adds
-    the LM to its report and card. Returns the setting and the pooled scores, greedy and with it.
+    manifests `real`, which no head heard in training, and the dev splits of the synthetic
+    corpora `synthetic`. Saves `lm.json` beside each head and adds the LM to its report and card.
+    Returns the setting and the pooled scores, greedy and with it.
 
     One setting because no head but English's has enough held-out sentences to choose alone,
-    and the word lists are of one source and size; the worker decodes with it at its beam width."""
+    and the word lists are of one source and size; the worker decodes with it at its beam width.
+    The recorded held-out speakers are children and learners reading single words and prompts:
+    a corpus with running text adds the fluent sentences where word boundaries are at stake."""
     from transformers import Wav2Vec2CTCTokenizer
 
-    heard, reports, greedy = [], [], []
+    heard, reports, greedy, synthetic_held = [], [], [], []
     for folder in folders:
         report = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
         head = CtcHead.load(folder)
-        recipe = HeadRecipe(report["language"], real=tuple(real), dev_share=report["recipe"]["dev_share"])
+        recipe = HeadRecipe(
+            report["language"],
+            real=tuple(real),
+            synthetic=tuple(synthetic),
+            dev_share=report["recipe"]["dev_share"],
+        )
         states = shared_states(head.config.layers)
         held = _real_examples(recipe)[1]
         if not held:
             raise CorpusError(f"no held-out recorded {recipe.language} speech in {', '.join(real)}")
+        spoken = _synthetic_examples(recipe, "dev")
+        synthetic_held.append(len(spoken))
+        held += spoken
         dev = [Utterance(states(e.audio()).half(), normalize_reference(e.text)) for e in held]
         tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(folder))
         alphabet = "".join(sorted(c for c in tokenizer.get_vocab() if len(c) == 1 and c != WORD_DELIMITER))
@@ -441,13 +453,15 @@ def lexicon_lms(
         "oov_letter_penalty": lms[0].oov_letter_penalty,
         "beam": beam,
         "tuned_on": {
-            report["language"]: len(refs) for report, (*_, refs) in zip(reports, heard, strict=True)
+            report["language"]: len(refs) - n
+            for report, (*_, refs), n in zip(reports, heard, synthetic_held, strict=True)
         },
+        "tuned_on_synthetic": sum(synthetic_held),
         "dev_cer_greedy": error_rate(references, greedy),
         "dev_wer_greedy": error_rate(references, greedy, words=True),
         "dev_cer": cer,
         "dev_wer": wer,
-        "command": lexicon_command(folders, real, words, beam),
+        "command": lexicon_command(folders, real, words, beam, synthetic),
     }
     for folder, report, lm in zip(folders, reports, lms, strict=True):
         lm.save(folder)
@@ -458,9 +472,12 @@ def lexicon_lms(
     return summary
 
 
-def lexicon_command(folders: Sequence[Path], real: Sequence[str], words: int, beam: int) -> str:
+def lexicon_command(
+    folders: Sequence[Path], real: Sequence[str], words: int, beam: int, synthetic: Sequence[str] = ()
+) -> str:
     """The command line of `lexicon_lms`, for the cards."""
     flags = [f"--heads {','.join(map(str, folders))}", *(f"--real {manifest}" for manifest in real)]
+    flags += [f"--synthetic {corpus}" for corpus in synthetic]
     flags += [f"--words {words}"] if words != LEXICON_WORDS else []
     flags += [f"--beam {beam}"] if beam != LEXICON_BEAM else []
     return " \\\n    ".join(["python -m asr_worker lexicon", *flags])
@@ -561,6 +578,8 @@ def _data_and_scores(report: dict[str, Any]) -> list[str]:
     ]
     if lm and lm.get("lexicon"):
         tuned = " + ".join(f"{n} {lang}" for lang, n in lm["tuned_on"].items())
+        if lm.get("tuned_on_synthetic"):
+            tuned += f"; and {lm['tuned_on_synthetic']} synthetic dev sentences"
         lines += [
             "",
             f"Word LM: {lm['words']:,} of the {lm['lexicon']['size']:,} commonest words in the installed"
