@@ -50,3 +50,40 @@ def test_twice_the_capacity_is_measured_on_a_router_at_its_limit(models_dir: Pat
     assert outcomes["refused"] and len(outcomes["admitted"]) >= ADMISSION_LIMIT // 2
     report = admission_rows({"admitted": [1.0, 2.0], "refused": [0.004, 0.006, 0.010], "failed": []})
     assert "| refused, RESOURCE_EXHAUSTED | 3 | 6.0 |" in report and "| failed otherwise | 0 |" in report
+
+
+def test_the_real_size_stand_ins_have_the_real_models_sizes_and_load_as_served_models_do(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """Counted on the meta device (nothing allocated): XLS-R 300M's and the VoxLingua107 ECAPA's
+    weights. Built small, the same code writes folders that the worker's `CtcModel` and the LID
+    service's model load and run, as the full-size ones do in `make bench`."""
+    import numpy as np
+    import torch
+    from transformers import Wav2Vec2ForCTC
+
+    from asr_worker.model import CtcModel
+    from lid_service.model import LanguageIdModel, LidRequest
+    from lidroute.cli import model_dirs
+    from lidroute.registry import ModelSpec
+    from workbench import standins
+
+    alphabet = next(p for p in model_dirs(models_dir)[1].values() if standins.is_wav2vec2(p))
+    with torch.device("meta"):
+        asr = sum(p.numel() for p in Wav2Vec2ForCTC(standins.asr_config(alphabet)).parameters())
+        lid = sum(p.numel() for p in standins.lid_network()[0].parameters())
+    assert 310e6 < asr < 320e6 and 19e6 < lid < 23e6, (asr, lid)
+    labels = standins.lid_labels()
+    assert len(labels) == len(set(labels)) == 107 and {"en", "sw", "mr", "qu"} <= set(labels)
+
+    small_asr = {**standins.ASR_SHAPE, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    small_asr |= {"intermediate_size": 64, "conv_dim": [32] * 7, "num_conv_pos_embedding_groups": 2}
+    small_lid = {**standins.LID_SHAPE, "channels": (32, 32, 32, 32, 96), "attention_channels": 8}
+    small_lid |= {"se_channels": 8, "lin_neurons": 16}
+    asr_dir = standins.build_asr(tmp_path / "asr", alphabet, shape=small_asr)
+    lid_dir = standins.build_lid(tmp_path / "lid", shape=small_lid)
+    audio = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    assert isinstance(CtcModel("mr", ModelSpec(uri=str(asr_dir))).transcribe(audio).text, str)
+    (scores,) = LanguageIdModel(str(lid_dir), tmp_path / "sb").identify([LidRequest(audio, ())])
+    assert len(scores) == 107 and abs(sum(p for _, p in scores) - 1) < 1e-3
+    assert "random weights" in (asr_dir / "README.md").read_text()

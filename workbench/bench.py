@@ -1,7 +1,8 @@
 """`make bench`: end-to-end latency of Transcribe next to the same models called in-process,
-throughput at several concurrency levels beside the server a user would write, and how fast a
-router at its limit refuses twice its capacity. Prints a Markdown table and writes it, with the
-raw figures as JSON, to bench-results/.
+throughput at several concurrency levels beside the server a user would write, how fast a
+router at its limit refuses twice its capacity, and what serving costs at real model sizes
+(random-weight stand-ins of XLS-R 300M and the VoxLingua107 ECAPA, `workbench.standins`).
+Prints a Markdown table and writes it, with the raw figures as JSON, to bench-results/.
 
 Everything is measured side by side in one run on one machine: compare the ratios, not the
 absolute numbers, across machines.
@@ -218,14 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     (e2e, parts), rows = through_the_stack(models_dir, audio, args.runs, args.concurrency)
     naive, heard = naive_server(models_dir, audio, args.concurrency)
     admitted = admission(models_dir, audio, args.admission_waves)
-    table = "\n\n".join(
-        [
-            _table(args, base, e2e, decoding, long, rows),
-            "\n".join(breakdown(e2e, parts)),
-            naive_rows(rows, naive, heard),
-            admission_rows(admitted),
-        ]
-    )
+    sections = [
+        _table(args, base, e2e, decoding, long, rows),
+        "\n".join(breakdown(e2e, parts)),
+        naive_rows(rows, naive, heard),
+        admission_rows(admitted),
+    ]
+    real: dict[str, object] = {}
+    if args.real_size_seconds:
+        real = real_size(models_dir, audio[: int(args.real_size_seconds * TARGET_RATE)], args.concurrency)
+        sections.append(real_size_rows(real, args.real_size_seconds))
+    table = "\n\n".join(sections)
     print(table)
     OUT.mkdir(exist_ok=True)
     (OUT / "bench.md").write_text(table + "\n")
@@ -240,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 "throughput": rows,
                 "naive_server_throughput": naive,
                 "admission_s": admitted,
+                "real_size": real,
             }
         )
     )
@@ -258,6 +263,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--long-runs", type=int, default=3)
     parser.add_argument(
         "--admission-waves", type=int, default=5, help="rounds of twice the router's capacity at once"
+    )
+    parser.add_argument(
+        "--real-size-seconds",
+        type=float,
+        default=2.0,
+        help="clip length for the real-size stand-ins (0: leave them out)",
     )
     return parser.parse_args(argv)
 
@@ -411,6 +422,182 @@ def naive_rows(
             f"| {key[1:]} | {rps:.2f} | {their_rps:.2f} | {rps / their_rps:.2f}x |"
             f" {1000 * median:.0f} / {1000 * their_median:.0f} | {1000 * p95:.0f} / {1000 * their_p95:.0f} |"
         )
+    return "\n".join(lines)
+
+
+#: Where `make bench` keeps the real-size stand-ins (`workbench.standins`; 1.3 GB, built once).
+STANDINS = Path("build/standins")
+
+
+def real_size(models_dir: Path, audio: np.ndarray, concurrency: str) -> dict[str, object]:
+    """The stand-ins of real size (a VoxLingua107-shaped ECAPA, an XLS-R-300M-shaped recognizer,
+    random weights): each model alone on one thread, batch 1 and batched; then served, the ECAPA
+    by the LID service and the recognizer by one worker (its language hinted, so only it runs):
+    latency and throughput per concurrency level, the worker's own time per request, the LID
+    service's batch sizes, and each process's peak memory."""
+    from workbench.stack import Stack, StackConfig, free_port
+    from workbench.standins import ASR_DIR, LID_DIR, build_standins
+
+    lid_dir, asr_dir = build_standins(STANDINS, models_dir)
+    alone = _alone(lid_dir, asr_dir, audio)
+    levels = [int(c) for c in concurrency.split(",")]
+    config = StackConfig(
+        lid_model=str(lid_dir),
+        models={"mr": str(asr_dir)},
+        worker_groups=[["mr"]],
+        extra_env={"LIDROUTE_LOG_LEVEL": "WARNING"},
+        metrics_port=free_port(),
+    )
+    with Stack(config) as stack:
+        (times, parts) = asyncio.run(end_to_end(stack.router_address, audio, 5))
+        served = {
+            f"c{level}": asyncio.run(throughput(stack.router_address, audio, level, max(4, level)))
+            for level in levels
+        }
+        window = audio[:TARGET_RATE]
+        lid = {
+            f"c{level}": asyncio.run(_identify(stack.addresses["lid"], window, level, max(16, 2 * level)))
+            for level in levels
+        }
+        batches = _histogram_mean(stack.metrics["lid"], "lidroute_lid_batch_size")
+        peak = {name: _peak_rss_mb(proc.pid) for name, proc in stack.procs.items()}
+    return {
+        "models": {"lid": LID_DIR, "asr": ASR_DIR},
+        "alone_s": alone,
+        "end_to_end_s": times,
+        "inference_s": parts.get("inference", []),
+        "served": served,
+        "lid_served": lid,
+        "lid_mean_batch": batches,
+        "peak_rss_mb": peak,
+    }
+
+
+def _alone(lid_dir: Path, asr_dir: Path, audio: np.ndarray) -> dict[str, float]:
+    """Median seconds per item of each stand-in on one thread, as each service runs: the recognizer
+    on the clip (batch 1, and 4 clips in one call), the ECAPA on its first second (1, and 16)."""
+    import torch
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    from asr_worker.model import CtcModel
+    from lidroute.registry import ModelSpec
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ctc = CtcModel("mr", ModelSpec(uri=str(asr_dir)))
+        model = ctc.acoustic.model  # type: ignore[attr-defined]
+        clip = torch.from_numpy(audio)[None]
+        lid = EncoderClassifier.from_hparams(source=str(lid_dir), savedir=tempfile.mkdtemp())
+        window = clip[:, :TARGET_RATE]
+
+        def per_item(fn, items: int, runs: int) -> float:  # type: ignore[no-untyped-def]
+            fn()
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - start) / items)
+            return statistics.median(times)
+
+        with torch.inference_mode():
+            return {
+                "asr_batch1": per_item(lambda: model(clip), 1, 3),
+                "asr_batch4": per_item(lambda: model(clip.repeat(4, 1)), 4, 2),
+                "asr_transcribe": per_item(lambda: ctc.transcribe(audio), 1, 3),
+                "lid_batch1": per_item(lambda: lid.classify_batch(window), 1, 5),
+                "lid_batch16": per_item(lambda: lid.classify_batch(window.repeat(16, 1)), 16, 3),
+            }
+    finally:
+        torch.set_num_threads(threads)
+
+
+async def _identify(address: str, window: np.ndarray, concurrency: int, requests: int) -> Rate:
+    """(windows/s, p50, p95) of Identify calls straight to the LID service, `concurrency` at a time."""
+    import grpc
+
+    from lidroute.v1 import language_id_pb2 as lid_pb
+    from lidroute.v1 import language_id_pb2_grpc as lid_grpc
+
+    request = lid_pb.IdentifyRequest(audio_content=float_to_pcm16(window), top_k=3)
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = lid_grpc.LanguageIdentifierStub(channel)
+        await stub.Identify(request, timeout=60)
+        left = list(range(requests))
+
+        async def caller() -> None:
+            while left:
+                left.pop()
+                start = time.perf_counter()
+                await stub.Identify(request, timeout=300)
+                latencies.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return requests / wall, pct(latencies, 50), pct(latencies, 95)
+
+
+def _histogram_mean(port: int, name: str) -> float:
+    """The mean of a Prometheus histogram a process exports on `port` (sum over count)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith((f"{name}_sum ", f"{name}_count ")):
+            key, value = line.split()
+            values[key.rsplit("_", 1)[1]] = float(value)
+    return values["sum"] / values["count"] if values.get("count") else float("nan")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """A live process's peak resident memory (VmHWM), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def real_size_rows(result: dict, seconds: float) -> str:  # type: ignore[type-arg]
+    """The stand-ins' report: the models alone, then served, and the worker beside its model."""
+    alone = result["alone_s"]
+    inference = statistics.median(result["inference_s"]) if result["inference_s"] else float("nan")
+    ms = lambda s: f"{1000 * s:.0f}"  # noqa: E731
+    lines = [
+        f"Real sizes, random weights (`python -m workbench.standins`: {result['models']['asr']}, 316M"
+        f" weights; {result['models']['lid']}, 107 languages), one thread a process, CPU (no GPU measured):",
+        "",
+        "| model alone, one thread | ms per item |",
+        "|---|---|",
+        f"| XLS-R-300M shape, {seconds:g} s clip, batch 1 | {ms(alone['asr_batch1'])} |",
+        f"| XLS-R-300M shape, {seconds:g} s clip, batch 4 | {ms(alone['asr_batch4'])} |",
+        f"| XLS-R-300M shape, transcribed (forward and decoding) | {ms(alone['asr_transcribe'])} |",
+        f"| VoxLingua107 shape, 1 s window, batch 1 | {ms(alone['lid_batch1'])} |",
+        f"| VoxLingua107 shape, 1 s window, batch 16 | {ms(alone['lid_batch16'])} |",
+        "",
+        f"Served: the worker's model and decoding, median at one stream, {ms(inference)} ms:"
+        f" {inference / alone['asr_batch1']:.2f}x the model's forward at batch 1,"
+        f" {inference / alone['asr_batch4']:.2f}x batched (the worker runs one clip a call).",
+        "",
+        "| concurrent streams | clips/s | audio s per s | p50 (ms) | p95 (ms) | LID windows/s |"
+        " LID p50 (ms) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, (rps, median, p95) in result["served"].items():
+        wps, lid_median, _ = result["lid_served"][key]
+        lines.append(
+            f"| {key[1:]} | {rps:.2f} | {rps * seconds:.1f} | {ms(median)} | {ms(p95)} | {wps:.1f} |"
+            f" {ms(lid_median)} |"
+        )
+    peak = ", ".join(f"{name} {mb:.0f} MB" for name, mb in result["peak_rss_mb"].items())
+    lines += [
+        "",
+        f"LID service: {result['lid_mean_batch']:.1f} windows per model call on average."
+        f" Peak memory: {peak}.",
+    ]
     return "\n".join(lines)
 
 
