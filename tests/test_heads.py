@@ -322,9 +322,13 @@ def test_the_build_gives_word_lms_to_the_heads_of_languages_the_word_list_has(
 
     calls: list[tuple] = []
     monkeypatch.setattr(
-        heads, "lexicon_lms", lambda *args: calls.append(args) or {"dev_cer_greedy": 0.3, "dev_cer": 0.25}
+        heads,
+        "lexicon_lms",
+        lambda *args, **kw: calls.append((*args, kw)) or {"dev_cer_greedy": 0.3, "dev_cer": 0.25},
     )
-    runs = _HeadRuns({Future(): POOLED, Future(): "en", Future(): "sw"}, {}, tmp_path, ("pack.jsonl",))
+    runs = _HeadRuns(
+        {Future(): POOLED, Future(): "en", Future(): "sw"}, {}, tmp_path, ("pack.jsonl",), ("corpus",)
+    )
     runs.add_lexicons(0, print)
     runs.add_lexicons(50_000, print)
-    assert calls == [([tmp_path / "asr" / "en"], ("pack.jsonl",), 50_000)]
+    assert calls == [([tmp_path / "asr" / "en"], ("pack.jsonl",), 50_000, {"synthetic": ("corpus",)})]

@@ -102,6 +102,10 @@ class BuildPlan:
     head_languages: tuple[str, ...] = ("en", "de", "es", "fr")
     head_corpus_sizes: tuple[int, int] = (600, 60)
     head_kokoro: float = 0.25
+    #: Share of the heads' synthetic sentences that are running text (the language's common words,
+    #: `lidroute corpus synth --running`): the recordings are children and learners reading words and
+    #: prompts, so without it no training sentence is fluent speech.
+    head_running: float = 0.5
     head_minutes: float = 8.0
     #: Minutes of a head pooled over all of `head_languages` (their alphabets are near one), which
     #: each language's head then starts from; 0: each starts from nothing. On held-out speakers
@@ -534,8 +538,10 @@ class _HeadRuns:
     runs: dict[Future[dict], str]
     waiting: dict[str, Any]  # language -> HeadRecipe
     out: Path
-    #: The recorded speech (manifests) they trained on, whose held-out speakers tune their LMs.
+    #: The recorded speech (manifests) they trained on, whose held-out speakers tune their LMs,
+    #: and the synthetic corpora, whose dev splits do too.
     real: tuple[str, ...] = ()
+    synthetic: tuple[str, ...] = ()
 
     def add_lexicons(self, words: int, stage: Callable[[str], None]) -> None:
         """Each trained head's word LM (`lexicon_lms`), once all are trained."""
@@ -547,7 +553,7 @@ class _HeadRuns:
             return
         stage(f"word LMs of the {words:,} commonest words of {', '.join(languages)}, tuned together...")
         folders = [self.out / "asr" / lang for lang in languages]
-        summary = lexicon_lms(folders, self.real, words)
+        summary = lexicon_lms(folders, self.real, words, synthetic=self.synthetic)
         stage(
             f"heads' word LMs: CER {summary['dev_cer_greedy']:.3f} greedy, {summary['dev_cer']:.3f} with them"
             " on held-out speakers"
@@ -602,7 +608,7 @@ def submit_heads(
         seed=plan.seed + 7,
         noise=True,
         level=True,
-        plan=replace(SynthPlan(), kokoro=plan.head_kokoro),
+        plan=replace(SynthPlan(), kokoro=plan.head_kokoro, running=plan.head_running),
     )
     real = [str(pack / "manifest.jsonl")]
     if (work / "teacher" / MANIFEST).is_file():
@@ -621,12 +627,14 @@ def submit_heads(
             lang: replace(recipe, init=str(pooled_dir), lr=plan.head_init_lr)
             for lang, recipe in recipes.items()
         }
-        return _HeadRuns({pool.submit(train_head, pooled, pooled_dir): POOLED}, waiting, out, tuple(real))
+        return _HeadRuns(
+            {pool.submit(train_head, pooled, pooled_dir): POOLED}, waiting, out, tuple(real), (str(corpus),)
+        )
     stage(
         f"training a head on Whisper's encoder for {', '.join(languages)} ({plan.head_minutes:g} min each)..."
     )
     runs = {pool.submit(train_head, recipe, out / "asr" / lang): lang for lang, recipe in recipes.items()}
-    return _HeadRuns(runs, {}, out, tuple(real))
+    return _HeadRuns(runs, {}, out, tuple(real), (str(corpus),))
 
 
 def cmd_build(args: argparse.Namespace) -> int:
