@@ -332,3 +332,23 @@ def test_the_build_gives_word_lms_to_the_heads_of_languages_the_word_list_has(
     runs.add_lexicons(0, print)
     runs.add_lexicons(50_000, print)
     assert calls == [([tmp_path / "asr" / "en"], ("pack.jsonl",), 50_000, {"synthetic": ("corpus",)})]
+
+
+def test_a_recipe_command_that_cannot_write_its_folder_says_what_and_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OSError's first argument is its number ("asr_worker head: 17" said nothing): the message
+    is the error itself, with the path. Here the folder is a link to a folder that is gone."""
+    import argparse
+
+    from asr_worker.recipes.commands import _run
+
+    dangling = tmp_path / "pooled-head"
+    dangling.symlink_to(tmp_path / "gone")
+    with pytest.raises(SystemExit) as stopped:
+        _run(
+            argparse.ArgumentParser(prog="asr_worker head"),
+            lambda: dangling.mkdir(parents=True, exist_ok=True),
+        )
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and f"File exists: '{dangling}'" in err, err

@@ -83,7 +83,9 @@ def _common(parser: argparse.ArgumentParser, *, log_level: bool = True) -> None:
 def _run(parser: argparse.ArgumentParser, fn: Callable[[], object]) -> None:
     try:
         fn()
-    except (CorpusError, KeyError, ValueError, OSError) as exc:
+    except OSError as exc:  # its first argument is the error number: say what and where
+        parser.exit(2, f"{parser.prog}: {exc}\n")
+    except (CorpusError, KeyError, ValueError) as exc:
         parser.exit(2, f"{parser.prog}: {exc.args[0] if exc.args else exc}\n")
 
 
