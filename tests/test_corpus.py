@@ -518,3 +518,58 @@ def test_a_share_of_the_corpus_is_spoken_by_kokoro_voices_and_none_by_default(tm
     mixed = voices(SynthPlan(kokoro=0.5), tmp_path / "mixed")
     assert 0 < sum(v.startswith("kokoro[") for v in mixed) < len(mixed)
     assert not any(v.startswith("kokoro[") for v in voices(SynthPlan(), tmp_path / "plain"))
+
+
+def test_a_room_reverberates_speech_past_its_end_at_its_level_with_its_words_in_place() -> None:
+    """An impulse response of a simulated room (image sources): the level kept, the onset where it
+    was (aligned on the direct sound), energy carried past the end of the sound, seeded."""
+    t = np.arange(32000) / 16000
+    burst = (0.3 * np.sin(2 * np.pi * 300 * t) * (t < 1.0)).astype(np.float32)
+    response = corpus.room_response(np.random.default_rng(0), rt60=(0.5, 0.6))
+    assert np.array_equal(response, corpus.room_response(np.random.default_rng(0), rt60=(0.5, 0.6)))
+    wet = corpus.reverberate(burst, response)
+    assert wet.dtype == np.float32 and len(wet) == len(burst)
+    assert abs(rms(wet) - rms(burst)) < 1e-3 * rms(burst)
+    assert rms(wet[17600:20800]) > 0.01 * rms(burst) and rms(burst[17600:]) == 0  # 0.1-0.3 s after
+    assert np.abs(wet[:800]).max() > 0.3 * np.abs(burst[:800]).max()  # starts when the sound does
+
+
+@pytest.mark.parametrize("codec", ["ulaw", "gsm", "opus"])
+def test_a_codec_round_trip_keeps_length_and_words_and_telephone_codecs_cut_the_band(codec: str) -> None:
+    rng = np.random.default_rng(1)
+    speechlike = rng.standard_normal(24000).astype(np.float32) * 0.1
+    decoded = corpus.through_codec(speechlike, codec)
+    assert decoded.dtype == np.float32 and len(decoded) == len(speechlike) and np.isfinite(decoded).all()
+    assert not np.allclose(decoded, speechlike, atol=1e-3), "a lossy codec changes the audio"
+    power = np.abs(np.fft.rfft(decoded)) ** 2
+    freqs = np.fft.rfftfreq(len(decoded), 1 / 16000)
+    high = power[freqs > 4300].sum() / power.sum()
+    if codec in ("ulaw", "gsm"):
+        assert high < 0.01, "8 kHz telephony keeps nothing above 4 kHz"
+    else:
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(24000) / 16000)).astype(np.float32)
+        heard = corpus.through_codec(tone, codec)
+        assert np.corrcoef(heard[2000:-2000], tone[2000:-2000])[0, 1] > 0.9
+
+
+def test_rooms_and_codecs_are_drawn_only_where_a_perturbation_asks_for_them() -> None:
+    """Off by default and then not drawn: recipes from before them reproduce draw for draw."""
+    from dataclasses import asdict
+
+    from asr_worker.recipes.ctc import Perturbation, perturb
+
+    clip = (0.2 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000)).astype(np.float32)
+    plain = Perturbation(pause_share=0, tempo_share=0, speed_share=0, noise_share=0, telephone_share=0)
+    rng, fresh = np.random.default_rng(5), np.random.default_rng(5)
+    assert np.array_equal(perturb(clip, rng, plain), clip)
+    fresh.random(5)  # the five shares drawn, none for rooms or codecs
+    assert rng.random() == fresh.random()
+    both = Perturbation(**{**asdict(plain), "reverb_share": 1.0, "codec_share": 1.0})
+    assert not np.allclose(perturb(clip, np.random.default_rng(5), both), clip, atol=1e-3)
+    described = Perturbation.describe(asdict(both))
+    assert "a room of reverberation time 0.2–0.9 s (100 %)" in described and "ulaw, gsm, opus" in described
+    assert "room" not in Perturbation.describe(asdict(plain)) and "codec" not in Perturbation.describe(
+        asdict(plain)
+    )
+    with pytest.raises(ValueError, match="share of clips"):
+        Perturbation(codec_share=1.5)

@@ -28,13 +28,17 @@ import torch
 from asr_worker.decoding import CtcTokens, WordLM, beam_search
 from lidroute.train.budget import Budget
 from lidroute.train.corpus import (
+    CODECS,
     add_noise,
     add_pauses,
     change_speed,
     change_tempo,
     change_timbre,
     json_tuples,
+    reverberate,
+    room_response,
     telephone,
+    through_codec,
 )
 from lidroute.train.synth import (
     VARIANTS,
@@ -202,6 +206,12 @@ class Perturbation:
     telephone_share: float = 0.3
     timbre_share: float = 0.0
     timbre_db: float = 6.0
+    #: Rooms (`room_response`, reverberation times in `rt60` s) and lossy codecs (`CODECS`, one
+    #: drawn per clip): what recorded speech brings that synthetic speech lacks. Off by default,
+    #: and then not drawn, like the equaliser.
+    reverb_share: float = 0.0
+    rt60: tuple[float, float] = (0.2, 0.9)
+    codec_share: float = 0.0
 
     def __post_init__(self) -> None:
         """A share outside 0–1 or a range upside down would train on something else than asked,
@@ -211,8 +221,10 @@ class Perturbation:
                 raise ValueError(f"{name} is a share of clips between 0 and 1, not {value}")
             if isinstance(value, tuple) and (len(value) != 2 or value[0] > value[1]):
                 raise ValueError(f"{name} is a range LOW,HIGH with LOW <= HIGH, not {value}")
-        if min(self.tempo[0], self.speed[0]) <= 0 or self.pause[0] < 0 or self.timbre_db < 0:
-            raise ValueError("tempo and speed factors are positive, pauses and timbre_db not negative")
+        if min(self.tempo[0], self.speed[0], self.rt60[0]) <= 0 or self.pause[0] < 0 or self.timbre_db < 0:
+            raise ValueError(
+                "tempo and speed factors and rt60 are positive, pauses and timbre_db not negative"
+            )
 
     @staticmethod
     def describe(fields: Mapping[str, Any]) -> str:
@@ -233,11 +245,17 @@ class Perturbation:
             if how.pause_share
             else ""
         )
+        room = (
+            f"a room of reverberation time {how.rt60[0]:g}–{how.rt60[1]:g} s ({share(how.reverb_share)}), "
+            if how.reverb_share
+            else ""
+        )
+        codec = f", then a codec ({', '.join(CODECS)}; {share(how.codec_share)})" if how.codec_share else ""
         return pauses + (
             f"tempo {how.tempo[0]}–{how.tempo[1]}× with pitch kept ({share(how.tempo_share)} of clips), "
             f"speed {how.speed[0]}–{how.speed[1]}× ({share(how.speed_share)}), "
-            f"{timbre}noise at {how.snr_db[0]:g}–{how.snr_db[1]:g} dB ({share(how.noise_share)}), "
-            f"then an 8 kHz telephone channel ({share(how.telephone_share)})"
+            f"{timbre}{room}noise at {how.snr_db[0]:g}–{how.snr_db[1]:g} dB ({share(how.noise_share)}), "
+            f"then an 8 kHz telephone channel ({share(how.telephone_share)}){codec}"
         )
 
 
@@ -245,7 +263,8 @@ PERTURBATION = Perturbation()
 
 
 def perturb(audio: np.ndarray, rng: np.random.Generator, how: Perturbation = PERTURBATION) -> np.ndarray:
-    """One draw of `how`: pauses, tempo (log-uniform), speed, timbre, noise, then the telephone channel."""
+    """One draw of `how`: pauses, tempo (log-uniform), speed, timbre, a room, noise, then the
+    channel: telephone band, then a codec (the order a call takes)."""
     if rng.random() < how.pause_share:
         audio = add_pauses(audio, rng, how.pause)
     if rng.random() < how.tempo_share:
@@ -254,10 +273,14 @@ def perturb(audio: np.ndarray, rng: np.random.Generator, how: Perturbation = PER
         audio = change_speed(audio, rng.uniform(*how.speed))
     if how.timbre_share and rng.random() < how.timbre_share:
         audio = change_timbre(audio, rng, how.timbre_db)
+    if how.reverb_share and rng.random() < how.reverb_share:
+        audio = reverberate(audio, room_response(rng, how.rt60))
     if rng.random() < how.noise_share:
         audio = add_noise(audio, rng.uniform(*how.snr_db), rng)
     if rng.random() < how.telephone_share:
         audio = telephone(audio)
+    if how.codec_share and rng.random() < how.codec_share:
+        audio = through_codec(audio, CODECS[int(rng.integers(len(CODECS)))])
     return audio
 
 

@@ -1,4 +1,5 @@
-"""Degradations of clean speech: noise, a telephone channel, speed, tempo, timbre, pauses, level.
+"""Degradations of clean speech: noise, a telephone channel, speed, tempo, timbre, pauses, level,
+room reverberation and lossy speech codecs.
 
 Synthetic speech is clean, and a model trained only on clean speech fails on what callers send.
 These functions are what the synthetic corpus (`lidroute.train.synthetic`) and the
@@ -40,6 +41,60 @@ def telephone(audio: np.ndarray, rate: int = 8000) -> np.ndarray:
     """
     low = soxr.resample(audio, TARGET_RATE, rate, quality="HQ")
     return soxr.resample(low, rate, TARGET_RATE, quality="HQ")[: len(audio)].astype(np.float32)
+
+
+def room_response(rng: np.random.Generator, rt60: tuple[float, float] = (0.2, 0.9)) -> np.ndarray:
+    """The impulse response between a talker and a microphone at random places in a random
+    shoebox room (3-10 x 3-8 x 2.4-4 m) whose walls absorb as much as a reverberation time drawn
+    from `rt60` (s) asks (Sabine's formula), by image sources (pyroomacoustics). Reflections are
+    followed to order 30 at most (26 ms a room): the tail past -30 dB is cut, which the ear and
+    the recognizers hardly notice beside the early reflections that colour every word."""
+    import pyroomacoustics as pra
+
+    dims = rng.uniform([3.0, 3.0, 2.4], [10.0, 8.0, 4.0])
+    absorption, order = pra.inverse_sabine(float(rng.uniform(*rt60)), dims)
+    room = pra.ShoeBox(dims, fs=TARGET_RATE, materials=pra.Material(absorption), max_order=min(order, 30))
+    room.add_source(rng.uniform(0.5, dims - 0.5))
+    room.add_microphone(rng.uniform(0.5, dims - 0.5))
+    room.compute_rir()
+    return np.asarray(room.rir[0][0], np.float32)
+
+
+def reverberate(audio: np.ndarray, response: np.ndarray) -> np.ndarray:
+    """`audio` as heard through `response` (a room's impulse response), at the level it had, and
+    aligned on the direct sound so that words keep their times."""
+    start = int(np.argmax(np.abs(response)))
+    tail = response[start:]
+    n = len(audio) + len(tail) - 1
+    wet = np.fft.irfft(np.fft.rfft(audio, n) * np.fft.rfft(tail, n), n)[: len(audio)]
+    return (wet * rms(audio) / (rms(wet) + 1e-12)).astype(np.float32)
+
+
+#: Lossy codecs of real channels, each at the rate it runs at: G.711 mu-law and GSM 6.10 (8 kHz
+#: telephony), Opus at its lowest rates (16 kHz: voice over IP, messaging apps).
+CODECS = ("ulaw", "gsm", "opus")
+_CODEC_FILES = {"ulaw": ("WAV", "ULAW", 8000), "gsm": ("WAV", "GSM610", 8000), "opus": ("OGG", "OPUS", 16000)}
+
+
+def through_codec(audio: np.ndarray, codec: str) -> np.ndarray:
+    """`audio` encoded with `codec` (one of `CODECS`) and decoded again, by libsndfile in memory."""
+    import io
+
+    import soundfile as sf
+
+    container, subtype, rate = _CODEC_FILES[codec]
+    coded = soxr.resample(audio, TARGET_RATE, rate, quality="HQ") if rate != TARGET_RATE else audio
+    buffer = io.BytesIO()
+    # Opus's lowest bitrate (compression level 1: about 6 kb/s at 16 kHz), where its artefacts show.
+    extra = {"compression_level": 1.0} if codec == "opus" else {}
+    sf.write(buffer, np.clip(coded, -1, 1), rate, format=container, subtype=subtype, **extra)
+    buffer.seek(0)
+    decoded, _ = sf.read(buffer, dtype="float32")
+    if rate != TARGET_RATE:
+        decoded = soxr.resample(decoded, rate, TARGET_RATE, quality="HQ")
+    out = np.zeros(len(audio), np.float32)
+    out[: min(len(audio), len(decoded))] = decoded[: len(audio)]
+    return out
 
 
 def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:

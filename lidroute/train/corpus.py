@@ -10,7 +10,8 @@ into `Example`s whose audio comes out as 16 kHz mono float32 on demand. Where ea
   `read_manifest` and `corpus_stats`;
 * `lidroute.train.sources`: Common Voice, Hugging Face datasets, tables of recorded clips, and
   `read_examples`, which reads any of them (and manifests) by its look;
-* `lidroute.train.augment`: noise, telephone channel, speed, tempo, timbre, pauses and level;
+* `lidroute.train.augment`: noise, telephone channel, speed, tempo, timbre, pauses, level,
+  rooms and codecs;
 * `lidroute.train.synthetic`: `synth_corpus` (`lidroute corpus synth`) and its recipe;
 * `lidroute.train.extra_splits`: splits added to a synthetic corpus (`condition_splits`,
   `tuning_split`).
@@ -19,15 +20,19 @@ into `Example`s whose audio comes out as 16 kHz mono float32 on demand. Where ea
 from __future__ import annotations
 
 from lidroute.train.augment import (
+    CODECS,
     _noise,  # noqa: F401  (its tests reach it here)
     add_noise,
     add_pauses,
     change_speed,
     change_tempo,
     change_timbre,
+    reverberate,
+    room_response,
     set_peak,
     silence,
     telephone,
+    through_codec,
 )
 from lidroute.train.example import CorpusError, Example, read_audio
 from lidroute.train.extra_splits import CONDITIONS, TUNE_SPLIT, condition_splits, tune_command, tuning_split
@@ -53,6 +58,7 @@ from lidroute.train.synthetic import (
 )
 
 __all__ = [
+    "CODECS",
     "COMMON_VOICE_SPLITS",
     "CONDITIONS",
     "MANIFEST_FIELDS",
@@ -80,12 +86,15 @@ __all__ = [
     "read_manifest",
     "read_table",
     "read_transcript_tables",
+    "reverberate",
+    "room_response",
     "set_peak",
     "silence",
     "split_voices",
     "synth_command",
     "synth_corpus",
     "telephone",
+    "through_codec",
     "tune_command",
     "tuning_split",
 ]
