@@ -525,8 +525,8 @@ def test_a_room_reverberates_speech_past_its_end_at_its_level_with_its_words_in_
     was (aligned on the direct sound), energy carried past the end of the sound, seeded."""
     t = np.arange(32000) / 16000
     burst = (0.3 * np.sin(2 * np.pi * 300 * t) * (t < 1.0)).astype(np.float32)
-    response = corpus.room_response(np.random.default_rng(0), rt60=(0.5, 0.6))
-    assert np.array_equal(response, corpus.room_response(np.random.default_rng(0), rt60=(0.5, 0.6)))
+    response = corpus.room_response(np.random.default_rng(0), rt60=0.55)
+    assert np.array_equal(response, corpus.room_response(np.random.default_rng(0), rt60=0.55))
     wet = corpus.reverberate(burst, response)
     assert wet.dtype == np.float32 and len(wet) == len(burst)
     assert abs(rms(wet) - rms(burst)) < 1e-3 * rms(burst)
@@ -573,3 +573,27 @@ def test_rooms_and_codecs_are_drawn_only_where_a_perturbation_asks_for_them() ->
     )
     with pytest.raises(ValueError, match="share of clips"):
         Perturbation(codec_share=1.5)
+
+
+def test_a_corpus_can_be_heard_in_rooms_and_through_codecs_and_its_command_says_so(
+    made: Path, tmp_path: Path
+) -> None:
+    """Every train/dev/test line says its room and codec (None where it had none), test_hard keeps
+    its own channel, the same seed makes the same corpus, and the card's command repeats it; a
+    plan without them writes neither key, so older corpora are made again unchanged."""
+    plan = corpus.SynthPlan(rooms=0.5, codecs=0.5)
+    out = tmp_path / "rooms"
+    _make(out, noise=True, plan=plan)
+    easy = [r for split in ("train", "dev", "test") for r in _rows(out / f"{split}.jsonl")]
+    hard = _rows(out / "test_hard.jsonl")
+    assert all("rt60" in r and "codec" in r for r in easy + hard)
+    assert any(r["rt60"] for r in easy) and any(r["codec"] for r in easy)
+    assert all(r["rt60"] is None or 0.2 <= float(r["rt60"]) <= 0.9 for r in easy)  # type: ignore[arg-type]
+    assert {r["codec"] for r in easy} <= {None, *corpus.CODECS}
+    assert all(r["rt60"] is None and r["codec"] is None for r in hard)
+    assert [r["text"] for r in easy] == [
+        r["text"] for split in ("train", "dev", "test") for r in _rows(made / f"{split}.jsonl")
+    ], "the same sentences and voices, heard otherwise"
+    assert "--rooms 0.5 --codecs 0.5" in (corpus.synth_command(out) or "")
+    assert all("rt60" not in r for r in _rows(made / "train.jsonl"))
+    assert "--rooms" not in (corpus.synth_command(made) or "")

@@ -83,6 +83,18 @@ def _add_synth_command(csub: argparse._SubParsersAction) -> None:  # type: ignor
         default=SynthPlan.running,
         help="share of sentences that are running text of the language's common words (wordfreq)",
     )
+    make.add_argument(
+        "--rooms",
+        type=float,
+        default=SynthPlan.rooms,
+        help="share of train/dev/test utterances heard in a simulated room (reverberation)",
+    )
+    make.add_argument(
+        "--codecs",
+        type=float,
+        default=SynthPlan.codecs,
+        help="share of train/dev/test utterances heard through a lossy codec (mu-law, GSM, Opus)",
+    )
     _add_workers(make)
     make.set_defaults(corpus_handler=cmd_synth)
 
@@ -150,7 +162,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
         noise=args.noise,
         level=args.level,
         vocab_words=args.vocab_words,
-        plan=SynthPlan(numbers=args.numbers, kokoro=args.kokoro, running=args.running),
+        plan=SynthPlan(
+            numbers=args.numbers,
+            kokoro=args.kokoro,
+            running=args.running,
+            rooms=args.rooms,
+            codecs=args.codecs,
+        ),
         workers=args.workers,
         progress=lambda line: print(line, flush=True),
     )

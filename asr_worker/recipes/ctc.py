@@ -274,7 +274,7 @@ def perturb(audio: np.ndarray, rng: np.random.Generator, how: Perturbation = PER
     if how.timbre_share and rng.random() < how.timbre_share:
         audio = change_timbre(audio, rng, how.timbre_db)
     if how.reverb_share and rng.random() < how.reverb_share:
-        audio = reverberate(audio, room_response(rng, how.rt60))
+        audio = reverberate(audio, room_response(rng, float(rng.uniform(*how.rt60))))
     if rng.random() < how.noise_share:
         audio = add_noise(audio, rng.uniform(*how.snr_db), rng)
     if rng.random() < how.telephone_share:

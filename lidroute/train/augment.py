@@ -43,16 +43,16 @@ def telephone(audio: np.ndarray, rate: int = 8000) -> np.ndarray:
     return soxr.resample(low, rate, TARGET_RATE, quality="HQ")[: len(audio)].astype(np.float32)
 
 
-def room_response(rng: np.random.Generator, rt60: tuple[float, float] = (0.2, 0.9)) -> np.ndarray:
+def room_response(rng: np.random.Generator, rt60: float) -> np.ndarray:
     """The impulse response between a talker and a microphone at random places in a random
-    shoebox room (3-10 x 3-8 x 2.4-4 m) whose walls absorb as much as a reverberation time drawn
-    from `rt60` (s) asks (Sabine's formula), by image sources (pyroomacoustics). Reflections are
+    shoebox room (3-10 x 3-8 x 2.4-4 m) whose walls absorb as much as the reverberation time
+    `rt60` (s) asks (Sabine's formula), by image sources (pyroomacoustics). Reflections are
     followed to order 30 at most (26 ms a room): the tail past -30 dB is cut, which the ear and
     the recognizers hardly notice beside the early reflections that colour every word."""
     import pyroomacoustics as pra
 
     dims = rng.uniform([3.0, 3.0, 2.4], [10.0, 8.0, 4.0])
-    absorption, order = pra.inverse_sabine(float(rng.uniform(*rt60)), dims)
+    absorption, order = pra.inverse_sabine(rt60, dims)
     room = pra.ShoeBox(dims, fs=TARGET_RATE, materials=pra.Material(absorption), max_order=min(order, 30))
     room.add_source(rng.uniform(0.5, dims - 0.5))
     room.add_microphone(rng.uniform(0.5, dims - 0.5))

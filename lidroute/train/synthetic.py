@@ -20,7 +20,15 @@ import numpy as np
 
 from lidroute import wordlist
 from lidroute.train import synth
-from lidroute.train.augment import add_noise, set_peak, telephone
+from lidroute.train.augment import (
+    CODECS,
+    add_noise,
+    reverberate,
+    room_response,
+    set_peak,
+    telephone,
+    through_codec,
+)
 from lidroute.train.budget import usable_cores
 from lidroute.train.example import CorpusError
 from lidroute.train.kokoro import Kokoro, speak_with_kokoro
@@ -63,6 +71,13 @@ class SynthPlan:
     #: Share of sentences that are running text (`synth.make_running_text`: 6-14 common words drawn
     #: by how often the language uses them) rather than CLDR names, where wordfreq has the language.
     running: float = 0.0
+    #: Shares of train/dev/test utterances heard in a simulated room (`augment.room_response`, a
+    #: reverberation time drawn from `rt60` s) and through a lossy codec (`augment.CODECS`, one
+    #: drawn), before the level is set: what recorded speech brings. Off by default, and then not
+    #: drawn, so corpora made before them are made again sample for sample.
+    rooms: float = 0.0
+    rt60: tuple[float, float] = (0.2, 0.9)
+    codecs: float = 0.0
 
 
 def split_voices(seed: int, share: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -351,10 +366,16 @@ def _degrade(
     noise: bool,
     level: bool,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Noise, channel and level for one utterance, drawn from its own generator; returns what was done."""
+    """Room, noise, channel, codec and level for one utterance, drawn from its own generator;
+    returns what was done."""
     rng = np.random.default_rng([seed, synth.stable_hash(lang), synth.stable_hash(split), index])
     # Every key is on every line, so a manifest is one table for `datasets`.
     effects: dict[str, Any] = {"snr_db": None, "telephone": False, "peak_db": None}
+    if plan.rooms or plan.codecs:
+        effects |= {"rt60": None, "codec": None}
+    if split != "test_hard" and plan.rooms and rng.random() < plan.rooms:
+        effects["rt60"] = round(float(rng.uniform(*plan.rt60)), 2)
+        audio = reverberate(audio, room_response(rng, effects["rt60"]))
     if split == "test_hard":
         effects["snr_db"] = round(float(rng.uniform(*plan.hard_snr_db)), 2)
         audio = telephone(add_noise(audio, effects["snr_db"], rng), plan.telephone_rate)
@@ -362,6 +383,9 @@ def _degrade(
     elif noise and rng.random() < plan.noise_share:
         effects["snr_db"] = round(float(rng.uniform(*plan.noise_snr_db)), 2)
         audio = add_noise(audio, effects["snr_db"], rng)
+    if split != "test_hard" and plan.codecs and rng.random() < plan.codecs:
+        effects["codec"] = CODECS[int(rng.integers(len(CODECS)))]
+        audio = through_codec(audio, effects["codec"])
     if level:
         effects["peak_db"] = round(float(rng.uniform(*plan.level_db)), 2)
         audio = set_peak(audio, effects["peak_db"])
@@ -388,7 +412,8 @@ def synth_command(folder: str | Path) -> str | None:
     numbers = recipe.get("plan", {}).get("numbers", SynthPlan.numbers)
     if numbers != SynthPlan.numbers:
         flags.append(f"--numbers {numbers}")
-    running = recipe.get("plan", {}).get("running", SynthPlan.running)
-    if running != SynthPlan.running:
-        flags.append(f"--running {running}")
+    for name in ("running", "rooms", "codecs"):
+        share = recipe.get("plan", {}).get(name, getattr(SynthPlan, name))
+        if share != getattr(SynthPlan, name):
+            flags.append(f"--{name} {share}")
     return "lidroute corpus synth " + " ".join(flags)
