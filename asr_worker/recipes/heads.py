@@ -577,16 +577,16 @@ def _data_and_scores(report: dict[str, Any]) -> list[str]:
         f" {_pct(kept.get('dev_synthetic_cer', nan))} on synthetic dev.",
     ]
     if lm and lm.get("lexicon"):
-        tuned = " + ".join(f"{n} {lang}" for lang, n in lm["tuned_on"].items())
+        tuned = "(" + " + ".join(f"{n} {lang}" for lang, n in lm["tuned_on"].items()) + ")"
         if lm.get("tuned_on_synthetic"):
-            tuned += f"; and {lm['tuned_on_synthetic']} synthetic dev sentences"
+            tuned += f" and {lm['tuned_on_synthetic']} synthetic dev sentences"
         lines += [
             "",
             f"Word LM: {lm['words']:,} of the {lm['lexicon']['size']:,} commonest words in the installed"
             f" `wordfreq` (data CC BY-SA 4.0), beam {lm.get('beam', DEFAULT_BEAM)}."
             f" Weight {lm['lm_weight']:g}, word bonus {lm['word_bonus']:g},"
             f" unseen-word letter penalty {lm['oov_letter_penalty']:g}, tuned for the heads on"
-            f" their held-out recorded speakers ({tuned}): CER {_pct(lm['dev_cer_greedy'])} greedy,"
+            f" their held-out recorded speakers {tuned}: CER {_pct(lm['dev_cer_greedy'])} greedy,"
             f" {_pct(lm['dev_cer'])} with it; WER {_pct(lm['dev_wer_greedy'])}, {_pct(lm['dev_wer'])}.",
         ]
     elif lm:
