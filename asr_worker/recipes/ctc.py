@@ -223,7 +223,8 @@ class Perturbation:
                 raise ValueError(f"{name} is a range LOW,HIGH with LOW <= HIGH, not {value}")
         if min(self.tempo[0], self.speed[0], self.rt60[0]) <= 0 or self.pause[0] < 0 or self.timbre_db < 0:
             raise ValueError(
-                "tempo and speed factors and rt60 are positive, pauses and timbre_db not negative"
+                "tempo and speed factors are positive, as are reverberation times; pauses and"
+                " timbre_db not negative"
             )
 
     @staticmethod
