@@ -18,6 +18,15 @@ from lidroute.train.manifest import corpus_stats, format_stats
 from lidroute.train.synthetic import SynthPlan, synth_corpus
 from lidroute.train.teacher import DEFAULT_PACK
 
+#: The synthesis plan's shares, each a flag of its own name (`SynthPlan` says what they do).
+SYNTH_SHARES = {
+    "numbers": "sentences with a spelled-out number",
+    "kokoro": "each split spoken by Kokoro-82M's neural voices (a new speaker each), not espeak-ng",
+    "running": "sentences that are running text of the language's common words (wordfreq)",
+    "rooms": "train/dev/test utterances heard in a simulated room (reverberation)",
+    "codecs": "train/dev/test utterances heard through a lossy codec (mu-law, GSM, Opus)",
+}
+
 
 def add_corpus_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds `lidroute corpus synth|conditions|tune|teach|stats`; each parser carries its handler in
@@ -65,36 +74,10 @@ def _add_synth_command(csub: argparse._SubParsersAction) -> None:  # type: ignor
     make.add_argument("--noise", action="store_true", help="add noise to part of train/dev/test")
     make.add_argument("--level", action="store_true", help="random peak levels")
     make.add_argument("--vocab-words", type=int, help="draw sentences from only this many words per language")
-    make.add_argument(
-        "--numbers",
-        type=float,
-        default=SynthPlan.numbers,
-        help="share of sentences with a spelled-out number",
-    )
-    make.add_argument(
-        "--kokoro",
-        type=float,
-        default=SynthPlan.kokoro,
-        help="share of each split spoken by Kokoro-82M's neural voices (a new speaker each), not espeak-ng",
-    )
-    make.add_argument(
-        "--running",
-        type=float,
-        default=SynthPlan.running,
-        help="share of sentences that are running text of the language's common words (wordfreq)",
-    )
-    make.add_argument(
-        "--rooms",
-        type=float,
-        default=SynthPlan.rooms,
-        help="share of train/dev/test utterances heard in a simulated room (reverberation)",
-    )
-    make.add_argument(
-        "--codecs",
-        type=float,
-        default=SynthPlan.codecs,
-        help="share of train/dev/test utterances heard through a lossy codec (mu-law, GSM, Opus)",
-    )
+    for share, meaning in SYNTH_SHARES.items():
+        make.add_argument(
+            f"--{share}", type=float, default=getattr(SynthPlan, share), help=f"share of {meaning}"
+        )
     _add_workers(make)
     make.set_defaults(corpus_handler=cmd_synth)
 
@@ -162,13 +145,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         noise=args.noise,
         level=args.level,
         vocab_words=args.vocab_words,
-        plan=SynthPlan(
-            numbers=args.numbers,
-            kokoro=args.kokoro,
-            running=args.running,
-            rooms=args.rooms,
-            codecs=args.codecs,
-        ),
+        plan=SynthPlan(**{share: getattr(args, share) for share in SYNTH_SHARES}),
         workers=args.workers,
         progress=lambda line: print(line, flush=True),
     )
