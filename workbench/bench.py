@@ -447,6 +447,8 @@ def real_size(models_dir: Path, audio: np.ndarray, concurrency: str) -> dict[str
         worker_groups=[["mr"]],
         extra_env={"LIDROUTE_LOG_LEVEL": "WARNING"},
         metrics_port=free_port(),
+        # 64 streams of a model that takes a second or more a clip wait minutes for the one worker.
+        router_args=["--queue-timeout-seconds", "900"],
     )
     with Stack(config) as stack:
         (times, parts) = asyncio.run(end_to_end(stack.router_address, audio, 5))
