@@ -13,7 +13,6 @@ import io
 import os
 import random
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -30,6 +29,7 @@ from router.google import (
     G_RecognizeRequest,
     G_StreamingRecognizeRequest,
 )
+from workbench.stack import memory_mb
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -147,13 +147,6 @@ async def _one(channel: grpc.aio.Channel, method: str, messages: list[bytes]) ->
     return grpc.StatusCode.OK
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 async def test_fuzzed_requests_get_clean_statuses_and_leave_router_memory_flat(own_stack) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(42)
     valid = seeds()
@@ -177,9 +170,9 @@ async def test_fuzzed_requests_get_clean_statuses_and_leave_router_memory_flat(o
     logged = log.stat().st_size
     async with grpc.aio.insecure_channel(own_stack.router_address) as channel:
         await run(cases[:200])  # warm-up: every code path's first allocations
-        before = _rss_mb(router)
+        before = memory_mb(router)
         results = await run(cases[200:])
-        after = _rss_mb(router)
+        after = memory_mb(router)
     bad = [(method, code.name) for method, code in results if code in UNACCEPTABLE]
     assert not bad, f"{len(bad)} of {len(results)}: {bad[:10]}"
     with log.open("rb") as f:  # bad input is the client's error, logged as such: no ERROR, no traceback

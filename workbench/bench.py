@@ -16,6 +16,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -180,27 +181,33 @@ def breakdown(times: list[float], parts: dict[str, list[float]]) -> list[str]:
 Rate = tuple[float, float, float]
 
 
+async def at_concurrency(call: Callable[[], Awaitable[object]], concurrency: int, requests: int) -> Rate:
+    """`requests` calls made by `concurrency` callers, each starting its next as its last ends."""
+    latencies: list[float] = []
+    left = requests
+
+    async def caller() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    return requests / wall, pct(latencies, 50), pct(latencies, 95)
+
+
 async def throughput(address: str, audio: np.ndarray, concurrency: int, requests: int) -> Rate:
     from lidroute.client import Client
 
     pcm = float_to_pcm16(audio)
-    latencies: list[float] = []
     async with Client(address) as client:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(requests):
-            queue.put_nowait(i)
-
-        async def user() -> None:
-            while not queue.empty():
-                queue.get_nowait()
-                start = time.perf_counter()
-                await client.transcribe_pcm(pcm, TARGET_RATE, timeout=300)
-                latencies.append(time.perf_counter() - start)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(user() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    return requests / wall, pct(latencies, 50), pct(latencies, 95)
+        return await at_concurrency(
+            lambda: client.transcribe_pcm(pcm, TARGET_RATE, timeout=300), concurrency, requests
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,7 +442,7 @@ def real_size(models_dir: Path, audio: np.ndarray, concurrency: str) -> dict[str
     by the LID service and the recognizer by one worker (its language hinted, so only it runs):
     latency and throughput per concurrency level, the worker's own time per request, the LID
     service's batch sizes, and each process's peak memory."""
-    from workbench.stack import Stack, StackConfig, free_port
+    from workbench.stack import Stack, StackConfig, free_port, memory_mb
     from workbench.standins import ASR_DIR, LID_DIR, build_standins
 
     lid_dir, asr_dir = build_standins(STANDINS, models_dir)
@@ -462,7 +469,7 @@ def real_size(models_dir: Path, audio: np.ndarray, concurrency: str) -> dict[str
             for level in levels
         }
         batches = _histogram_mean(stack.metrics["lid"], "lidroute_lid_batch_size")
-        peak = {name: _peak_rss_mb(proc.pid) for name, proc in stack.procs.items()}
+        peak = {name: memory_mb(proc.pid, "VmHWM") for name, proc in stack.procs.items()}
     return {
         "models": {"lid": LID_DIR, "asr": ASR_DIR},
         "alone_s": alone,
@@ -522,23 +529,10 @@ async def _identify(address: str, window: np.ndarray, concurrency: int, requests
     from lidroute.v1 import language_id_pb2_grpc as lid_grpc
 
     request = lid_pb.IdentifyRequest(audio_content=float_to_pcm16(window), top_k=3)
-    latencies: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
         stub = lid_grpc.LanguageIdentifierStub(channel)
         await stub.Identify(request, timeout=60)
-        left = list(range(requests))
-
-        async def caller() -> None:
-            while left:
-                left.pop()
-                start = time.perf_counter()
-                await stub.Identify(request, timeout=300)
-                latencies.append(time.perf_counter() - start)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    return requests / wall, pct(latencies, 50), pct(latencies, 95)
+        return await at_concurrency(lambda: stub.Identify(request, timeout=300), concurrency, requests)
 
 
 def _histogram_mean(port: int, name: str) -> float:
@@ -553,14 +547,6 @@ def _histogram_mean(port: int, name: str) -> float:
             key, value = line.split()
             values[key.rsplit("_", 1)[1]] = float(value)
     return values["sum"] / values["count"] if values.get("count") else float("nan")
-
-
-def _peak_rss_mb(pid: int) -> float:
-    """A live process's peak resident memory (VmHWM), MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def real_size_rows(result: dict, seconds: float) -> str:  # type: ignore[type-arg]

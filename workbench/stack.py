@@ -36,6 +36,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A live process's memory from /proc, MB: resident now (VmRSS) or at its peak (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/{pid}/status has no {field}")
+
+
 def wait_serving(
     address: str, timeout: float, proc: subprocess.Popen[bytes] | None = None, log_path: Path | None = None
 ) -> None:

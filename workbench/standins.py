@@ -128,20 +128,16 @@ def build_asr(out: Path, tokenizer_from: Path, seed: int = 0, shape: dict[str, A
     return out
 
 
-def is_wav2vec2(folder: Path) -> bool:
-    config = folder / "config.json"
-    return config.exists() and "Wav2Vec2ForCTC" in json.loads(config.read_text()).get("architectures", [])
-
-
 def build_standins(out: Path, models_dir: Path, seed: int = 0) -> tuple[Path, Path]:
     """(ECAPA folder, XLS-R folder) under `out`, built once: a folder already there is kept."""
     from lidroute.cli import model_dirs
+    from lidroute.registry import kind_of
 
     lid, asr = out / LID_DIR, out / ASR_DIR
     if not (lid / "hyperparams.yaml").exists():
         build_lid(lid, seed)
     if not (asr / "model.safetensors").exists():
-        wav2vec2 = [path for path in model_dirs(models_dir)[1].values() if is_wav2vec2(path)]
+        wav2vec2 = [path for path in model_dirs(models_dir)[1].values() if kind_of(str(path)) == "ctc"]
         if not wav2vec2:
             raise RuntimeError(f"{models_dir} holds no wav2vec2 recognizer to take an alphabet from")
         build_asr(asr, sorted(wav2vec2)[0], seed)

@@ -29,11 +29,13 @@ from asr_worker.decoding import CtcTokens, WordLM, beam_search
 from lidroute.train.budget import Budget
 from lidroute.train.corpus import (
     CODECS,
+    RT60,
     add_noise,
     add_pauses,
     change_speed,
     change_tempo,
     change_timbre,
+    draw_codec,
     json_tuples,
     reverberate,
     room_response,
@@ -210,7 +212,7 @@ class Perturbation:
     #: drawn per clip): what recorded speech brings that synthetic speech lacks. Off by default,
     #: and then not drawn, like the equaliser.
     reverb_share: float = 0.0
-    rt60: tuple[float, float] = (0.2, 0.9)
+    rt60: tuple[float, float] = RT60
     codec_share: float = 0.0
 
     def __post_init__(self) -> None:
@@ -281,7 +283,7 @@ def perturb(audio: np.ndarray, rng: np.random.Generator, how: Perturbation = PER
     if rng.random() < how.telephone_share:
         audio = telephone(audio)
     if how.codec_share and rng.random() < how.codec_share:
-        audio = through_codec(audio, CODECS[int(rng.integers(len(CODECS)))])
+        audio = through_codec(audio, draw_codec(rng))
     return audio
 
 

@@ -73,6 +73,15 @@ def reverberate(audio: np.ndarray, response: np.ndarray) -> np.ndarray:
 #: Lossy codecs of real channels, each at the rate it runs at: G.711 mu-law and GSM 6.10 (8 kHz
 #: telephony), Opus at its lowest rates (16 kHz: voice over IP, messaging apps).
 CODECS = ("ulaw", "gsm", "opus")
+#: The reverberation times (s) rooms are drawn from: a small office to a large hall.
+RT60 = (0.2, 0.9)
+
+
+def draw_codec(rng: np.random.Generator) -> str:
+    """One of `CODECS`, each as likely."""
+    return CODECS[int(rng.integers(len(CODECS)))]
+
+
 _CODEC_FILES = {"ulaw": ("WAV", "ULAW", 8000), "gsm": ("WAV", "GSM610", 8000), "opus": ("OGG", "OPUS", 16000)}
 
 

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 from lidroute.train.augment import (
     CODECS,
+    RT60,
     _noise,  # noqa: F401  (its tests reach it here)
     add_noise,
     add_pauses,
     change_speed,
     change_tempo,
     change_timbre,
+    draw_codec,
     reverberate,
     room_response,
     set_peak,
@@ -62,6 +64,7 @@ __all__ = [
     "COMMON_VOICE_SPLITS",
     "CONDITIONS",
     "MANIFEST_FIELDS",
+    "RT60",
     "SPLITS",
     "TABLE_COLUMNS",
     "TRANSCRIPT_TABLES",
@@ -77,6 +80,7 @@ __all__ = [
     "condition_splits",
     "corpus_sentences",
     "corpus_stats",
+    "draw_codec",
     "format_stats",
     "json_tuples",
     "read_audio",

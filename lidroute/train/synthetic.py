@@ -21,8 +21,9 @@ import numpy as np
 from lidroute import wordlist
 from lidroute.train import synth
 from lidroute.train.augment import (
-    CODECS,
+    RT60,
     add_noise,
+    draw_codec,
     reverberate,
     room_response,
     set_peak,
@@ -76,7 +77,7 @@ class SynthPlan:
     #: drawn), before the level is set: what recorded speech brings. Off by default, and then not
     #: drawn, so corpora made before them are made again sample for sample.
     rooms: float = 0.0
-    rt60: tuple[float, float] = (0.2, 0.9)
+    rt60: tuple[float, float] = RT60
     codecs: float = 0.0
 
 
@@ -384,7 +385,7 @@ def _degrade(
         effects["snr_db"] = round(float(rng.uniform(*plan.noise_snr_db)), 2)
         audio = add_noise(audio, effects["snr_db"], rng)
     if split != "test_hard" and plan.codecs and rng.random() < plan.codecs:
-        effects["codec"] = CODECS[int(rng.integers(len(CODECS)))]
+        effects["codec"] = draw_codec(rng)
         audio = through_codec(audio, effects["codec"])
     if level:
         effects["peak_db"] = round(float(rng.uniform(*plan.level_db)), 2)
