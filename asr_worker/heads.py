@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -136,15 +137,50 @@ class HiddenStates(nn.Module):
     def forward(self, audio: np.ndarray) -> torch.Tensor:
         """Mono 16 kHz audio of any length -> (frames, width x layers), one frame per 20 ms;
         audio past 30 s is read in 30 s windows."""
-        pieces = []
-        for start in range(0, max(len(audio), 1), WINDOW_SAMPLES):
-            wav = torch.from_numpy(np.ascontiguousarray(audio[start : start + WINDOW_SAMPLES], np.float32))
-            if len(wav) < 2 * HOP:  # the convolutions need two mel frames
-                wav = nn.functional.pad(wav, (0, 2 * HOP - len(wav)))
+        return self.many([audio])[0]
+
+    @torch.inference_mode()
+    def many(self, audios: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """`forward` of several clips: windows of the same length (30 s windows of long audio,
+        clips of one length) share an encoder call, the rest run one by one. Padding shorter rows
+        would need the attention mask (`WhisperEncoder.forward`'s `frames`), and on a CPU the
+        masked batch costs more per clip than clips alone (38 ms alone, 50-55 ms in a masked batch
+        of 2-8 five-second clips on two cores, bfloat16); unmasked batches of equal length cost
+        15-25 % less per clip."""
+        owners: list[int] = []  # the clip of each window
+        wavs: list[torch.Tensor] = []
+        for i, audio in enumerate(audios):
+            for start in range(0, max(len(audio), 1), WINDOW_SAMPLES):
+                piece = audio[start : start + WINDOW_SAMPLES]
+                wav = torch.from_numpy(np.ascontiguousarray(piece, np.float32))
+                if len(wav) < 2 * HOP:  # the convolutions need two mel frames
+                    wav = nn.functional.pad(wav, (0, 2 * HOP - len(wav)))
+                wavs.append(wav)
+                owners.append(i)
+        states: list[torch.Tensor] = [torch.empty(0)] * len(wavs)
+        for group in same_lengths([len(w) for w in wavs]):
+            # Log-mel per row: each row's level floor is its own peak's, as when it runs alone.
+            mel = torch.cat([self.mel(wavs[w][None]) for w in group])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bfloat16):
-                states = self.encoder(self.mel(wav[None]), hidden=True)
-            pieces.append(torch.cat([states[i][0] for i in self.layers], dim=-1).float())
-        return torch.cat(pieces)
+                hidden = self.encoder(mel, hidden=True)
+            for row, w in enumerate(group):
+                states[w] = torch.cat([hidden[i][row] for i in self.layers], dim=-1).float()
+        return [
+            torch.cat([s for s, owner in zip(states, owners, strict=True) if owner == i])
+            for i in range(len(audios))
+        ]
+
+
+def same_lengths(lengths: Sequence[int], most: int = 64) -> list[list[int]]:
+    """The indices of `lengths` in groups of equal length (at most `most` each), in order of first
+    appearance: batches that need no padding."""
+    groups: dict[int, list[list[int]]] = {}
+    for i, length in enumerate(lengths):
+        runs = groups.setdefault(length, [[]])
+        if len(runs[-1]) >= most:
+            runs.append([])
+        runs[-1].append(i)
+    return [run for runs in groups.values() for run in runs]
 
 
 _shared: dict[tuple[int, ...], HiddenStates] = {}
@@ -173,9 +209,22 @@ class WhisperCtc:
         self.states = shared_states(self.head.config.layers)
         self.tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(folder))
 
+    @property
+    def batch_key(self) -> object:
+        """Heads on one encoder compute together: the encoder's batch, then each clip's head."""
+        return self.states
+
     @torch.inference_mode()
     def logits(self, audio: np.ndarray) -> torch.Tensor:
         return self.head(self.states(audio)[None])[0]
+
+    @torch.inference_mode()
+    def logits_together(self, items: Sequence[tuple[object, np.ndarray]]) -> list[torch.Tensor]:
+        states = self.states.many([audio for _, audio in items])
+        heads = [acoustic.head for acoustic, _ in items if isinstance(acoustic, WhisperCtc)]
+        if len(heads) != len(items):
+            raise TypeError("only heads on the same encoder compute together")
+        return [head(s[None])[0] for head, s in zip(heads, states, strict=True)]
 
     def parameters(self) -> int:
         return sum(p.numel() for p in self.head.parameters())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -85,6 +86,16 @@ class CtcModel:
             },
         )
 
+    def parts(self, audio: np.ndarray) -> list[tuple[int, int]]:
+        """The pieces of `audio` recognised one by one: between pauses of `pause_split` s, or whole."""
+        if not self.pause_split:
+            return [(0, len(audio))]
+        return [(int(a), int(b)) for a, b in speech_segments(audio, min_pause=self.pause_split)]
+
+    def padded(self, piece: np.ndarray) -> np.ndarray:
+        """A piece as the acoustic model reads it: shorter than the model's minimum, padded to it."""
+        return np.pad(piece, (0, self.min_samples - len(piece))) if len(piece) < self.min_samples else piece
+
     @torch.inference_mode()
     def transcribe(self, audio: np.ndarray, decoded: dict[tuple[int, int], Part] | None = None) -> Transcript:
         """Greedy or LM beam-search decoding of each part between `pause_split` s pauses (`speech_segments`).
@@ -93,16 +104,33 @@ class CtcModel:
         all frames that emit a character. Word times count from the start of `audio`. `decoded`
         keeps the parts decoded so far for a caller whose `audio` only grows (interim results of
         a stream): a part already decoded is not decoded again, so a long stream costs about its
-        length once rather than once per interim result.
+        length once rather than once per interim result. The parts not yet decoded go through the
+        acoustic model in one batch; the worker batches them with other jobs' (`batch_logits`).
         """
         started = time.perf_counter()
         decoded = {} if decoded is None else decoded
+        parts, missing = self.pending(audio, decoded)
+        logits = batch_logits([item for _, item in missing])
+        decoded.update(zip((part for part, _ in missing), map(self.decode, logits), strict=True))
+        return self.assemble(parts, decoded, started)
+
+    def pending(
+        self, audio: np.ndarray, decoded: dict[tuple[int, int], Part]
+    ) -> tuple[list[tuple[int, int]], list[tuple[tuple[int, int], tuple[Acoustic, np.ndarray]]]]:
+        """The parts of `audio`, and those not in `decoded` each with what its logits are computed
+        from (`batch_logits`)."""
+        parts = self.parts(audio)
+        return parts, [
+            ((a, b), (self.acoustic, self.padded(audio[a:b]))) for a, b in parts if (a, b) not in decoded
+        ]
+
+    def assemble(
+        self, parts: list[tuple[int, int]], decoded: dict[tuple[int, int], Part], started: float
+    ) -> Transcript:
+        """The transcript of decoded `parts`, word times from the start of the audio."""
         words: list[WordTiming] = []
-        emitting: list[torch.Tensor] = []
-        parts = speech_segments(audio, min_pause=self.pause_split) if self.pause_split else [(0, len(audio))]
+        emitting: list[torch.Tensor] = [torch.zeros(0)]
         for start, end in parts:
-            if (start, end) not in decoded:
-                decoded[start, end] = self._decode(audio[start:end])
             part_words, part_emitting = decoded[start, end]
             offset = start / TARGET_RATE
             words += [replace(w, start=w.start + offset, end=w.end + offset) for w in part_words]
@@ -115,12 +143,11 @@ class CtcModel:
             inference_seconds=time.perf_counter() - started,
         )
 
-    def _decode(self, audio: np.ndarray) -> Part:
-        """One part's words and the top probabilities of its frames that emit a character."""
-        if len(audio) < self.min_samples:
-            audio = np.pad(audio, (0, self.min_samples - len(audio)))
-        logits = self.acoustic.logits(audio).float().cpu()
-        log_probs = torch.log_softmax(logits, dim=-1)
+    @torch.inference_mode()
+    def decode(self, logits: torch.Tensor) -> Part:
+        """One part's CTC logits -> its words and the top probabilities of its frames that emit a
+        character. Pure CPU work on small arrays: the worker runs it off the model's batch."""
+        log_probs = torch.log_softmax(logits.float().cpu(), dim=-1)
         top_prob, ids = log_probs.exp().max(dim=-1)
         if self.lm is not None:
             found = beam_search(log_probs.numpy(), self.tokens, self.lm, self.lm.settings(self.beam)).words
@@ -139,6 +166,34 @@ class CtcModel:
         return words, top_prob[ids != self.tokenizer.pad_token_id]
 
 
+def _by_length(lengths: Sequence[int], max_padding: float = 1.5) -> list[list[int]]:
+    """The indices of `lengths`, shortest first, in runs whose longest is at most `max_padding`
+    times their shortest: padded batches that waste little."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if groups and lengths[i] <= max_padding * lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+@torch.inference_mode()
+def batch_logits(items: Sequence[tuple[Acoustic, np.ndarray]]) -> list[torch.Tensor]:
+    """The CTC logits of each (acoustic model, audio), in one forward pass per group of models that
+    share a `batch_key` (heads on one encoder, or one wav2vec2 model): the worker's batcher gives
+    it the parts of every job waiting at once."""
+    groups: dict[object, list[int]] = {}
+    for i, (acoustic, _) in enumerate(items):
+        groups.setdefault(acoustic.batch_key, []).append(i)
+    results: list[torch.Tensor] = [torch.empty(0)] * len(items)
+    for members in groups.values():
+        together = items[members[0]][0].logits_together([items[i] for i in members])
+        for i, logits in zip(members, together, strict=True):
+            results[i] = logits
+    return results
+
+
 class Acoustic(Protocol):
     """Audio -> CTC logits, and the tokenizer that reads them."""
 
@@ -146,7 +201,16 @@ class Acoustic(Protocol):
     frame_seconds: float
     min_samples: int
 
+    @property
+    def batch_key(self) -> object:
+        """Models with the same key compute together (`batch_logits`)."""
+        ...
+
     def logits(self, audio: np.ndarray) -> torch.Tensor: ...
+
+    def logits_together(self, items: Sequence[tuple[Acoustic, np.ndarray]]) -> list[torch.Tensor]:
+        """The logits of each (model, audio); every model of `items` has this one's `batch_key`."""
+        ...
 
     def parameters(self) -> int: ...
 
@@ -186,9 +250,43 @@ class _Wav2Vec2:
             low, high = (low, middle) if runs(middle) else (middle, high)
         return high
 
+    @property
+    def batch_key(self) -> object:
+        return self
+
     def logits(self, audio: np.ndarray) -> torch.Tensor:
         inputs = self.processor(audio, sampling_rate=TARGET_RATE, return_tensors="pt")
         return self.model(inputs.input_values.to(self.device)).logits[0]
+
+    def logits_together(self, items: Sequence[tuple[Acoustic, np.ndarray]]) -> list[torch.Tensor]:
+        """Clips in one padded batch where the model masks padding (layer-normed feature encoders:
+        XLS-R, this project's recipes), in runs of similar length (`_by_length`); one by one
+        where it cannot (group-normed ones such as wav2vec2-base, whose normalisation would see
+        the padding)."""
+        audios = [audio for _, audio in items]
+        if self.model.config.feat_extract_norm != "layer":
+            return [self.logits(audio) for audio in audios]
+        results: list[torch.Tensor] = [torch.empty(0)] * len(audios)
+        for group in _by_length([len(a) for a in audios]):
+            if len(group) == 1:
+                results[group[0]] = self.logits(audios[group[0]])
+                continue
+            inputs = self.processor(
+                [audios[i] for i in group],
+                sampling_rate=TARGET_RATE,
+                padding=True,
+                return_attention_mask=True,
+                return_tensors="pt",
+            )
+            logits = self.model(
+                inputs.input_values.to(self.device), attention_mask=inputs.attention_mask.to(self.device)
+            ).logits
+            frames = self.model._get_feat_extract_output_lengths(
+                torch.tensor([len(audios[i]) for i in group])
+            )
+            for row, i in enumerate(group):
+                results[i] = logits[row, : int(frames[row])]
+        return results
 
     def parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

@@ -26,8 +26,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field
 
 from asr_worker.decoding import DEFAULT_BEAM
-from asr_worker.model import CtcModel, Part, Transcript
+from asr_worker.model import Acoustic, CtcModel, Part, Transcript, batch_logits
 from lidroute.audio import TARGET_RATE, duration, pcm16_to_float
+from lidroute.batching import MicroBatcher
 from lidroute.jobs import Delivery, Event, JobQueue
 from lidroute.keys import Keys
 from lidroute.registry import Registry
@@ -38,7 +39,12 @@ from lidroute.v1 import transcriber_pb2 as pb
 log = logging.getLogger(__name__)
 
 JOBS = Counter("lidroute_worker_jobs_total", "Jobs finished", ["language", "outcome"])
-INFERENCE = Histogram("lidroute_worker_inference_seconds", "Model time per final result", ["language"])
+INFERENCE = Histogram(
+    "lidroute_worker_inference_seconds", "Model and decoding time per final result", ["language"]
+)
+BATCH_SIZE = Histogram(
+    "lidroute_worker_batch_size", "Audio parts per acoustic model call", buckets=(1, 2, 4, 8, 16, 32, 64)
+)
 ACTIVE = Gauge("lidroute_worker_active_jobs", "Jobs in progress")
 #: What Redis may pass through and recover from: down, slow, at its maxmemory (noeviction refuses
 #: writes, even XREADGROUP's), or a replica that is read-only during a failover.
@@ -71,7 +77,13 @@ class WorkerSettings(QueueSettings, ComputeSettings):
         ge=0,
         description="a silence this long splits a request into parts recognised one by one (0: never)",
     )
-    concurrency: int = Field(2, ge=1, le=64, description="jobs in progress at once")
+    concurrency: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="jobs in progress at once (a streamed job holds its slot while its audio comes;"
+        " their model calls share batches, so this bounds waiting streams, not compute)",
+    )
     block_ms: int = Field(1000, ge=10, description="how long one queue read waits")
     reclaim_idle_seconds: float = Field(
         15.0, gt=0, description="a job idle this long belongs to a dead worker"
@@ -96,6 +108,14 @@ class AsrWorker:
         self.active: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self._sync_lock = asyncio.Lock()
+        # Every job's model calls go through one batcher: one model call at a time on the cores,
+        # parts of jobs waiting together in one call (`batch_logits`), decoding beside it.
+        self.batcher: MicroBatcher[tuple[Acoustic, np.ndarray], torch.Tensor] = MicroBatcher(
+            batch_logits,
+            max_batch=settings.max_batch,
+            max_wait_s=settings.batch_wait_ms / 1000,
+            on_batch=BATCH_SIZE.observe,
+        )
 
     # ------------------------------------------------------------------ models
     def wants(self, lang: str) -> bool:
@@ -332,7 +352,7 @@ class AsrWorker:
             if job.interim_results and samples - last_interim >= interval:
                 last_interim = samples
                 audio = np.concatenate(chunks)
-                partial = await asyncio.to_thread(model.transcribe, audio, decoded)
+                partial = await self.transcribe(model, audio, decoded)
                 await self.queue.emit(
                     job.job_id, self._event(delivery, model, partial, len(audio), False, picked_up)
                 )
@@ -356,7 +376,7 @@ class AsrWorker:
                 f" which needs at least {model.min_samples / TARGET_RATE:.3f} s",
             )
             return "too_short"
-        final = await asyncio.to_thread(model.transcribe, audio, decoded)
+        final = await self.transcribe(model, audio, decoded)
         INFERENCE.labels(lang).observe(final.inference_seconds)
         await self.queue.emit(job.job_id, self._event(delivery, model, final, len(audio), True, picked_up))
         await self.queue.done(delivery)
@@ -370,6 +390,19 @@ class AsrWorker:
             },
         )
         return "ok"
+
+    async def transcribe(
+        self, model: CtcModel, audio: np.ndarray, decoded: dict[tuple[int, int], Part]
+    ) -> Transcript:
+        """`CtcModel.transcribe` served: the parts not yet decoded join the batcher's next model call
+        with other jobs' parts, and their decoding (beam search, pure CPU on small arrays) runs in
+        a thread of its own, beside the next model call, rather than on the event loop."""
+        started = time.perf_counter()
+        parts, missing = model.pending(audio, decoded)
+        logits = await asyncio.gather(*(self.batcher.submit(item) for _, item in missing))
+        found = await asyncio.to_thread(lambda: [model.decode(one) for one in logits])
+        decoded.update(zip((part for part, _ in missing), found, strict=True))
+        return model.assemble(parts, decoded, started)
 
     async def _abandoned(self, delivery: Delivery, when: str) -> str:
         """Drops a job nobody waits for (its client's lease lapsed), freeing the slot."""
@@ -423,6 +456,7 @@ class AsrWorker:
         await server.start()
         stop_task = asyncio.create_task(server.wait_for_stop())
         await self._retry_redis(self.sync_models)
+        self.batcher.start()
         background = [
             asyncio.create_task(self.heartbeat(), name="heartbeat"),
             asyncio.create_task(self.watch_registry(), name="watch-registry"),
@@ -450,6 +484,7 @@ class AsrWorker:
                 task.cancel()
         for task in background:
             task.cancel()
+        await self.batcher.stop()
         with contextlib.suppress(*REDIS_ERRORS):
             await self.registry.leave(self.id, sorted(self.models))
         await server.shutdown()

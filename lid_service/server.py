@@ -37,8 +37,6 @@ class LidSettings(ComputeSettings):
     )
     lid_savedir: Path = Field(Path.home() / ".cache/lidroute/lid", description="SpeechBrain savedir")
     device: str = Field("cpu", description="torch device (cpu, cuda, cuda:1)")
-    max_batch: int = Field(16, ge=1, le=256, description="most windows per model call")
-    batch_wait_ms: float = Field(5.0, ge=0, description="how long the first request waits for company")
     max_window_seconds: float = Field(10.0, gt=0, description="longest window accepted")
     max_connection_age_seconds: float = Field(
         300.0, ge=0, description="close connections this old so routers spread over new LID pods (0: never)"

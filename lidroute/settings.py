@@ -95,7 +95,8 @@ def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
 
 
 class ComputeSettings(CommonSettings):
-    """How many threads a model may compute on (the LID service and the workers)."""
+    """How a model computes (the LID service and the workers): on how many threads, and how many
+    concurrent requests' items one call takes (`lidroute.batching.MicroBatcher`)."""
 
     torch_threads: int = Field(
         0,
@@ -103,6 +104,11 @@ class ComputeSettings(CommonSettings):
         description="torch CPU threads (0: the CPUs the process may use, its container's limit included;"
         " where several services share the cores, set each its share: threads that outnumber the cores"
         " spin waiting for each other)",
+    )
+
+    max_batch: int = Field(16, ge=1, le=256, description="most items (windows, audio parts) per model call")
+    batch_wait_ms: float = Field(
+        5.0, ge=0, description="how long the first item of a model call waits for company"
     )
 
     def threads(self) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from lidroute.batching import MicroBatcher
 
@@ -52,3 +54,34 @@ async def test_the_model_runs_off_the_event_loop() -> None:
     await batcher.submit(1)
     await batcher.stop()
     assert seen == [False]
+
+
+async def test_a_workers_concurrent_jobs_share_model_calls_and_get_their_own_transcripts(
+    models_dir: Path, redis_client: aioredis.Redis
+) -> None:
+    """Jobs of two languages on one encoder and of a whole wav2vec2 model, in flight at once: their
+    parts are computed in shared calls (heads on one encoder together, the wav2vec2 model's parts
+    padded together), and each transcript is the one its clip gets alone."""
+    from asr_worker.model import CtcModel
+    from asr_worker.worker import AsrWorker, WorkerSettings
+    from lidroute.cli import model_dirs
+    from lidroute.registry import ModelSpec
+    from workbench.bench import utterance
+
+    _, asr = model_dirs(models_dir)
+    langs = [lang for lang in ("es", "en", "sw") if lang in asr]
+    models = {lang: CtcModel(lang, ModelSpec(uri=str(asr[lang])), beam=0) for lang in langs}
+    jobs = [(models[lang], utterance(lang, seconds, models_dir)) for lang in langs for seconds in (1.5, 2.2)]
+    worker = AsrWorker(WorkerSettings(max_batch=16, batch_wait_ms=200), redis_client)
+    calls: list[int] = []
+    worker.batcher._on_batch = calls.append
+    worker.batcher.start()
+    try:
+        served = await asyncio.gather(*(worker.transcribe(model, clip, {}) for model, clip in jobs))
+    finally:
+        await worker.batcher.stop()
+    assert calls == [sum(len(model.parts(clip)) for model, clip in jobs)]
+    for (model, clip), transcript in zip(jobs, served, strict=True):
+        alone = model.transcribe(clip)
+        assert transcript.text == alone.text
+        assert [w.start for w in transcript.words] == [w.start for w in alone.words]

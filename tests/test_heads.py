@@ -352,3 +352,12 @@ def test_a_recipe_command_that_cannot_write_its_folder_says_what_and_where(
         )
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and f"File exists: '{dangling}'" in err, err
+
+
+def test_clips_computed_together_get_the_states_each_gets_alone() -> None:
+    """Equal lengths share an encoder call, others run alone, and a long clip's windows join in."""
+    states = shared_states((2,))
+    rng = np.random.default_rng(1)
+    clips = [0.1 * rng.standard_normal(int(s * 16000)).astype(np.float32) for s in (1.3, 2.0, 2.0, 31.0)]
+    for clip, together in zip(clips, states.many(clips), strict=True):
+        assert torch.allclose(together, states(clip), atol=1e-3)
