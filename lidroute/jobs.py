@@ -9,8 +9,12 @@ event streams carry a TTL so that an abandoned job leaves nothing behind for lon
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -20,6 +24,8 @@ import redis.exceptions
 
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.v1 import transcriber_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 EventKind = Literal["started", "partial", "final", "error"]
 AudioKind = Literal["pcm", "end", "cancel"]
@@ -101,6 +107,15 @@ return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
 """
 
 
+def _events(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[str, Event]]:
+    """An event stream's entries as events; the marker that created the stream is none."""
+    return [
+        (_decode_id(entry_id), Event.from_fields(fields))
+        for entry_id, fields in entries
+        if fields.get(b"kind") != b"created"
+    ]
+
+
 class JobQueue:
     def __init__(self, client: aioredis.Redis, keys: Keys, stream_ttl: int = 900) -> None:
         self.redis = client
@@ -153,13 +168,10 @@ class JobQueue:
             await pipe.execute()
 
     async def read_events(self, job_id: str, last_id: str, block_ms: int) -> list[tuple[str, Event]]:
+        """The job's events after `last_id`, waiting up to `block_ms` for one. A router reads them
+        through its `EventReader`, one read for all its jobs."""
         reply = await self.redis.xread({self.keys.events(job_id): last_id}, block=block_ms, count=100)
-        events = []
-        for _, entries in reply:
-            for entry_id, fields in entries:
-                if fields.get(b"kind") != b"created":
-                    events.append((_decode_id(entry_id), Event.from_fields(fields)))
-        return events
+        return [event for _, entries in reply for event in _events(entries)]
 
     # ---------------------------------------------------------------- worker side
     async def ensure_group(self, lang: str) -> None:
@@ -316,3 +328,80 @@ class JobQueue:
             for lang in langs:
                 pipe.xlen(self.keys.jobs(lang))
             return [int(n) for n in await pipe.execute()]
+
+
+#: What a waiting job gets from the `EventReader`: its next events, or the error that stopped the read.
+EventBatch = list[tuple[str, Event]] | BaseException
+
+
+class EventReader:
+    """The events of every job a router waits on, read by one blocking XREAD over all their streams
+    rather than one per request: a router with 64 requests in flight keeps one Redis connection
+    blocked on events, not 64, and one read returns whatever came for any of them.
+
+    A job that joins while the read is blocked wakes it through the router's own wake stream (one
+    XADD), so its first event is not held back until the block ends. Where Redis fails, every
+    waiting job gets the error (as a read of its own would have raised it) and the reader goes on
+    with the jobs that come after.
+    """
+
+    def __init__(self, queue: JobQueue, block_ms: int = 1000) -> None:
+        self.queue = queue
+        # A read blocked past the client's socket timeout (`?socket_timeout=` in the Redis URL)
+        # would fail as a timeout: block for half of it at most.
+        timeout = queue.redis.connection_pool.connection_kwargs.get("socket_timeout")
+        self.block_ms = block_ms if timeout is None else max(10, min(block_ms, int(timeout * 500)))
+        self.wake_key = queue.keys.wake(uuid.uuid4().hex)
+        self._wake_id = "0"
+        #: job id -> (its event stream, the last entry read, where its events go)
+        self._jobs: dict[str, tuple[str, str, asyncio.Queue[EventBatch]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def watch(self, job_id: str) -> asyncio.Queue[EventBatch]:
+        """Starts reading the job's events (from its first); `forget` stops it."""
+        events: asyncio.Queue[EventBatch] = asyncio.Queue()
+        self._jobs[job_id] = (self.queue.keys.events(job_id), "0", events)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._read(), name="event-reader")
+        async with self.queue.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.wake_key, {"job": job_id}, maxlen=100, approximate=True)
+            pipe.expire(self.wake_key, self.queue.stream_ttl)
+            await pipe.execute()
+        return events
+
+    def forget(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await self.queue.redis.delete(self.wake_key)
+
+    async def _read(self) -> None:
+        while self._jobs:
+            streams = {key: last for key, last, _ in self._jobs.values()} | {self.wake_key: self._wake_id}
+            try:
+                reply = await self.queue.redis.xread(streams, block=self.block_ms, count=100)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("event read failed", extra={"error": str(exc), "jobs": len(self._jobs)})
+                for _, _, events in self._jobs.values():
+                    events.put_nowait(exc)
+                self._jobs.clear()
+                return
+            by_key = {key: job_id for job_id, (key, _, _) in self._jobs.items()}
+            for key, entries in reply:
+                name = key.decode() if isinstance(key, bytes) else key
+                if name == self.wake_key:
+                    self._wake_id = _decode_id(entries[-1][0])
+                    continue
+                job_id = by_key.get(name)
+                if job_id is None:  # forgotten while the read was out
+                    continue
+                _, _, events = self._jobs[job_id]
+                self._jobs[job_id] = (name, _decode_id(entries[-1][0]), events)
+                found = _events(entries)
+                if found:
+                    events.put_nowait(found)

@@ -38,6 +38,10 @@ class Keys:
         """Stream of partial / final / error events for one job."""
         return f"{self.prefix}events:{job_id}"
 
+    def wake(self, reader_id: str) -> str:
+        """Stream with TTL: a router's event reader is woken through it when a job joins its read."""
+        return f"{self.prefix}wake:{reader_id}"
+
     def lease(self, job_id: str) -> str:
         """String with TTL: present while the job's client is connected (its router renews it)."""
         return f"{self.prefix}lease:{job_id}"

@@ -40,7 +40,7 @@ from lidroute.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from lidroute.jobs import Job, JobQueue
+from lidroute.jobs import EventBatch, EventReader, Job, JobQueue
 from lidroute.keys import Keys
 from lidroute.registry import Registry, check_language_code
 from lidroute.settings import FloatList, QueueSettings
@@ -150,9 +150,10 @@ class RouterSettings(QueueSettings, AccessSettings):
         return windows
 
     def redis_connections(self) -> int:
-        """The Redis pool's size: a stream holds at most two connections at once (its blocking
-        event read, its audio forwarding), plus a few for the registry, admission and operations."""
-        return 2 * self.max_streams + 16
+        """The Redis pool's size: a stream holds at most one connection at once (its audio
+        forwarding), the event reader one for all streams, and a few serve the registry, admission
+        and operations."""
+        return self.max_streams + 16
 
     def audio_limits(self) -> AudioLimits:
         return AudioLimits(
@@ -255,6 +256,7 @@ class Router:
         keys = Keys(settings.key_prefix)
         self.registry = Registry(client, keys, worker_ttl=settings.worker_ttl_seconds)
         self.queue = JobQueue(client, keys, stream_ttl=settings.stream_ttl_seconds)
+        self.events = EventReader(self.queue)
         self.lid = lid_grpc.LanguageIdentifierStub(lid_channel)
         self.limits = settings.audio_limits()
         self.vad = VadPool()
@@ -265,6 +267,10 @@ class Router:
         self.redis_full = False
         #: jobs whose clients left while Redis could not be told, and since when (`keep_abandoning`)
         self.unabandoned: dict[str, float] = {}
+
+    async def close(self) -> None:
+        """Stops the event reader (the requests are over: the server has shut down)."""
+        await self.events.close()
 
     # ------------------------------------------------------------------ languages
     async def detectable_languages(self) -> frozenset[str]:
@@ -686,7 +692,17 @@ class Router:
                 waiter.cancel()
 
     async def _relay(self, job: Job, forward: asyncio.Task[None]) -> AsyncIterator[pb.RecognitionResult]:
-        last_id = "0"
+        """The job's results as its worker writes them, read by the router's one `EventReader`."""
+        events = await self.events.watch(job.job_id)
+        try:
+            async for result in self._results(job, forward, events):
+                yield result
+        finally:
+            self.events.forget(job.job_id)
+
+    async def _results(
+        self, job: Job, forward: asyncio.Task[None], events: asyncio.Queue[EventBatch]
+    ) -> AsyncIterator[pb.RecognitionResult]:
         started = False
         queue_limit = time.time() + self.settings.queue_timeout_seconds
         renew_every = self.settings.client_lease_seconds / 3
@@ -702,11 +718,14 @@ class Router:
                 raise DeadlineExceeded("deadline exceeded while waiting for the transcript")
             if not started and now >= queue_limit:
                 raise Unavailable(await self._queue_timeout_message(job.language))
-            block = int(
-                min(250.0, (min(job.deadline, queue_limit if not started else math.inf) - now) * 1000)
-            )
-            for entry_id, event in await self.queue.read_events(job.job_id, last_id, max(block, 1)):
-                last_id = entry_id
+            wait = min(0.25, min(job.deadline, queue_limit if not started else math.inf) - now)
+            try:
+                batch = await asyncio.wait_for(events.get(), max(wait, 0.001))
+            except TimeoutError:
+                continue
+            if isinstance(batch, BaseException):
+                raise batch
+            for _, event in batch:
                 if event.kind == "started":
                     started = True
                 elif event.kind == "error":

@@ -86,6 +86,7 @@ async def serve(settings: RouterSettings) -> None:
     finally:
         sampler.cancel()
         abandoner.cancel()
+        await router.close()
         await channel.close()
         await client.aclose()
 

@@ -7,9 +7,10 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from lidroute.errors import InvalidArgument
-from lidroute.jobs import Event, Job, JobQueue
+from lidroute.jobs import Event, EventReader, Job, JobQueue
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.registry import ModelSpec, Registry
 from lidroute.v1 import transcriber_pb2 as pb
@@ -209,3 +210,50 @@ async def test_dead_letter_records_the_job_and_error(redis_client: aioredis.Redi
     await queue.dead_letter(delivery, 4, "boom")
     [(_, fields)] = await redis_client.xrange(keys.dead)
     assert fields[b"error"] == b"boom" and fields[b"deliveries"] == b"4" and b"j1" in fields[b"job"]
+
+
+async def test_one_event_reader_serves_every_waiting_job_on_one_blocked_connection(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    queue = JobQueue(redis_client, keys, stream_ttl=60)
+    reader = EventReader(queue, block_ms=5000)
+    jobs = [f"r{i}" for i in range(20)]
+    try:
+        waiting = {job_id: await reader.watch(job_id) for job_id in jobs}
+        await asyncio.sleep(0.2)
+        assert int((await redis_client.info("clients"))["blocked_clients"]) == 1
+        for job_id in reversed(jobs):
+            result = pb.RecognitionResult(is_final=True, language_code=job_id)
+            await queue.emit(job_id, Event("final", result=result, worker_id="w1"))
+        for job_id, events in waiting.items():
+            [(_, event)] = await asyncio.wait_for(events.get(), 2)
+            assert event.kind == "final" and event.result.language_code == job_id
+        # A job that joins while the read is blocked wakes it: its first event comes at once, not
+        # when the 5 s block ends.
+        late = await reader.watch("late")
+        started = time.monotonic()
+        await queue.emit("late", Event("started", worker_id="w1"))
+        [(_, event)] = await asyncio.wait_for(late.get(), 2)
+        assert event.kind == "started" and time.monotonic() - started < 2
+    finally:
+        await reader.close()
+    assert not await redis_client.exists(reader.wake_key)
+
+
+async def test_a_redis_failure_reaches_every_job_the_event_reader_serves(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from workbench.stack import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = aioredis.Redis.from_url(server.url)
+    reader = EventReader(JobQueue(client, Keys()), block_ms=5000)
+    try:
+        waiting = [await reader.watch(job_id) for job_id in ("a", "b")]
+        await asyncio.sleep(0.2)
+        server.proc.kill()  # type: ignore[union-attr]
+        for events in waiting:
+            assert isinstance(await asyncio.wait_for(events.get(), 5), redis.exceptions.ConnectionError)
+    finally:
+        await reader.close()
+        await client.aclose()
+        server.stop()

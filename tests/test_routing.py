@@ -55,19 +55,20 @@ async def make_router(
     await registry.register("sw", ModelSpec(uri="/models/asr/sw"))
     await registry.heartbeat("worker-en", ["en"])
     channel = grpc.aio.insecure_channel("127.0.0.1:1")  # never dialled: planning is all that runs
-    clients: list[aioredis.Redis] = []
+    made: list[tuple[Router, aioredis.Redis]] = []
 
     def make(**settings: Any) -> Router:
         client = aioredis.Redis.from_url(redis_server.url)
-        clients.append(client)
         router = Router(
             RouterSettings(redis_url=redis_server.url, key_prefix=keys.prefix, **settings), client, channel
         )
         router.lid = KnowsLanguages(["en", "sw", "de"])  # type: ignore[assignment]
+        made.append((router, client))
         return router
 
     yield make
-    for client in clients:
+    for router, client in made:
+        await router.close()
         await client.aclose()
     await channel.close()
 
