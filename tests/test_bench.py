@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.bench import ADMISSION_LIMIT, admission, admission_rows, breakdown, naive_rows, naive_server
+from workbench.bench import (
+    ADMISSION_LIMIT,
+    ALTERNATIVES,
+    admission,
+    admission_rows,
+    breakdown,
+    naive_rows,
+    naive_server,
+)
 
 
 def test_the_breakdown_splits_a_request_into_the_parts_router_and_worker_timed() -> None:
@@ -24,18 +32,28 @@ def test_the_breakdown_splits_a_request_into_the_parts_router_and_worker_timed()
     assert got["end to end, at the client"] == 125.0
 
 
-def test_the_naive_server_serves_the_same_clip_and_the_report_sets_it_beside_lidroute(
+def test_the_alternatives_serve_the_same_clip_and_the_report_sets_them_beside_lidroute(
     models_dir: Path, speech
 ) -> None:  # type: ignore[no-untyped-def]
-    """The server a user would write, a real process on the same models: it hears the language,
-    every request of each level is answered, and the report gives the ratio of the rates."""
+    """The server a user would write and the Whisper-base anchor, real processes on the same clip:
+    each hears a language, every request of each level is answered, and the report gives
+    lidroute's ratio to each."""
     audio = speech["es"][0].audio
-    naive, heard = naive_server(models_dir, audio, "1,2")
-    assert heard == "es" and set(naive) == {"c1", "c2"}
-    assert all(rps > 0 and 0 < median <= p95 for rps, median, p95 in naive.values())
+    others = {system: naive_server(models_dir, audio, "1,2", system) for system in ALTERNATIVES}
+    assert others["naive"][1] == "es" and others["whisper-base"][1]
+    for rates, _ in others.values():
+        assert set(rates) == {"c1", "c2"}
+        assert all(rps > 0 and 0 < median <= p95 for rps, median, p95 in rates.values())
     ours = {"c1": (2.0, 0.5, 0.7), "c2": (3.0, 0.6, 0.9)}
-    report = naive_rows(ours, {"c1": (4.0, 0.25, 0.3), "c2": (6.0, 0.3, 0.4)}, heard)
-    assert "| 1 | 2.00 | 4.00 | 0.50x | 500 / 250 | 700 / 300 |" in report and "heard 'es'" in report
+    report = naive_rows(
+        ours,
+        {
+            "naive": ({"c1": (4.0, 0.25, 0.3), "c2": (6.0, 0.3, 0.4)}, "es"),
+            "whisper-base": ({"c1": (1.0, 1.0, 1.2), "c2": (1.5, 1.3, 1.5)}, "es"),
+        },
+    )
+    assert "| 1 | 2.00 / 4.00 / 1.00 | 0.50x | 2.00x | 500 / 250 / 1000 | 700 / 300 / 1200 |" in report
+    assert "naive server 'es', Whisper base 'es'" in report
 
 
 def test_twice_the_capacity_is_measured_on_a_router_at_its_limit(models_dir: Path, speech) -> None:  # type: ignore[no-untyped-def]

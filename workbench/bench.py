@@ -224,12 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     long_audio = utterance(args.language, args.long_seconds, models_dir, gap=1.0)
     long = long_request(models_dir, args.language, long_audio, args.long_runs)
     (e2e, parts), rows = through_the_stack(models_dir, audio, args.runs, args.concurrency)
-    naive, heard = naive_server(models_dir, audio, args.concurrency)
+    others = {system: naive_server(models_dir, audio, args.concurrency, system) for system in ALTERNATIVES}
     admitted = admission(models_dir, audio, args.admission_waves)
     sections = [
         _table(args, base, e2e, decoding, long, rows),
         "\n".join(breakdown(e2e, parts)),
-        naive_rows(rows, naive, heard),
+        naive_rows(rows, others),
         admission_rows(admitted),
     ]
     real: dict[str, object] = {}
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 "end_to_end_s": e2e,
                 "end_to_end_parts_s": parts,
                 "throughput": rows,
-                "naive_server_throughput": naive,
+                "alternatives_throughput": {system: rates for system, (rates, _) in others.items()},
                 "admission_s": admitted,
                 "real_size": real,
             }
@@ -370,9 +370,16 @@ def admission_rows(outcomes: dict[str, list[float]]) -> str:
     return "\n".join(lines)
 
 
-def naive_server(models_dir: Path, audio: np.ndarray, concurrency: str) -> tuple[dict[str, Rate], str]:
+#: The servers `make bench` sets beside lidroute (`workbench.naive --system`), and how a table names them.
+ALTERNATIVES = {"naive": "naive server", "whisper-base": "Whisper base"}
+
+
+def naive_server(
+    models_dir: Path, audio: np.ndarray, concurrency: str, system: str = "naive"
+) -> tuple[dict[str, Rate], str]:
     """(requests/s, p50, p95 latency) per concurrency level of the server a user would write
-    (`workbench.naive`) on the same models and clip, and the language it heard in the clip."""
+    (`workbench.naive`) on the same models and clip, or of the anchor a user would install instead
+    (`system` whisper-base), and the language it heard in the clip."""
     import subprocess
     import sys
 
@@ -385,7 +392,10 @@ def naive_server(models_dir: Path, audio: np.ndarray, concurrency: str) -> tuple
         log_path = Path(tmp) / "naive.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "workbench.naive", "--models-dir", str(models_dir), "--port", port],
+                [
+                    *(sys.executable, "-m", "workbench.naive", "--models-dir", str(models_dir)),
+                    *("--port", port, "--system", system),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -409,25 +419,38 @@ def naive_server(models_dir: Path, audio: np.ndarray, concurrency: str) -> tuple
     return rows, language
 
 
-def naive_rows(
-    ours: dict[str, Rate],
-    naive: dict[str, Rate],
-    heard: str,
-) -> str:
-    """lidroute beside the server a user would write, level by level, and the ratio of their rates."""
+def naive_rows(ours: dict[str, Rate], others: dict[str, tuple[dict[str, Rate], str]]) -> str:
+    """lidroute beside the alternatives (`ALTERNATIVES`), level by level: rates, lidroute's ratio to
+    each, and the latencies."""
+    names = [ALTERNATIVES[system] for system in others]
+    heard = ", ".join(f"{ALTERNATIVES[system]} {language!r}" for system, (_, language) in others.items())
     lines = [
-        f"The server a user would write (`workbench.naive`: the first language-ID model on the first second,"
-        f" then the recognizer, greedy, per request on 2 threads; it heard {heard!r}), same clip and models:",
+        "Beside the server a user would write (`workbench.naive`: the first language-ID model on the first"
+        " second, then the recognizer, greedy, per request on 2 threads) and Whisper base (faster-whisper,"
+        f" int8, its own language detection, beam 5, 2 callers), same clip; they heard {heard}:",
         "",
-        "| concurrent clients | lidroute requests/s | naive server requests/s | lidroute / naive |"
-        " p50 latency lidroute / naive (ms) | p95 latency lidroute / naive (ms) |",
-        "|---|---|---|---|---|---|",
+        "| concurrent clients | requests/s lidroute / "
+        + " / ".join(names)
+        + " | lidroute / "
+        + " | lidroute / ".join(names)
+        + " | p50 latency lidroute / "
+        + " / ".join(names)
+        + " (ms) |"
+        " p95 latency (ms) |",
+        "|---|---|" + "---|" * len(names) + "---|---|",
     ]
     for key, (rps, median, p95) in ours.items():
-        their_rps, their_median, their_p95 = naive[key]
+        rows = [rates[key] for rates, _ in others.values()]
         lines.append(
-            f"| {key[1:]} | {rps:.2f} | {their_rps:.2f} | {rps / their_rps:.2f}x |"
-            f" {1000 * median:.0f} / {1000 * their_median:.0f} | {1000 * p95:.0f} / {1000 * their_p95:.0f} |"
+            f"| {key[1:]} | {rps:.2f} / "
+            + " / ".join(f"{r[0]:.2f}" for r in rows)
+            + " | "
+            + " | ".join(f"{rps / r[0]:.2f}x" for r in rows)
+            + f" | {1000 * median:.0f} / "
+            + " / ".join(f"{1000 * r[1]:.0f}" for r in rows)
+            + f" | {1000 * p95:.0f} / "
+            + " / ".join(f"{1000 * r[2]:.0f}" for r in rows)
+            + " |"
         )
     return "\n".join(lines)
 

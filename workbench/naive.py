@@ -8,6 +8,10 @@ answers is what lidroute would for the same clip when both are right, so the ben
 cost of serving, not of different models.
 
     python -m workbench.naive --models-dir models --port 50071
+
+`--system whisper-base` serves the anchor a user would install instead of both (faster-whisper,
+Whisper base, int8): its own language detection on the first 30 s, then its decoder (beam 5), on
+the same thread pool.
 """
 
 from __future__ import annotations
@@ -25,34 +29,20 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from lidroute.audio import TARGET_RATE, pcm16_to_float
+from lidroute.cli import CACHE
 from lidroute.registry import ModelSpec
 from lidroute.v1 import transcriber_pb2 as pb
 from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
 
 
-class NaiveTranscriber(pb_grpc.TranscriberServicer):  # type: ignore[misc]
-    """Reads the whole stream, then language ID and recognition in a worker thread."""
+class WholeStream(pb_grpc.TranscriberServicer):  # type: ignore[misc]
+    """Reads the whole stream, then `recognize` (language and text) in a worker thread."""
 
-    def __init__(self, models_dir: Path, threads: int) -> None:
-        from speechbrain.inference.classifiers import EncoderClassifier
-
-        from asr_worker.model import CtcModel
-        from lid_service.model import label_to_code
-        from lidroute.cli import model_dirs
-
-        lid, asr = model_dirs(models_dir)  # the first language-ID model alone
-        self.lid = EncoderClassifier.from_hparams(source=str(lid[0]), savedir=tempfile.mkdtemp())
-        labels = self.lid.hparams.label_encoder.ind2lab
-        self.codes = [label_to_code(labels[i]) for i in range(len(labels))]
-        self.models = {lang: CtcModel(lang, ModelSpec(uri=str(path)), beam=0) for lang, path in asr.items()}
+    def __init__(self, threads: int) -> None:
         self.pool = ThreadPoolExecutor(threads)
 
     def recognize(self, audio: np.ndarray) -> tuple[str, str]:
-        with torch.inference_mode():
-            scores = self.lid.classify_batch(torch.from_numpy(audio[:TARGET_RATE])[None])[0][0]
-        served = [i for i, code in enumerate(self.codes) if code in self.models]
-        lang = self.codes[max(served, key=lambda i: float(scores[i]))]
-        return lang, self.models[lang].transcribe(audio).text
+        raise NotImplementedError
 
     async def Transcribe(
         self, request_iterator: AsyncIterator[pb.TranscribeRequest], context: grpc.aio.ServicerContext
@@ -69,9 +59,52 @@ class NaiveTranscriber(pb_grpc.TranscriberServicer):  # type: ignore[misc]
         )
 
 
-async def serve(models_dir: Path, port: int, threads: int) -> None:
+class NaiveTranscriber(WholeStream):
+    """The bundled models, as a user would call them."""
+
+    def __init__(self, models_dir: Path, threads: int) -> None:
+        super().__init__(threads)
+        from speechbrain.inference.classifiers import EncoderClassifier
+
+        from asr_worker.model import CtcModel
+        from lid_service.model import label_to_code
+        from lidroute.cli import model_dirs
+
+        lid, asr = model_dirs(models_dir)  # the first language-ID model alone
+        self.lid = EncoderClassifier.from_hparams(source=str(lid[0]), savedir=tempfile.mkdtemp())
+        labels = self.lid.hparams.label_encoder.ind2lab
+        self.codes = [label_to_code(labels[i]) for i in range(len(labels))]
+        self.models = {lang: CtcModel(lang, ModelSpec(uri=str(path)), beam=0) for lang, path in asr.items()}
+
+    def recognize(self, audio: np.ndarray) -> tuple[str, str]:
+        with torch.inference_mode():
+            scores = self.lid.classify_batch(torch.from_numpy(audio[:TARGET_RATE])[None])[0][0]
+        served = [i for i, code in enumerate(self.codes) if code in self.models]
+        lang = self.codes[max(served, key=lambda i: float(scores[i]))]
+        return lang, self.models[lang].transcribe(audio).text
+
+
+class WhisperTranscriber(WholeStream):
+    """Whisper base on faster-whisper, as a user would call it: one model, `threads` callers."""
+
+    def __init__(self, cache: Path, threads: int) -> None:
+        super().__init__(threads)
+        from faster_whisper import WhisperModel
+
+        from lidroute.train.teacher import whisper_base_dir
+
+        self.model = WhisperModel(
+            str(whisper_base_dir(cache)), device="cpu", compute_type="int8", num_workers=threads
+        )
+
+    def recognize(self, audio: np.ndarray) -> tuple[str, str]:
+        segments, info = self.model.transcribe(audio, beam_size=5)
+        return info.language, " ".join(segment.text.strip() for segment in segments)
+
+
+async def serve(servicer: WholeStream, port: int) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_TranscriberServicer_to_server(NaiveTranscriber(models_dir, threads), server)
+    pb_grpc.add_TranscriberServicer_to_server(servicer, server)
     checks = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -85,8 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models-dir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=2, help="requests recognised at once")
+    parser.add_argument("--system", choices=("naive", "whisper-base"), default="naive")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where Whisper base's joined model file is")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.models_dir, args.port, args.threads))
+    servicer = (
+        NaiveTranscriber(args.models_dir, args.threads)
+        if args.system == "naive"
+        else WhisperTranscriber(args.cache, args.threads)
+    )
+    asyncio.run(serve(servicer, args.port))
 
 
 if __name__ == "__main__":
