@@ -10,6 +10,7 @@ gets an error instead of waiting forever.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -29,7 +30,7 @@ from asr_worker.decoding import DEFAULT_BEAM
 from asr_worker.model import Acoustic, CtcModel, Part, Transcript, batch_logits
 from lidroute.audio import TARGET_RATE, duration, pcm16_to_float
 from lidroute.batching import MicroBatcher
-from lidroute.jobs import Delivery, Event, JobQueue
+from lidroute.jobs import Delivery, Event, EventKind, JobQueue, Progress
 from lidroute.keys import Keys
 from lidroute.registry import Registry
 from lidroute.server import GrpcServer, run_service, start_metrics
@@ -92,9 +93,57 @@ class WorkerSettings(QueueSettings, ComputeSettings):
     max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead stream")
     heartbeat_seconds: float = Field(2.0, gt=0, description="heartbeat period")
     interim_interval_seconds: float = Field(1.0, gt=0, description="audio between two interim results")
+    final_after_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="audio held past which the stretches a pause has closed are given as a final result"
+        " and let go: a stream of any length is transcribed in bounded memory, a final result a stretch",
+    )
     audio_idle_timeout_seconds: float = Field(30.0, gt=0, description="give up when audio stops arriving")
     grace_seconds: float = Field(30.0, ge=0, description="time to finish jobs in progress on SIGTERM")
     model_cache: Path = Field(Path.home() / ".cache/lidroute/hub", description="hub download cache")
+
+
+class HeldAudio:
+    """A job's audio since its last final result, counted in samples from the start of the job's
+    audio, and where its audio stream has been read to. A long stream's stretches are let go once
+    given as final results (`let_go`), so what is held stays bounded however long the stream."""
+
+    def __init__(self, progress: Progress) -> None:
+        #: The first sample held: those before it are in final results already.
+        self.base = progress.committed
+        self.size = 0
+        self.last_id = progress.after
+        self._chunks: list[np.ndarray] = []
+        self._read = progress.at  # samples in the audio stream up to last_id
+        self._after, self._at = progress.after, progress.at
+        #: (entry id, samples to its end) of the audio entries read since the last progress
+        self._entries: collections.deque[tuple[str, int]] = collections.deque()
+
+    def add(self, entry_id: str, pcm: np.ndarray) -> None:
+        """An audio entry's samples; those a final result covers already (a job taken over) are skipped."""
+        skip = min(len(pcm), max(0, self.base + self.size - self._read))
+        if skip < len(pcm):
+            self._chunks.append(pcm[skip:])
+            self.size += len(pcm) - skip
+        self._read += len(pcm)
+        self.last_id = entry_id
+        self._entries.append((entry_id, self._read))
+
+    def audio(self) -> np.ndarray:
+        if len(self._chunks) != 1:
+            self._chunks = [np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)]
+        return self._chunks[0]
+
+    def let_go(self, samples: int) -> Progress:
+        """Drops the first `samples` held (given as a final result) and returns the job's progress:
+        the last audio entry wholly before what is still held, for a worker that takes it over."""
+        self._chunks = [self.audio()[samples:].copy()]
+        self.base += samples
+        self.size -= samples
+        while self._entries and self._entries[0][1] <= self.base:
+            self._after, self._at = self._entries.popleft()
+        return Progress(committed=self.base, after=self._after, at=self._at)
 
 
 class AsrWorker:
@@ -296,24 +345,32 @@ class AsrWorker:
         model = self.models.get(lang)
         if model is None:
             raise RuntimeError(f"no model loaded for {lang}")
+        # A job taken over from a worker that died goes on where that worker's final results ended.
+        held = HeldAudio(await self.queue.progress(job.job_id))
         await self.queue.emit(job.job_id, Event("started", worker_id=self.id))
-        log.info("job started", extra={"job_id": job.job_id, "language": lang})
-        decoded: dict[tuple[int, int], Part] = {}  # parts of the growing audio, for interim results
-        audio = await self._receive_audio(delivery, model, decoded, picked_up)
-        if isinstance(audio, str):
-            return audio
-        return await self._finish(delivery, model, audio, decoded, picked_up)
+        log.info("job started", extra={"job_id": job.job_id, "language": lang, "from_sample": held.base})
+        decoded: dict[tuple[int, int], Part] = {}  # parts of the held audio, for interim results
+        outcome = await self._receive_audio(delivery, model, held, decoded, picked_up)
+        if outcome is not None:
+            return outcome
+        return await self._finish(delivery, model, held, decoded, picked_up)
 
     async def _receive_audio(
-        self, delivery: Delivery, model: CtcModel, decoded: dict[tuple[int, int], Part], picked_up: float
-    ) -> np.ndarray | str:
-        """The job's audio as it streams in, interim results sent on the way; or, when the job ends
-        otherwise (client gone, cancelled, deadline passed, audio stopped), that outcome."""
+        self,
+        delivery: Delivery,
+        model: CtcModel,
+        held: HeldAudio,
+        decoded: dict[tuple[int, int], Part],
+        picked_up: float,
+    ) -> str | None:
+        """Takes the job's audio as it streams in, sending interim results and, once more than
+        `final_after_seconds` is held, final results of what pauses have closed; None once the
+        audio has ended, else how the job ended otherwise (client gone, cancelled, deadline passed,
+        audio stopped)."""
         job = delivery.job
-        chunks: list[np.ndarray] = []
-        samples = last_interim = 0
+        last_interim = 0
         interval = int(self.settings.interim_interval_seconds * TARGET_RATE)
-        last_id = "0"
+        final_after = int(self.settings.final_after_seconds * TARGET_RATE)
         last_audio = checked = time.monotonic()
         while True:
             if time.monotonic() - checked >= 1.0:
@@ -321,7 +378,7 @@ class AsrWorker:
                 if await self.queue.client_gone(job):
                     return await self._abandoned(delivery, "while its audio was coming")
             block = int(min(1000, max(job.seconds_left(), 0.01) * 1000))
-            entries = await self.queue.read_audio(job.job_id, last_id, block)
+            entries = await self.queue.read_audio(job.job_id, held.last_id, block)
             if not entries:
                 if job.seconds_left() <= 0:
                     await self._fail(
@@ -333,41 +390,62 @@ class AsrWorker:
                     return "timeout"
                 continue
             last_audio = time.monotonic()
-            ended = False
             for entry_id, kind, payload in entries:
-                last_id = entry_id
                 if kind == "pcm":
-                    chunks.append(pcm16_to_float(payload))
-                    samples += len(chunks[-1])
-                elif kind == "cancel":
+                    held.add(entry_id, pcm16_to_float(payload))
+                    if held.size >= final_after:  # each entry: a whole file's come in one read
+                        await self._give_stretch(delivery, model, held, decoded, picked_up)
+                        last_interim = held.size
+                    continue
+                held.last_id = entry_id
+                if kind == "cancel":
                     log.info(
                         "job cancelled by client", extra={"job_id": job.job_id, "reason": payload.decode()}
                     )
                     await self.queue.done(delivery)
                     return "cancelled"
-                else:
-                    ended = True
-            if ended:
-                return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-            if job.interim_results and samples - last_interim >= interval:
-                last_interim = samples
-                audio = np.concatenate(chunks)
-                partial = await self.transcribe(model, audio, decoded)
+                return None  # the end of the audio
+            if job.interim_results and held.size - last_interim >= interval:
+                last_interim = held.size
+                partial = await self.transcribe(model, held.audio(), decoded)
                 await self.queue.emit(
-                    job.job_id, self._event(delivery, model, partial, len(audio), False, picked_up)
+                    job.job_id, self._event(delivery, model, partial, held, held.size, "partial", picked_up)
                 )
+
+    async def _give_stretch(
+        self,
+        delivery: Delivery,
+        model: CtcModel,
+        held: HeldAudio,
+        decoded: dict[tuple[int, int], Part],
+        picked_up: float,
+    ) -> None:
+        """The held parts that a pause has closed, as one final result, then let go; the part after
+        the last pause may still grow and stays. With no pause yet, nothing: a part is cut at 30 s
+        of speech without one (`speech_segments`), so what is held stays bounded."""
+        audio = held.audio()
+        parts = model.parts(audio)
+        if len(parts) < 2:
+            return
+        cut = parts[-1][0]
+        result = await self.transcribe(model, audio[:cut], decoded)
+        INFERENCE.labels(delivery.language).observe(result.inference_seconds)
+        segment = self._event(delivery, model, result, held, cut, "segment", picked_up)
+        await self.queue.commit(delivery.job.job_id, segment, held.let_go(cut))
+        decoded.clear()  # its keys counted from the audio held before
 
     async def _finish(
         self,
         delivery: Delivery,
         model: CtcModel,
-        audio: np.ndarray,
+        held: HeldAudio,
         decoded: dict[tuple[int, int], Part],
         picked_up: float,
     ) -> str:
-        """The final result of the whole audio, or a refusal of audio too short for the model."""
+        """The final result of the audio held, or a refusal of audio too short for the model."""
         job, lang = delivery.job, delivery.language
-        if 0 < len(audio) < model.min_samples:
+        audio = held.audio()
+        if held.base == 0 and 0 < len(audio) < model.min_samples:
             # Its model's real minimum (`CtcModel.min_samples`): a clear refusal, not a guess padded out.
             await self._fail(
                 delivery,
@@ -378,14 +456,16 @@ class AsrWorker:
             return "too_short"
         final = await self.transcribe(model, audio, decoded)
         INFERENCE.labels(lang).observe(final.inference_seconds)
-        await self.queue.emit(job.job_id, self._event(delivery, model, final, len(audio), True, picked_up))
+        await self.queue.emit(
+            job.job_id, self._event(delivery, model, final, held, len(audio), "final", picked_up)
+        )
         await self.queue.done(delivery)
         log.info(
             "job done",
             extra={
                 "job_id": job.job_id,
                 "language": lang,
-                "audio_s": round(len(audio) / TARGET_RATE, 3),
+                "audio_s": round((held.base + len(audio)) / TARGET_RATE, 3),
                 "inference_s": round(final.inference_seconds, 4),
             },
         )
@@ -417,16 +497,25 @@ class AsrWorker:
         await self.queue.done(delivery)
 
     def _event(
-        self, delivery: Delivery, model: CtcModel, t: Transcript, samples: int, final: bool, picked_up: float
+        self,
+        delivery: Delivery,
+        model: CtcModel,
+        t: Transcript,
+        held: HeldAudio,
+        samples: int,
+        kind: EventKind,
+        picked_up: float,
     ) -> Event:
+        """A result of the first `samples` held, its times counted from the start of the job's audio."""
         job = delivery.job
+        offset = held.base / TARGET_RATE
         words = []
         if job.word_time_offsets or job.word_confidence:
             for w in t.words:
                 info = pb.WordInfo(word=w.word)
                 if job.word_time_offsets:
-                    info.start_offset.CopyFrom(duration(w.start))
-                    info.end_offset.CopyFrom(duration(w.end))
+                    info.start_offset.CopyFrom(duration(offset + w.start))
+                    info.end_offset.CopyFrom(duration(offset + w.end))
                 if job.word_confidence:
                     info.confidence = w.confidence
                 words.append(info)
@@ -435,9 +524,9 @@ class AsrWorker:
             alternatives=[
                 pb.SpeechRecognitionAlternative(transcript=t.text, confidence=t.confidence, words=words)
             ],
-            is_final=final,
+            is_final=kind != "partial",
             language_code=delivery.language,
-            result_end_offset=duration(samples / TARGET_RATE),
+            result_end_offset=duration(offset + samples / TARGET_RATE),
             model=pb.ModelInfo(
                 language_code=delivery.language, uri=spec.name, revision=spec.revision, kind=spec.kind
             ),
@@ -448,7 +537,7 @@ class AsrWorker:
             ),
             worker_id=self.id,
         )
-        return Event("final" if final else "partial", result=result, worker_id=self.id)
+        return Event(kind, result=result, worker_id=self.id)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:

@@ -21,6 +21,7 @@ import soundfile as sf
 from grpc._cython import cygrpc
 
 from lidroute.audio import float_to_pcm16
+from lidroute.jobs import join_results
 from lidroute.v1 import transcriber_pb2 as pb
 from lidroute.v1 import transcriber_pb2_grpc as pb_grpc
 
@@ -363,14 +364,17 @@ def _apply_result(out: Transcription, result: pb.RecognitionResult) -> None:
 async def collect(call: TranscribeStream | AsyncIterator[pb.TranscribeResponse]) -> Transcription:
     """Folds a Transcribe response stream into one Transcription."""
     out = Transcription()
+    finals: list[pb.RecognitionResult] = []  # one per stretch of a long stream
     async for response in call:
         out.request_id = response.request_id
         if response.HasField("language_detected"):
             _apply_language(out, response.language_detected)
         elif response.result.is_final:
-            _apply_result(out, response.result)
+            finals.append(response.result)
         elif response.result.alternatives:
             out.partials.append(response.result.alternatives[0].transcript)
+    if finals:
+        _apply_result(out, join_results(finals))
     return out
 
 

@@ -27,7 +27,8 @@ from lidroute.v1 import transcriber_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["started", "partial", "final", "error"]
+#: `segment`: a final result of a stretch of a long job's audio, more to come; `final`: the last.
+EventKind = Literal["started", "partial", "segment", "final", "error"]
 AudioKind = Literal["pcm", "end", "cancel"]
 
 
@@ -86,6 +87,17 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far a long job's final results go: `committed` samples of its audio are transcribed and
+    sent; its audio stream goes on after entry `after`, whose next entry starts at sample `at`
+    (`at` <= `committed`: entries are not cut where results are)."""
+
+    committed: int = 0
+    after: str = "0"
+    at: int = 0
+
+
+@dataclass(frozen=True)
 class Delivery:
     """A job as a worker received it: the stream entry id is what it acknowledges."""
 
@@ -105,6 +117,32 @@ local limit = tonumber(ARGV[1])
 if limit > 0 and redis.call('XLEN', KEYS[1]) >= limit then return false end
 return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
 """
+
+
+def join_results(results: Sequence[pb.RecognitionResult]) -> pb.RecognitionResult:
+    """A request's final results (one per stretch of long audio) as one: the transcripts joined,
+    the words in order (their offsets count from the start of the audio already), the confidence
+    the mean of theirs weighted by transcript length, the audio and model time summed."""
+    if len(results) == 1:
+        return results[0]
+    out = pb.RecognitionResult()
+    if not results:
+        out.is_final = True
+        return out
+    out.CopyFrom(results[-1])
+    best = [r.alternatives[0] for r in results if r.alternatives and r.alternatives[0].transcript]
+    weight = sum(len(a.transcript) for a in best)
+    del out.alternatives[:]
+    out.alternatives.add(
+        transcript=" ".join(a.transcript for a in best),
+        confidence=sum(len(a.transcript) * a.confidence for a in best) / weight if weight else 0.0,
+        words=[w for a in best for w in a.words],
+    )
+    out.timing.audio_seconds = sum(r.timing.audio_seconds for r in results)
+    out.timing.inference_seconds = sum(r.timing.inference_seconds for r in results)
+    out.timing.queue_seconds = results[0].timing.queue_seconds
+    out.timing.language_id_seconds = results[0].timing.language_id_seconds
+    return out
 
 
 def _events(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[str, Event]]:
@@ -270,7 +308,7 @@ class JobQueue:
             pipe.xack(key, WORKER_GROUP, entry_id)
             pipe.xdel(key, entry_id)
             if audio_of:
-                pipe.delete(self.keys.audio(audio_of))
+                pipe.delete(self.keys.audio(audio_of), self.keys.progress(audio_of))
             await pipe.execute()
 
     async def done(self, delivery: Delivery) -> None:
@@ -317,6 +355,34 @@ class JobQueue:
             pipe.xadd(key, event.to_fields())
             pipe.expire(key, self.stream_ttl)
             await pipe.execute()
+
+    async def commit(self, job_id: str, segment: Event, progress: Progress) -> None:
+        """A long job's final result for a stretch of its audio, and how far its results now go, in
+        one transaction: a worker that takes the job over after this goes on from `progress` and
+        repeats nothing; one that takes it over before repeats the stretch whole. The audio
+        stream's entries before `progress.after` go: they are done with, and an hour of audio is
+        not kept in Redis to the end of the request."""
+        events, audio, state = (
+            self.keys.events(job_id),
+            self.keys.audio(job_id),
+            self.keys.progress(job_id),
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(events, segment.to_fields())
+            pipe.expire(events, self.stream_ttl)
+            pipe.hset(state, mapping=asdict(progress))
+            pipe.expire(state, self.stream_ttl)
+            pipe.xtrim(audio, minid=progress.after, approximate=False)
+            await pipe.execute()
+
+    async def progress(self, job_id: str) -> Progress:
+        """How far a job's final results go (nothing yet: zeros, from the audio's first entry)."""
+        fields = await self.redis.hgetall(self.keys.progress(job_id))
+        if not fields:
+            return Progress()
+        return Progress(
+            committed=int(fields[b"committed"]), after=fields[b"after"].decode(), at=int(fields[b"at"])
+        )
 
     async def queue_depth(self, lang: str) -> int:
         """Jobs waiting or in progress: what autoscaling reads (stream length, acked entries deleted)."""

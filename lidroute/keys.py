@@ -42,6 +42,11 @@ class Keys:
         """Stream with TTL: a router's event reader is woken through it when a job joins its read."""
         return f"{self.prefix}wake:{reader_id}"
 
+    def progress(self, job_id: str) -> str:
+        """Hash with TTL: how much of a long job's audio its final results cover, and where in its
+        audio stream a worker that takes the job over goes on from (`JobQueue.commit`)."""
+        return f"{self.prefix}progress:{job_id}"
+
     def lease(self, job_id: str) -> str:
         """String with TTL: present while the job's client is connected (its router renews it)."""
         return f"{self.prefix}lease:{job_id}"

@@ -40,7 +40,7 @@ from lidroute.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from lidroute.jobs import EventBatch, EventReader, Job, JobQueue
+from lidroute.jobs import EventBatch, EventReader, Job, JobQueue, join_results
 from lidroute.keys import Keys
 from lidroute.registry import Registry, check_language_code
 from lidroute.settings import FloatList, QueueSettings
@@ -69,6 +69,11 @@ LID_WINDOW = Histogram(
 )
 
 
+#: The most audio in one entry of a job's audio stream (10 s, 320 kB): a whole file sent at once
+#: reaches its worker in pieces, which it can give final results of and let go one by one.
+FORWARD_SAMPLES = 10 * TARGET_RATE
+
+
 class RouterSettings(QueueSettings, AccessSettings):
     """Router: the public Transcriber API."""
 
@@ -86,12 +91,26 @@ class RouterSettings(QueueSettings, AccessSettings):
     )
     max_onset_search_seconds: float = Field(5.0, gt=0, description="how long to look for speech")
     vad_threshold: float = Field(0.5, gt=0, lt=1, description="VAD speech probability threshold")
-    max_audio_seconds: float = Field(120.0, gt=0, description="longest audio accepted")
-    max_audio_bytes: int = Field(16 * 1024 * 1024, gt=0, description="most audio bytes per request")
+    max_audio_seconds: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description="longest audio accepted (a stream of any length is transcribed in bounded memory,"
+        " a final result per stretch; a whole file sent at once is held whole)",
+    )
+    max_audio_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="most audio bytes per request (64 MiB: an hour of compressed speech, or of 8 kHz"
+        " LINEAR16, in one Recognize call)",
+    )
     max_chunk_bytes: int = Field(1024 * 1024, gt=0, description="most bytes in one streamed message")
     min_sample_rate: int = Field(8000, gt=0, description="lowest sample rate accepted")
     max_sample_rate: int = Field(48000, gt=0, description="highest sample rate accepted")
-    max_request_seconds: float = Field(300.0, gt=0, description="deadline when the client sets none")
+    max_request_seconds: float = Field(
+        4 * 3600.0 + 600.0,
+        gt=0,
+        description="deadline when the client sets none (a stream in real time takes as long as its audio)",
+    )
     queue_timeout_seconds: float = Field(30.0, gt=0, description="wait for a worker to start a job")
     scale_from_zero: bool = Field(
         False,
@@ -537,10 +556,8 @@ class Router:
             async for result in self._relay(job, forward):
                 result.timing.language_id_seconds = lid_seconds
                 result.timing.total_seconds = time.monotonic() - started
-                finished = result.is_final
                 yield pb.TranscribeResponse(request_id=request_id, result=result)
-                if finished:
-                    return
+            finished = True  # the relay ends with the last final result
         finally:
             record["audio_s"] = round(buffer.size / TARGET_RATE, 3)
             await self._wind_up(pump, forward, job, finished)
@@ -674,15 +691,17 @@ class Router:
         buffer.end()
 
     async def _forward(self, job_id: str, buffer: AudioBuffer, pump: asyncio.Task[None]) -> None:
-        """Sends what is buffered, then every later chunk as it arrives, then the end marker."""
-        sent = 0  # chunks forwarded
+        """Sends what is buffered, then every later chunk as it arrives, then the end marker; what
+        is sent is let go (`AudioBuffer.take`)."""
         while True:
             if pump.done() and pump.exception() is not None:
                 raise pump.exception()  # type: ignore[misc]
-            pending = buffer.chunks[sent:]
-            if pending:
-                sent = len(buffer.chunks)
-                await self.queue.append_audio(job_id, float_to_pcm16(np.concatenate(pending)))
+            if buffer.chunks:
+                audio = np.concatenate(buffer.take())
+                for start in range(0, len(audio), FORWARD_SAMPLES):
+                    await self.queue.append_audio(
+                        job_id, float_to_pcm16(audio[start : start + FORWARD_SAMPLES])
+                    )
             elif buffer.ended:
                 await self.queue.end_audio(job_id)
                 return
@@ -730,7 +749,8 @@ class Router:
                     started = True
                 elif event.kind == "error":
                     raise LidrouteError.from_status(event.code, event.message)
-                elif event.result is not None and (event.kind == "final" or job.interim_results):
+                elif event.result is not None and (event.result.is_final or job.interim_results):
+                    # A long stream's stretches come as `segment` final results; `final` is the last.
                     started = True
                     yield event.result
                     if event.kind == "final":
@@ -829,5 +849,6 @@ class Router:
             if event.HasField("language_detected"):
                 response.language_detected.CopyFrom(event.language_detected)
             elif event.result.is_final:
-                response.result.CopyFrom(event.result)
+                response.segments.append(event.result)
+        response.result.CopyFrom(join_results(response.segments))
         return response

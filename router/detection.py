@@ -167,6 +167,7 @@ class AudioBuffer:
         self.ended = False
         self._changed = asyncio.Event()
         self._flat: np.ndarray | None = None
+        self._taken = False
 
     def append(self, audio: np.ndarray) -> None:
         if len(audio):
@@ -179,8 +180,18 @@ class AudioBuffer:
         self.ended = True
         self._changed.set()
 
+    def take(self) -> list[np.ndarray]:
+        """The chunks buffered, handed over and no longer kept (`size` still counts them): once a
+        request's audio goes on to its worker, the router holds none of it, however long it is."""
+        chunks, self.chunks = self.chunks, []
+        self._taken = True
+        self._flat = None
+        return chunks
+
     def array(self) -> np.ndarray:
-        """Everything so far as one array (cached until more arrives)."""
+        """Everything so far as one array (cached until more arrives); not once audio was taken."""
+        if self._taken:
+            raise RuntimeError("the audio was handed over (take); the buffer no longer holds it")
         if self._flat is None or len(self._flat) != self.size:
             self._flat = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
         return self._flat

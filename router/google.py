@@ -143,7 +143,11 @@ def recognition_results(result: pb.RecognitionResult, languages: Languages) -> l
 def response_fields(response: pb.RecognizeResponse, languages: Languages) -> dict[str, Any]:
     """What Google's RecognizeResponse and LongRunningRecognizeResponse both carry."""
     return {
-        "results": recognition_results(response.result, languages),
+        "results": [
+            one
+            for segment in response.segments or [response.result]
+            for one in recognition_results(segment, languages)
+        ],
         "total_billed_time": duration(response.result.timing.audio_seconds),
         "request_id": request_number(response.request_id),
     }

@@ -206,6 +206,10 @@ WORKER_TEST_ARGS = [
     "0.5",
     "--heartbeat-seconds",
     "0.5",
+    # Requests past 4 s come as a final result per stretch between pauses: every test of a longer
+    # request runs through the long-audio path, with its results joined by the client.
+    "--final-after-seconds",
+    "4",
 ]
 ROUTER_TEST_ARGS = [
     "--max-audio-seconds",

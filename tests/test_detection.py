@@ -184,3 +184,15 @@ async def test_too_short_a_request_is_refused_as_too_short_not_as_silence(lid: L
     buffer.end()
     with pytest.raises(InvalidArgument, match="too short"):
         await detect(buffer, lid, [], ["en", "es"], [0.5])
+
+
+def test_audio_handed_on_to_the_worker_is_no_longer_held_but_still_counted() -> None:
+    buffer = AudioBuffer()
+    buffer.append(np.ones(10, np.float32))
+    buffer.append(np.ones(5, np.float32))
+    assert sum(map(len, buffer.take())) == 15
+    assert buffer.chunks == [] and buffer.size == 15
+    buffer.append(np.ones(3, np.float32))
+    assert sum(map(len, buffer.take())) == 3 and buffer.size == 18
+    with pytest.raises(RuntimeError, match="handed over"):
+        buffer.array()

@@ -148,6 +148,30 @@ async def test_a_job_survives_its_worker_being_killed(fault_stack, client: Clien
     assert fault_stack.procs[victim].poll() is None and fault_stack.restarts[victim] == 1
 
 
+async def test_a_long_stream_taken_over_after_a_final_result_repeats_and_loses_nothing(
+    fault_stack, client: Client, redis_of, speech
+) -> None:
+    """A worker killed after it gave a stretch of a long stream as a final result (4 s in this
+    suite): the worker that takes the job over goes on from the end of that stretch, so the
+    client gets every sentence once."""
+    utt = speech["es"][0]
+    audio = np.concatenate([utt.audio, np.zeros(16000, np.float32)] * 4)
+    undisturbed = await client.transcribe_pcm(float_to_pcm16(audio), 16000, language="es", timeout=60)
+    pending = asyncio.ensure_future(
+        client.transcribe_pcm(
+            float_to_pcm16(audio), 16000, language="es", realtime=True, chunk_seconds=0.1, timeout=90
+        )
+    )
+    await eventually(lambda: redis_of.keys(Keys().progress("*")), timeout=30, every=0.05)
+    victim = await eventually(lambda: job_owner(redis_of))
+    await asyncio.to_thread(fault_stack.signal, victim, signal.SIGKILL)
+    result = await pending
+    assert result.worker and result.worker != victim
+    assert jiwer.cer(undisturbed.transcript, result.transcript) <= 0.1, (undisturbed, result.transcript)
+    assert jiwer.cer(" ".join([utt.text] * 4), result.transcript) <= 0.5, result.transcript
+    assert await asyncio.to_thread(fault_stack.supervise) == []
+
+
 async def test_a_worker_killed_under_load_loses_none_of_a_hundred_jobs(
     fault_stack, client: Client, speech
 ) -> None:

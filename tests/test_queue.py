@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from lidroute.errors import InvalidArgument
-from lidroute.jobs import Event, EventReader, Job, JobQueue
+from lidroute.jobs import Event, EventReader, Job, JobQueue, Progress, join_results
 from lidroute.keys import WORKER_GROUP, Keys
 from lidroute.registry import ModelSpec, Registry
 from lidroute.v1 import transcriber_pb2 as pb
@@ -257,3 +259,69 @@ async def test_a_redis_failure_reaches_every_job_the_event_reader_serves(tmp_pat
         await reader.close()
         await client.aclose()
         server.stop()
+
+
+async def test_a_final_result_of_a_stretch_records_progress_and_lets_its_audio_go(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    queue = JobQueue(redis_client, keys, stream_ttl=60)
+    assert await queue.progress("long") == Progress()
+    ids = []
+    for _ in range(4):
+        await queue.append_audio("long", b"\x01\x00" * 100)
+        [(entry_id, _, _)] = (await queue.read_audio("long", ids[-1] if ids else "0", 10))[-1:]
+        ids.append(entry_id)
+    segment = Event("segment", result=pb.RecognitionResult(is_final=True), worker_id="w1")
+    progress = Progress(committed=250, after=ids[1], at=200)
+    await queue.commit("long", segment, progress)
+    assert await queue.progress("long") == progress
+    [(_, event)] = await queue.read_events("long", "0", 10)
+    assert event.kind == "segment"
+    # The entries before the last one wholly covered are gone; reading goes on after it.
+    assert [e for e, _, _ in await queue.read_audio("long", "0", 10)] == ids[1:]
+    assert [e for e, _, _ in await queue.read_audio("long", progress.after, 10)] == ids[2:]
+    assert 0 < await redis_client.ttl(keys.progress("long")) <= 60
+
+
+def test_results_of_a_long_requests_stretches_join_into_one_in_order() -> None:
+    def stretch(text: str, confidence: float, start: float, audio: float) -> pb.RecognitionResult:
+        words = [pb.WordInfo(word=w) for w in text.split()[:1]]
+        for word in words:
+            word.start_offset.FromTimedelta(timedelta(seconds=start))
+        best = pb.SpeechRecognitionAlternative(transcript=text, confidence=confidence, words=words)
+        return pb.RecognitionResult(
+            alternatives=[best],
+            is_final=True,
+            timing=pb.Timing(audio_seconds=audio, inference_seconds=0.1, queue_seconds=0.5),
+            worker_id=f"w{start:g}",
+        )
+
+    joined = join_results(
+        [stretch("ab cd", 0.9, 0.0, 30.0), stretch("", 0.0, 30.0, 2.0), stretch("efgh", 0.6, 32.0, 5.0)]
+    )
+    [best] = joined.alternatives
+    assert best.transcript == "ab cd efgh" and [w.word for w in best.words] == ["ab", "efgh"]
+    assert best.confidence == pytest.approx((5 * 0.9 + 4 * 0.6) / 9)
+    assert joined.timing.audio_seconds == 37.0 and joined.timing.inference_seconds == pytest.approx(0.3)
+    assert joined.timing.queue_seconds == 0.5 and joined.worker_id == "w32" and joined.is_final
+    one = stretch("ab", 0.5, 0.0, 1.0)
+    assert join_results([one]) is one
+    assert join_results([]).is_final
+
+
+def test_held_audio_lets_stretches_go_and_a_worker_taking_over_skips_what_was_given() -> None:
+    from asr_worker.worker import HeldAudio
+
+    held = HeldAudio(Progress())
+    for i in range(4):
+        held.add(f"1-{i}", np.full(100, i, np.float32))
+    assert held.size == 400
+    progress = held.let_go(250)
+    # Entries 1-0 and 1-1 (samples 0-199) are wholly given; 1-2 only in part.
+    assert progress == Progress(committed=250, after="1-1", at=200)
+    assert held.base == 250 and held.size == 150 and list(held.audio()[:50]) == [2.0] * 50
+    taker = HeldAudio(progress)  # reads the stream on after entry 1-1, from sample 200
+    assert taker.last_id == "1-1" and taker.base == 250
+    taker.add("1-2", np.full(100, 2, np.float32))
+    taker.add("1-3", np.full(100, 3, np.float32))
+    assert np.array_equal(taker.audio(), held.audio())

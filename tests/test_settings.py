@@ -18,7 +18,7 @@ def test_flags_override_environment_which_overrides_defaults(monkeypatch: pytest
     assert settings.redis_url == "redis://from-env:6379/0"
     assert settings.lid_threshold == 0.7
     assert settings.lid_windows == [0.1, 0.3]
-    assert RouterSettings.from_args([]).max_audio_seconds == 120.0
+    assert RouterSettings.from_args([]).max_audio_seconds == 4 * 3600.0
 
 
 def test_list_settings_read_commas_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

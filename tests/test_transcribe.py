@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from lidroute.audio import float_to_pcm16
-from lidroute.client import Client, collect
+from lidroute.client import Client, collect, encode_wav
 from lidroute.v1 import transcriber_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -526,3 +526,31 @@ async def test_an_on_undetermined_that_cannot_be_carried_out_is_refused_before_d
 ) -> None:
     request = pb.RecognizeRequest(config=undetermined_config(action, fallback), audio_content=french)
     await expect_status(client.stub.Recognize(request, timeout=30), grpc.StatusCode.INVALID_ARGUMENT, match)
+
+
+async def test_long_audio_comes_as_a_final_result_per_stretch_in_order_and_joined(
+    client: Client, speech
+) -> None:
+    """Past the worker's final_after_seconds (4 s in this suite), each stretch a pause closes is
+    given as a final result of its own, its times counted from the start of the audio: Recognize
+    lists them and joins them; a stream's client gets them one by one and joins them."""
+    utt = speech["es"][0]
+    audio = np.concatenate([utt.audio, np.zeros(16000, np.float32)] * 5)
+    reply = await client.stub.Recognize(
+        pb.RecognizeRequest(
+            config=pb.RecognitionConfig(language_code="es", enable_word_time_offsets=True),
+            audio_content=encode_wav(audio),
+        ),
+        timeout=60,
+    )
+    assert len(reply.segments) >= 2
+    ends = [s.result_end_offset.ToTimedelta().total_seconds() for s in reply.segments]
+    assert ends == sorted(ends) and ends[-1] == pytest.approx(len(audio) / 16000, abs=0.05)
+    [best] = reply.result.alternatives
+    starts = [w.start_offset.ToTimedelta().total_seconds() for w in best.words]
+    assert starts == sorted(starts) and starts[-1] > ends[0]  # words of later stretches, offset
+    assert best.transcript == " ".join(t for s in reply.segments if (t := s.alternatives[0].transcript))
+    assert reply.result.timing.audio_seconds == pytest.approx(len(audio) / 16000, abs=0.05)
+    assert jiwer.cer(" ".join([utt.text] * 5), best.transcript) <= 0.5, best.transcript
+    streamed = await client.transcribe_pcm(pcm(audio), 16000, language="es", chunk_seconds=1.0, timeout=60)
+    assert jiwer.cer(best.transcript, streamed.transcript) <= 0.1, (best.transcript, streamed.transcript)

@@ -193,14 +193,16 @@ class RecognizeRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[RecognitionConfig, _Mapping]] = ..., audio_content: _Optional[bytes] = ...) -> None: ...
 
 class RecognizeResponse(_message.Message):
-    __slots__ = ("language_detected", "result", "request_id")
+    __slots__ = ("language_detected", "result", "request_id", "segments")
     LANGUAGE_DETECTED_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     language_detected: LanguageDetected
     result: RecognitionResult
     request_id: str
-    def __init__(self, language_detected: _Optional[_Union[LanguageDetected, _Mapping]] = ..., result: _Optional[_Union[RecognitionResult, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    segments: _containers.RepeatedCompositeFieldContainer[RecognitionResult]
+    def __init__(self, language_detected: _Optional[_Union[LanguageDetected, _Mapping]] = ..., result: _Optional[_Union[RecognitionResult, _Mapping]] = ..., request_id: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[RecognitionResult, _Mapping]]] = ...) -> None: ...
 
 class ListLanguagesRequest(_message.Message):
     __slots__ = ()
