@@ -10,6 +10,8 @@ from workbench.bench import (
     admission,
     admission_rows,
     breakdown,
+    long_stream,
+    long_stream_rows,
     naive_rows,
     naive_server,
 )
@@ -105,3 +107,14 @@ def test_the_real_size_stand_ins_have_the_real_models_sizes_and_load_as_served_m
     (scores,) = LanguageIdModel(str(lid_dir), tmp_path / "sb").identify([LidRequest(audio, ())])
     assert len(scores) == 107 and abs(sum(p for _, p in scores) - 1) < 1e-3
     assert "random weights" in (asr_dir / "README.md").read_text()
+
+
+def test_a_long_stream_is_measured_beside_a_one_minute_one(models_dir: Path) -> None:
+    """Both streams through one real stack: the long one in several final results, every process's
+    peak memory after each, and the report's rows from them."""
+    result = long_stream(models_dir, "es", 2)
+    short, long = result["1 min"], result["2 min"]
+    assert short["finals"] >= 1 and long["finals"] >= 2 and long["model_s"] > 0  # type: ignore[index]
+    assert set(short["peak_mb"]) == set(long["peak_mb"]) >= {"router", "lid"}  # type: ignore[index]
+    report = long_stream_rows(result)
+    assert "| router |" in report and f"2 min: {long['finals']} final results" in report  # type: ignore[index]

@@ -232,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         naive_rows(rows, others),
         admission_rows(admitted),
     ]
+    streamed: dict[str, object] = {}
+    if args.stream_minutes:
+        streamed = long_stream(models_dir, args.language, args.stream_minutes)
+        sections.append(long_stream_rows(streamed))
     real: dict[str, object] = {}
     if args.real_size_seconds:
         real = real_size(models_dir, audio[: int(args.real_size_seconds * TARGET_RATE)], args.concurrency)
@@ -251,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 "throughput": rows,
                 "alternatives_throughput": {system: rates for system, (rates, _) in others.items()},
                 "admission_s": admitted,
+                "long_stream": streamed,
                 "real_size": real,
             }
         )
@@ -270,6 +275,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--long-runs", type=int, default=3)
     parser.add_argument(
         "--admission-waves", type=int, default=5, help="rounds of twice the router's capacity at once"
+    )
+    parser.add_argument(
+        "--stream-minutes", type=float, default=30.0, help="the long stream beside a 1-minute one (0: skip)"
     )
     parser.add_argument(
         "--real-size-seconds",
@@ -455,6 +463,69 @@ def naive_rows(ours: dict[str, Rate], others: dict[str, tuple[dict[str, Rate], s
     return "\n".join(lines)
 
 
+def long_stream(models_dir: Path, lang: str, minutes: float) -> dict[str, object]:
+    """A stream of `minutes` minutes after one of 1 minute, on one stack, sent as fast as it goes:
+    each process's peak memory after each (the peak only grows, so the difference is what the
+    longer stream added), and the long stream's wall time beside the sum of its final results'
+    model and decoding time (the worker's, stretch by stretch)."""
+    from lidroute.client import Client
+    from workbench.stack import Stack, memory_mb
+
+    one = utterance(lang, 60.0, models_dir, gap=1.0)
+    config = pb_config(lang)
+    chunk = TARGET_RATE  # one second a message
+
+    async def send(audio: np.ndarray) -> tuple[float, list[float]]:
+        pcm = float_to_pcm16(audio)
+        step = 2 * chunk
+        model_s: list[float] = []
+        async with Client(stack.router_address) as client:
+            start = time.perf_counter()
+            call = client.stream(config, [pcm[i : i + step] for i in range(0, len(pcm), step)], timeout=7200)
+            async for response in call:
+                if response.result.is_final:
+                    model_s.append(response.result.timing.inference_seconds)
+            return time.perf_counter() - start, model_s
+
+    out: dict[str, object] = {}
+    with Stack(_stack_config(models_dir)) as stack:
+        for name, audio in (("1 min", one), (f"{minutes:g} min", np.tile(one, round(minutes)))):
+            wall, model_s = asyncio.run(send(audio))
+            peak = {proc: memory_mb(p.pid, "VmHWM") for proc, p in stack.procs.items()}
+            out[name] = {"wall_s": wall, "finals": len(model_s), "model_s": sum(model_s), "peak_mb": peak}
+    return out
+
+
+def long_stream_rows(result: dict) -> str:  # type: ignore[type-arg]
+    """The long stream beside the 1-minute one: memory, and time beside the stretches' own."""
+    (short, a), (long, b) = result.items()
+    lines = [
+        f"A {long} stream after a {short} one, on one stack, sent as fast as it goes (peak memory of each"
+        " process after each; the long stream's wall time beside the sum of its final results' model time):",
+        "",
+        "| process | peak MB after " + short + " | after " + long + " | added |",
+        "|---|---|---|---|",
+    ]
+    for proc, mb in a["peak_mb"].items():
+        lines.append(f"| {proc} | {mb:.0f} | {b['peak_mb'][proc]:.0f} | {b['peak_mb'][proc] - mb:+.0f} |")
+    lines += [
+        "",
+        f"{long}: {b['finals']} final results in {b['wall_s']:.1f} s, their model and decoding time"
+        f" {b['model_s']:.1f} s ({b['wall_s'] / max(b['model_s'], 1e-9):.2f}x); {short}: {a['finals']} in"
+        f" {a['wall_s']:.1f} s ({a['wall_s'] / max(a['model_s'], 1e-9):.2f}x).",
+    ]
+    return "\n".join(lines)
+
+
+def pb_config(lang: str):  # type: ignore[no-untyped-def]
+    """LINEAR16 at 16 kHz in `lang`, hinted: the bench measures serving, not detection."""
+    from lidroute.v1 import transcriber_pb2 as pb
+
+    return pb.RecognitionConfig(
+        encoding=pb.RecognitionConfig.LINEAR16, sample_rate_hertz=TARGET_RATE, language_code=lang
+    )
+
+
 #: Where `make bench` keeps the real-size stand-ins (`workbench.standins`; 1.3 GB, built once).
 STANDINS = Path("build/standins")
 
@@ -486,6 +557,7 @@ def real_size(models_dir: Path, audio: np.ndarray, concurrency: str) -> dict[str
             f"c{level}": asyncio.run(throughput(stack.router_address, audio, level, max(4, level)))
             for level in levels
         }
+        worker_batches = _histogram_mean(stack.metrics["worker-1"], "lidroute_worker_batch_size")
         window = audio[:TARGET_RATE]
         lid = {
             f"c{level}": asyncio.run(_identify(stack.addresses["lid"], window, level, max(16, 2 * level)))
@@ -501,6 +573,7 @@ def real_size(models_dir: Path, audio: np.ndarray, concurrency: str) -> dict[str
         "served": served,
         "lid_served": lid,
         "lid_mean_batch": batches,
+        "worker_mean_batch": worker_batches,
         "peak_rss_mb": peak,
     }
 
@@ -606,8 +679,8 @@ def real_size_rows(result: dict, seconds: float) -> str:  # type: ignore[type-ar
     peak = ", ".join(f"{name} {mb:.0f} MB" for name, mb in result["peak_rss_mb"].items())
     lines += [
         "",
-        f"LID service: {result['lid_mean_batch']:.1f} windows per model call on average."
-        f" Peak memory: {peak}.",
+        f"LID service: {result['lid_mean_batch']:.1f} windows per model call on average; the worker:"
+        f" {result.get('worker_mean_batch', 0.0):.1f} clips per model call. Peak memory: {peak}.",
     ]
     return "\n".join(lines)
 
