@@ -166,6 +166,24 @@ class CtcModel:
         return words, top_prob[ids != self.tokenizer.pad_token_id]
 
 
+@torch.inference_mode()
+def padded_logits(
+    model: Wav2Vec2ForCTC, processor: Wav2Vec2Processor, audios: Sequence[np.ndarray]
+) -> list[torch.Tensor]:
+    """The CTC logits of clips in one padded batch, each cut to its own frames: the frames over
+    another clip's padding are the model listening to digital silence, which it never heard in
+    training, and what it writes there is not in the audio. For layer-normed feature encoders,
+    which honour the attention mask."""
+    device = next(model.parameters()).device
+    features = processor.feature_extractor(
+        list(audios), sampling_rate=TARGET_RATE, padding=True, return_attention_mask=True, return_tensors="pt"
+    )
+    mask = features.attention_mask.to(device)
+    logits = model(features.input_values.to(device), attention_mask=mask).logits
+    frames = model._get_feat_extract_output_lengths(mask.sum(dim=-1)).cpu()
+    return [row[: int(n)] for row, n in zip(logits, frames, strict=True)]
+
+
 def _by_length(lengths: Sequence[int], max_padding: float = 1.5) -> list[list[int]]:
     """The indices of `lengths`, shortest first, in runs whose longest is at most `max_padding`
     times their shortest: padded batches that waste little."""
@@ -268,24 +286,9 @@ class _Wav2Vec2:
             return [self.logits(audio) for audio in audios]
         results: list[torch.Tensor] = [torch.empty(0)] * len(audios)
         for group in _by_length([len(a) for a in audios]):
-            if len(group) == 1:
-                results[group[0]] = self.logits(audios[group[0]])
-                continue
-            inputs = self.processor(
-                [audios[i] for i in group],
-                sampling_rate=TARGET_RATE,
-                padding=True,
-                return_attention_mask=True,
-                return_tensors="pt",
-            )
-            logits = self.model(
-                inputs.input_values.to(self.device), attention_mask=inputs.attention_mask.to(self.device)
-            ).logits
-            frames = self.model._get_feat_extract_output_lengths(
-                torch.tensor([len(audios[i]) for i in group])
-            )
-            for row, i in enumerate(group):
-                results[i] = logits[row, : int(frames[row])]
+            together = padded_logits(self.model, self.processor, [audios[i] for i in group])
+            for i, logits in zip(group, together, strict=True):
+                results[i] = logits
         return results
 
     def parameters(self) -> int:

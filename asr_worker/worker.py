@@ -17,6 +17,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,18 @@ class HeldAudio:
         while self._entries and self._entries[0][1] <= self.base:
             self._after, self._at = self._entries.popleft()
         return Progress(committed=self.base, after=self._after, at=self._at)
+
+
+@dataclass
+class _Running:
+    """A job in progress: what its steps (`_receive_audio`, `_give_stretch`, `_finish`) share."""
+
+    delivery: Delivery
+    model: CtcModel
+    held: HeldAudio
+    picked_up: float
+    #: parts of the held audio decoded so far, for interim results (`CtcModel.transcribe`)
+    decoded: dict[tuple[int, int], Part] = field(default_factory=dict)
 
 
 class AsrWorker:
@@ -349,25 +362,18 @@ class AsrWorker:
         held = HeldAudio(await self.queue.progress(job.job_id))
         await self.queue.emit(job.job_id, Event("started", worker_id=self.id))
         log.info("job started", extra={"job_id": job.job_id, "language": lang, "from_sample": held.base})
-        decoded: dict[tuple[int, int], Part] = {}  # parts of the held audio, for interim results
-        outcome = await self._receive_audio(delivery, model, held, decoded, picked_up)
+        run = _Running(delivery, model, held, picked_up)
+        outcome = await self._receive_audio(run)
         if outcome is not None:
             return outcome
-        return await self._finish(delivery, model, held, decoded, picked_up)
+        return await self._finish(run)
 
-    async def _receive_audio(
-        self,
-        delivery: Delivery,
-        model: CtcModel,
-        held: HeldAudio,
-        decoded: dict[tuple[int, int], Part],
-        picked_up: float,
-    ) -> str | None:
+    async def _receive_audio(self, run: _Running) -> str | None:
         """Takes the job's audio as it streams in, sending interim results and, once more than
         `final_after_seconds` is held, final results of what pauses have closed; None once the
         audio has ended, else how the job ended otherwise (client gone, cancelled, deadline passed,
         audio stopped)."""
-        job = delivery.job
+        job, held = run.delivery.job, run.held
         last_interim = 0
         interval = int(self.settings.interim_interval_seconds * TARGET_RATE)
         final_after = int(self.settings.final_after_seconds * TARGET_RATE)
@@ -376,17 +382,17 @@ class AsrWorker:
             if time.monotonic() - checked >= 1.0:
                 checked = time.monotonic()
                 if await self.queue.client_gone(job):
-                    return await self._abandoned(delivery, "while its audio was coming")
+                    return await self._abandoned(run.delivery, "while its audio was coming")
             block = int(min(1000, max(job.seconds_left(), 0.01) * 1000))
             entries = await self.queue.read_audio(job.job_id, held.last_id, block)
             if not entries:
                 if job.seconds_left() <= 0:
                     await self._fail(
-                        delivery, "DEADLINE_EXCEEDED", "deadline exceeded while waiting for audio"
+                        run.delivery, "DEADLINE_EXCEEDED", "deadline exceeded while waiting for audio"
                     )
                     return "expired"
                 if time.monotonic() - last_audio > self.settings.audio_idle_timeout_seconds:
-                    await self._fail(delivery, "DEADLINE_EXCEEDED", "no audio arrived for too long")
+                    await self._fail(run.delivery, "DEADLINE_EXCEEDED", "no audio arrived for too long")
                     return "timeout"
                 continue
             last_audio = time.monotonic()
@@ -394,7 +400,7 @@ class AsrWorker:
                 if kind == "pcm":
                     held.add(entry_id, pcm16_to_float(payload))
                     if held.size >= final_after:  # each entry: a whole file's come in one read
-                        await self._give_stretch(delivery, model, held, decoded, picked_up)
+                        await self._give_stretch(run)
                         last_interim = held.size
                     continue
                 held.last_id = entry_id
@@ -402,47 +408,32 @@ class AsrWorker:
                     log.info(
                         "job cancelled by client", extra={"job_id": job.job_id, "reason": payload.decode()}
                     )
-                    await self.queue.done(delivery)
+                    await self.queue.done(run.delivery)
                     return "cancelled"
                 return None  # the end of the audio
             if job.interim_results and held.size - last_interim >= interval:
                 last_interim = held.size
-                partial = await self.transcribe(model, held.audio(), decoded)
-                await self.queue.emit(
-                    job.job_id, self._event(delivery, model, partial, held, held.size, "partial", picked_up)
-                )
+                partial = await self.transcribe(run.model, held.audio(), run.decoded)
+                await self.queue.emit(job.job_id, self._event(run, partial, held.size, "partial"))
 
-    async def _give_stretch(
-        self,
-        delivery: Delivery,
-        model: CtcModel,
-        held: HeldAudio,
-        decoded: dict[tuple[int, int], Part],
-        picked_up: float,
-    ) -> None:
+    async def _give_stretch(self, run: _Running) -> None:
         """The held parts that a pause has closed, as one final result, then let go; the part after
         the last pause may still grow and stays. With no pause yet, nothing: a part is cut at 30 s
         of speech without one (`speech_segments`), so what is held stays bounded."""
-        audio = held.audio()
-        parts = model.parts(audio)
+        audio = run.held.audio()
+        parts = run.model.parts(audio)
         if len(parts) < 2:
             return
         cut = parts[-1][0]
-        result = await self.transcribe(model, audio[:cut], decoded)
-        INFERENCE.labels(delivery.language).observe(result.inference_seconds)
-        segment = self._event(delivery, model, result, held, cut, "segment", picked_up)
-        await self.queue.commit(delivery.job.job_id, segment, held.let_go(cut))
-        decoded.clear()  # its keys counted from the audio held before
+        result = await self.transcribe(run.model, audio[:cut], run.decoded)
+        INFERENCE.labels(run.delivery.language).observe(result.inference_seconds)
+        segment = self._event(run, result, cut, "segment")
+        await self.queue.commit(run.delivery.job.job_id, segment, run.held.let_go(cut))
+        run.decoded.clear()  # its keys counted from the audio held before
 
-    async def _finish(
-        self,
-        delivery: Delivery,
-        model: CtcModel,
-        held: HeldAudio,
-        decoded: dict[tuple[int, int], Part],
-        picked_up: float,
-    ) -> str:
+    async def _finish(self, run: _Running) -> str:
         """The final result of the audio held, or a refusal of audio too short for the model."""
+        delivery, model, held = run.delivery, run.model, run.held
         job, lang = delivery.job, delivery.language
         audio = held.audio()
         if held.base == 0 and 0 < len(audio) < model.min_samples:
@@ -454,12 +445,9 @@ class AsrWorker:
                 f" which needs at least {model.min_samples / TARGET_RATE:.3f} s",
             )
             return "too_short"
-        final = await self.transcribe(model, audio, decoded)
+        final = await self.transcribe(model, audio, run.decoded)
         INFERENCE.labels(lang).observe(final.inference_seconds)
-        await self.queue.emit(
-            job.job_id, self._event(delivery, model, final, held, len(audio), "final", picked_up)
-        )
-        await self.queue.done(delivery)
+        await self.queue.done(delivery, self._event(run, final, len(audio), "final"))
         log.info(
             "job done",
             extra={
@@ -491,24 +479,12 @@ class AsrWorker:
         return "abandoned"
 
     async def _fail(self, delivery: Delivery, code: str, message: str) -> None:
-        await self.queue.emit(
-            delivery.job.job_id, Event("error", worker_id=self.id, code=code, message=message)
-        )
-        await self.queue.done(delivery)
+        await self.queue.done(delivery, Event("error", worker_id=self.id, code=code, message=message))
 
-    def _event(
-        self,
-        delivery: Delivery,
-        model: CtcModel,
-        t: Transcript,
-        held: HeldAudio,
-        samples: int,
-        kind: EventKind,
-        picked_up: float,
-    ) -> Event:
+    def _event(self, run: _Running, t: Transcript, samples: int, kind: EventKind) -> Event:
         """A result of the first `samples` held, its times counted from the start of the job's audio."""
-        job = delivery.job
-        offset = held.base / TARGET_RATE
+        delivery, job = run.delivery, run.delivery.job
+        offset = run.held.base / TARGET_RATE
         words = []
         if job.word_time_offsets or job.word_confidence:
             for w in t.words:
@@ -519,7 +495,7 @@ class AsrWorker:
                 if job.word_confidence:
                     info.confidence = w.confidence
                 words.append(info)
-        spec = model.spec
+        spec = run.model.spec
         result = pb.RecognitionResult(
             alternatives=[
                 pb.SpeechRecognitionAlternative(transcript=t.text, confidence=t.confidence, words=words)
@@ -532,7 +508,7 @@ class AsrWorker:
             ),
             timing=pb.Timing(
                 audio_seconds=samples / TARGET_RATE,
-                queue_seconds=max(picked_up - job.enqueued_at, 0.0),
+                queue_seconds=max(run.picked_up - job.enqueued_at, 0.0),
                 inference_seconds=t.inference_seconds,
             ),
             worker_id=self.id,

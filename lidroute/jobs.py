@@ -301,20 +301,31 @@ class JobQueue:
             self.keys.jobs(delivery.language), WORKER_GROUP, consumer, 0, [delivery.entry_id], justid=True
         )
 
-    async def ack(self, lang: str, entry_id: str, *, audio_of: str = "") -> None:
-        """Acknowledges a job (it leaves the stream), and deletes the audio of job `audio_of`."""
+    async def ack(self, lang: str, entry_id: str) -> None:
+        """Acknowledges a job: it leaves the stream."""
+        await self._acknowledge(lang, entry_id)
+
+    async def done(self, delivery: Delivery, last: Event | None = None) -> None:
+        """Acknowledges a job that ended (result, error, cancel) and deletes its audio at once: a
+        long request's audio is megabytes that would otherwise stay for the stream TTL. `last`, its
+        final or error event, is written in the same transaction: the job leaves its queue the
+        moment its client can see it ended, so a client that sends its next request at once never
+        finds this one still counted against the queue's limit."""
+        await self._acknowledge(delivery.language, delivery.entry_id, delivery.job.job_id, last)
+
+    async def _acknowledge(
+        self, lang: str, entry_id: str, job_id: str = "", last: Event | None = None
+    ) -> None:
         key = self.keys.jobs(lang)
         async with self.redis.pipeline(transaction=True) as pipe:
+            if last is not None:
+                pipe.xadd(self.keys.events(job_id), last.to_fields())
+                pipe.expire(self.keys.events(job_id), self.stream_ttl)
             pipe.xack(key, WORKER_GROUP, entry_id)
             pipe.xdel(key, entry_id)
-            if audio_of:
-                pipe.delete(self.keys.audio(audio_of), self.keys.progress(audio_of))
+            if job_id:
+                pipe.delete(self.keys.audio(job_id), self.keys.progress(job_id))
             await pipe.execute()
-
-    async def done(self, delivery: Delivery) -> None:
-        """Acknowledges a job that ended (result, error, cancel) and deletes its audio at once: a
-        long request's audio is megabytes that would otherwise stay for the stream TTL."""
-        await self.ack(delivery.language, delivery.entry_id, audio_of=delivery.job.job_id)
 
     async def forget(self, job_id: str) -> None:
         """The router has its final result: the job's events and its client's lease go."""

@@ -7,9 +7,11 @@ from pathlib import Path
 from workbench.bench import (
     ADMISSION_LIMIT,
     ALTERNATIVES,
+    Served,
     admission,
     admission_rows,
     breakdown,
+    cpu_rows,
     long_stream,
     long_stream_rows,
     naive_rows,
@@ -38,24 +40,27 @@ def test_the_alternatives_serve_the_same_clip_and_the_report_sets_them_beside_li
     models_dir: Path, speech
 ) -> None:  # type: ignore[no-untyped-def]
     """The server a user would write and the Whisper-base anchor, real processes on the same clip:
-    each hears a language, every request of each level is answered, and the report gives
-    lidroute's ratio to each."""
+    each hears a language, every request of each level is answered and costs CPU, and the report
+    gives lidroute's ratio to each and the CPU each spends a request."""
     audio = speech["es"][0].audio
     others = {system: naive_server(models_dir, audio, "1,2", system) for system in ALTERNATIVES}
-    assert others["naive"][1] == "es" and others["whisper-base"][1]
-    for rates, _ in others.values():
-        assert set(rates) == {"c1", "c2"}
-        assert all(rps > 0 and 0 < median <= p95 for rps, median, p95 in rates.values())
+    assert others["naive"].heard == "es" and others["whisper-base"].heard
+    for served in others.values():
+        assert set(served.rates) == set(served.cpu) == {"c1", "c2"}
+        assert all(rps > 0 and 0 < median <= p95 for rps, median, p95 in served.rates.values())
+        assert all(seconds > 0 for seconds in served.cpu.values())
     ours = {"c1": (2.0, 0.5, 0.7), "c2": (3.0, 0.6, 0.9)}
-    report = naive_rows(
-        ours,
-        {
-            "naive": ({"c1": (4.0, 0.25, 0.3), "c2": (6.0, 0.3, 0.4)}, "es"),
-            "whisper-base": ({"c1": (1.0, 1.0, 1.2), "c2": (1.5, 1.3, 1.5)}, "es"),
-        },
-    )
+    made_up = {
+        "naive": Served({"c1": (4.0, 0.25, 0.3), "c2": (6.0, 0.3, 0.4)}, "es", {"c1": 0.2, "c2": 0.25}),
+        "whisper-base": Served({"c1": (1.0, 1.0, 1.2), "c2": (1.5, 1.3, 1.5)}, "es", {"c1": 1.0, "c2": 1.1}),
+    }
+    report = naive_rows(ours, made_up)
     assert "| 1 | 2.00 / 4.00 / 1.00 | 0.50x | 2.00x | 500 / 250 / 1000 | 700 / 300 / 1200 |" in report
     assert "naive server 'es', Whisper base 'es'" in report
+    cpu = cpu_rows(
+        {"c1": {"router": 0.01, "worker-1": 0.1}, "c2": {"router": 0.02, "worker-1": 0.1}}, made_up
+    )
+    assert "| 1 | 10 | 100 | 110 | 200 | 1000 |" in cpu and "lidroute worker-1" in cpu
 
 
 def test_twice_the_capacity_is_measured_on_a_router_at_its_limit(models_dir: Path, speech) -> None:  # type: ignore[no-untyped-def]

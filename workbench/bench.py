@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -223,13 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     decoding = decoders(models_dir, args.language, audio, args.runs)
     long_audio = utterance(args.language, args.long_seconds, models_dir, gap=1.0)
     long = long_request(models_dir, args.language, long_audio, args.long_runs)
-    (e2e, parts), rows = through_the_stack(models_dir, audio, args.runs, args.concurrency)
+    (e2e, parts), rows, cpu = through_the_stack(models_dir, audio, args.runs, args.concurrency)
     others = {system: naive_server(models_dir, audio, args.concurrency, system) for system in ALTERNATIVES}
     admitted = admission(models_dir, audio, args.admission_waves)
     sections = [
         _table(args, base, e2e, decoding, long, rows),
         "\n".join(breakdown(e2e, parts)),
         naive_rows(rows, others),
+        cpu_rows(cpu, others),
         admission_rows(admitted),
     ]
     streamed: dict[str, object] = {}
@@ -253,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 "end_to_end_s": e2e,
                 "end_to_end_parts_s": parts,
                 "throughput": rows,
-                "alternatives_throughput": {system: rates for system, (rates, _) in others.items()},
+                "cpu_per_request_s": cpu,
+                "alternatives": {system: served._asdict() for system, served in others.items()},
                 "admission_s": admitted,
                 "long_stream": streamed,
                 "real_size": real,
@@ -304,19 +307,38 @@ def _stack_config(models_dir: Path, router_args: list[str] | None = None) -> Sta
 
 def through_the_stack(
     models_dir: Path, audio: np.ndarray, runs: int, concurrency: str
-) -> tuple[tuple[list[float], dict[str, list[float]]], dict[str, Rate]]:
-    """End-to-end latencies, then (requests/s, p50, p95 latency) per concurrency level (`c4`, ...),
-    all on one stack started once: a fresh stack per level would measure its warm-up too."""
+) -> tuple[tuple[list[float], dict[str, list[float]]], dict[str, Rate], dict[str, dict[str, float]]]:
+    """End-to-end latencies, then (requests/s, p50, p95 latency) per concurrency level (`c4`, ...)
+    and each process's CPU seconds per request at that level, all on one stack started once: a
+    fresh stack per level would measure its warm-up too."""
     from workbench.stack import Stack
 
     rows: dict[str, Rate] = {}
-    with Stack(_stack_config(models_dir)) as stack:
+    cpu: dict[str, dict[str, float]] = {}
+    # Room past the highest level: a client that sends its next request the moment it has its
+    # result must not meet its last one still counted (the limits are measured by `admission`).
+    room = str(2 * max(int(c) for c in concurrency.split(",")))
+    config = _stack_config(models_dir, router_args=["--max-streams", room, "--max-queue-depth", room])
+    with Stack(config) as stack:
         e2e = asyncio.run(end_to_end(stack.router_address, audio, runs))
         for level in (int(c) for c in concurrency.split(",")):
-            rows[f"c{level}"] = asyncio.run(
-                throughput(stack.router_address, audio, level, max(12, 3 * level))
-            )
-    return e2e, rows
+            requests = max(12, 3 * level)
+            with cpu_per_request(stack.pids(), requests) as used:
+                rows[f"c{level}"] = asyncio.run(throughput(stack.router_address, audio, level, requests))
+            cpu[f"c{level}"] = used
+    return e2e, rows, cpu
+
+
+@contextlib.contextmanager
+def cpu_per_request(pids: dict[str, int], requests: int) -> Iterator[dict[str, float]]:
+    """Fills the dict it yields, once the block ends, with each process's CPU seconds (user and
+    system) per request spent in the block: where serving's work goes, beside the wall clock."""
+    from workbench.stack import cpu_seconds
+
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    used: dict[str, float] = {}
+    yield used
+    used.update({name: (cpu_seconds(pid) - before[name]) / requests for name, pid in pids.items()})
 
 
 #: The router's limit in the admission measurement, and the clients sent at once: twice as many.
@@ -382,12 +404,18 @@ def admission_rows(outcomes: dict[str, list[float]]) -> str:
 ALTERNATIVES = {"naive": "naive server", "whisper-base": "Whisper base"}
 
 
-def naive_server(
-    models_dir: Path, audio: np.ndarray, concurrency: str, system: str = "naive"
-) -> tuple[dict[str, Rate], str]:
-    """(requests/s, p50, p95 latency) per concurrency level of the server a user would write
-    (`workbench.naive`) on the same models and clip, or of the anchor a user would install instead
-    (`system` whisper-base), and the language it heard in the clip."""
+class Served(NamedTuple):
+    """A server beside lidroute: (requests/s, p50, p95) and its CPU seconds per request, per level
+    (`c4`, ...), and the language it heard in the clip."""
+
+    rates: dict[str, Rate]
+    heard: str
+    cpu: dict[str, float]
+
+
+def naive_server(models_dir: Path, audio: np.ndarray, concurrency: str, system: str = "naive") -> Served:
+    """The server a user would write (`workbench.naive`) on the same models and clip, or the anchor a
+    user would install instead (`system` whisper-base), measured level by level."""
     import subprocess
     import sys
 
@@ -417,21 +445,24 @@ def naive_server(
                     ).language
 
             language = asyncio.run(heard())
-            rows = {
-                f"c{level}": asyncio.run(throughput(address, audio, level, max(12, 3 * level)))
-                for level in (int(c) for c in concurrency.split(","))
-            }
+            rows: dict[str, Rate] = {}
+            cpu: dict[str, float] = {}
+            for level in (int(c) for c in concurrency.split(",")):
+                requests = max(12, 3 * level)
+                with cpu_per_request({system: proc.pid}, requests) as used:
+                    rows[f"c{level}"] = asyncio.run(throughput(address, audio, level, requests))
+                cpu[f"c{level}"] = used[system]
         finally:
             proc.terminate()
             proc.wait(30)
-    return rows, language
+    return Served(rows, language, cpu)
 
 
-def naive_rows(ours: dict[str, Rate], others: dict[str, tuple[dict[str, Rate], str]]) -> str:
+def naive_rows(ours: dict[str, Rate], others: dict[str, Served]) -> str:
     """lidroute beside the alternatives (`ALTERNATIVES`), level by level: rates, lidroute's ratio to
     each, and the latencies."""
     names = [ALTERNATIVES[system] for system in others]
-    heard = ", ".join(f"{ALTERNATIVES[system]} {language!r}" for system, (_, language) in others.items())
+    heard = ", ".join(f"{ALTERNATIVES[system]} {served.heard!r}" for system, served in others.items())
     lines = [
         "Beside the server a user would write (`workbench.naive`: the first language-ID model on the first"
         " second, then the recognizer, greedy, per request on 2 threads) and Whisper base (faster-whisper,"
@@ -448,7 +479,7 @@ def naive_rows(ours: dict[str, Rate], others: dict[str, tuple[dict[str, Rate], s
         "|---|---|" + "---|" * len(names) + "---|---|",
     ]
     for key, (rps, median, p95) in ours.items():
-        rows = [rates[key] for rates, _ in others.values()]
+        rows = [served.rates[key] for served in others.values()]
         lines.append(
             f"| {key[1:]} | {rps:.2f} / "
             + " / ".join(f"{r[0]:.2f}" for r in rows)
@@ -524,6 +555,32 @@ def pb_config(lang: str):  # type: ignore[no-untyped-def]
     return pb.RecognitionConfig(
         encoding=pb.RecognitionConfig.LINEAR16, sample_rate_hertz=TARGET_RATE, language_code=lang
     )
+
+
+def cpu_rows(ours: dict[str, dict[str, float]], others: dict[str, Served]) -> str:
+    """Where serving's CPU goes: each lidroute process's CPU ms per request beside each
+    alternative's, level by level (two cores give 2,000 ms a second)."""
+    procs = list(next(iter(ours.values())))
+    names = [ALTERNATIVES[system] for system in others]
+    lines = [
+        "CPU per request (ms, user and system, each process; the same runs as the table above):",
+        "",
+        "| concurrent clients | "
+        + " | ".join(f"lidroute {p}" for p in procs)
+        + " | lidroute in all | "
+        + " | ".join(names)
+        + " |",
+        "|---|" + "---|" * (len(procs) + 1 + len(names)),
+    ]
+    for key, used in ours.items():
+        lines.append(
+            f"| {key[1:]} | "
+            + " | ".join(f"{1000 * used[p]:.0f}" for p in procs)
+            + f" | {1000 * sum(used.values()):.0f} | "
+            + " | ".join(f"{1000 * served.cpu[key]:.0f}" for served in others.values())
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 #: Where `make bench` keeps the real-size stand-ins (`workbench.standins`; 1.3 GB, built once).

@@ -44,6 +44,12 @@ def memory_mb(pid: int, field: str = "VmRSS") -> float:
     raise RuntimeError(f"/proc/{pid}/status has no {field}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) a live process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_serving(
     address: str, timeout: float, proc: subprocess.Popen[bytes] | None = None, log_path: Path | None = None
 ) -> None:
@@ -231,6 +237,13 @@ class Stack:
         self.router_address = ""
         self.rest_url = ""
         self._worker_seq = 0
+
+    def pids(self) -> dict[str, int]:
+        """Every process of the stack by name, Redis (when the stack started it) included."""
+        pids = {name: proc.pid for name, proc in self.procs.items()}
+        if self.redis is not None and self.redis.proc is not None:
+            pids["redis"] = self.redis.proc.pid
+        return pids
 
     # ------------------------------------------------------------------ processes
     def _env(self) -> dict[str, str]:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from asr_worker.decoding import CtcTokens, WordLM, beam_search
+from asr_worker.model import padded_logits
 from lidroute.train.budget import Budget
 from lidroute.train.corpus import (
     CODECS,
@@ -373,28 +374,19 @@ def frame_log_probs(
 ) -> list[np.ndarray]:
     """Per utterance, the (frames, tokens) CTC log-probabilities, on the device the model is on.
 
-    Batched for speed, so each utterance's frames are cut to its own length: the frames over
-    another utterance's padding are the model listening to digital silence, which it never heard
-    in training, and what it writes there is not in the audio.
+    Batched for speed as the worker batches (`padded_logits`), each utterance's frames cut to its
+    own length.
     """
     model.eval()
-    device = next(model.parameters()).device
     order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
     out: dict[int, np.ndarray] = {}
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        features = processor.feature_extractor(
-            [audio[i] for i in chunk],
-            sampling_rate=SAMPLE_RATE,
-            padding=True,
-            return_attention_mask=True,
-            return_tensors="pt",
+        logits = padded_logits(model, processor, [audio[i] for i in chunk])
+        out.update(
+            (i, torch.log_softmax(row.float(), dim=-1).cpu().numpy())
+            for i, row in zip(chunk, logits, strict=True)
         )
-        mask = features.attention_mask.to(device)
-        logits = model(features.input_values.to(device), attention_mask=mask).logits.float()
-        log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy()
-        frames = model._get_feat_extract_output_lengths(mask.sum(dim=-1)).cpu()
-        out.update((i, row[: int(n)]) for i, row, n in zip(chunk, log_probs, frames, strict=True))
     return [out[i] for i in range(len(audio))]
 
 
