@@ -286,6 +286,9 @@ class _Wav2Vec2:
             return [self.logits(audio) for audio in audios]
         results: list[torch.Tensor] = [torch.empty(0)] * len(audios)
         for group in _by_length([len(a) for a in audios]):
+            if len(group) == 1:  # alone, no mask: the model's fastest path
+                results[group[0]] = self.logits(audios[group[0]])
+                continue
             together = padded_logits(self.model, self.processor, [audios[i] for i in group])
             for i, logits in zip(group, together, strict=True):
                 results[i] = logits

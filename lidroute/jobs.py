@@ -347,7 +347,10 @@ class JobQueue:
     async def read_audio(
         self, job_id: str, last_id: str, block_ms: int
     ) -> list[tuple[str, AudioKind, bytes]]:
-        reply = await self.redis.xread({self.keys.audio(job_id): last_id}, block=block_ms, count=200)
+        # Entries are up to 10 s each (the router's FORWARD_SAMPLES): 16 of them bound what a
+        # worker holds of a whole file uploaded at once, while a stream sent in real time, 0.1 s
+        # an entry, is read a second and a half at a time.
+        reply = await self.redis.xread({self.keys.audio(job_id): last_id}, block=block_ms, count=16)
         out: list[tuple[str, AudioKind, bytes]] = []
         for _, entries in reply:
             for entry_id, fields in entries:

@@ -685,6 +685,7 @@ class Router:
             first = first or now
             buffer.append(decoder.feed(chunk))
             self._check_rate(decoder, now - first)
+            await buffer.room(3 * FORWARD_SAMPLES)
         buffer.append(await asyncio.to_thread(decoder.finish) if decoder.container else decoder.finish())
         if buffer.size == 0:
             raise InvalidArgument("no audio received: the stream ended before any audio content")

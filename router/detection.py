@@ -168,11 +168,14 @@ class AudioBuffer:
         self._changed = asyncio.Event()
         self._flat: np.ndarray | None = None
         self._taken = False
+        self._held = 0  # samples in `chunks`
+        self._drained = asyncio.Event()
 
     def append(self, audio: np.ndarray) -> None:
         if len(audio):
             self.chunks.append(audio)
             self.size += len(audio)
+            self._held += len(audio)
             self._flat = None
             self._changed.set()
 
@@ -185,8 +188,18 @@ class AudioBuffer:
         request's audio goes on to its worker, the router holds none of it, however long it is."""
         chunks, self.chunks = self.chunks, []
         self._taken = True
+        self._held = 0
         self._flat = None
+        self._drained.set()
         return chunks
+
+    async def room(self, limit: int) -> None:
+        """Once the audio is being handed on (`take`), waits while more than `limit` samples wait
+        for it: a client that sends faster than its audio goes on is held back (gRPC's flow control
+        reaches it) instead of its whole file piling up here."""
+        while self._taken and self._held > limit:
+            self._drained.clear()
+            await self._drained.wait()
 
     def array(self) -> np.ndarray:
         """Everything so far as one array (cached until more arrives); not once audio was taken."""

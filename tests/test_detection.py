@@ -196,3 +196,16 @@ def test_audio_handed_on_to_the_worker_is_no_longer_held_but_still_counted() -> 
     assert sum(map(len, buffer.take())) == 3 and buffer.size == 18
     with pytest.raises(RuntimeError, match="handed over"):
         buffer.array()
+
+
+async def test_a_client_faster_than_its_audio_is_handed_on_waits_for_room() -> None:
+    buffer = AudioBuffer()
+    buffer.append(np.ones(100, np.float32))
+    await asyncio.wait_for(buffer.room(50), 1)  # before it is handed on, detection needs it all
+    buffer.take()
+    buffer.append(np.ones(100, np.float32))
+    waiting = asyncio.ensure_future(buffer.room(50))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    buffer.take()
+    await asyncio.wait_for(waiting, 1)
