@@ -72,6 +72,8 @@ LID_WINDOW = Histogram(
 #: The most audio in one entry of a job's audio stream (10 s, 320 kB): a whole file sent at once
 #: reaches its worker in pieces, which it can give final results of and let go one by one.
 FORWARD_SAMPLES = 10 * TARGET_RATE
+#: The most of a request's audio sent on beyond what its worker's final results cover (2 min).
+MAX_BACKLOG = 120 * TARGET_RATE
 
 
 class RouterSettings(QueueSettings, AccessSettings):
@@ -693,16 +695,22 @@ class Router:
 
     async def _forward(self, job_id: str, buffer: AudioBuffer, pump: asyncio.Task[None]) -> None:
         """Sends what is buffered, then every later chunk as it arrives, then the end marker; what
-        is sent is let go (`AudioBuffer.take`)."""
+        is sent is let go (`AudioBuffer.take`). A long file uploaded at once goes on no faster than
+        its worker gives final results of it (`MAX_BACKLOG`): Redis holds a few minutes of a
+        request's audio at most, however long the file."""
+        forwarded = committed = 0  # samples sent on, and samples the worker's final results cover
         while True:
             if pump.done() and pump.exception() is not None:
                 raise pump.exception()  # type: ignore[misc]
             if buffer.chunks:
                 audio = np.concatenate(buffer.take())
                 for start in range(0, len(audio), FORWARD_SAMPLES):
-                    await self.queue.append_audio(
-                        job_id, float_to_pcm16(audio[start : start + FORWARD_SAMPLES])
-                    )
+                    while forwarded - committed > MAX_BACKLOG:
+                        await asyncio.sleep(0.25)
+                        committed = (await self.queue.progress(job_id)).committed
+                    piece = audio[start : start + FORWARD_SAMPLES]
+                    await self.queue.append_audio(job_id, float_to_pcm16(piece))
+                    forwarded += len(piece)
             elif buffer.ended:
                 await self.queue.end_audio(job_id)
                 return

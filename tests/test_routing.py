@@ -261,3 +261,30 @@ async def test_audio_at_half_real_time_is_slow_but_served(make_router: MakeRoute
     router = make_router(**SLOT_LIMITS)
     pump = router._pump(_sent([(0.2, TENTH)] * 6), StreamDecoder.raw(16000, 1, router.limits), AudioBuffer())
     await pump  # no AudioTimeout: 0.5x is over min_audio_rate
+
+
+async def test_a_long_file_goes_on_no_faster_than_its_worker_gives_final_results(
+    make_router: MakeRouter, redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    """Ten minutes uploaded at once: two minutes (and one entry) go on to Redis, and the rest only
+    as the job's progress says its worker's final results cover more."""
+    from lidroute.jobs import Progress
+    from router.core import FORWARD_SAMPLES, MAX_BACKLOG
+
+    router = make_router()
+    buffer = AudioBuffer()
+    buffer.append(np.zeros(600 * 16000, np.float32))
+    buffer.end()
+    pump = asyncio.ensure_future(asyncio.sleep(0))
+    await pump
+    forward = asyncio.ensure_future(router._forward("long-upload", buffer, pump))
+    try:
+        held_back = MAX_BACKLOG // FORWARD_SAMPLES + 1
+        await asyncio.sleep(1.0)
+        assert await redis_client.xlen(keys.audio("long-upload")) == held_back and not forward.done()
+        event = Event("segment", result=pb.RecognitionResult(is_final=True))
+        await JobQueue(redis_client, keys).commit("long-upload", event, Progress(committed=590 * 16000))
+        await asyncio.wait_for(forward, 5)
+        assert await redis_client.xlen(keys.audio("long-upload")) == 600 // 10 + 1  # and the end marker
+    finally:
+        forward.cancel()
