@@ -115,11 +115,14 @@ class CtcModel:
         return self.assemble(parts, decoded, started)
 
     def pending(
-        self, audio: np.ndarray, decoded: dict[tuple[int, int], Part]
+        self,
+        audio: np.ndarray,
+        decoded: dict[tuple[int, int], Part],
+        parts: list[tuple[int, int]] | None = None,
     ) -> tuple[list[tuple[int, int]], list[tuple[tuple[int, int], tuple[Acoustic, np.ndarray]]]]:
-        """The parts of `audio`, and those not in `decoded` each with what its logits are computed
-        from (`batch_logits`)."""
-        parts = self.parts(audio)
+        """The parts of `audio` (`parts`, when the caller found them already), and those not in
+        `decoded` each with what its logits are computed from (`batch_logits`)."""
+        parts = self.parts(audio) if parts is None else parts
         return parts, [
             ((a, b), (self.acoustic, self.padded(audio[a:b]))) for a, b in parts if (a, b) not in decoded
         ]

@@ -425,7 +425,8 @@ class AsrWorker:
         if len(parts) < 2:
             return
         cut = parts[-1][0]
-        result = await self.transcribe(run.model, audio[:cut], run.decoded)
+        # The closed parts as found in all that is held: their interim decodings are reused.
+        result = await self.transcribe(run.model, audio, run.decoded, parts[:-1])
         INFERENCE.labels(run.delivery.language).observe(result.inference_seconds)
         segment = self._event(run, result, cut, "segment")
         await self.queue.commit(run.delivery.job.job_id, segment, run.held.let_go(cut))
@@ -460,13 +461,18 @@ class AsrWorker:
         return "ok"
 
     async def transcribe(
-        self, model: CtcModel, audio: np.ndarray, decoded: dict[tuple[int, int], Part]
+        self,
+        model: CtcModel,
+        audio: np.ndarray,
+        decoded: dict[tuple[int, int], Part],
+        parts: list[tuple[int, int]] | None = None,
     ) -> Transcript:
-        """`CtcModel.transcribe` served: the parts not yet decoded join the batcher's next model call
-        with other jobs' parts, and their decoding (beam search, pure CPU on small arrays) runs in
-        a thread of its own, beside the next model call, rather than on the event loop."""
+        """`CtcModel.transcribe` served (of `parts` of `audio` alone, when given): the parts not yet
+        decoded join the batcher's next model call with other jobs' parts, and their decoding (beam
+        search, pure CPU on small arrays) runs in a thread of its own, beside the next model call,
+        rather than on the event loop."""
         started = time.perf_counter()
-        parts, missing = model.pending(audio, decoded)
+        parts, missing = model.pending(audio, decoded, parts)
         logits = await asyncio.gather(*(self.batcher.submit(item) for _, item in missing))
         found = await asyncio.to_thread(lambda: [model.decode(one) for one in logits])
         decoded.update(zip((part for part, _ in missing), found, strict=True))

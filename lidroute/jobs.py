@@ -433,14 +433,14 @@ class EventReader:
         self.block_ms = block_ms if timeout is None else max(10, min(block_ms, int(timeout * 500)))
         self.wake_key = queue.keys.wake(uuid.uuid4().hex)
         self._wake_id = "0"
-        #: job id -> (its event stream, the last entry read, where its events go)
-        self._jobs: dict[str, tuple[str, str, asyncio.Queue[EventBatch]]] = {}
+        #: a waiting job's event stream -> (the last entry read, where its events go)
+        self._jobs: dict[str, tuple[str, asyncio.Queue[EventBatch]]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def watch(self, job_id: str) -> asyncio.Queue[EventBatch]:
         """Starts reading the job's events (from its first); `forget` stops it."""
         events: asyncio.Queue[EventBatch] = asyncio.Queue()
-        self._jobs[job_id] = (self.queue.keys.events(job_id), "0", events)
+        self._jobs[self.queue.keys.events(job_id)] = ("0", events)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._read(), name="event-reader")
         async with self.queue.redis.pipeline(transaction=False) as pipe:
@@ -450,7 +450,7 @@ class EventReader:
         return events
 
     def forget(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
+        self._jobs.pop(self.queue.keys.events(job_id), None)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -462,26 +462,24 @@ class EventReader:
 
     async def _read(self) -> None:
         while self._jobs:
-            streams = {key: last for key, last, _ in self._jobs.values()} | {self.wake_key: self._wake_id}
+            streams = {key: last for key, (last, _) in self._jobs.items()} | {self.wake_key: self._wake_id}
             try:
                 reply = await self.queue.redis.xread(streams, block=self.block_ms, count=100)
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("event read failed", extra={"error": str(exc), "jobs": len(self._jobs)})
-                for _, _, events in self._jobs.values():
+                for _, events in self._jobs.values():
                     events.put_nowait(exc)
                 self._jobs.clear()
                 return
-            by_key = {key: job_id for job_id, (key, _, _) in self._jobs.items()}
             for key, entries in reply:
                 name = key.decode() if isinstance(key, bytes) else key
                 if name == self.wake_key:
                     self._wake_id = _decode_id(entries[-1][0])
                     continue
-                job_id = by_key.get(name)
-                if job_id is None:  # forgotten while the read was out
+                if name not in self._jobs:  # forgotten while the read was out
                     continue
-                _, _, events = self._jobs[job_id]
-                self._jobs[job_id] = (name, _decode_id(entries[-1][0]), events)
+                events = self._jobs[name][1]
+                self._jobs[name] = (_decode_id(entries[-1][0]), events)
                 found = _events(entries)
                 if found:
                     events.put_nowait(found)

@@ -28,6 +28,20 @@ from workbench.scoring import DEFAULT_WINDOWS
 WINDOW_SAMPLES = 30 * TARGET_RATE
 
 
+def whisper_base(cache: Path, threads: int = 0, workers: int = 1):  # type: ignore[no-untyped-def]
+    """Whisper base on CTranslate2, int8 on the CPU, as a user would load it: `threads` per call
+    (0: CTranslate2's choice), `workers` calls at once."""
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(
+        str(whisper_base_dir(cache)),
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=threads,
+        num_workers=workers,
+    )
+
+
 class WhisperEvaluator(Evaluator):
     """Whisper base as the system under evaluation: its language token, restricted to the
     candidates, for language ID; its decoder (beam 5), told the utterance's language, for text."""
@@ -44,12 +58,8 @@ class WhisperEvaluator(Evaluator):
         lid: bool = True,
         asr: bool = True,
     ) -> None:
-        from faster_whisper import WhisperModel
-
         super().__init__(candidates, windows, identifies=lid)
-        self.model = WhisperModel(
-            str(whisper_base_dir(cache)), device="cpu", compute_type="int8", cpu_threads=threads
-        )
+        self.model = whisper_base(cache, threads)
         self.languages = frozenset(self.model.supported_languages) if asr else frozenset()
 
     def can_transcribe(self, lang: str) -> bool:

@@ -500,7 +500,7 @@ def long_stream(models_dir: Path, lang: str, minutes: float) -> dict[str, object
     longer stream added), and the long stream's wall time beside the sum of its final results'
     model and decoding time (the worker's, stretch by stretch)."""
     from lidroute.client import Client
-    from workbench.stack import Stack, memory_mb
+    from workbench.stack import Stack
 
     one = utterance(lang, 60.0, models_dir, gap=1.0)
     config = pb_config(lang)
@@ -522,8 +522,12 @@ def long_stream(models_dir: Path, lang: str, minutes: float) -> dict[str, object
     with Stack(_stack_config(models_dir)) as stack:
         for name, audio in (("1 min", one), (f"{minutes:g} min", np.tile(one, round(minutes)))):
             wall, model_s = asyncio.run(send(audio))
-            peak = {proc: memory_mb(p.pid, "VmHWM") for proc, p in stack.procs.items()}
-            out[name] = {"wall_s": wall, "finals": len(model_s), "model_s": sum(model_s), "peak_mb": peak}
+            out[name] = {
+                "wall_s": wall,
+                "finals": len(model_s),
+                "model_s": sum(model_s),
+                "peak_mb": stack.peak_mb(),
+            }
     return out
 
 
@@ -593,7 +597,7 @@ def real_size(models_dir: Path, audio: np.ndarray, concurrency: str) -> dict[str
     by the LID service and the recognizer by one worker (its language hinted, so only it runs):
     latency and throughput per concurrency level, the worker's own time per request, the LID
     service's batch sizes, and each process's peak memory."""
-    from workbench.stack import Stack, StackConfig, free_port, memory_mb
+    from workbench.stack import Stack, StackConfig, free_port
     from workbench.standins import ASR_DIR, LID_DIR, build_standins
 
     lid_dir, asr_dir = build_standins(STANDINS, models_dir)
@@ -621,7 +625,7 @@ def real_size(models_dir: Path, audio: np.ndarray, concurrency: str) -> dict[str
             for level in levels
         }
         batches = _histogram_mean(stack.metrics["lid"], "lidroute_lid_batch_size")
-        peak = {name: memory_mb(proc.pid, "VmHWM") for name, proc in stack.procs.items()}
+        peak = stack.peak_mb()
     return {
         "models": {"lid": LID_DIR, "asr": ASR_DIR},
         "alone_s": alone,

@@ -89,13 +89,9 @@ class WhisperTranscriber(WholeStream):
 
     def __init__(self, cache: Path, threads: int) -> None:
         super().__init__(threads)
-        from faster_whisper import WhisperModel
+        from workbench.anchor import whisper_base
 
-        from lidroute.train.teacher import whisper_base_dir
-
-        self.model = WhisperModel(
-            str(whisper_base_dir(cache)), device="cpu", compute_type="int8", num_workers=threads
-        )
+        self.model = whisper_base(cache, workers=threads)
 
     def recognize(self, audio: np.ndarray) -> tuple[str, str]:
         segments, info = self.model.transcribe(audio, beam_size=5)

@@ -245,6 +245,10 @@ class Stack:
             pids["redis"] = self.redis.proc.pid
         return pids
 
+    def peak_mb(self) -> dict[str, float]:
+        """Each lidroute process's peak resident memory so far, MB."""
+        return {name: memory_mb(proc.pid, "VmHWM") for name, proc in self.procs.items()}
+
     # ------------------------------------------------------------------ processes
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
