@@ -37,6 +37,7 @@ from lidroute.registry import Registry
 from lidroute.server import GrpcServer, run_service, start_metrics
 from lidroute.settings import CommaList, ComputeSettings, QueueSettings
 from lidroute.v1 import transcriber_pb2 as pb
+from lidroute.vad import Pauses, VadPool
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,8 @@ class _Running:
     picked_up: float
     #: parts of the held audio decoded so far, for interim results (`CtcModel.transcribe`)
     decoded: dict[tuple[int, int], Part] = field(default_factory=dict)
+    #: the VAD's pauses of a long stream, scanned once more than `final_after_seconds` is held
+    pauses: Pauses | None = None
 
 
 class AsrWorker:
@@ -178,6 +181,7 @@ class AsrWorker:
             max_wait_s=settings.batch_wait_ms / 1000,
             on_batch=BATCH_SIZE.observe,
         )
+        self.vad = VadPool()
 
     # ------------------------------------------------------------------ models
     def wants(self, lang: str) -> bool:
@@ -311,11 +315,8 @@ class AsrWorker:
     async def retire(self, delivery: Delivery, times: int) -> None:
         message = f"job failed after {times - 1} deliveries; giving up"
         log.error("job dead-lettered", extra={"job_id": delivery.job.job_id, "deliveries": times})
-        await self.queue.dead_letter(delivery, times, message)
-        await self.queue.emit(
-            delivery.job.job_id, Event("error", worker_id=self.id, code="ABORTED", message=message)
-        )
-        await self.queue.ack(delivery.language, delivery.entry_id)
+        error = Event("error", worker_id=self.id, code="ABORTED", message=message)
+        await self.queue.dead_letter(delivery, times, error)
         JOBS.labels(delivery.language, "dead").inc()
 
     # ------------------------------------------------------------------ one job
@@ -363,10 +364,14 @@ class AsrWorker:
         await self.queue.emit(job.job_id, Event("started", worker_id=self.id))
         log.info("job started", extra={"job_id": job.job_id, "language": lang, "from_sample": held.base})
         run = _Running(delivery, model, held, picked_up)
-        outcome = await self._receive_audio(run)
-        if outcome is not None:
-            return outcome
-        return await self._finish(run)
+        try:
+            outcome = await self._receive_audio(run)
+            if outcome is not None:
+                return outcome
+            return await self._finish(run)
+        finally:
+            if run.pauses is not None:
+                run.pauses.close()
 
     async def _receive_audio(self, run: _Running) -> str | None:
         """Takes the job's audio as it streams in, sending interim results and, once more than
@@ -417,19 +422,30 @@ class AsrWorker:
                 await self.queue.emit(job.job_id, self._event(run, partial, held.size, "partial"))
 
     async def _give_stretch(self, run: _Running) -> None:
-        """The held parts that a pause has closed, as one final result, then let go; the part after
-        the last pause may still grow and stays. With no pause yet, nothing: a part is cut at 30 s
-        of speech without one (`speech_segments`), so what is held stays bounded."""
-        audio = run.held.audio()
+        """The held audio up to the latest pause, as one final result, then let go; what follows it
+        may still grow and stays. The pause is the latest that Silero VAD or the parts' level found
+        (a level pause is near silence; the VAD finds those that steady noise fills too). With no
+        pause yet, nothing: a part is cut at 30 s of speech without one (`speech_segments`), so
+        what is held stays bounded."""
+        held = run.held
+        audio = held.audio()
+        if run.pauses is None:
+            run.pauses = Pauses(self.vad, start=held.base, min_pause=self.settings.pause_split_seconds or 0.5)
+        await asyncio.to_thread(run.pauses.scan, audio, held.base)
         parts = run.model.parts(audio)
-        if len(parts) < 2:
+        cuts = [parts[-1][0]] if len(parts) > 1 else []
+        if (pause := run.pauses.cut()) is not None and pause > held.base:
+            cuts.append(pause - held.base)
+        if not cuts:
             return
-        cut = parts[-1][0]
-        # The closed parts as found in all that is held: their interim decodings are reused.
-        result = await self.transcribe(run.model, audio, run.decoded, parts[:-1])
+        cut = max(cuts)
+        # The closed parts as found in all that is held, so that their interim decodings are
+        # reused; one that runs past a pause only the VAD heard ends at it.
+        closed = [(a, min(b, cut)) for a, b in parts if a < cut]
+        result = await self.transcribe(run.model, audio, run.decoded, closed)
         INFERENCE.labels(run.delivery.language).observe(result.inference_seconds)
         segment = self._event(run, result, cut, "segment")
-        await self.queue.commit(run.delivery.job.job_id, segment, run.held.let_go(cut))
+        await self.queue.commit(run.delivery.job.job_id, segment, held.let_go(cut))
         run.decoded.clear()  # its keys counted from the audio held before
 
     async def _finish(self, run: _Running) -> str:

@@ -314,10 +314,17 @@ class JobQueue:
         await self._acknowledge(delivery.language, delivery.entry_id, delivery.job.job_id, last)
 
     async def _acknowledge(
-        self, lang: str, entry_id: str, job_id: str = "", last: Event | None = None
+        self,
+        lang: str,
+        entry_id: str,
+        job_id: str = "",
+        last: Event | None = None,
+        dead: dict[str, str] | None = None,
     ) -> None:
         key = self.keys.jobs(lang)
         async with self.redis.pipeline(transaction=True) as pipe:
+            if dead is not None:
+                pipe.xadd(self.keys.dead, dead, maxlen=10000, approximate=True)  # type: ignore[arg-type]
             if last is not None:
                 pipe.xadd(self.keys.events(job_id), last.to_fields())
                 pipe.expire(self.keys.events(job_id), self.stream_ttl)
@@ -331,18 +338,18 @@ class JobQueue:
         """The router has its final result: the job's events and its client's lease go."""
         await self.redis.delete(self.keys.events(job_id), self.keys.lease(job_id))
 
-    async def dead_letter(self, delivery: Delivery, times: int, error: str) -> None:
-        await self.redis.xadd(
-            self.keys.dead,
-            {
-                "job": json.dumps(asdict(delivery.job)),
-                "language": delivery.language,
-                "deliveries": str(times),
-                "error": error,
-            },
-            maxlen=10000,
-            approximate=True,
-        )
+    async def dead_letter(self, delivery: Delivery, times: int, last: Event) -> None:
+        """Ends a job delivered too often: it goes to the dead stream, its client gets `last` (its
+        error), and it leaves its queue with its audio, in one transaction, so a worker dying
+        in between neither leaves the client waiting nor has the job delivered once more."""
+        dead = {
+            "job": json.dumps(asdict(delivery.job)),
+            "language": delivery.language,
+            "deliveries": str(times),
+            "error": last.message,
+        }
+        job = delivery.job.job_id
+        await self._acknowledge(delivery.language, delivery.entry_id, job, last, dead)
 
     async def read_audio(
         self, job_id: str, last_id: str, block_ms: int

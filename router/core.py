@@ -47,7 +47,8 @@ from lidroute.settings import FloatList, QueueSettings
 from lidroute.v1 import language_id_pb2 as lid_pb
 from lidroute.v1 import language_id_pb2_grpc as lid_grpc
 from lidroute.v1 import transcriber_pb2 as pb
-from router.detection import AudioBuffer, Decision, NoSpeech, OnsetDetector, VadPool, detect_language
+from lidroute.vad import VadPool
+from router.detection import AudioBuffer, Decision, NoSpeech, OnsetDetector, detect_language
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,37 +21,11 @@ import torch
 
 from lidroute.audio import TARGET_RATE
 from lidroute.errors import InvalidArgument
+from lidroute.vad import VAD_FRAME, Vad, VadPool, speech_probability
 
 log = logging.getLogger(__name__)
 
-VAD_FRAME = 512  # Silero VAD takes 32 ms frames at 16 kHz
 MIN_WINDOW = int(0.1 * TARGET_RATE)  # the shortest window the language-ID service accepts
-
-
-class VadPool:
-    """Silero VAD models are stateful per stream, so each stream borrows one of its own."""
-
-    def __init__(self) -> None:
-        self._free: list[torch.nn.Module] = []
-        self._lock = threading.Lock()
-
-    def acquire(self) -> torch.nn.Module:
-        with self._lock:
-            if self._free:
-                model = self._free.pop()
-                model.reset_states()
-                return model
-        from silero_vad import load_silero_vad
-
-        # silero-vad ships TorchScript; torch's deprecation notice of its loader says nothing to
-        # whoever reads the router's log.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.jit.load", category=FutureWarning)
-            return load_silero_vad()
-
-    def release(self, model: torch.nn.Module) -> None:
-        with self._lock:
-            self._free.append(model)
 
 
 class OnsetDetector:
@@ -68,20 +41,19 @@ class OnsetDetector:
         self.min_frames = min_frames
         self.pad = int(pad_seconds * TARGET_RATE)
         self.onset: int | None = None
-        self._model: torch.nn.Module | None = None
+        self._model: Vad | None = None
         self._pos = 0
         self._run = 0
         # The scan of the windows after the onset, carried from one window to the next bigger one.
-        self._window_model: torch.nn.Module | None = None
+        self._window_model: Vad | None = None
         self._window_pos = 0
         self._window_speech_end: int | None = None
         # Scans run in worker threads; a cancelled request closes the detector from the event loop
         # while one may still run, and must not hand its VAD state to another stream mid-scan.
         self._lock = threading.Lock()
 
-    def _is_speech(self, model: torch.nn.Module, audio: np.ndarray, pos: int) -> bool:
-        frame = torch.from_numpy(np.ascontiguousarray(audio[pos : pos + VAD_FRAME]))
-        return float(model(frame, TARGET_RATE)) >= self.threshold
+    def _is_speech(self, model: Vad, audio: np.ndarray, pos: int) -> bool:
+        return speech_probability(model, audio, pos) >= self.threshold
 
     @torch.inference_mode()
     def feed(self, audio: np.ndarray) -> int | None:

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from lid_service.model import LanguageIdModel, LidRequest
+from lidroute.audio import speech_segments
 from lidroute.errors import InvalidArgument
-from router.detection import AudioBuffer, NoSpeech, OnsetDetector, VadPool, detect_language
+from lidroute.vad import Pauses, VadPool
+from router.detection import AudioBuffer, NoSpeech, OnsetDetector, detect_language
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +211,39 @@ async def test_a_client_faster_than_its_audio_is_handed_on_waits_for_room() -> N
     assert not waiting.done()
     buffer.take()
     await asyncio.wait_for(waiting, 1)
+
+
+def noisy_pair(speech, snr_db: float) -> tuple[np.ndarray, tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """Two sentences a second apart, steady noise `snr_db` under the speech throughout; the gap's span."""
+    first, second = (utt.audio for utt in speech["es"])
+    audio = np.concatenate([first, silence(1.0), second])
+    level = float(np.sqrt(np.mean(first**2)))
+    audio += (
+        np.random.default_rng(3).standard_normal(len(audio)).astype(np.float32) * level / 10 ** (snr_db / 20)
+    )
+    return audio, (len(first), len(first) + 16000)
+
+
+def test_the_vad_finds_a_pause_that_steady_noise_fills_where_the_level_finds_none(speech) -> None:  # type: ignore[no-untyped-def]
+    audio, (gap_start, gap_end) = noisy_pair(speech, snr_db=15)
+    assert speech_segments(audio) == [(0, len(audio))]  # the level hears no pause
+    pauses = Pauses(VadPool())
+    pauses.scan(audio[:gap_start], 0)
+    assert pauses.cut() is None  # a sentence alone: no pause yet
+    pauses.scan(audio, 0)
+    cut = pauses.cut()
+    assert cut is not None and gap_start < cut < gap_end
+    pauses.close()
+
+
+def test_pauses_count_from_the_start_of_the_stream_when_its_head_is_let_go(speech) -> None:  # type: ignore[no-untyped-def]
+    """A worker keeps only what follows its last final result; the pause it finds in what is
+    held is where it is in the whole stream, found as when the stream was scanned whole."""
+    audio, _ = noisy_pair(speech, snr_db=15)
+    whole = Pauses(VadPool())
+    whole.scan(audio, 0)
+    head = len(audio) // 4 // 512 * 512
+    pieces = Pauses(VadPool())
+    pieces.scan(audio[:head], 0)
+    pieces.scan(audio[head // 2 :], head // 2)  # the first half of the head let go meanwhile
+    assert pieces.cut() == whole.cut() and pieces.scanned == whole.scanned

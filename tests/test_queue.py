@@ -204,14 +204,26 @@ async def test_lost_consumer_group_is_recreated(redis_client: aioredis.Redis, ke
     assert len(await queue.next_jobs(["sw"], "w1", 1, 100)) == 1
 
 
-async def test_dead_letter_records_the_job_and_error(redis_client: aioredis.Redis, keys: Keys) -> None:
-    queue = JobQueue(redis_client, keys)
+async def test_a_dead_lettered_job_is_recorded_its_client_told_and_its_queue_entry_and_audio_gone(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    queue = JobQueue(redis_client, keys, stream_ttl=60)
     await queue.ensure_group("sw")
     await queue.enqueue(job())
+    await queue.append_audio("j1", b"\0\0" * 160)
     [delivery] = await queue.next_jobs(["sw"], "w1", 1, 100)
-    await queue.dead_letter(delivery, 4, "boom")
+    await queue.dead_letter(delivery, 4, Event("error", worker_id="w1", code="ABORTED", message="boom"))
     [(_, fields)] = await redis_client.xrange(keys.dead)
     assert fields[b"error"] == b"boom" and fields[b"deliveries"] == b"4" and b"j1" in fields[b"job"]
+    [(_, event)] = await redis_client.xrevrange(keys.events("j1"), count=1)
+    assert Event.from_fields(event).code == "ABORTED"  # its client's last event
+    assert await redis_client.xpending(keys.jobs("sw"), WORKER_GROUP) == {
+        "pending": 0,
+        "min": None,
+        "max": None,
+        "consumers": [],
+    }
+    assert not await redis_client.exists(keys.audio("j1"))
 
 
 async def test_one_event_reader_serves_every_waiting_job_on_one_blocked_connection(

@@ -554,3 +554,22 @@ async def test_long_audio_comes_as_a_final_result_per_stretch_in_order_and_joine
     assert jiwer.cer(" ".join([utt.text] * 5), best.transcript) <= 0.5, best.transcript
     streamed = await client.transcribe_pcm(pcm(audio), 16000, language="es", chunk_seconds=1.0, timeout=60)
     assert jiwer.cer(best.transcript, streamed.transcript) <= 0.1, (best.transcript, streamed.transcript)
+
+
+async def test_long_noisy_audio_is_cut_at_the_pauses_the_vad_hears(client: Client, speech) -> None:
+    """Steady noise 15 dB under the speech fills the pauses, so their level is no lower than the
+    words'; the worker still gives a final result per stretch, cut where Silero VAD hears a pause."""
+    utt = speech["es"][0]
+    audio = np.concatenate([utt.audio, np.zeros(16000, np.float32)] * 4)
+    level = float(np.sqrt(np.mean(utt.audio**2)))
+    audio += np.random.default_rng(5).standard_normal(len(audio)).astype(np.float32) * level / 10 ** (15 / 20)
+    reply = await client.stub.Recognize(
+        pb.RecognizeRequest(config=pb.RecognitionConfig(language_code="es"), audio_content=encode_wav(audio)),
+        timeout=60,
+    )
+    assert len(reply.segments) >= 2
+    ends = [s.result_end_offset.ToTimedelta().total_seconds() for s in reply.segments]
+    step = len(utt.audio) / 16000 + 1.0
+    for end in ends[:-1]:  # each stretch ends in one of the pauses, not mid-sentence
+        assert end % step > len(utt.audio) / 16000, (ends, step)
+    assert jiwer.cer(" ".join([utt.text] * 4), reply.result.alternatives[0].transcript) <= 0.6

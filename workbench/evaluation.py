@@ -150,8 +150,8 @@ class Evaluator:
     name = "lidroute"
 
     def __init__(self, candidates: Sequence[str], windows: Sequence[float], identifies: bool) -> None:
+        from lidroute.vad import VadPool
         from router.core import RouterSettings
-        from router.detection import VadPool
 
         self.candidates = tuple(candidates)
         self.windows = tuple(windows)
