@@ -8,6 +8,7 @@ header before any decoding, because libsndfile has a history of crashing on craf
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,37 +175,64 @@ def looks_like_container(data: bytes) -> bool:
 
 def decode_container(data: bytes, limits: AudioLimits, expected_rate: int = 0) -> np.ndarray:
     """Decodes a whole audio file to 16 kHz mono after checking its header against the limits."""
+    return np.concatenate(list(container_blocks(data, limits, expected_rate)))
+
+
+def _resampler(rate: int) -> soxr.ResampleStream:
+    """Resamples mono audio to 16 kHz a piece at a time, as `resample` does it whole."""
+    return soxr.ResampleStream(rate, TARGET_RATE, 1, dtype="float32", quality="HQ")
+
+
+#: Seconds of a file decoded at a time: an hour of 44.1 kHz stereo decoded whole would be 1.3 GB
+#: of float samples in the router; a block of it is a few MB.
+BLOCK_SECONDS = 10.0
+
+
+def container_blocks(data: bytes, limits: AudioLimits, expected_rate: int = 0) -> Iterator[np.ndarray]:
+    """A whole audio file as 16 kHz mono, `BLOCK_SECONDS` at a time, its header checked against the
+    limits before the first block: decoding never holds more than a block of it."""
     if not data:
         raise InvalidArgument("audio is empty")
     limits.check_total_bytes(len(data))
     try:
-        info = sf.info(io.BytesIO(data))
+        sound = sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError):
         raise InvalidArgument(
             f"the audio is not a file lidroute reads ({CONTAINERS}) or it is corrupt; raw audio needs "
             "encoding LINEAR16 (or MULAW) and sample_rate_hertz"
         ) from None
-    if info.format not in ALLOWED_CONTAINERS:
-        raise InvalidArgument(f"audio container {info.format} is not supported ({CONTAINERS})")
-    limits.check_rate(info.samplerate)
-    limits.check_channels(info.channels)
-    if expected_rate and expected_rate != info.samplerate:
-        raise InvalidArgument(
-            f"sample_rate_hertz {expected_rate} does not match the file's {info.samplerate} Hz"
+    with sound:
+        if sound.format not in ALLOWED_CONTAINERS:
+            raise InvalidArgument(f"audio container {sound.format} is not supported ({CONTAINERS})")
+        rate = sound.samplerate
+        limits.check_rate(rate)
+        limits.check_channels(sound.channels)
+        if expected_rate and expected_rate != rate:
+            raise InvalidArgument(f"sample_rate_hertz {expected_rate} does not match the file's {rate} Hz")
+        if sound.frames > 0:
+            limits.check_duration(sound.frames / rate)
+        resampler = (
+            None
+            if rate == TARGET_RATE
+            else soxr.ResampleStream(rate, TARGET_RATE, 1, dtype="float32", quality="HQ")
         )
-    if info.frames > 0:
-        limits.check_duration(info.frames / info.samplerate)
-    max_frames = int(limits.max_seconds * info.samplerate) + 1
-    try:
-        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True, frames=max_frames)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise InvalidArgument(
-            f"could not decode the audio file: {getattr(exc, 'error_string', exc)}"
-        ) from None
-    limits.check_duration(len(audio) / rate)
-    if len(audio) == 0:
-        raise InvalidArgument("audio file holds no samples")
-    return resample(to_mono(audio), rate)
+        block, read = round(BLOCK_SECONDS * rate), 0
+        while True:
+            try:
+                audio = sound.read(min(block, int(limits.max_seconds * rate) + 1 - read), "float32", True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise InvalidArgument(
+                    f"could not decode the audio file: {getattr(exc, 'error_string', exc)}"
+                ) from None
+            read += len(audio)
+            limits.check_duration(read / rate)
+            last = len(audio) == 0
+            if last and read == 0:
+                raise InvalidArgument("audio file holds no samples")
+            mono = to_mono(audio)
+            yield mono if resampler is None else resampler.resample_chunk(mono, last=last)
+            if last:
+                return
 
 
 def decode_pcm16(data: bytes, rate: int, channels: int, limits: AudioLimits) -> np.ndarray:
@@ -218,7 +246,8 @@ class StreamDecoder:
 
     Raw LINEAR16 (or 8-bit μ-law) is decoded and resampled chunk by chunk (a chunk may split a
     sample or a stereo frame: the remainder waits for the next one). A container file cannot be
-    decoded in pieces, so it is buffered and decoded when the stream ends.
+    decoded before its header and its end are in, so it is buffered and, when the stream ends,
+    decoded a block at a time (`rest`).
     """
 
     def __init__(
@@ -234,11 +263,7 @@ class StreamDecoder:
         self.samples_out = 0
         self._pending = b""
         self._buffer: list[bytes] = []
-        self._resampler = (
-            None
-            if container or rate == TARGET_RATE
-            else soxr.ResampleStream(rate, TARGET_RATE, 1, dtype="float32", quality="HQ")
-        )
+        self._resampler = None if container or rate == TARGET_RATE else _resampler(rate)
 
     @classmethod
     def raw(cls, rate: int, channels: int, limits: AudioLimits, *, mulaw: bool = False) -> StreamDecoder:
@@ -284,17 +309,24 @@ class StreamDecoder:
         return self._emit(to_mono(samples), last=False)
 
     def finish(self) -> np.ndarray:
+        return np.concatenate(list(self.rest()))
+
+    def rest(self) -> Iterator[np.ndarray]:
+        """What the end of the stream lets out: a container file, decoded a block at a time
+        (`container_blocks`), or the resampler's last samples of raw audio."""
         if self.container:
-            audio = decode_container(b"".join(self._buffer), self.limits, self.rate)
+            data = b"".join(self._buffer)
             self._buffer.clear()
-            self.samples_out += len(audio)
-            return audio
+            for block in container_blocks(data, self.limits, self.rate):
+                self.samples_out += len(block)
+                yield block
+            return
         if self._pending:
             raise InvalidArgument(
                 f"{self.encoding} stream ended inside a sample frame ({len(self._pending)} stray bytes); "
                 f"audio_channel_count {self.channels} needs multiples of {self.width * self.channels} bytes"
             )
-        return self._emit(np.zeros(0, np.float32), last=True)
+        yield self._emit(np.zeros(0, np.float32), last=True)
 
     def _emit(self, audio: np.ndarray, *, last: bool) -> np.ndarray:
         if self._resampler is not None:

@@ -689,7 +689,13 @@ class Router:
             buffer.append(decoder.feed(chunk))
             self._check_rate(decoder, now - first)
             await buffer.room(3 * FORWARD_SAMPLES)
-        buffer.append(await asyncio.to_thread(decoder.finish) if decoder.container else decoder.finish())
+        if decoder.container:  # a file: decoded a block at a time, no faster than it is sent on
+            blocks = decoder.rest()
+            while (block := await asyncio.to_thread(next, blocks, None)) is not None:
+                buffer.append(block)
+                await buffer.room(3 * FORWARD_SAMPLES)
+        else:
+            buffer.append(decoder.finish())
         if buffer.size == 0:
             raise InvalidArgument("no audio received: the stream ended before any audio content")
         buffer.end()

@@ -10,12 +10,15 @@ import pytest
 import soundfile as sf
 
 from lidroute.audio import (
+    BLOCK_SECONDS,
     AudioLimits,
     StreamDecoder,
+    container_blocks,
     decode_container,
     decode_pcm16,
     float_to_pcm16,
     pcm16_to_float,
+    resample,
     speech_segments,
 )
 from lidroute.errors import InvalidArgument, LimitExceeded
@@ -78,6 +81,21 @@ def test_container_files_are_decoded(fmt: str, subtype: str | None) -> None:
     audio = decode_container(file_bytes(tone(1.0, rate, channels=2), rate, fmt, subtype), AudioLimits())
     assert abs(len(audio) - 16000) < 400
     assert abs(dominant_frequency(audio) - 440) < 5
+
+
+def test_a_long_file_is_decoded_a_block_at_a_time_into_what_decoding_it_whole_gives() -> None:
+    """An hour of 44.1 kHz stereo decoded whole is 1.3 GB of floats: the router decodes a file a
+    block at a time, and the blocks join into the file resampled in one piece."""
+    rate = 44100
+    stereo = tone(35.0, rate, channels=2)
+    blocks = list(container_blocks(file_bytes(stereo, rate, "FLAC"), AudioLimits()))
+    assert max(len(b) for b in blocks) <= BLOCK_SECONDS * 16000 + 16
+    assert len(blocks) >= 4
+    whole = resample(stereo.mean(axis=1), rate)
+    joined = np.concatenate(blocks)
+    assert abs(len(joined) - len(whole)) <= 1
+    n = min(len(joined), len(whole))
+    assert np.abs(joined[:n] - whole[:n]).max() < 1e-3
 
 
 def test_real_recordings_decode(real_speech_files: list) -> None:
