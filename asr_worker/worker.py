@@ -106,6 +106,10 @@ class WorkerSettings(QueueSettings, ComputeSettings):
     model_cache: Path = Field(Path.home() / ".cache/lidroute/hub", description="hub download cache")
 
 
+#: Seconds before `final_after_seconds` from which a stretch is scanned for its last pause.
+PAUSE_LOOK_SECONDS = 10.0
+
+
 class HeldAudio:
     """A job's audio since its last final result, counted in samples from the start of the job's
     audio, and where its audio stream has been read to. A long stream's stretches are let go once
@@ -424,13 +428,17 @@ class AsrWorker:
     async def _give_stretch(self, run: _Running) -> None:
         """The held audio up to the latest pause, as one final result, then let go; what follows it
         may still grow and stays. The pause is the latest that Silero VAD or the parts' level found
-        (a level pause is near silence; the VAD finds those that steady noise fills too). With no
-        pause yet, nothing: a part is cut at 30 s of speech without one (`speech_segments`), so
-        what is held stays bounded."""
+        (a level pause is near silence; the VAD finds those that steady noise fills too). The VAD
+        scans a stretch from `PAUSE_LOOK_SECONDS` before `final_after_seconds` on, each frame once:
+        the latest pause is near the end, and scanning all of a long stream would cost a tenth of
+        its decoding. With no pause yet, nothing: a part is cut at 30 s of speech without one
+        (`speech_segments`), so what is held stays bounded."""
         held = run.held
         audio = held.audio()
         if run.pauses is None:
-            run.pauses = Pauses(self.vad, start=held.base, min_pause=self.settings.pause_split_seconds or 0.5)
+            look = max(0.0, self.settings.final_after_seconds - PAUSE_LOOK_SECONDS)
+            start = held.base + int(look * TARGET_RATE)
+            run.pauses = Pauses(self.vad, start=start, min_pause=self.settings.pause_split_seconds or 0.5)
         await asyncio.to_thread(run.pauses.scan, audio, held.base)
         parts = run.model.parts(audio)
         cuts = [parts[-1][0]] if len(parts) > 1 else []
@@ -447,6 +455,8 @@ class AsrWorker:
         segment = self._event(run, result, cut, "segment")
         await self.queue.commit(run.delivery.job.job_id, segment, held.let_go(cut))
         run.decoded.clear()  # its keys counted from the audio held before
+        run.pauses.close()  # the next stretch's scan starts where it may end
+        run.pauses = None
 
     async def _finish(self, run: _Running) -> str:
         """The final result of the audio held, or a refusal of audio too short for the model."""
