@@ -86,7 +86,7 @@ class OnsetDetector:
         A window longer than a short request, or one that ends in a pause, holds silence or noise
         after the last word, and a language-ID model scoring it with the speech mistook it for a
         language (1 s windows on utterances under 1.4 s, 3 s windows on most). A VAD state fresh at
-        the onset scans the window (about 5 ms a second of audio on one core); each call is given
+        the onset scans the window (a few ms a second of audio on one core); each call is given
         the last window grown, so only the frames the last call did not reach are scanned. Without
         a speech frame in it the window is kept whole.
         """
