@@ -333,6 +333,9 @@ class SpeechServicer:
         streaming, audio = await config_and_audio(request_iterator)
         config, languages = lidroute_config(streaming.config)
         ours = pb.StreamingRecognitionConfig(config=config, interim_results=streaming.interim_results)
+        # Long audio comes as a final result per stretch between pauses: its speech ends with each,
+        # and the next stretch's begins where that one ended, so the events come in pairs.
+        resumes_at: Any = None
         async for event in self.router.transcribe(ours, audio, context.time_remaining()):
             number = request_number(event.request_id)
             if event.HasField("language_detected"):
@@ -345,7 +348,15 @@ class SpeechServicer:
                     )
                 continue
             result = event.result
+            if resumes_at is not None and streaming.enable_voice_activity_events:
+                yield G_StreamingRecognizeResponse(
+                    speech_event_type=SpeechEvent.SPEECH_ACTIVITY_BEGIN,
+                    speech_event_time=resumes_at,
+                    request_id=number,
+                )
+            resumes_at = None
             if result.is_final:
+                resumes_at = result.result_end_offset
                 results = recognition_results(result, languages)
                 if streaming.enable_voice_activity_events:
                     yield G_StreamingRecognizeResponse(

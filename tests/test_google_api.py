@@ -144,7 +144,8 @@ def test_google_streaming_recognize_streams_interim_and_one_final_result(
     google_client: gspeech.SpeechClient, speech
 ) -> None:
     utt = speech["en"][0]
-    audio = float_to_pcm16(pad(np.concatenate([utt.audio, utt.audio]), 0.5, 0.2))
+    # Shorter than the suite's final_after_seconds (4 s): longer audio gets a final per stretch.
+    audio = float_to_pcm16(pad(utt.audio, 0.5, 0.2))
     step = 3200  # 0.1 s
 
     def requests() -> Iterator[gspeech.StreamingRecognizeRequest]:
@@ -168,6 +169,34 @@ def test_google_streaming_recognize_streams_interim_and_one_final_result(
     assert len(finals) == 1 and results[-1].is_final and len(results) > 1
     assert finals[0].language_code == "en"
     assert finals[0].alternatives[0].words
+
+
+@pytest.mark.integration
+def test_google_streaming_of_long_audio_pairs_the_speech_events_of_each_stretch(
+    google_client: gspeech.SpeechClient, speech
+) -> None:
+    """Past the suite's final_after_seconds (4 s), each stretch between pauses is a final result:
+    the speech ends with each, and begins again where it ended, as Google's server says of a
+    stream whose speaker stops and starts."""
+    utt = speech["en"][0]
+    gap = np.zeros(16000, np.float32)
+    audio = float_to_pcm16(pad(np.concatenate([utt.audio, gap, utt.audio, gap, utt.audio]), 0.5, 0.2))
+    config = gspeech.StreamingRecognitionConfig(
+        config=speech_config(encoding=Encoding.LINEAR16, sample_rate_hertz=16000, language_code="en"),
+        enable_voice_activity_events=True,
+    )
+    requests = (
+        gspeech.StreamingRecognizeRequest(audio_content=audio[i : i + 32000])
+        for i in range(0, len(audio), 32000)
+    )
+    responses = list(google_client.streaming_recognize(config, requests, timeout=60))
+    kind = gspeech.StreamingRecognizeResponse.SpeechEventType
+    events = [r.speech_event_type for r in responses if r.speech_event_type]
+    finals = [r.results[0] for r in responses if r.results and r.results[0].is_final]
+    assert len(finals) >= 2
+    assert events == [kind.SPEECH_ACTIVITY_BEGIN, kind.SPEECH_ACTIVITY_END] * len(finals)
+    times = [r.speech_event_time.total_seconds() for r in responses if r.speech_event_type]
+    assert times == sorted(times)
 
 
 @pytest.mark.integration
