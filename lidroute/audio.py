@@ -211,11 +211,7 @@ def container_blocks(data: bytes, limits: AudioLimits, expected_rate: int = 0) -
             raise InvalidArgument(f"sample_rate_hertz {expected_rate} does not match the file's {rate} Hz")
         if sound.frames > 0:
             limits.check_duration(sound.frames / rate)
-        resampler = (
-            None
-            if rate == TARGET_RATE
-            else soxr.ResampleStream(rate, TARGET_RATE, 1, dtype="float32", quality="HQ")
-        )
+        resampler = None if rate == TARGET_RATE else _resampler(rate)
         block, read = round(BLOCK_SECONDS * rate), 0
         while True:
             try:

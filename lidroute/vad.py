@@ -71,7 +71,7 @@ class Pauses:
 
     def __init__(self, pool: VadPool, *, start: int = 0, min_pause: float = 0.5, threshold: float = 0.35):
         self.pool = pool
-        self.min_frames = max(1, math.ceil(min_pause * TARGET_RATE / VAD_FRAME))
+        self.min_samples = max(1, math.ceil(min_pause * TARGET_RATE / VAD_FRAME)) * VAD_FRAME
         self.threshold = threshold
         self.scanned = start  # the stream's next frame to scan
         self._quiet_from: int | None = None  # where the run of quiet frames up to `scanned` started
@@ -93,7 +93,7 @@ class Pauses:
                     if self._quiet_from is None:
                         self._quiet_from = base + pos
                 elif self._quiet_from is not None:
-                    if base + pos - self._quiet_from >= self.min_frames * VAD_FRAME:
+                    if base + pos - self._quiet_from >= self.min_samples:
                         self._last = (self._quiet_from, base + pos)
                     self._quiet_from = None
                 pos += VAD_FRAME
@@ -102,7 +102,7 @@ class Pauses:
     def cut(self) -> int | None:
         """The middle of the latest pause scanned (one still going on included), or None."""
         latest = self._last
-        if self._quiet_from is not None and self.scanned - self._quiet_from >= self.min_frames * VAD_FRAME:
+        if self._quiet_from is not None and self.scanned - self._quiet_from >= self.min_samples:
             latest = (self._quiet_from, self.scanned)
         return None if latest is None else (latest[0] + latest[1]) // 2
 

@@ -23,9 +23,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from lid_service.whisper_lid import WhisperLanguageLogits
 from lidroute.audio import resample, speech_bounds, to_mono
 from lidroute.train.teacher import DEFAULT_PACK
-from lidroute.whisper import LanguageToken, LogMel, load_encoder, read_weights
+from lidroute.whisper import LogMel
 
 LANGUAGES = ("en", "es", "fr", "de", "pt", "it", "ru", "hi", "sw", "tr", "mr")
 
@@ -54,34 +55,30 @@ def main(argv: list[str]) -> None:
     per_language = int(argv[0]) if argv else 20
     seconds = float(argv[1]) if len(argv) > 1 else 1.0
     torch.set_num_threads(1)
-    weights = read_weights()
-    encoder, token, mel = load_encoder(weights=weights), LanguageToken(LANGUAGES, weights=weights), LogMel()
+    # The bundled language ID's own padding (`encode`: silence 2 under the window's loudest frame),
+    # in float32, to 3 s or, as a batch row of that length, to 30 s.
+    whisper, mel = WhisperLanguageLogits(LANGUAGES, min_seconds=3.0, precision="float32"), LogMel()
     tails: dict[float, torch.Tensor] = {}
     right: dict[str, list[bool]] = collections.defaultdict(list)
     cost: dict[str, float] = collections.defaultdict(float)
     clips = windows(per_language, seconds)
     for lang, audio in clips:
         features = mel(torch.from_numpy(audio)[None])
-        floor = float(features.amax()) - 2.0  # where Whisper's features put its padding's silence
-
-        def padded(frames: int, f: torch.Tensor = features, floor: float = floor) -> torch.Tensor:
-            out = torch.full((1, 80, frames), floor)
-            out[..., : f.shape[-1]] = f
-            return out
-
+        frames = features.shape[-1]
         truth = LANGUAGES.index(lang)
-        for name, frames in (("padded to 3 s", 300), ("padded to 30 s", 3000)):
+        for name, width in (("padded to 3 s", 300), ("padded to 30 s", 3000)):
             started = time.process_time()
-            encoded = encoder(padded(frames))
-            right[name].append(int(token(encoded).argmax()) == truth)
+            row = torch.nn.functional.pad(features, (0, max(0, width - frames)))
+            encoded, _ = whisper.encode(row, torch.tensor([frames / row.shape[-1]]))
+            right[name].append(int(whisper.token(encoded).argmax()) == truth)
             cost[name] += time.process_time() - started
-            if frames == 300:
+            if width == 300:
                 short = encoded
-        key = round(floor, 1)
-        if key not in tails:
-            tails[key] = encoder(torch.full((1, 80, 3000), key))
-        joined = torch.cat([short, tails[key][:, short.shape[1] :]], dim=1)
-        right["3 s, then silence's states"].append(int(token(joined).argmax()) == truth)
+        floor = round(float(features.amax()) - 2.0, 1)  # the padding's silence, as `encode` puts it
+        if floor not in tails:
+            tails[floor] = whisper.encoder(torch.full((1, 80, 3000), floor))
+        joined = torch.cat([short, tails[floor][:, short.shape[1] :]], dim=1)
+        right["3 s, then silence's states"].append(int(whisper.token(joined).argmax()) == truth)
     print(f"{len(clips)} windows of {seconds:g} s, {len(set(lang for lang, _ in clips))} languages")
     for name, hits in right.items():
         each = f", {1000 * cost[name] / len(clips):.0f} ms CPU each" if name in cost else ""
